@@ -1,0 +1,146 @@
+//! The site's dbs and replicas.
+
+use heed::RwTxn;
+
+use crate::error::{InventoryError, Result};
+use crate::ids::DbName;
+use crate::keys;
+use crate::records::{DbRecord, ReplicaRecord, ReplicaState};
+use crate::store::{Inventory, decode_or_skip, get_record, now_ms, put_record};
+
+/// The most shards a db may have.
+pub const MAX_SHARDS: u32 = 65_536;
+/// The highest replication factor.
+pub const MAX_REPLICATION: u32 = 16;
+
+impl DbRecord {
+    /// Checks the settings' ranges.
+    pub fn validate(&self) -> Result<()> {
+        if self.shards == 0 || self.shards > MAX_SHARDS {
+            return Err(InventoryError::InvalidSetting {
+                what: "shards",
+                why: format!("{} is out of range 1..={MAX_SHARDS}", self.shards),
+            });
+        }
+        if self.replication == 0 || self.replication > MAX_REPLICATION {
+            return Err(InventoryError::InvalidSetting {
+                what: "replication",
+                why: format!("{} is out of range 1..={MAX_REPLICATION}", self.replication),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Inventory {
+    /// Stores a db's settings (creating or replacing them).
+    pub fn put_db(&self, db: &DbRecord) -> Result<()> {
+        db.validate()?;
+        self.write(|txn| put_record(self.tables.dbs, txn, &keys::db(&db.name), db, "db record"))
+    }
+
+    /// A db's settings, if this site knows the db.
+    pub fn db(&self, name: &DbName) -> Result<Option<DbRecord>> {
+        self.read(|txn| get_record(self.tables.dbs, txn, &keys::db(name), &keys::describe("dbs", &keys::db(name))))
+    }
+
+    /// Every db this site knows, by name. Corrupt records are skipped with a warning.
+    pub fn dbs(&self) -> Result<Vec<DbRecord>> {
+        self.read(|txn| {
+            let mut out = Vec::new();
+            for item in self.tables.dbs.iter(txn)? {
+                let (key, bytes) = item?;
+                out.extend(decode_or_skip("dbs", key, bytes));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Forgets a db: its settings, replicas, shard logs and pending plan, in one
+    /// transaction. The plan history stays. Answers whether the db was known.
+    pub fn remove_db(&self, name: &DbName) -> Result<bool> {
+        let prefix = keys::db(name);
+        self.write(|txn| {
+            let known = self.tables.dbs.delete(txn, &prefix)?;
+            self.tables.plans.delete(txn, &prefix)?;
+            for table in [self.tables.replicas, self.tables.log_entries, self.tables.log_frontiers, self.tables.log_early] {
+                delete_prefix(table, txn, &prefix)?;
+            }
+            self.reset_shard_metas(txn, &prefix)?;
+            Ok(known)
+        })
+    }
+
+    /// Creates or updates the local replica of `(db, shard)`. The db must be known and
+    /// the shard in range. Answers the stored record.
+    pub fn set_replica(&self, db: &DbName, shard: u32, state: ReplicaState) -> Result<ReplicaRecord> {
+        let key = keys::shard(db, shard);
+        self.write(|txn| {
+            let settings: DbRecord = get_record(self.tables.dbs, txn, &keys::db(db), "db record")?
+                .ok_or_else(|| InventoryError::UnknownDb(db.clone()))?;
+            if shard >= settings.shards {
+                return Err(InventoryError::ShardOutOfRange { db: db.clone(), shard, shards: settings.shards });
+            }
+            let now = now_ms();
+            let old: Option<ReplicaRecord> =
+                get_record(self.tables.replicas, txn, &key, &keys::describe("replicas", &key))?;
+            let record = ReplicaRecord {
+                db: db.clone(),
+                shard,
+                state: state.clone(),
+                created_ms: old.map_or(now, |o| o.created_ms),
+                updated_ms: now,
+            };
+            put_record(self.tables.replicas, txn, &key, &record, "replica record")?;
+            Ok(record)
+        })
+    }
+
+    /// The local replica of `(db, shard)`, if any.
+    pub fn replica(&self, db: &DbName, shard: u32) -> Result<Option<ReplicaRecord>> {
+        let key = keys::shard(db, shard);
+        self.read(|txn| get_record(self.tables.replicas, txn, &key, &keys::describe("replicas", &key)))
+    }
+
+    /// Every local replica, of one db or of all. Corrupt records are skipped with a
+    /// warning.
+    pub fn replicas(&self, db: Option<&DbName>) -> Result<Vec<ReplicaRecord>> {
+        let prefix = db.map(keys::db);
+        self.read(|txn| {
+            let mut out = Vec::new();
+            // LMDB refuses an empty key, so "all" is a plain scan rather than an empty prefix.
+            let iter: Box<dyn Iterator<Item = heed::Result<(&[u8], &[u8])>>> = match &prefix {
+                Some(prefix) => Box::new(self.tables.replicas.prefix_iter(txn, prefix)?),
+                None => Box::new(self.tables.replicas.iter(txn)?),
+            };
+            for item in iter {
+                let (key, bytes) = item?;
+                out.extend(decode_or_skip("replicas", key, bytes));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Deletes the local replica of `(db, shard)` and its shard log, in one transaction.
+    /// Answers whether there was a replica. Running it twice is the same as once.
+    pub fn remove_replica(&self, db: &DbName, shard: u32) -> Result<bool> {
+        let key = keys::shard(db, shard);
+        self.write(|txn| {
+            let existed = self.tables.replicas.delete(txn, &key)?;
+            self.drop_log_in(txn, &key)?;
+            Ok(existed)
+        })
+    }
+}
+
+/// Deletes every key of `table` that starts with `prefix`.
+pub(crate) fn delete_prefix(table: crate::store::Table, txn: &mut RwTxn<'_>, prefix: &[u8]) -> Result<u64> {
+    let mut iter = table.prefix_iter_mut(txn, prefix)?;
+    let mut n = 0;
+    while iter.next().transpose()?.is_some() {
+        // SAFETY: no reference into the database is kept across the deletion.
+        unsafe { iter.del_current()? };
+        n += 1;
+    }
+    Ok(n)
+}

@@ -1,0 +1,168 @@
+//! Identifiers: site ids, cluster ids, plan ids and db names.
+//!
+//! Each type can only hold a valid value ("parse, don't validate"): a `DbName` that
+//! exists has passed [`DbName::new`], including when it was decoded from bytes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InventoryError;
+
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub struct $name(pub u128);
+
+        impl $name {
+            /// A fresh random id.
+            pub fn random() -> Self {
+                Self(rand::random())
+            }
+
+            /// The first 8 hex digits, for people reading logs and tables.
+            pub fn short(&self) -> String {
+                format!("{:08x}", self.0 >> 96)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:032x}", self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.short())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InventoryError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(InventoryError::InvalidId {
+                        what: $what,
+                        value: s.chars().take(40).collect(),
+                    });
+                }
+                u128::from_str_radix(s, 16).map(Self).map_err(|_| InventoryError::InvalidId {
+                    what: $what,
+                    value: s.to_owned(),
+                })
+            }
+        }
+    };
+}
+
+hex_id!(
+    /// A site's permanent identity: random on first start, kept in the inventory for ever.
+    /// Shown as 32 hex digits.
+    SiteId,
+    "site id"
+);
+hex_id!(
+    /// The cluster a site belongs to. A site refuses to open a data dir of another cluster.
+    ClusterId,
+    "cluster id"
+);
+hex_id!(
+    /// A plan's identity, derived by the planner from its inputs (same inputs, same id).
+    PlanId,
+    "plan id"
+);
+
+/// The most bytes a db name may have.
+pub const MAX_DB_NAME_LEN: usize = 64;
+
+/// A db's name: 1 to 64 bytes of ASCII letters, digits, `_`, `-` and `.`, starting with a
+/// letter or digit.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DbName(String);
+
+impl DbName {
+    /// Checks `name` and wraps it.
+    pub fn new(name: impl Into<String>) -> Result<Self, InventoryError> {
+        let name = name.into();
+        let valid_first = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+        let valid_rest =
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if name.len() > MAX_DB_NAME_LEN || !valid_first || !valid_rest {
+            return Err(InventoryError::InvalidDbName { name: name.chars().take(80).collect() });
+        }
+        Ok(Self(name))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DbName {
+    type Error = InventoryError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<DbName> for String {
+    fn from(value: DbName) -> Self {
+        value.0
+    }
+}
+
+impl FromStr for DbName {
+    type Err = InventoryError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for DbName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for DbName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn db_names_are_checked() {
+        for good in ["a", "messages", "Q1.events_v2-x", &"z".repeat(64)] {
+            assert!(DbName::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", ".x", "a b", "a/b", "é", &"z".repeat(65)] {
+            assert!(DbName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decoding_an_invalid_db_name_fails() {
+        let bytes = crate::codec::encode(&"bad name".to_owned()).unwrap();
+        assert!(crate::codec::decode::<DbName>(&bytes).is_err());
+    }
+
+    #[test]
+    fn site_ids_print_and_parse() {
+        let id = SiteId::random();
+        assert_eq!(id.to_string().parse::<SiteId>().unwrap(), id);
+        assert!("xyz".parse::<SiteId>().is_err());
+        assert!("+0000000000000000000000000000000".parse::<SiteId>().is_err());
+    }
+}

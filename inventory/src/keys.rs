@@ -1,0 +1,115 @@
+//! Byte layouts of the LMDB keys.
+//!
+//! Keys sort the way the store scans them: a db's records are contiguous, a shard's log
+//! entries are contiguous and in arrival order. Numbers are big-endian so byte order is
+//! numeric order.
+//!
+//! - db key: `[name length: u8][name bytes]`
+//! - shard key: `db key ++ [shard: u32 BE]`
+//! - log entry: `shard key ++ [arrival: u64 BE]`
+//! - frontier: `shard key ++ [origin site: u128 BE]`
+//! - early id: `shard key ++ [origin site: u128 BE] ++ [origin seq: u64 BE]`
+//! - history: `db key ++ [history number: u64 BE]`
+
+use crate::ids::{DbName, SiteId};
+
+/// `[len][name]`.
+pub(crate) fn db(name: &DbName) -> Vec<u8> {
+    let bytes = name.as_str().as_bytes();
+    let mut key = Vec::with_capacity(1 + bytes.len() + 28);
+    // DbName guarantees at most 64 bytes, so the length fits a u8.
+    key.push(bytes.len() as u8);
+    key.extend_from_slice(bytes);
+    key
+}
+
+/// `db key ++ shard`.
+pub(crate) fn shard(name: &DbName, shard: u32) -> Vec<u8> {
+    let mut key = db(name);
+    key.extend_from_slice(&shard.to_be_bytes());
+    key
+}
+
+/// `prefix ++ n` for a u64 suffix (log entries, history).
+pub(crate) fn with_u64(prefix: &[u8], n: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 8);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// `shard key ++ origin`.
+pub(crate) fn frontier(shard_key: &[u8], origin: SiteId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(shard_key.len() + 16);
+    key.extend_from_slice(shard_key);
+    key.extend_from_slice(&origin.0.to_be_bytes());
+    key
+}
+
+/// `shard key ++ origin ++ seq`.
+pub(crate) fn early(shard_key: &[u8], origin: SiteId, seq: u64) -> Vec<u8> {
+    with_u64(&frontier(shard_key, origin), seq)
+}
+
+/// Splits a key that starts with a db key into the name and the rest.
+pub(crate) fn split_db(key: &[u8]) -> Option<(DbName, &[u8])> {
+    let (&len, rest) = key.split_first()?;
+    let len = usize::from(len);
+    let name = std::str::from_utf8(rest.get(..len)?).ok()?;
+    Some((DbName::new(name).ok()?, &rest[len..]))
+}
+
+/// Splits a key that starts with a shard key into db, shard and the rest.
+pub(crate) fn split_shard(key: &[u8]) -> Option<(DbName, u32, &[u8])> {
+    let (name, rest) = split_db(key)?;
+    let shard = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    Some((name, shard, &rest[4..]))
+}
+
+/// Reads a trailing big-endian u64.
+pub(crate) fn u64_suffix(rest: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(rest.try_into().ok()?))
+}
+
+/// Reads a big-endian site id.
+pub(crate) fn site_prefix(rest: &[u8]) -> Option<(SiteId, &[u8])> {
+    let id = u128::from_be_bytes(rest.get(..16)?.try_into().ok()?);
+    Some((SiteId(id), &rest[16..]))
+}
+
+/// Human description of a key, for error messages about corrupt records.
+pub(crate) fn describe(table: &str, key: &[u8]) -> String {
+    match split_shard(key) {
+        Some((db, shard, rest)) if rest.len() == 8 => {
+            format!("{table}[{db}/{shard} #{}]", u64_suffix(rest).unwrap_or_default())
+        }
+        Some((db, shard, rest)) if rest.is_empty() => format!("{table}[{db}/{shard}]"),
+        _ => match split_db(key) {
+            Some((db, rest)) if rest.is_empty() => format!("{table}[{db}]"),
+            _ => format!("{table}[{}]", String::from_utf8_lossy(key).escape_default()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_back() {
+        let name = DbName::new("events").unwrap();
+        let key = with_u64(&shard(&name, 7), 42);
+        let (db, s, rest) = split_shard(&key).unwrap();
+        assert_eq!((db, s, u64_suffix(rest)), (name.clone(), 7, Some(42)));
+        assert_eq!(describe("log", &key), "log[events/7 #42]");
+        assert!(split_db(&[200, b'a']).is_none());
+    }
+
+    #[test]
+    fn entry_keys_sort_by_arrival() {
+        let name = DbName::new("d").unwrap();
+        let sk = shard(&name, 1);
+        assert!(with_u64(&sk, 255) < with_u64(&sk, 256));
+        assert!(with_u64(&sk, u64::MAX) < with_u64(&shard(&name, 2), 0));
+    }
+}

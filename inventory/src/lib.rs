@@ -1,0 +1,35 @@
+//! cairn's inventory: a site's own facts, on LMDB, written by that site only.
+//!
+//! One LMDB environment per data dir holds the site's identity, the dbs it knows, its
+//! replicas, its pending plan per db with a bounded history, and its shard logs. Every
+//! stored value is encoded by [`codec`] with a version byte and a CRC32C. The plan state
+//! machine ([`plan_machine`]) is pure; [`Inventory`] applies each of its transitions in
+//! one durable write transaction, so a crash resumes at the same step.
+//!
+//! No network code lives here.
+
+pub mod codec;
+mod catalog;
+mod error;
+mod ids;
+mod keys;
+pub mod plan_machine;
+mod plans;
+mod records;
+mod shard_log;
+mod store;
+mod verify;
+
+pub use catalog::{MAX_REPLICATION, MAX_SHARDS};
+pub use error::{InventoryError, Result};
+pub use ids::{ClusterId, DbName, MAX_DB_NAME_LEN, PlanId, SiteId};
+pub use plan_machine::{AdvanceOutcome, OfferOutcome, PlanRejection};
+pub use records::{
+    DbRecord, Identity, PendingPlan, Plan, PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord, ReplicaState,
+    Retention, Step,
+};
+pub use shard_log::{
+    CleanupOutcome, Entry, EntryId, Frontier, InsertOutcome, LogEntry, MAX_PAYLOAD, ReadBatch, ShardLogStats,
+};
+pub use store::{Inventory, InventoryConfig, LOCK_FILE, STORE_FORMAT, now_ms};
+pub use verify::{CorruptRecord, VerifyReport};

@@ -1,0 +1,200 @@
+//! The records a site keeps about itself: dbs, replicas, plans and plan history.
+//!
+//! These are plain values. How they are stored lives in the store modules; how plans
+//! change lives in [`crate::plan_machine`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClusterId, DbName, PlanId, SiteId};
+
+/// A site's identity, written once when its data dir is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// This site's permanent id.
+    pub site_id: SiteId,
+    /// The cluster this data dir belongs to.
+    pub cluster_id: ClusterId,
+    /// When the data dir was created (ms since the Unix epoch).
+    pub created_ms: u64,
+}
+
+/// How long a db keeps its shard logs' entries. `None` means no limit of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Retention {
+    /// Entries older than this (by local arrival time) are removed by clean-up.
+    pub max_age_ms: Option<u64>,
+    /// Each shard's log is cut from its oldest end down to this many payload bytes.
+    pub max_bytes: Option<u64>,
+}
+
+/// A db as this site knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbRecord {
+    /// The db's name.
+    pub name: DbName,
+    /// Number of shards, numbered `0..shards`.
+    pub shards: u32,
+    /// How many ready replicas each shard should have.
+    pub replication: u32,
+    /// How long entries are kept.
+    pub retention: Retention,
+    /// When the db was created (ms since the Unix epoch, at the creating site).
+    pub created_ms: u64,
+}
+
+/// The state of a local replica: `CatchingUp` → `Ready` → `HandingOver` → gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaState {
+    /// Copying the shard's log from these upstream sites.
+    CatchingUp {
+        /// Sites the replica copies from.
+        upstreams: Vec<SiteId>,
+    },
+    /// Holds the log and accepts writes.
+    Ready,
+    /// Refuses writes; is deleted once `to` holds a ready replica covering ours.
+    HandingOver {
+        /// The site taking over.
+        to: SiteId,
+    },
+}
+
+/// One local replica of a shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    /// The db.
+    pub db: DbName,
+    /// The shard index.
+    pub shard: u32,
+    /// Where the replica is in its life.
+    pub state: ReplicaState,
+    /// When the replica was created (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// When its state last changed.
+    pub updated_ms: u64,
+}
+
+/// One primitive of a plan, run by the site that holds the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Step {
+    /// Create a local replica, catch up from `upstreams`, become ready.
+    AddReplica {
+        /// The shard.
+        shard: u32,
+        /// Sites holding the shard to copy from.
+        upstreams: Vec<SiteId>,
+    },
+    /// Stop taking writes, then delete the local replica once `to` covers it.
+    HandoverReplica {
+        /// The shard.
+        shard: u32,
+        /// The site taking over.
+        to: SiteId,
+    },
+    /// Delete the local replica unconditionally.
+    RemoveReplica {
+        /// The shard.
+        shard: u32,
+    },
+}
+
+/// Who made a plan, and why. Priority decides between plans; this is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PlanOrigin {
+    /// Made by automation on the given site (the planner of record).
+    Automatic {
+        /// The planning site.
+        planner: SiteId,
+    },
+    /// Asked for by an operator through the given site.
+    Operator {
+        /// The site the operator's request reached.
+        via: SiteId,
+    },
+}
+
+/// A plan for one site and one db, as offered to that site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The db the plan changes.
+    pub db: DbName,
+    /// The plan's identity.
+    pub plan_id: PlanId,
+    /// Higher replaces lower; equal or lower offers are ignored.
+    pub priority: u32,
+    /// Who made it.
+    pub origin: PlanOrigin,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// The plan a site is executing for a db, as stored in its inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingPlan {
+    /// The db.
+    pub db: DbName,
+    /// The plan's identity.
+    pub plan_id: PlanId,
+    /// Its priority.
+    pub priority: u32,
+    /// Who made it.
+    pub origin: PlanOrigin,
+    /// Steps already done (the index of the head of `remaining` in the original plan).
+    pub done: u32,
+    /// Steps still to run, head first. Never empty: a plan with no steps left is finished.
+    pub remaining: Vec<Step>,
+    /// When this site accepted the plan (ms since the Unix epoch).
+    pub received_ms: u64,
+}
+
+impl PendingPlan {
+    /// The step to run now.
+    pub fn head(&self) -> Option<&Step> {
+        self.remaining.first()
+    }
+
+    /// Total number of steps of the original plan.
+    pub fn total(&self) -> u32 {
+        self.done + self.remaining.len() as u32
+    }
+}
+
+/// How a plan left the pending slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlanEnd {
+    /// Every step ran.
+    Completed,
+    /// A higher-priority plan took its place.
+    Replaced {
+        /// The plan that replaced it.
+        by: PlanId,
+    },
+    /// Cancelled by an operator (or by dropping the db).
+    Cancelled,
+    /// Gave up on a step.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One finished plan in a db's bounded history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanHistoryEntry {
+    /// The db.
+    pub db: DbName,
+    /// The plan.
+    pub plan_id: PlanId,
+    /// Its priority.
+    pub priority: u32,
+    /// Who made it.
+    pub origin: PlanOrigin,
+    /// Steps done when it ended.
+    pub done: u32,
+    /// Steps it had in all.
+    pub total: u32,
+    /// How it ended.
+    pub end: PlanEnd,
+    /// When it ended (ms since the Unix epoch).
+    pub ended_ms: u64,
+}

@@ -1,0 +1,437 @@
+//! Opening a data dir, and running LMDB transactions on it.
+//!
+//! One LMDB environment per data dir holds every table. The data dir is locked with a
+//! lock file so a second process (or a second handle) cannot open it. Every transaction
+//! goes through [`Inventory::write`] or [`Inventory::read`], which hold a gate that lets
+//! the map grow safely: when a write hits LMDB's map-full condition, it is aborted, the
+//! map is enlarged while no transaction runs, and the write is tried again.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn, WithoutTls};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::{InventoryError, Result};
+use crate::ids::ClusterId;
+use crate::keys;
+use crate::records::Identity;
+
+/// The store format this build reads and writes. Bump it when a table's layout changes
+/// and teach `open` to migrate the older one.
+pub const STORE_FORMAT: u32 = 1;
+
+/// The lock file inside a data dir.
+pub const LOCK_FILE: &str = "cairn.lock";
+
+const MIB: usize = 1 << 20;
+
+/// How the LMDB map is sized and how much history is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryConfig {
+    /// The map size to start with, in bytes (a multiple of 1 MiB).
+    pub map_size: usize,
+    /// How much to grow the map by when it is full, in bytes; 0 disables growth and a
+    /// full map becomes [`InventoryError::MapFull`].
+    pub map_growth: usize,
+    /// The map never grows past this many bytes.
+    pub max_map_size: usize,
+    /// Finished plans kept per db in the plan history.
+    pub plan_history_limit: usize,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        Self {
+            map_size: 64 * MIB,
+            map_growth: 256 * MIB,
+            max_map_size: 1 << 40,
+            plan_history_limit: 32,
+        }
+    }
+}
+
+impl InventoryConfig {
+    /// Checks that the settings make sense together.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |what, why: &str| Err(InventoryError::InvalidSetting { what, why: why.into() });
+        if self.map_size < MIB || !self.map_size.is_multiple_of(MIB) {
+            return invalid("map_size", "must be a multiple of 1 MiB, at least 1 MiB");
+        }
+        if !self.map_growth.is_multiple_of(MIB) {
+            return invalid("map_growth", "must be a multiple of 1 MiB (0 disables growth)");
+        }
+        if self.max_map_size < self.map_size {
+            return invalid("max_map_size", "must be at least map_size");
+        }
+        if self.plan_history_limit == 0 || self.plan_history_limit > 10_000 {
+            return invalid("plan_history_limit", "must be between 1 and 10000");
+        }
+        Ok(())
+    }
+}
+
+pub(crate) type Table = Database<'static, Bytes, Bytes>;
+
+/// The named LMDB databases of an inventory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tables {
+    /// `format` and `identity`.
+    pub(crate) meta: Table,
+    /// db key → `DbRecord`.
+    pub(crate) dbs: Table,
+    /// shard key → `ReplicaRecord`.
+    pub(crate) replicas: Table,
+    /// db key → `PendingPlan`.
+    pub(crate) plans: Table,
+    /// db key ++ n → `PlanHistoryEntry`.
+    pub(crate) plan_history: Table,
+    /// shard key ++ arrival → `StoredEntry`.
+    pub(crate) log_entries: Table,
+    /// shard key ++ origin → `FrontierRecord`.
+    pub(crate) log_frontiers: Table,
+    /// shard key ++ origin ++ seq → arrival, for entries held above the frontier.
+    pub(crate) log_early: Table,
+    /// shard key → `ShardLogMeta`.
+    pub(crate) log_shards: Table,
+}
+
+/// Table names, in the order of the array `Tables` is built from.
+pub(crate) const TABLE_NAMES: [&str; 9] = [
+    "meta",
+    "dbs",
+    "replicas",
+    "plans",
+    "plan_history",
+    "log_entries",
+    "log_frontiers",
+    "log_early",
+    "log_shards",
+];
+
+impl Tables {
+    fn from_array(t: [Table; 9]) -> Self {
+        let [meta, dbs, replicas, plans, plan_history, log_entries, log_frontiers, log_early, log_shards] =
+            t;
+        Self { meta, dbs, replicas, plans, plan_history, log_entries, log_frontiers, log_early, log_shards }
+    }
+
+    /// Every table with its name, for whole-store scans.
+    pub(crate) fn named(&self) -> [(&'static str, Table); 9] {
+        let t = [
+            self.meta,
+            self.dbs,
+            self.replicas,
+            self.plans,
+            self.plan_history,
+            self.log_entries,
+            self.log_frontiers,
+            self.log_early,
+            self.log_shards,
+        ];
+        std::array::from_fn(|i| (TABLE_NAMES[i], t[i]))
+    }
+}
+
+const FORMAT_KEY: &[u8] = b"format";
+const IDENTITY_KEY: &[u8] = b"identity";
+
+/// A site's inventory: its identity, dbs, replicas, plans and shard logs, in one LMDB
+/// environment that only this site writes.
+pub struct Inventory {
+    env: Env<WithoutTls>,
+    pub(crate) tables: Tables,
+    identity: Identity,
+    pub(crate) config: InventoryConfig,
+    dir: PathBuf,
+    /// Read-held by every transaction, write-held while the map is resized.
+    gate: RwLock<()>,
+    /// Held (flock) for as long as the inventory is open.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory")
+            .field("dir", &self.dir)
+            .field("site_id", &self.identity.site_id)
+            .finish_non_exhaustive()
+    }
+}
+
+enum OpenMode {
+    /// Create the store if the data dir has none, for this cluster.
+    CreateFor(ClusterId),
+    /// Only open a store that exists, whatever its cluster.
+    Existing,
+}
+
+impl Inventory {
+    /// Opens the inventory in `dir`, creating the dir and a new site identity (for
+    /// `cluster`) if there is none. Refuses a data dir of another cluster or of a newer
+    /// store format without writing anything.
+    pub fn open(dir: impl AsRef<Path>, cluster: ClusterId, config: InventoryConfig) -> Result<Self> {
+        Self::open_with(dir.as_ref(), OpenMode::CreateFor(cluster), config)
+    }
+
+    /// Opens the inventory that exists in `dir`, whatever cluster it belongs to (for
+    /// inspection tools). Never creates one.
+    pub fn open_existing(dir: impl AsRef<Path>, config: InventoryConfig) -> Result<Self> {
+        Self::open_with(dir.as_ref(), OpenMode::Existing, config)
+    }
+
+    fn open_with(dir: &Path, mode: OpenMode, config: InventoryConfig) -> Result<Self> {
+        config.validate()?;
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| InventoryError::Io { path, source }
+        };
+        let data_file = dir.join("data.mdb");
+        let exists = data_file.exists();
+        match mode {
+            OpenMode::Existing if !exists => {
+                return Err(InventoryError::NotAnInventory { path: dir.to_owned() });
+            }
+            OpenMode::CreateFor(_) => std::fs::create_dir_all(dir).map_err(io_err(dir))?,
+            OpenMode::Existing => {}
+        }
+        let lock = lock_dir(dir)?;
+
+        // Never open with a map smaller than the data already there.
+        let on_disk = if exists {
+            std::fs::metadata(&data_file).map_err(io_err(&data_file))?.len() as usize
+        } else {
+            0
+        };
+        let map_size = config.map_size.max(on_disk.next_multiple_of(MIB));
+        // SAFETY: the lock file guarantees no other cairn process maps this file, and
+        // cairn never modifies it other than through LMDB.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .read_txn_without_tls()
+                .map_size(map_size)
+                .max_dbs(TABLE_NAMES.len() as u32 + 2)
+                .open(dir)
+        }
+        .map_err(|e| classify(e, dir))?;
+
+        let existing = open_tables(&env).map_err(|e| classify_err(e, dir))?;
+        let (tables, identity) = match (existing, mode) {
+            (Some(tables), mode) => {
+                let identity = check_identity(&env, &tables, dir, mode)?;
+                (tables, identity)
+            }
+            (None, OpenMode::Existing) => {
+                return Err(InventoryError::NotAnInventory { path: dir.to_owned() });
+            }
+            (None, OpenMode::CreateFor(cluster)) => create_store(&env, cluster).map_err(|e| classify_err(e, dir))?,
+        };
+        tracing::debug!(dir = %dir.display(), site = %identity.site_id, "inventory open");
+        Ok(Self { env, tables, identity, config, dir: dir.to_owned(), gate: RwLock::new(()), _lock: lock })
+    }
+
+    /// This site's identity.
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current LMDB map size in bytes.
+    pub fn map_size(&self) -> usize {
+        self.env.info().map_size
+    }
+
+    /// Runs `f` in a read transaction.
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&RoTxn<'_, WithoutTls>) -> Result<R>) -> Result<R> {
+        let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let txn = self.env.read_txn().map_err(|e| classify(e, &self.dir))?;
+        f(&txn).map_err(|e| classify_err(e, &self.dir))
+    }
+
+    /// Runs `f` in a write transaction and commits it durably. `f` may run more than
+    /// once: if the map fills up, the transaction is aborted, the map grows, and `f` runs
+    /// again from the start.
+    pub(crate) fn write<R>(&self, mut f: impl FnMut(&mut RwTxn<'_>) -> Result<R>) -> Result<R> {
+        loop {
+            let attempt = {
+                let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+                let mut txn = self.env.write_txn().map_err(|e| classify(e, &self.dir))?;
+                match f(&mut txn) {
+                    Ok(value) => txn.commit().map(|()| value).map_err(|e| classify(e, &self.dir)),
+                    Err(err) => Err(err),
+                }
+            };
+            match attempt {
+                Err(InventoryError::Lmdb(heed::Error::Mdb(MdbError::MapFull))) => self.grow_map()?,
+                other => return other.map_err(|e| classify_err(e, &self.dir)),
+            }
+        }
+    }
+
+    fn grow_map(&self) -> Result<()> {
+        let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        let current = self.env.info().map_size;
+        let next = current.saturating_add(self.config.map_growth).next_multiple_of(MIB);
+        if self.config.map_growth == 0 || next > self.config.max_map_size {
+            return Err(InventoryError::MapFull { map_size: current });
+        }
+        // SAFETY: we hold the gate for writing, and every transaction of this process
+        // holds it for reading, so no transaction is active.
+        unsafe { self.env.resize(next) }.map_err(|e| classify(e, &self.dir))?;
+        tracing::info!(from = current, to = next, dir = %self.dir.display(), "inventory map grown");
+        Ok(())
+    }
+}
+
+/// Takes the data dir's lock file, or says who has it.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| InventoryError::Io { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(InventoryError::Locked { path: dir.to_owned(), lock: path }),
+        Err(TryLockError::Error(source)) => Err(InventoryError::Io { path, source }),
+    }
+}
+
+/// Opens every table of an existing store; `None` if the store was never initialised.
+fn open_tables(env: &Env<WithoutTls>) -> Result<Option<Tables>> {
+    let rtxn = env.read_txn()?;
+    let opened = env
+        .open_databases_and_commit(rtxn, |opener, rtxn| -> Result<_> {
+            let Some(meta) = opener.open_database::<Bytes, Bytes>(rtxn, Some(TABLE_NAMES[0]))? else {
+                return Ok(CommitOrAbort::Abort(None));
+            };
+            let mut tables = vec![meta];
+            for name in &TABLE_NAMES[1..] {
+                match opener.open_database::<Bytes, Bytes>(rtxn, Some(name))? {
+                    Some(table) => tables.push(table),
+                    None => return Ok(CommitOrAbort::Abort(Some(*name))),
+                }
+            }
+            let tables: [_; 9] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
+            Ok(CommitOrAbort::Commit(tables))
+        })?;
+    match opened {
+        CommitOrAbort::Commit(tables) => Ok(Some(Tables::from_array(tables))),
+        CommitOrAbort::Abort(None) => Ok(None),
+        CommitOrAbort::Abort(Some(name)) => Err(InventoryError::Corrupt {
+            record: format!("table {name}"),
+            source: codec::CodecError::Decode("table missing from the store".into()),
+        }),
+    }
+}
+
+/// Creates every table, the format record and a fresh identity, in one transaction.
+fn create_store(env: &Env<WithoutTls>, cluster_id: ClusterId) -> Result<(Tables, Identity)> {
+    let identity = Identity { site_id: crate::ids::SiteId::random(), cluster_id, created_ms: now_ms() };
+    let wtxn = env.write_txn()?;
+    let tables = env
+        .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_> {
+            let mut tables = Vec::with_capacity(TABLE_NAMES.len());
+            for name in TABLE_NAMES {
+                tables.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
+            }
+            put_record(tables[0], wtxn, FORMAT_KEY, &STORE_FORMAT, "format")?;
+            put_record(tables[0], wtxn, IDENTITY_KEY, &identity, "identity")?;
+            let tables: [_; 9] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
+            Ok(CommitOrAbort::<_, ()>::Commit(tables))
+        })?
+        .unwrap_commit();
+    Ok((Tables::from_array(tables), identity))
+}
+
+/// Reads the format and identity records and checks them against what the caller wants.
+fn check_identity(env: &Env<WithoutTls>, tables: &Tables, dir: &Path, mode: OpenMode) -> Result<Identity> {
+    let rtxn = env.read_txn().map_err(|e| classify(e, dir))?;
+    let format: u32 = get_record(tables.meta, &rtxn, FORMAT_KEY, "meta[format]")?
+        .ok_or_else(|| InventoryError::NotAnInventory { path: dir.to_owned() })?;
+    if format > STORE_FORMAT {
+        return Err(InventoryError::NewerFormat { path: dir.to_owned(), found: format, supported: STORE_FORMAT });
+    }
+    let identity: Identity = get_record(tables.meta, &rtxn, IDENTITY_KEY, "meta[identity]")?
+        .ok_or_else(|| InventoryError::NotAnInventory { path: dir.to_owned() })?;
+    if let OpenMode::CreateFor(expected) = mode
+        && expected != identity.cluster_id
+    {
+        return Err(InventoryError::WrongCluster { path: dir.to_owned(), expected, found: identity.cluster_id });
+    }
+    Ok(identity)
+}
+
+/// Encodes `value` in the checked envelope and stores it.
+pub(crate) fn put_record<T: Serialize + ?Sized>(
+    table: Database<'_, Bytes, Bytes>,
+    txn: &mut RwTxn<'_>,
+    key: &[u8],
+    value: &T,
+    what: &'static str,
+) -> Result<()> {
+    let bytes = codec::encode_checked(value).map_err(|source| InventoryError::Encode { what, source })?;
+    table.put(txn, key, &bytes)?;
+    Ok(())
+}
+
+/// Reads and checks one record; `record` names it in errors.
+pub(crate) fn get_record<T: DeserializeOwned>(
+    table: Table,
+    txn: &RoTxn<'_>,
+    key: &[u8],
+    record: &str,
+) -> Result<Option<T>> {
+    match table.get(txn, key)? {
+        None => Ok(None),
+        Some(bytes) => decode_record(bytes, || record.to_owned()).map(Some),
+    }
+}
+
+/// Decodes a checked record, naming it (lazily) if it is corrupt.
+pub(crate) fn decode_record<T: DeserializeOwned>(bytes: &[u8], record: impl FnOnce() -> String) -> Result<T> {
+    codec::decode_checked(bytes).map_err(|source| InventoryError::Corrupt { record: record(), source })
+}
+
+/// Decodes a record found by a scan; a corrupt one is logged and skipped.
+pub(crate) fn decode_or_skip<T: DeserializeOwned>(table: &str, key: &[u8], bytes: &[u8]) -> Option<T> {
+    match codec::decode_checked(bytes) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::warn!(record = %keys::describe(table, key), %error, "skipping corrupt record");
+            None
+        }
+    }
+}
+
+/// Turns LMDB errors that users can act on into their own variants.
+fn classify(err: heed::Error, dir: &Path) -> InventoryError {
+    match err {
+        heed::Error::Io(io) if io.raw_os_error() == Some(28) => InventoryError::NoSpace { path: dir.to_owned() },
+        heed::Error::Io(io) => InventoryError::Io { path: dir.to_owned(), source: io },
+        other => InventoryError::Lmdb(other),
+    }
+}
+
+fn classify_err(err: InventoryError, dir: &Path) -> InventoryError {
+    match err {
+        InventoryError::Lmdb(e) => classify(e, dir),
+        other => other,
+    }
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,190 @@
+//! Opening data dirs, identity, locking, map growth, dbs and replicas.
+
+use cairn_inventory::{
+    ClusterId, DbName, DbRecord, Inventory, InventoryConfig, InventoryError, ReplicaState, Retention, SiteId,
+};
+
+const CLUSTER: ClusterId = ClusterId(0xc1);
+
+fn db(name: &str, shards: u32) -> DbRecord {
+    DbRecord {
+        name: DbName::new(name).unwrap(),
+        shards,
+        replication: 2,
+        retention: Retention::default(),
+        created_ms: 1,
+    }
+}
+
+#[test]
+fn site_id_is_made_once_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap().identity();
+    let again = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap().identity();
+    assert_eq!(first, again);
+    assert_eq!(first.cluster_id, CLUSTER);
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Inventory::open(other_dir.path(), CLUSTER, InventoryConfig::default()).unwrap().identity();
+    assert_ne!(first.site_id, other.site_id);
+}
+
+#[test]
+fn another_clusters_data_dir_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap());
+    let before = std::fs::read(dir.path().join("data.mdb")).unwrap();
+    let err = Inventory::open(dir.path(), ClusterId(0xdead), InventoryConfig::default()).unwrap_err();
+    assert!(matches!(err, InventoryError::WrongCluster { found: CLUSTER, .. }), "{err}");
+    assert!(err.to_string().contains("belongs to cluster"), "{err}");
+    assert_eq!(before, std::fs::read(dir.path().join("data.mdb")).unwrap());
+    // It still opens for its own cluster.
+    Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap();
+}
+
+#[test]
+fn a_newer_store_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap());
+    // Write format 99 where a newer cairn would, with a valid envelope.
+    let env = unsafe { heed::EnvOpenOptions::new().max_dbs(16).open(dir.path()).unwrap() };
+    let wtxn = env.write_txn().unwrap();
+    let meta: heed::Database<heed::types::Bytes, heed::types::Bytes> = env
+        .create_databases_and_commit(wtxn, |o, w| {
+            o.create_database(w, Some("meta")).map(heed::CommitOrAbort::<_, ()>::Commit)
+        })
+        .unwrap()
+        .unwrap_commit();
+    let mut wtxn = env.write_txn().unwrap();
+    meta.put(&mut wtxn, b"format", &cairn_inventory::codec::encode_checked(&99u32).unwrap()).unwrap();
+    wtxn.commit().unwrap();
+    drop(env);
+    let before = std::fs::read(dir.path().join("data.mdb")).unwrap();
+    let err = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap_err();
+    assert!(matches!(err, InventoryError::NewerFormat { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains("upgrade cairn"));
+    assert_eq!(before, std::fs::read(dir.path().join("data.mdb")).unwrap());
+}
+
+#[test]
+fn a_second_open_of_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap();
+    let err = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap_err();
+    assert!(matches!(err, InventoryError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another cairn process"));
+    drop(first);
+    Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap();
+}
+
+#[test]
+fn the_lock_holds_against_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap();
+    // flock(1) from util-linux: a real second process trying the same lock file.
+    let status = std::process::Command::new("flock")
+        .args(["--nonblock", "--exclusive"])
+        .arg(dir.path().join(cairn_inventory::LOCK_FILE))
+        .arg("true")
+        .status()
+        .expect("flock(1) from util-linux is needed for this test");
+    assert!(!status.success(), "another process got the lock while the inventory was open");
+    drop(inv);
+}
+
+#[test]
+fn open_existing_never_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let err = Inventory::open_existing(&missing, InventoryConfig::default()).unwrap_err();
+    assert!(matches!(err, InventoryError::NotAnInventory { .. }), "{err}");
+    assert!(!missing.exists());
+}
+
+#[test]
+fn the_map_grows_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = InventoryConfig { map_size: 1 << 20, map_growth: 1 << 20, ..Default::default() };
+    let inv = Inventory::open(dir.path(), CLUSTER, config).unwrap();
+    inv.put_db(&db("big", 1)).unwrap();
+    let name = DbName::new("big").unwrap();
+    let payload = vec![7u8; 4096];
+    for _ in 0..200 {
+        inv.append(&name, 0, &[&payload[..]; 10]).unwrap();
+    }
+    assert!(inv.map_size() > 4 << 20, "map stayed at {}", inv.map_size());
+    assert_eq!(inv.log_stats(&name, 0).unwrap().entries, 2000);
+}
+
+#[test]
+fn a_full_map_with_growth_disabled_is_a_clear_error_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = InventoryConfig { map_size: 1 << 20, map_growth: 0, ..Default::default() };
+    let inv = Inventory::open(dir.path(), CLUSTER, config).unwrap();
+    inv.put_db(&db("big", 1)).unwrap();
+    let name = DbName::new("big").unwrap();
+    let payload = vec![7u8; 4096];
+    let mut stored = 0;
+    let err = loop {
+        match inv.append(&name, 0, &[&payload[..]; 4]) {
+            Ok(_) => stored += 4,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, InventoryError::MapFull { .. }), "{err}");
+    assert!(stored > 0);
+    assert_eq!(inv.log_stats(&name, 0).unwrap().entries, stored);
+    assert_eq!(inv.read_log(&name, 0, 0, usize::MAX).unwrap().entries.len() as u64, stored);
+    // Small writes that fit still go through, and the store is intact after reopening.
+    drop(inv);
+    let inv = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap();
+    inv.append(&name, 0, &[b"after"]).unwrap();
+    assert_eq!(inv.log_stats(&name, 0).unwrap().entries, stored + 1);
+    assert!(inv.verify().unwrap().corrupt.is_empty());
+}
+
+#[test]
+fn bad_settings_name_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = InventoryConfig { map_size: 1000, ..Default::default() };
+    let err = Inventory::open(dir.path(), CLUSTER, config).unwrap_err();
+    assert!(err.to_string().contains("map_size"), "{err}");
+    let inv = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap();
+    let err = inv.put_db(&db("x", 0)).unwrap_err();
+    assert!(err.to_string().contains("shards"), "{err}");
+    let mut r = db("x", 1);
+    r.replication = 99;
+    assert!(inv.put_db(&r).unwrap_err().to_string().contains("replication"));
+}
+
+#[test]
+fn dbs_and_replicas_are_kept_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = DbName::new("messages").unwrap();
+    let up = SiteId(5);
+    {
+        let inv = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap();
+        inv.put_db(&db("messages", 4)).unwrap();
+        inv.put_db(&db("other", 2)).unwrap();
+        inv.set_replica(&name, 1, ReplicaState::CatchingUp { upstreams: vec![up] }).unwrap();
+        let created = inv.replica(&name, 1).unwrap().unwrap().created_ms;
+        let ready = inv.set_replica(&name, 1, ReplicaState::Ready).unwrap();
+        assert_eq!(ready.created_ms, created);
+        inv.set_replica(&name, 3, ReplicaState::HandingOver { to: up }).unwrap();
+        let err = inv.set_replica(&name, 4, ReplicaState::Ready).unwrap_err();
+        assert!(matches!(err, InventoryError::ShardOutOfRange { shard: 4, shards: 4, .. }), "{err}");
+        let err = inv.set_replica(&DbName::new("nope").unwrap(), 0, ReplicaState::Ready).unwrap_err();
+        assert!(matches!(err, InventoryError::UnknownDb(_)), "{err}");
+    }
+    let inv = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap();
+    let names: Vec<_> = inv.dbs().unwrap().into_iter().map(|d| d.name.to_string()).collect();
+    assert_eq!(names, ["other", "messages"]); // ordered by key: name length first
+    let replicas = inv.replicas(Some(&name)).unwrap();
+    assert_eq!(replicas.len(), 2);
+    assert_eq!(replicas[0].state, ReplicaState::Ready);
+    assert_eq!(replicas[1].state, ReplicaState::HandingOver { to: up });
+    assert!(inv.remove_replica(&name, 1).unwrap());
+    assert!(!inv.remove_replica(&name, 1).unwrap(), "removing twice is the same as once");
+    assert!(inv.remove_db(&name).unwrap());
+    assert!(inv.replicas(None).unwrap().is_empty());
+    assert!(inv.db(&name).unwrap().is_none());
+}
