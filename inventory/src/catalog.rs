@@ -41,7 +41,9 @@ impl Inventory {
 
     /// A db's settings, if this site knows the db.
     pub fn db(&self, name: &DbName) -> Result<Option<DbRecord>> {
-        self.read(|txn| get_record(self.tables.dbs, txn, &keys::db(name), &keys::describe("dbs", &keys::db(name))))
+        self.read(|txn| {
+            get_record(self.tables.dbs, txn, &keys::db(name), &keys::describe("dbs", &keys::db(name)))
+        })
     }
 
     /// Every db this site knows, by name. Corrupt records are skipped with a warning.
@@ -63,7 +65,12 @@ impl Inventory {
         self.write(|txn| {
             let known = self.tables.dbs.delete(txn, &prefix)?;
             self.tables.plans.delete(txn, &prefix)?;
-            for table in [self.tables.replicas, self.tables.log_entries, self.tables.log_frontiers, self.tables.log_early] {
+            for table in [
+                self.tables.replicas,
+                self.tables.log_entries,
+                self.tables.log_frontiers,
+                self.tables.log_early,
+            ] {
                 delete_prefix(table, txn, &prefix)?;
             }
             self.reset_shard_metas(txn, &prefix)?;
@@ -79,7 +86,11 @@ impl Inventory {
             let settings: DbRecord = get_record(self.tables.dbs, txn, &keys::db(db), "db record")?
                 .ok_or_else(|| InventoryError::UnknownDb(db.clone()))?;
             if shard >= settings.shards {
-                return Err(InventoryError::ShardOutOfRange { db: db.clone(), shard, shards: settings.shards });
+                return Err(InventoryError::ShardOutOfRange {
+                    db: db.clone(),
+                    shard,
+                    shards: settings.shards,
+                });
             }
             let now = now_ms();
             let old: Option<ReplicaRecord> =

@@ -104,10 +104,7 @@ pub fn encode_checked<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Codec
 
 /// Like [`encode_checked`], but clears and reuses `out`, so hot paths (log appends)
 /// need no allocation per value.
-pub fn encode_checked_into<T: Serialize + ?Sized>(
-    value: &T,
-    out: &mut Vec<u8>,
-) -> Result<(), CodecError> {
+pub fn encode_checked_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
     out.clear();
     out.push(FORMAT_VERSION);
     out.extend_from_slice(&[0; 4]);
@@ -144,8 +141,8 @@ fn write_payload<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<
 }
 
 fn read_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(payload, CONFIG)
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(payload, CONFIG).map_err(|e| CodecError::Decode(e.to_string()))?;
     match payload.len() - used {
         0 => Ok(value),
         extra => Err(CodecError::TrailingBytes(extra)),
@@ -185,7 +182,12 @@ mod tests {
     }
 
     fn sample() -> impl Strategy<Value = Sample> {
-        (any::<u128>(), ".{0,20}", prop::collection::vec(any::<u8>(), 0..300), prop::collection::vec(any::<u32>(), 0..10))
+        (
+            any::<u128>(),
+            ".{0,20}",
+            prop::collection::vec(any::<u8>(), 0..300),
+            prop::collection::vec(any::<u32>(), 0..10),
+        )
             .prop_map(|(id, name, body, tags)| Sample { id, name, body, tags })
     }
 

@@ -30,9 +30,7 @@ pub enum InventoryError {
         found: ClusterId,
     },
     /// The data dir was written by a newer cairn with a store format this build cannot read.
-    #[error(
-        "data dir {path} has store format {found}; this cairn reads format {supported}: upgrade cairn"
-    )]
+    #[error("data dir {path} has store format {found}; this cairn reads format {supported}: upgrade cairn")]
     NewerFormat {
         /// The data dir.
         path: PathBuf,

@@ -90,8 +90,7 @@ impl DbName {
     pub fn new(name: impl Into<String>) -> Result<Self, InventoryError> {
         let name = name.into();
         let valid_first = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
-        let valid_rest =
-            name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        let valid_rest = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if name.len() > MAX_DB_NAME_LEN || !valid_first || !valid_rest {
             return Err(InventoryError::InvalidDbName { name: name.chars().take(80).collect() });
         }

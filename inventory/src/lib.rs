@@ -8,8 +8,8 @@
 //!
 //! No network code lives here.
 
-pub mod codec;
 mod catalog;
+pub mod codec;
 mod error;
 mod ids;
 mod keys;
@@ -25,8 +25,8 @@ pub use error::{InventoryError, Result};
 pub use ids::{ClusterId, DbName, MAX_DB_NAME_LEN, PlanId, SiteId};
 pub use plan_machine::{AdvanceOutcome, OfferOutcome, PlanRejection};
 pub use records::{
-    DbRecord, Identity, PendingPlan, Plan, PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord, ReplicaState,
-    Retention, Step,
+    DbRecord, Identity, PendingPlan, Plan, PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord,
+    ReplicaState, Retention, Step,
 };
 pub use shard_log::{
     CleanupOutcome, Entry, EntryId, Frontier, InsertOutcome, LogEntry, MAX_PAYLOAD, ReadBatch, ShardLogStats,

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::PlanId;
-use crate::records::{Plan, PlanEnd, PlanHistoryEntry, PendingPlan};
+use crate::records::{PendingPlan, Plan, PlanEnd, PlanHistoryEntry};
 
 /// The most steps one plan may carry.
 pub const MAX_PLAN_STEPS: usize = 100_000;

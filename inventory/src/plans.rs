@@ -18,8 +18,12 @@ impl Inventory {
         self.write(|txn| {
             let current = self.pending_in(txn, &key)?;
             let previous = self.history_in(txn, &plan.db)?.into_iter().find(|h| h.plan_id == plan.plan_id);
-            let transition =
-                plan_machine::offer(current.as_ref(), previous.as_ref().map(|h| &h.end), plan.clone(), now_ms())?;
+            let transition = plan_machine::offer(
+                current.as_ref(),
+                previous.as_ref().map(|h| &h.end),
+                plan.clone(),
+                now_ms(),
+            )?;
             self.apply(txn, &plan.db, transition)
         })
     }

@@ -161,16 +161,25 @@ struct LogTxn<'i> {
 impl<'i> LogTxn<'i> {
     fn begin(inv: &'i Inventory, txn: &RwTxn<'_>, db: &DbName, shard: u32) -> Result<Self> {
         let shard_key = keys::shard(db, shard);
-        let meta = get_record(inv.tables.log_shards, txn, &shard_key, &keys::describe("log_shards", &shard_key))?
-            .unwrap_or_default();
-        Ok(Self { inv, shard_key, meta, frontiers: BTreeMap::new(), buf: Vec::with_capacity(512), now_ms: now_ms() })
+        let meta =
+            get_record(inv.tables.log_shards, txn, &shard_key, &keys::describe("log_shards", &shard_key))?
+                .unwrap_or_default();
+        Ok(Self {
+            inv,
+            shard_key,
+            meta,
+            frontiers: BTreeMap::new(),
+            buf: Vec::with_capacity(512),
+            now_ms: now_ms(),
+        })
     }
 
     fn frontier(&mut self, txn: &RwTxn<'_>, origin: SiteId) -> Result<&mut FrontierRecord> {
         if !self.frontiers.contains_key(&origin) {
             let key = keys::frontier(&self.shard_key, origin);
-            let record = get_record(self.inv.tables.log_frontiers, txn, &key, &keys::describe("log_frontiers", &key))?
-                .unwrap_or_default();
+            let record =
+                get_record(self.inv.tables.log_frontiers, txn, &key, &keys::describe("log_frontiers", &key))?
+                    .unwrap_or_default();
             self.frontiers.insert(origin, record);
         }
         Ok(self.frontiers.get_mut(&origin).expect("inserted above"))
@@ -210,7 +219,9 @@ impl<'i> LogTxn<'i> {
             record.early = record.early.saturating_sub(passed as u64);
         }
         record.contiguous = record.contiguous.max(to);
-        while record.early > 0 && early_table.delete(txn, &keys::early(&shard_key, origin, record.contiguous + 1))? {
+        while record.early > 0
+            && early_table.delete(txn, &keys::early(&shard_key, origin, record.contiguous + 1))?
+        {
             record.contiguous += 1;
             record.early -= 1;
         }
@@ -255,7 +266,9 @@ impl Inventory {
             for entry in entries {
                 let EntryId { origin, seq } = entry.id;
                 if seq == 0 {
-                    return Err(InventoryError::InvalidEntry { why: "origin seq 0 (seqs start at 1)".into() });
+                    return Err(InventoryError::InvalidEntry {
+                        why: "origin seq 0 (seqs start at 1)".into(),
+                    });
                 }
                 let contiguous = log.frontier(txn, origin)?.contiguous;
                 if seq <= contiguous {
@@ -302,12 +315,13 @@ impl Inventory {
             for item in self.tables.log_frontiers.prefix_iter(txn, &prefix)? {
                 let (key, bytes) = item?;
                 let record: FrontierRecord = decode_record(bytes, || keys::describe("log_frontiers", key))?;
-                let origin = keys::site_prefix(&key[prefix.len()..]).map(|(site, _)| site).ok_or_else(|| {
-                    InventoryError::Corrupt {
-                        record: keys::describe("log_frontiers", key),
-                        source: crate::codec::CodecError::Decode("malformed key".into()),
-                    }
-                })?;
+                let origin =
+                    keys::site_prefix(&key[prefix.len()..]).map(|(site, _)| site).ok_or_else(|| {
+                        InventoryError::Corrupt {
+                            record: keys::describe("log_frontiers", key),
+                            source: crate::codec::CodecError::Decode("malformed key".into()),
+                        }
+                    })?;
                 if record.contiguous > 0 {
                     frontier.0.insert(origin, record.contiguous);
                 }
@@ -342,7 +356,8 @@ impl Inventory {
         let key = keys::shard(db, shard);
         self.read(|txn| {
             let meta: ShardLogMeta =
-                get_record(self.tables.log_shards, txn, &key, &keys::describe("log_shards", &key))?.unwrap_or_default();
+                get_record(self.tables.log_shards, txn, &key, &keys::describe("log_shards", &key))?
+                    .unwrap_or_default();
             Ok(ShardLogStats { entries: meta.entries, bytes: meta.bytes, next_arrival: meta.next_arrival })
         })
     }
@@ -395,10 +410,12 @@ impl Inventory {
             let mut bytes_left = log.meta.bytes;
             for item in self.tables.log_entries.prefix_iter(txn, &log.shard_key)? {
                 let (key, bytes) = item?;
-                let Some(stored) = crate::store::decode_or_skip::<StoredEntry>("log_entries", key, bytes) else {
+                let Some(stored) = crate::store::decode_or_skip::<StoredEntry>("log_entries", key, bytes)
+                else {
                     continue;
                 };
-                let too_old = retention.max_age_ms.is_some_and(|age| stored.arrived_ms.saturating_add(age) <= now_ms);
+                let too_old =
+                    retention.max_age_ms.is_some_and(|age| stored.arrived_ms.saturating_add(age) <= now_ms);
                 let too_big = retention.max_bytes.is_some_and(|max| bytes_left > max);
                 if !too_old && !too_big {
                     break;

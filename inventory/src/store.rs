@@ -47,12 +47,7 @@ pub struct InventoryConfig {
 
 impl Default for InventoryConfig {
     fn default() -> Self {
-        Self {
-            map_size: 64 * MIB,
-            map_growth: 256 * MIB,
-            max_map_size: 1 << 40,
-            plan_history_limit: 32,
-        }
+        Self { map_size: 64 * MIB, map_growth: 256 * MIB, max_map_size: 1 << 40, plan_history_limit: 32 }
     }
 }
 
@@ -116,8 +111,7 @@ pub(crate) const TABLE_NAMES: [&str; 9] = [
 
 impl Tables {
     fn from_array(t: [Table; 9]) -> Self {
-        let [meta, dbs, replicas, plans, plan_history, log_entries, log_frontiers, log_early, log_shards] =
-            t;
+        let [meta, dbs, replicas, plans, plan_history, log_entries, log_frontiers, log_early, log_shards] = t;
         Self { meta, dbs, replicas, plans, plan_history, log_entries, log_frontiers, log_early, log_shards }
     }
 
@@ -229,7 +223,9 @@ impl Inventory {
             (None, OpenMode::Existing) => {
                 return Err(InventoryError::NotAnInventory { path: dir.to_owned() });
             }
-            (None, OpenMode::CreateFor(cluster)) => create_store(&env, cluster).map_err(|e| classify_err(e, dir))?,
+            (None, OpenMode::CreateFor(cluster)) => {
+                create_store(&env, cluster).map_err(|e| classify_err(e, dir))?
+            }
         };
         tracing::debug!(dir = %dir.display(), site = %identity.site_id, "inventory open");
         Ok(Self { env, tables, identity, config, dir: dir.to_owned(), gate: RwLock::new(()), _lock: lock })
@@ -311,21 +307,20 @@ fn lock_dir(dir: &Path) -> Result<File> {
 /// Opens every table of an existing store; `None` if the store was never initialised.
 fn open_tables(env: &Env<WithoutTls>) -> Result<Option<Tables>> {
     let rtxn = env.read_txn()?;
-    let opened = env
-        .open_databases_and_commit(rtxn, |opener, rtxn| -> Result<_> {
-            let Some(meta) = opener.open_database::<Bytes, Bytes>(rtxn, Some(TABLE_NAMES[0]))? else {
-                return Ok(CommitOrAbort::Abort(None));
-            };
-            let mut tables = vec![meta];
-            for name in &TABLE_NAMES[1..] {
-                match opener.open_database::<Bytes, Bytes>(rtxn, Some(name))? {
-                    Some(table) => tables.push(table),
-                    None => return Ok(CommitOrAbort::Abort(Some(*name))),
-                }
+    let opened = env.open_databases_and_commit(rtxn, |opener, rtxn| -> Result<_> {
+        let Some(meta) = opener.open_database::<Bytes, Bytes>(rtxn, Some(TABLE_NAMES[0]))? else {
+            return Ok(CommitOrAbort::Abort(None));
+        };
+        let mut tables = vec![meta];
+        for name in &TABLE_NAMES[1..] {
+            match opener.open_database::<Bytes, Bytes>(rtxn, Some(name))? {
+                Some(table) => tables.push(table),
+                None => return Ok(CommitOrAbort::Abort(Some(*name))),
             }
-            let tables: [_; 9] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
-            Ok(CommitOrAbort::Commit(tables))
-        })?;
+        }
+        let tables: [_; 9] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
+        Ok(CommitOrAbort::Commit(tables))
+    })?;
     match opened {
         CommitOrAbort::Commit(tables) => Ok(Some(Tables::from_array(tables))),
         CommitOrAbort::Abort(None) => Ok(None),
@@ -361,14 +356,22 @@ fn check_identity(env: &Env<WithoutTls>, tables: &Tables, dir: &Path, mode: Open
     let format: u32 = get_record(tables.meta, &rtxn, FORMAT_KEY, "meta[format]")?
         .ok_or_else(|| InventoryError::NotAnInventory { path: dir.to_owned() })?;
     if format > STORE_FORMAT {
-        return Err(InventoryError::NewerFormat { path: dir.to_owned(), found: format, supported: STORE_FORMAT });
+        return Err(InventoryError::NewerFormat {
+            path: dir.to_owned(),
+            found: format,
+            supported: STORE_FORMAT,
+        });
     }
     let identity: Identity = get_record(tables.meta, &rtxn, IDENTITY_KEY, "meta[identity]")?
         .ok_or_else(|| InventoryError::NotAnInventory { path: dir.to_owned() })?;
     if let OpenMode::CreateFor(expected) = mode
         && expected != identity.cluster_id
     {
-        return Err(InventoryError::WrongCluster { path: dir.to_owned(), expected, found: identity.cluster_id });
+        return Err(InventoryError::WrongCluster {
+            path: dir.to_owned(),
+            expected,
+            found: identity.cluster_id,
+        });
     }
     Ok(identity)
 }
@@ -418,7 +421,9 @@ pub(crate) fn decode_or_skip<T: DeserializeOwned>(table: &str, key: &[u8], bytes
 /// Turns LMDB errors that users can act on into their own variants.
 fn classify(err: heed::Error, dir: &Path) -> InventoryError {
     match err {
-        heed::Error::Io(io) if io.raw_os_error() == Some(28) => InventoryError::NoSpace { path: dir.to_owned() },
+        heed::Error::Io(io) if io.raw_os_error() == Some(28) => {
+            InventoryError::NoSpace { path: dir.to_owned() }
+        }
         heed::Error::Io(io) => InventoryError::Io { path: dir.to_owned(), source: io },
         other => InventoryError::Lmdb(other),
     }

@@ -129,7 +129,8 @@ proptest! {
 
 fn with_db(inv: &Inventory, retention: Retention) -> DbName {
     let name = DbName::new("ret").unwrap();
-    inv.put_db(&DbRecord { name: name.clone(), shards: 1, replication: 1, retention, created_ms: 0 }).unwrap();
+    inv.put_db(&DbRecord { name: name.clone(), shards: 1, replication: 1, retention, created_ms: 0 })
+        .unwrap();
     name
 }
 

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use cairn_inventory::{
-    AdvanceOutcome, ClusterId, DbName, Inventory, InventoryConfig, OfferOutcome, Plan, PlanEnd, PlanId, PlanOrigin,
-    SiteId, Step,
+    AdvanceOutcome, ClusterId, DbName, Inventory, InventoryConfig, OfferOutcome, Plan, PlanEnd, PlanId,
+    PlanOrigin, SiteId, Step,
 };
 use proptest::prelude::*;
 
@@ -13,11 +13,23 @@ const HISTORY: usize = 3;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Offer { db: usize, plan: usize },
+    Offer {
+        db: usize,
+        plan: usize,
+    },
     /// Advance the named plan at `done + skew` (skew 0 is the right step).
-    Advance { db: usize, plan: Option<usize>, skew: i8 },
-    Cancel { db: usize },
-    Fail { db: usize, plan: Option<usize> },
+    Advance {
+        db: usize,
+        plan: Option<usize>,
+        skew: i8,
+    },
+    Cancel {
+        db: usize,
+    },
+    Fail {
+        db: usize,
+        plan: Option<usize>,
+    },
     Reopen,
 }
 
