@@ -1,1 +1,47 @@
-fn main() {}
+//! `cairn-bench`: runs load scenarios against real cairn components and compares each
+//! figure with a baseline measured in the same run (see bench/README.md).
+
+mod report;
+mod store;
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Shard-log append rate vs raw heed puts.
+    Store,
+    /// Every scenario above, in order.
+    All,
+}
+
+/// cairn's load harness.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// What to run.
+    scenario: Scenario,
+    /// Small sizes, so that every scenario finishes in well under two minutes in total
+    /// (what CI runs). Smoke results go to target/bench-smoke unless --results says otherwise.
+    #[arg(long)]
+    smoke: bool,
+    /// Directory for the JSON results (default: bench/results, or target/bench-smoke with --smoke).
+    #[arg(long)]
+    results: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = args.results.unwrap_or_else(|| {
+        if args.smoke { root.join("../target/bench-smoke") } else { root.join("results") }
+    });
+    let reporter = report::Reporter::new(&dir, args.smoke)?;
+    let all = args.scenario == Scenario::All;
+    if all || args.scenario == Scenario::Store {
+        store::run(&reporter, args.smoke)?;
+    }
+    println!("results appended under {}", dir.display());
+    Ok(())
+}

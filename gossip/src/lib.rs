@@ -1,1 +1,2 @@
-//! placeholder
+//! cairn's gossip layer (not built yet; issue 4): what a site publishes about its
+//! inventory over chitchat, and the typed cluster view every site rebuilds from it.

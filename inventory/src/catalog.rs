@@ -120,7 +120,7 @@ impl Inventory {
         self.read(|txn| {
             let mut out = Vec::new();
             // LMDB refuses an empty key, so "all" is a plain scan rather than an empty prefix.
-            let iter: Box<dyn Iterator<Item = heed::Result<(&[u8], &[u8])>>> = match &prefix {
+            let iter: Box<dyn Iterator<Item = RawItem<'_>>> = match &prefix {
                 Some(prefix) => Box::new(self.tables.replicas.prefix_iter(txn, prefix)?),
                 None => Box::new(self.tables.replicas.iter(txn)?),
             };
@@ -143,6 +143,9 @@ impl Inventory {
         })
     }
 }
+
+/// One raw key/value pair from an LMDB scan.
+type RawItem<'t> = heed::Result<(&'t [u8], &'t [u8])>;
 
 /// Deletes every key of `table` that starts with `prefix`.
 pub(crate) fn delete_prefix(table: crate::store::Table, txn: &mut RwTxn<'_>, prefix: &[u8]) -> Result<u64> {

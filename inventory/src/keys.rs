@@ -83,9 +83,9 @@ pub(crate) fn describe(table: &str, key: &[u8]) -> String {
         Some((db, shard, rest)) if rest.len() == 8 => {
             format!("{table}[{db}/{shard} #{}]", u64_suffix(rest).unwrap_or_default())
         }
-        Some((db, shard, rest)) if rest.is_empty() => format!("{table}[{db}/{shard}]"),
+        Some((db, shard, [])) => format!("{table}[{db}/{shard}]"),
         _ => match split_db(key) {
-            Some((db, rest)) if rest.is_empty() => format!("{table}[{db}]"),
+            Some((db, [])) => format!("{table}[{db}]"),
             _ => format!("{table}[{}]", String::from_utf8_lossy(key).escape_default()),
         },
     }

@@ -1,1 +1,58 @@
-fn main() {}
+//! `cairn`: one site of a sharded durable storage cluster, and the tools to run it.
+
+mod inventory_cmd;
+mod logging;
+
+use std::process::ExitCode;
+use std::sync::LazyLock;
+
+use clap::{Parser, Subcommand};
+
+/// cairn: a peer-to-peer node for a sharded durable storage cluster.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version = version(), about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    log: logging::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Look after a site's local inventory (its LMDB store) directly.
+    #[command(subcommand)]
+    Inventory(inventory_cmd::InventoryCommand),
+}
+
+/// `cairn --version` shows the store format too, since that decides which data dirs
+/// this build can open.
+fn version() -> &'static str {
+    static VERSION: LazyLock<String> = LazyLock::new(|| {
+        format!("{} (store format {})", env!("CARGO_PKG_VERSION"), cairn_inventory::STORE_FORMAT)
+    });
+    &VERSION
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log);
+    let result = match cli.command {
+        Command::Inventory(cmd) => inventory_cmd::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_names_the_store_format_this_build_reads() {
+        assert!(super::version().ends_with(&format!("(store format {})", cairn_inventory::STORE_FORMAT)));
+    }
+}

@@ -1,0 +1,87 @@
+//! The real `cairn` binary, driven as a user would.
+
+use std::process::{Command, Output};
+
+use cairn_inventory::{ClusterId, DbName, DbRecord, Inventory, InventoryConfig, Retention};
+
+fn cairn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[test]
+fn version_shows_the_store_format() {
+    let out = cairn(&["--version"]);
+    assert!(out.status.success());
+    assert!(text(&out).contains("store format 1"), "{}", text(&out));
+}
+
+#[test]
+fn init_show_verify_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("site");
+    let data = data.to_str().unwrap();
+    let cluster = "000000000000000000000000000000c1";
+    let out = cairn(&["inventory", "init", "--data-dir", data, "--cluster-id", cluster]);
+    assert!(out.status.success(), "{}", text(&out));
+    let site = text(&out).lines().next().unwrap().split_whitespace().nth(1).unwrap().to_owned();
+
+    // Put something in, as a running site would.
+    {
+        let inv = Inventory::open(data, ClusterId(0xc1), InventoryConfig::default()).unwrap();
+        let name = DbName::new("messages").unwrap();
+        let record = DbRecord {
+            name: name.clone(),
+            shards: 4,
+            replication: 2,
+            retention: Retention::default(),
+            created_ms: 1,
+        };
+        inv.put_db(&record).unwrap();
+        inv.set_replica(&name, 2, cairn_inventory::ReplicaState::Ready).unwrap();
+        inv.append(&name, 2, &["a", "b", "c"]).unwrap();
+    }
+
+    let out = cairn(&["inventory", "show", "--data-dir", data, "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["site_id"], site);
+    assert_eq!(json["cluster_id"], cluster);
+    assert_eq!(json["dbs"][0]["name"], "messages");
+    assert_eq!(json["replicas"][0]["shard"], 2);
+    assert_eq!(json["replicas"][0]["state"], "ready");
+    assert_eq!(json["replicas"][0]["entries"], 3);
+
+    let out = cairn(&["inventory", "verify", "--data-dir", data]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("0 corrupt"));
+
+    // Another cluster's id is refused with the reason.
+    let out = cairn(&["inventory", "init", "--data-dir", data, "--cluster-id", &"f".repeat(32)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("belongs to cluster"), "{}", text(&out));
+}
+
+#[test]
+fn a_data_dir_in_use_is_refused_with_a_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Inventory::open(dir.path(), ClusterId(1), InventoryConfig::default()).unwrap();
+    let out = cairn(&["inventory", "show", "--data-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("in use by another cairn process"), "{}", text(&out));
+}
+
+#[test]
+fn usage_errors_exit_2_and_bad_values_name_themselves() {
+    let out = cairn(&["inventory", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = cairn(&["inventory", "init", "--data-dir", "/tmp/never", "--cluster-id", "xyz"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("cluster id"), "{}", text(&out));
+    let out = cairn(&["inventory", "show", "--data-dir", "/nonexistent/cairn"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("no cairn inventory"), "{}", text(&out));
+}
