@@ -26,7 +26,7 @@ pub use ids::{ClusterId, DbName, MAX_DB_NAME_LEN, PlanId, SiteId};
 pub use plan_machine::{AdvanceOutcome, OfferOutcome, PlanRejection};
 pub use records::{
     DbRecord, Identity, PendingPlan, Plan, PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord,
-    ReplicaState, Retention, Step,
+    ReplicaState, Retention, Role, Step,
 };
 pub use shard_log::{
     CleanupOutcome, Entry, EntryId, Frontier, InsertOutcome, LogEntry, MAX_PAYLOAD, ReadBatch, ShardLogStats,

@@ -18,6 +18,38 @@ pub struct Identity {
     pub created_ms: u64,
 }
 
+/// What part a site plays: `Core` sites hold replicas; `Replicant` sites follow the
+/// cluster view and are never given replicas by planners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Role {
+    /// Holds shard replicas and counts toward replication factors.
+    #[default]
+    Core,
+    /// Keeps the cluster view; never chosen for a replica.
+    Replicant,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Core => "core",
+            Self::Replicant => "replicant",
+        })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "core" => Ok(Self::Core),
+            "replicant" => Ok(Self::Replicant),
+            other => Err(format!("unknown role {other:?}: use core or replicant")),
+        }
+    }
+}
+
 /// How long a db keeps its shard logs' entries. `None` means no limit of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Retention {

@@ -1,2 +1,27 @@
-//! cairn's QUIC transport (not built yet; issue 3): one quinn endpoint per site with
-//! mutual TLS, framed requests, plan delivery and catch-up streams.
+//! cairn's QUIC transport: one quinn endpoint per site carries every byte between sites
+//! (requests, plan delivery, gossip) and between the CLI and a site.
+//!
+//! - [`tls`]: the cluster CA, issued certificates, and mutual-TLS configs (ALPN `cairn/1`);
+//! - [`frame`]: length-prefixed, versioned frames with a size limit checked before
+//!   allocation;
+//! - [`message`]: the request and response enums;
+//! - [`Endpoint`]: serving ([`Service`]), requesting (pooled connections with backoff)
+//!   and gossip carriage.
+//!
+//! No planning or storage logic lives here; the node implements [`Service`].
+
+mod config;
+mod endpoint;
+mod error;
+pub mod frame;
+pub mod message;
+mod pool;
+mod stats;
+pub mod tls;
+
+pub use config::TransportConfig;
+pub use endpoint::{Endpoint, GossipInbox, Service};
+pub use error::TransportError;
+pub use message::{Request, Response, SiteStatus, WireError, WireErrorKind};
+pub use stats::StatsSnapshot;
+pub use tls::{ClusterCa, Credentials};

@@ -1,0 +1,131 @@
+//! The transport's limits and timeouts, each with a default and a checked range.
+
+use std::time::Duration;
+
+use crate::error::TransportError;
+
+const MIB: u64 = 1 << 20;
+
+/// Limits and timeouts of one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// Largest frame a peer may send; a larger length prefix is refused unread.
+    pub max_frame_bytes: usize,
+    /// Total bytes of request frames buffered at once, over all connections; requests
+    /// beyond it wait (up to the request deadline) and are then answered `Busy`.
+    pub max_buffered_request_bytes: usize,
+    /// Concurrent request streams a peer may open on one connection.
+    pub max_concurrent_streams: u32,
+    /// Flow-control window of one stream.
+    pub stream_receive_window: u64,
+    /// Flow-control window of one connection (quinn's default is unbounded).
+    pub connection_receive_window: u64,
+    /// Bytes in flight we send on one connection.
+    pub send_window: u64,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval (must be below the idle timeout).
+    pub keep_alive: Duration,
+    /// A handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// Connecting to a peer must finish within this.
+    pub connect_timeout: Duration,
+    /// A request (sent, handled, answered) must finish within this.
+    pub request_timeout: Duration,
+    /// When more handshakes than this are in progress, new ones must first prove their
+    /// address (QUIC retry).
+    pub retry_above_handshakes: usize,
+    /// Most open connections; more are refused.
+    pub max_connections: usize,
+    /// First wait after a failed connection attempt; doubles per failure.
+    pub reconnect_backoff: Duration,
+    /// Longest wait between connection attempts.
+    pub max_reconnect_backoff: Duration,
+    /// Gossip messages being sent at once; more are dropped (gossip tolerates loss).
+    pub max_gossip_in_flight: usize,
+    /// Received gossip messages waiting for the gossip layer; more are dropped.
+    pub gossip_inbox: usize,
+    /// Largest gossip message.
+    pub max_gossip_bytes: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 16 << 20,
+            max_buffered_request_bytes: 256 << 20,
+            max_concurrent_streams: 256,
+            stream_receive_window: 8 * MIB,
+            connection_receive_window: 16 * MIB,
+            send_window: 16 * MIB,
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            retry_above_handshakes: 64,
+            max_connections: 4096,
+            reconnect_backoff: Duration::from_millis(100),
+            max_reconnect_backoff: Duration::from_secs(5),
+            max_gossip_in_flight: 256,
+            gossip_inbox: 1024,
+            max_gossip_bytes: 256 << 10,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// Checks every setting's range.
+    pub fn validate(&self) -> Result<(), TransportError> {
+        let bad = |what, why: &str| Err(TransportError::InvalidSetting { what, why: why.into() });
+        if !(1024..=(1 << 30)).contains(&self.max_frame_bytes) {
+            return bad("max_frame_bytes", "must be between 1 KiB and 1 GiB");
+        }
+        if self.max_buffered_request_bytes < self.max_frame_bytes {
+            return bad("max_buffered_request_bytes", "must be at least max_frame_bytes");
+        }
+        if !(1..=10_000).contains(&self.max_concurrent_streams) {
+            return bad("max_concurrent_streams", "must be between 1 and 10000");
+        }
+        if self.stream_receive_window < 16 << 10
+            || self.connection_receive_window < self.stream_receive_window
+        {
+            return bad("receive windows", "stream window ≥ 16 KiB and connection window ≥ stream window");
+        }
+        if self.keep_alive.is_zero() || self.keep_alive >= self.idle_timeout {
+            return bad("keep_alive", "must be above zero and below idle_timeout");
+        }
+        for (what, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("reconnect_backoff", self.reconnect_backoff),
+        ] {
+            if d.is_zero() {
+                return bad(what, "must be above zero");
+            }
+        }
+        if self.max_connections == 0 || self.max_gossip_in_flight == 0 || self.gossip_inbox == 0 {
+            return bad("max_connections / gossip limits", "must be above zero");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn quinn_transport(&self) -> Result<quinn::TransportConfig, TransportError> {
+        let varint = |what: &'static str, v: u64| {
+            quinn::VarInt::from_u64(v)
+                .map_err(|_| TransportError::InvalidSetting { what, why: "too large".into() })
+        };
+        let mut t = quinn::TransportConfig::default();
+        t.max_concurrent_bidi_streams(self.max_concurrent_streams.into())
+            .max_concurrent_uni_streams(self.max_concurrent_streams.into())
+            .stream_receive_window(varint("stream_receive_window", self.stream_receive_window)?)
+            .receive_window(varint("connection_receive_window", self.connection_receive_window)?)
+            .send_window(self.send_window)
+            .keep_alive_interval(Some(self.keep_alive))
+            .max_idle_timeout(Some(self.idle_timeout.try_into().map_err(|_| {
+                TransportError::InvalidSetting { what: "idle_timeout", why: "too large".into() }
+            })?));
+        Ok(t)
+    }
+}

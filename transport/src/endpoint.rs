@@ -1,0 +1,399 @@
+//! One QUIC endpoint per site: it serves requests and gossip, and makes requests.
+//!
+//! The endpoint listens on the site's one UDP address and dials out from the same
+//! socket, so a peer's source address is its listening address (gossip relies on it).
+//! Every connection is mutual TLS against the cluster CA (see [`crate::tls`]); a peer
+//! without a valid certificate never gets a stream read.
+//!
+//! Streams: each bidirectional stream carries one request frame and one response frame.
+//! Each unidirectional stream carries a kind byte and one frame; kind 1 is gossip.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use cairn_inventory::codec;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::config::TransportConfig;
+use crate::error::TransportError;
+use crate::frame::{self, FrameError};
+use crate::message::{Request, Response, WireError, WireErrorKind};
+use crate::pool::Pool;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::tls::Credentials;
+
+/// The kind byte of a gossip stream.
+const STREAM_GOSSIP: u8 = 1;
+/// Application close code for a site shutting down.
+const CLOSE_LEAVING: u32 = 0;
+/// Stream stop code for a request we refused to read further.
+const STOP_BAD_REQUEST: u32 = 1;
+
+/// What a site does with requests. Implemented by the node; the transport only carries.
+pub trait Service: Send + Sync + 'static {
+    /// Answers one request from the peer at `peer`.
+    fn handle(&self, peer: SocketAddr, request: Request) -> impl Future<Output = Response> + Send;
+}
+
+/// Gossip messages received, with the sender's address, in arrival order.
+#[derive(Debug)]
+pub struct GossipInbox(pub mpsc::Receiver<(SocketAddr, Vec<u8>)>);
+
+struct Inner {
+    quinn: quinn::Endpoint,
+    config: TransportConfig,
+    pool: Pool,
+    stats: Stats,
+    gossip_slots: Arc<Semaphore>,
+    /// Permits are KiB of request frames being buffered.
+    request_budget: Semaphore,
+    handshakes: AtomicUsize,
+}
+
+/// A site's (or the CLI's) QUIC endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("addr", &self.inner.quinn.local_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Binds a site's endpoint on `listen`, serving `service` and queuing gossip into the
+    /// returned inbox. Must be called inside a tokio runtime.
+    pub fn serve<S: Service>(
+        listen: SocketAddr,
+        credentials: &Credentials,
+        config: TransportConfig,
+        service: Arc<S>,
+    ) -> Result<(Self, GossipInbox), TransportError> {
+        config.validate()?;
+        let crypto = QuicServerConfig::try_from(credentials.server_config()?)
+            .map_err(|e| TransportError::Tls(format!("server config: {e}")))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(config.quinn_transport()?));
+        server.max_incoming(config.max_connections.max(config.retry_above_handshakes * 2));
+        let mut quinn = quinn::Endpoint::server(server, listen)
+            .map_err(|source| TransportError::Bind { addr: listen, source })?;
+        quinn.set_default_client_config(client_config(credentials, &config)?);
+        let (tx, rx) = mpsc::channel(config.gossip_inbox);
+        let endpoint = Self::new(quinn, config);
+        tokio::spawn(accept_loop(endpoint.inner.clone(), service, tx));
+        Ok((endpoint, GossipInbox(rx)))
+    }
+
+    /// An endpoint that only makes requests (the CLI), on an ephemeral port of the
+    /// address family of `peer_family`.
+    pub fn client(
+        credentials: &Credentials,
+        config: TransportConfig,
+        peer_family: SocketAddr,
+    ) -> Result<Self, TransportError> {
+        config.validate()?;
+        let bind: SocketAddr =
+            if peer_family.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal");
+        let mut quinn =
+            quinn::Endpoint::client(bind).map_err(|source| TransportError::Bind { addr: bind, source })?;
+        quinn.set_default_client_config(client_config(credentials, &config)?);
+        Ok(Self::new(quinn, config))
+    }
+
+    fn new(quinn: quinn::Endpoint, config: TransportConfig) -> Self {
+        let inner = Inner {
+            gossip_slots: Arc::new(Semaphore::new(config.max_gossip_in_flight)),
+            request_budget: Semaphore::new(config.max_buffered_request_bytes.div_ceil(1024)),
+            quinn,
+            config,
+            pool: Pool::default(),
+            stats: Stats::default(),
+            handshakes: AtomicUsize::new(0),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The UDP address the endpoint is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.quinn.local_addr().expect("a bound endpoint has an address")
+    }
+
+    /// What the endpoint has done so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// The endpoint's settings.
+    pub fn config(&self) -> &TransportConfig {
+        &self.inner.config
+    }
+
+    /// Sends `request` to the site at `peer` and waits for its answer, within the
+    /// request deadline. An error response from the peer is [`TransportError::Remote`].
+    pub async fn request(&self, peer: SocketAddr, request: &Request) -> Result<Response, TransportError> {
+        let inner = &self.inner;
+        let bytes = codec::encode(request)?;
+        if bytes.len() > inner.config.max_frame_bytes {
+            let source = FrameError::TooLarge { len: bytes.len(), max: inner.config.max_frame_bytes };
+            return Err(TransportError::Frame { peer, source });
+        }
+        let deadline = inner.config.request_timeout;
+        let exchange = async {
+            let conn = inner.pool.connection(&inner.quinn, &inner.config, &inner.stats, peer).await?;
+            let lost =
+                |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
+            let result = async {
+                let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+                frame::write_frame(&mut send, &bytes)
+                    .await
+                    .map_err(|source| TransportError::Frame { peer, source })?;
+                send.finish().map_err(|e| lost(&e))?;
+                frame::read_frame(&mut recv, inner.config.max_frame_bytes)
+                    .await
+                    .map_err(|source| TransportError::Frame { peer, source })?
+                    .ok_or(TransportError::Frame {
+                        peer,
+                        source: FrameError::Truncated { got: 0, expected: 5 },
+                    })
+            }
+            .await;
+            if let Err(TransportError::ConnectionLost { .. }) = &result {
+                inner.pool.forget(peer, &conn);
+            }
+            Ok::<_, TransportError>(codec::decode::<Response>(&result?)?)
+        };
+        match tokio::time::timeout(deadline, exchange).await {
+            Err(_) => Err(TransportError::Timeout { peer, after: deadline }),
+            Ok(Ok(Response::Error(error))) => Err(TransportError::Remote { peer, error }),
+            Ok(result) => result,
+        }
+    }
+
+    /// Queues one gossip message for `peer` and returns at once; `false` if it was
+    /// dropped because too many are in flight. A dead peer costs at most one task held
+    /// for the connect timeout.
+    pub fn send_gossip(&self, peer: SocketAddr, message: Vec<u8>) -> bool {
+        let Ok(permit) = self.inner.gossip_slots.clone().try_acquire_owned() else {
+            Stats::bump(&self.inner.stats.gossip_dropped);
+            return false;
+        };
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let send = async {
+                let conn = inner.pool.connection(&inner.quinn, &inner.config, &inner.stats, peer).await?;
+                let io = |e: &dyn std::fmt::Display| TransportError::ConnectionLost {
+                    peer,
+                    reason: e.to_string(),
+                };
+                let mut stream = conn.open_uni().await.map_err(|e| io(&e))?;
+                stream.write_all(&[STREAM_GOSSIP]).await.map_err(|e| io(&e))?;
+                frame::write_frame(&mut stream, &message)
+                    .await
+                    .map_err(|source| TransportError::Frame { peer, source })?;
+                stream.finish().map_err(|e| io(&e))
+            };
+            match tokio::time::timeout(inner.config.request_timeout, send).await {
+                Ok(Ok(())) => Stats::bump(&inner.stats.gossip_sent),
+                Ok(Err(error)) => {
+                    tracing::trace!(%peer, %error, "gossip not sent");
+                    Stats::bump(&inner.stats.gossip_dropped);
+                }
+                Err(_) => Stats::bump(&inner.stats.gossip_dropped),
+            }
+        });
+        true
+    }
+
+    /// Closes every connection (telling peers the site is leaving) and waits briefly
+    /// for the close to reach them.
+    pub async fn close(&self) {
+        self.inner.quinn.close(CLOSE_LEAVING.into(), b"site leaving");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.inner.quinn.wait_idle()).await;
+    }
+}
+
+fn client_config(
+    credentials: &Credentials,
+    config: &TransportConfig,
+) -> Result<quinn::ClientConfig, TransportError> {
+    let crypto = QuicClientConfig::try_from(credentials.client_config()?)
+        .map_err(|e| TransportError::Tls(format!("client config: {e}")))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::new(config.quinn_transport()?));
+    Ok(client)
+}
+
+async fn accept_loop<S: Service>(
+    inner: Arc<Inner>,
+    service: Arc<S>,
+    gossip: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+) {
+    while let Some(incoming) = inner.quinn.accept().await {
+        if inner.handshakes.load(Ordering::Relaxed) >= inner.config.retry_above_handshakes
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            Stats::bump(&inner.stats.retries_sent);
+            let _ = incoming.retry();
+            continue;
+        }
+        if inner.quinn.open_connections() >= inner.config.max_connections {
+            Stats::bump(&inner.stats.connections_refused);
+            incoming.refuse();
+            continue;
+        }
+        tokio::spawn(serve_connection(inner.clone(), service.clone(), gossip.clone(), incoming));
+    }
+}
+
+/// Decrements the in-progress handshake count when the handshake ends, however it ends.
+struct HandshakeGuard<'a>(&'a AtomicUsize);
+
+impl Drop for HandshakeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_connection<S: Service>(
+    inner: Arc<Inner>,
+    service: Arc<S>,
+    gossip: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    incoming: quinn::Incoming,
+) {
+    let peer = incoming.remote_address();
+    let conn = {
+        inner.handshakes.fetch_add(1, Ordering::Relaxed);
+        let _guard = HandshakeGuard(&inner.handshakes);
+        let handshake = async { incoming.accept()?.await };
+        match tokio::time::timeout(inner.config.handshake_timeout, handshake).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(error)) => {
+                Stats::bump(&inner.stats.handshakes_refused);
+                tracing::warn!(%peer, %error, "refused a connection during the handshake");
+                return;
+            }
+            Err(_) => {
+                Stats::bump(&inner.stats.handshakes_refused);
+                tracing::warn!(%peer, "refused a connection: handshake timed out");
+                return;
+            }
+        }
+    };
+    Stats::bump(&inner.stats.handshakes_ok);
+    tracing::debug!(%peer, "connection accepted");
+    loop {
+        tokio::select! {
+            bi = conn.accept_bi() => match bi {
+                Ok((send, recv)) => {
+                    tokio::spawn(serve_request(inner.clone(), service.clone(), peer, send, recv));
+                }
+                Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
+            },
+            uni = conn.accept_uni() => match uni {
+                Ok(recv) => { tokio::spawn(receive_gossip(inner.clone(), gossip.clone(), peer, recv)); }
+                Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
+            },
+        }
+    }
+}
+
+/// Reads one request, answers it, and closes the stream. Bad input gets an error
+/// response naming the problem; the connection and the site go on.
+async fn serve_request<S: Service>(
+    inner: Arc<Inner>,
+    service: Arc<S>,
+    peer: SocketAddr,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let started = Instant::now();
+    let read = async {
+        let len = match frame::read_header(&mut recv, inner.config.max_frame_bytes).await {
+            Ok(Some(len)) => len,
+            Ok(None) => return Err(None),
+            Err(e) => return Err(Some(WireError::new(WireErrorKind::BadFrame, e.to_string()))),
+        };
+        // Hold budget for the frame's bytes while they are buffered and handled.
+        let kib = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let permit = inner.request_budget.acquire_many(kib).await.map_err(|_| None)?;
+        let payload = frame::read_payload(&mut recv, len)
+            .await
+            .map_err(|e| Some(WireError::new(WireErrorKind::BadFrame, e.to_string())))?;
+        let request = codec::decode::<Request>(&payload).map_err(|e| {
+            Some(WireError::new(WireErrorKind::Undecodable, format!("undecodable request: {e}")))
+        })?;
+        Ok((request, permit))
+    };
+    let deadline = inner.config.request_timeout;
+    let response = match tokio::time::timeout(deadline, read).await {
+        Err(_) => {
+            Response::Error(WireError::new(WireErrorKind::Timeout, format!("no request within {deadline:?}")))
+        }
+        Ok(Err(None)) => return,
+        Ok(Err(Some(error))) => Response::Error(error),
+        Ok(Ok((request, _permit))) => {
+            let kind = request.kind();
+            let response = service.handle(peer, request).await;
+            tracing::trace!(%peer, kind, elapsed = ?started.elapsed(), "request handled");
+            response
+        }
+    };
+    if let Response::Error(error) = &response {
+        Stats::bump(&inner.stats.request_errors);
+        tracing::info!(%peer, %error, "bad request");
+        let _ = recv.stop(STOP_BAD_REQUEST.into());
+    } else {
+        Stats::bump(&inner.stats.requests_served);
+    }
+    let bytes = match codec::encode(&response) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "cannot encode a response");
+            return;
+        }
+    };
+    if frame::write_frame(&mut send, &bytes).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+async fn receive_gossip(
+    inner: Arc<Inner>,
+    gossip: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    peer: SocketAddr,
+    mut recv: quinn::RecvStream,
+) {
+    let read = async {
+        let mut kind = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut recv, &mut kind).await.map_err(|e| e.to_string())?;
+        if kind[0] != STREAM_GOSSIP {
+            return Err(format!("unknown stream kind {}", kind[0]));
+        }
+        frame::read_frame(&mut recv, inner.config.max_gossip_bytes)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "empty gossip stream".to_owned())
+    };
+    match tokio::time::timeout(inner.config.request_timeout, read).await {
+        Ok(Ok(message)) => match gossip.try_send((peer, message)) {
+            Ok(()) => Stats::bump(&inner.stats.gossip_received),
+            Err(_) => Stats::bump(&inner.stats.gossip_dropped),
+        },
+        Ok(Err(error)) => {
+            Stats::bump(&inner.stats.request_errors);
+            tracing::info!(%peer, %error, "bad gossip stream");
+            let _ = recv.stop(STOP_BAD_REQUEST.into());
+        }
+        Err(_) => {
+            Stats::bump(&inner.stats.request_errors);
+            let _ = recv.stop(STOP_BAD_REQUEST.into());
+        }
+    }
+}

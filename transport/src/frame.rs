@@ -1,0 +1,148 @@
+//! Length-prefixed frames: `[frame version u8][payload length u32 BE][payload]`.
+//!
+//! The length is checked against the limit before anything is allocated, so a forged
+//! length costs the reader nothing.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The frame format this build speaks.
+pub const FRAME_VERSION: u8 = 1;
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = 5;
+
+/// Why a frame could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The stream ended inside the frame.
+    #[error("truncated frame: stream ended after {got} of {expected} bytes")]
+    Truncated {
+        /// Bytes read.
+        got: usize,
+        /// Bytes the frame needed.
+        expected: usize,
+    },
+    /// The first byte is not a frame version we know.
+    #[error("unsupported frame version {found} (this build speaks {supported})")]
+    UnsupportedVersion {
+        /// The version found.
+        found: u8,
+        /// Ours.
+        supported: u8,
+    },
+    /// The declared length is over the limit.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The stream failed.
+    #[error("stream error: {0}")]
+    Io(String),
+}
+
+/// The payload length a header declares, checked against `max`.
+pub fn parse_header(header: [u8; HEADER_LEN], max: usize) -> Result<usize, FrameError> {
+    if header[0] != FRAME_VERSION {
+        return Err(FrameError::UnsupportedVersion { found: header[0], supported: FRAME_VERSION });
+    }
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// Reads the header of the next frame. `Ok(None)` if the stream ended cleanly first.
+pub async fn read_header<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<usize>, FrameError> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match reader.read(&mut header[got..]).await {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(FrameError::Truncated { got, expected: HEADER_LEN }),
+            Ok(n) => got += n,
+            Err(e) => return Err(FrameError::Io(e.to_string())),
+        }
+    }
+    parse_header(header, max).map(Some)
+}
+
+/// Reads a payload of `len` bytes announced by a header.
+pub async fn read_payload<R: AsyncRead + Unpin>(reader: &mut R, len: usize) -> Result<Vec<u8>, FrameError> {
+    let mut payload = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match reader.read(&mut payload[got..]).await {
+            Ok(0) => return Err(FrameError::Truncated { got: HEADER_LEN + got, expected: HEADER_LEN + len }),
+            Ok(n) => got += n,
+            Err(e) => return Err(FrameError::Io(e.to_string())),
+        }
+    }
+    Ok(payload)
+}
+
+/// Reads one whole frame. `Ok(None)` if the stream ended cleanly before it.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    match read_header(reader, max).await? {
+        None => Ok(None),
+        Some(len) => read_payload(reader, len).await.map(Some),
+    }
+}
+
+/// The header for a payload of `len` bytes.
+pub fn header(len: usize) -> Result<[u8; HEADER_LEN], FrameError> {
+    let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge { len, max: u32::MAX as usize })?;
+    let l = len32.to_be_bytes();
+    Ok([FRAME_VERSION, l[0], l[1], l[2], l[3]])
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, payload: &[u8]) -> Result<(), FrameError> {
+    let header = header(payload.len())?;
+    writer.write_all(&header).await.map_err(|e| FrameError::Io(e.to_string()))?;
+    writer.write_all(payload).await.map_err(|e| FrameError::Io(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bad_ones_are_named() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"hello").await.unwrap();
+        write_frame(&mut buf, b"").await.unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame(&mut r, 100).await.unwrap().unwrap(), b"hello");
+        assert_eq!(read_frame(&mut r, 100).await.unwrap().unwrap(), b"");
+        assert_eq!(read_frame(&mut r, 100).await.unwrap(), None);
+
+        let mut r = &buf[..];
+        assert_eq!(read_frame(&mut r, 4).await, Err(FrameError::TooLarge { len: 5, max: 4 }));
+        let mut r = &buf[..7];
+        assert_eq!(read_frame(&mut r, 100).await, Err(FrameError::Truncated { got: 7, expected: 10 }));
+        let mut r = &buf[..3];
+        assert_eq!(read_frame(&mut r, 100).await, Err(FrameError::Truncated { got: 3, expected: 5 }));
+        let bad = [9u8, 0, 0, 0, 0];
+        let mut r = &bad[..];
+        assert_eq!(
+            read_frame(&mut r, 100).await,
+            Err(FrameError::UnsupportedVersion { found: 9, supported: 1 })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forged_length_allocates_nothing() {
+        let forged = [FRAME_VERSION, 0xff, 0xff, 0xff, 0xff];
+        let mut r = &forged[..];
+        assert!(matches!(read_frame(&mut r, 16 << 20).await, Err(FrameError::TooLarge { .. })));
+    }
+}

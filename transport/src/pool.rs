@@ -1,0 +1,114 @@
+//! Outgoing connections, one per peer, re-established with backoff.
+//!
+//! Each peer has its own async lock, so a slow or dead peer only delays requests to that
+//! peer: connecting is bounded by the connect timeout, and after a failure the peer is
+//! skipped (an immediate [`TransportError::Backoff`]) until its backoff has passed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::config::TransportConfig;
+use crate::error::TransportError;
+use crate::stats::Stats;
+use crate::tls::SERVER_NAME;
+
+#[derive(Debug, Default)]
+struct PeerSlot {
+    conn: Option<quinn::Connection>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: String,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<PeerSlot>>>>,
+}
+
+impl Pool {
+    /// A live connection to `peer`, made now if needed.
+    pub(crate) async fn connection(
+        &self,
+        endpoint: &quinn::Endpoint,
+        config: &TransportConfig,
+        stats: &Stats,
+        peer: SocketAddr,
+    ) -> Result<quinn::Connection, TransportError> {
+        let slot = self.peers.lock().unwrap_or_else(PoisonError::into_inner).entry(peer).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some(conn) = &slot.conn {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+            slot.conn = None;
+        }
+        let now = Instant::now();
+        if let Some(at) = slot.retry_at.filter(|at| *at > now) {
+            return Err(TransportError::Backoff {
+                peer,
+                last_error: slot.last_error.clone(),
+                retry_in: at - now,
+            });
+        }
+        let attempt = async {
+            let connecting = endpoint
+                .connect(peer, SERVER_NAME)
+                .map_err(|e| TransportError::Unreachable { peer, reason: e.to_string() })?;
+            connecting.await.map_err(|e| TransportError::Unreachable { peer, reason: e.to_string() })
+        };
+        let result = match tokio::time::timeout(config.connect_timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Unreachable {
+                peer,
+                reason: format!("no handshake within {:?}", config.connect_timeout),
+            }),
+        };
+        match result {
+            Ok(conn) => {
+                Stats::bump(&stats.handshakes_ok);
+                *slot = PeerSlot { conn: Some(conn.clone()), ..PeerSlot::default() };
+                Ok(conn)
+            }
+            Err(err) => {
+                slot.failures = slot.failures.saturating_add(1);
+                let backoff = backoff(config, slot.failures);
+                slot.retry_at = Some(Instant::now() + backoff);
+                slot.last_error = err.to_string();
+                tracing::debug!(%peer, failures = slot.failures, ?backoff, error = %err, "connect failed");
+                Err(err)
+            }
+        }
+    }
+
+    /// Forgets a connection that broke, so the next request reconnects at once.
+    pub(crate) fn forget(&self, peer: SocketAddr, conn: &quinn::Connection) {
+        let slot = self.peers.lock().unwrap_or_else(PoisonError::into_inner).get(&peer).cloned();
+        if let Some(slot) = slot
+            && let Ok(mut slot) = slot.try_lock()
+            && slot.conn.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            slot.conn = None;
+        }
+    }
+}
+
+/// The wait after `failures` failed attempts in a row.
+fn backoff(config: &TransportConfig, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    config.reconnect_backoff.saturating_mul(factor).min(config.max_reconnect_backoff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let config = TransportConfig::default();
+        let waits: Vec<_> = (1..=8).map(|f| backoff(&config, f).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(backoff(&config, u32::MAX), config.max_reconnect_backoff);
+    }
+}

@@ -1,0 +1,41 @@
+//! Counters of what an endpoint did, for metrics and tests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal),* $(,)?) => {
+        /// Live counters, shared by an endpoint's tasks.
+        #[derive(Debug, Default)]
+        pub(crate) struct Stats { $(pub(crate) $name: AtomicU64,)* }
+
+        /// A copy of the counters at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        pub struct StatsSnapshot { $(#[doc = $doc] pub $name: u64,)* }
+
+        impl Stats {
+            pub(crate) fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    handshakes_ok: "Connections whose TLS handshake succeeded (both directions).",
+    handshakes_refused: "Incoming handshakes that failed: no, untrusted or expired certificate, wrong ALPN, timeout.",
+    retries_sent: "Incoming connections asked to prove their address (QUIC retry).",
+    connections_refused: "Incoming connections refused because the endpoint was full.",
+    requests_served: "Requests answered with a response.",
+    request_errors: "Requests answered with an error (bad frame, undecodable, busy, timeout).",
+    gossip_sent: "Gossip messages handed to QUIC.",
+    gossip_received: "Gossip messages received and queued for the gossip layer.",
+    gossip_dropped: "Gossip messages dropped (queue full, too many in flight, or send failed).",
+}
+
+impl Stats {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,330 @@
+//! Real endpoints on loopback: mutual TLS, framing, bad input and load.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cairn_inventory::{ClusterId, Role, SiteId};
+use cairn_transport::frame::{self, FRAME_VERSION};
+use cairn_transport::tls::{ClusterCa, SERVER_NAME};
+use cairn_transport::{
+    Credentials, Endpoint, Request, Response, Service, SiteStatus, TransportConfig, TransportError,
+    WireErrorKind,
+};
+
+/// Answers `Status` with a counter of requests seen.
+struct Counting(AtomicU64);
+
+impl Service for Counting {
+    async fn handle(&self, _peer: SocketAddr, request: Request) -> Response {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        match request {
+            Request::Status => Response::Status(SiteStatus {
+                site_id: SiteId(u128::from(n)),
+                cluster_id: ClusterId(0),
+                version: "test".into(),
+                store_format: 1,
+                uptime_ms: 0,
+                role: Role::Core,
+            }),
+            Request::Schedule(_) => Response::Rejected { reason: "not here".into() },
+        }
+    }
+}
+
+fn creds(ca: &ClusterCa, name: &str) -> Credentials {
+    Credentials::from_pem(ca.cert_pem(), &ca.issue(name, 1).unwrap()).unwrap()
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn site(ca: &ClusterCa, name: &str) -> Endpoint {
+    let service = Arc::new(Counting(AtomicU64::new(0)));
+    Endpoint::serve(loopback(), &creds(ca, name), TransportConfig::default(), service).unwrap().0
+}
+
+fn quick() -> TransportConfig {
+    TransportConfig {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(3),
+        ..TransportConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn sites_with_cluster_certificates_talk() {
+    let ca = ClusterCa::generate().unwrap();
+    let a = site(&ca, "a");
+    let b = site(&ca, "b");
+    for _ in 0..3 {
+        let response = a.request(b.local_addr(), &Request::Status).await.unwrap();
+        assert!(matches!(response, Response::Status(_)), "{response:?}");
+    }
+    let response = b.request(a.local_addr(), &Request::Status).await.unwrap();
+    assert!(matches!(response, Response::Status(_)));
+    assert_eq!(b.stats().requests_served, 3);
+    assert_eq!(a.stats().handshakes_ok, 2, "one pooled connection each way, one accepted each way");
+}
+
+/// A raw quinn client with any rustls client config, to present what we like.
+async fn raw_request(client: rustls::ClientConfig, server: SocketAddr) -> Result<Vec<u8>, String> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client).map_err(|e| e.to_string())?;
+    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let attempt = async {
+        let conn = endpoint
+            .connect(server, SERVER_NAME)
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let payload = cairn_inventory::codec::encode(&Request::Status).unwrap();
+        frame::write_frame(&mut send, &payload).await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        frame::read_frame(&mut recv, 1 << 20)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "no answer".to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt).await.map_err(|_| "timed out".to_owned())?
+}
+
+fn client_with(ca: &ClusterCa, client_cert: Option<(&str, &str)>) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::pem::PemObject::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            use rustls::pki_types::pem::PemObject;
+            let chain = vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    config.alpn_protocols = vec![b"cairn/1".to_vec()];
+    config
+}
+
+#[tokio::test]
+async fn clients_without_a_cluster_certificate_are_refused_in_the_handshake() {
+    let ca = ClusterCa::generate().unwrap();
+    let server = site(&ca, "server");
+    let addr = server.local_addr();
+
+    // The control: a raw client with a real cluster certificate gets an answer.
+    let good = ca.issue("good", 1).unwrap();
+    assert!(raw_request(client_with(&ca, Some((&good.cert_pem, &good.key_pem))), addr).await.is_ok());
+
+    // No certificate.
+    assert!(raw_request(client_with(&ca, None), addr).await.is_err());
+    // A self-signed certificate.
+    let selfie = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()]).unwrap();
+    let (cert, key) = (selfie.cert.pem(), selfie.signing_key.serialize_pem());
+    assert!(raw_request(client_with(&ca, Some((&cert, &key))), addr).await.is_err());
+    // A certificate from another cluster's CA.
+    let other = ClusterCa::generate().unwrap().issue("intruder", 1).unwrap();
+    assert!(raw_request(client_with(&ca, Some((&other.cert_pem, &other.key_pem))), addr).await.is_err());
+    // An expired certificate from the right CA.
+    let now = std::time::SystemTime::now();
+    let expired = ca
+        .issue_valid_between("old", now - Duration::from_secs(3 * 86_400), now - Duration::from_secs(86_400))
+        .unwrap();
+    assert!(raw_request(client_with(&ca, Some((&expired.cert_pem, &expired.key_pem))), addr).await.is_err());
+
+    let stats = server.stats();
+    assert_eq!(stats.requests_served, 1, "only the control was answered");
+    assert_eq!(stats.handshakes_refused, 4, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_site_of_another_cluster_is_refused_both_ways() {
+    let ours = ClusterCa::generate().unwrap();
+    let theirs = ClusterCa::generate().unwrap();
+    let a = site(&ours, "a");
+    let b = Endpoint::serve(loopback(), &creds(&theirs, "b"), quick(), Arc::new(Counting(AtomicU64::new(0))))
+        .unwrap()
+        .0;
+    let err = b.request(a.local_addr(), &Request::Status).await.unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
+    let err = a.request(b.local_addr(), &Request::Status).await.unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
+    assert!(a.stats().requests_served == 0 && b.stats().requests_served == 0);
+}
+
+/// A raw connection with valid credentials, to send malformed frames on.
+async fn raw_connection(ca: &ClusterCa, server: SocketAddr) -> quinn::Connection {
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(creds(ca, "raw").client_config().unwrap()).unwrap();
+    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint.connect(server, SERVER_NAME).unwrap().await.unwrap()
+}
+
+async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> Response {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    send.finish().unwrap();
+    let payload = frame::read_frame(&mut recv, 1 << 20).await.unwrap().expect("an answer");
+    cairn_inventory::codec::decode(&payload).unwrap()
+}
+
+#[tokio::test]
+async fn bad_frames_get_named_errors_and_the_site_keeps_serving() {
+    let ca = ClusterCa::generate().unwrap();
+    let server = site(&ca, "server");
+    let conn = raw_connection(&ca, server.local_addr()).await;
+    let valid = {
+        let payload = cairn_inventory::codec::encode(&Request::Status).unwrap();
+        let mut bytes = frame::header(payload.len()).unwrap().to_vec();
+        bytes.extend(payload);
+        bytes
+    };
+    let expect_error = |response: Response, kind: WireErrorKind, words: &str| match response {
+        Response::Error(e) => {
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(e.message.contains(words), "{e}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    };
+    // Garbage: not a frame version we know.
+    expect_error(
+        send_raw(&conn, b"GET / HTTP/1.1\r\n\r\n").await,
+        WireErrorKind::BadFrame,
+        "unsupported frame version",
+    );
+    // Truncated: the header promises more than the stream carries.
+    expect_error(send_raw(&conn, &valid[..valid.len() - 1]).await, WireErrorKind::BadFrame, "truncated");
+    expect_error(send_raw(&conn, &valid[..3]).await, WireErrorKind::BadFrame, "truncated");
+    // Oversized: refused from the length prefix alone.
+    expect_error(
+        send_raw(&conn, &[FRAME_VERSION, 0x7f, 0xff, 0xff, 0xff]).await,
+        WireErrorKind::BadFrame,
+        "exceeds",
+    );
+    // A valid frame around bytes that are no request.
+    expect_error(
+        send_raw(&conn, &[FRAME_VERSION, 0, 0, 0, 3, 1, 200, 7]).await,
+        WireErrorKind::Undecodable,
+        "undecodable",
+    );
+    // An unknown codec version inside a valid frame.
+    expect_error(
+        send_raw(&conn, &[FRAME_VERSION, 0, 0, 0, 2, 9, 0]).await,
+        WireErrorKind::Undecodable,
+        "version 9",
+    );
+    // The same connection, and new ones, still get answers.
+    assert!(matches!(send_raw(&conn, &valid).await, Response::Status(_)));
+    let client = site(&ca, "client");
+    assert!(matches!(
+        client.request(server.local_addr(), &Request::Status).await.unwrap(),
+        Response::Status(_)
+    ));
+    assert_eq!(server.stats().request_errors, 6);
+}
+
+#[tokio::test]
+async fn a_dead_peer_does_not_block_requests_to_live_ones() {
+    let ca = ClusterCa::generate().unwrap();
+    let live = site(&ca, "live");
+    let client =
+        Endpoint::serve(loopback(), &creds(&ca, "client"), quick(), Arc::new(Counting(AtomicU64::new(0))))
+            .unwrap()
+            .0;
+    // A UDP port with nobody answering QUIC.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = silent.local_addr().unwrap();
+    let dead_request = tokio::spawn({
+        let client = client.clone();
+        async move { client.request(dead, &Request::Status).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    client.request(live.local_addr(), &Request::Status).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "the live peer waited {:?}", started.elapsed());
+    let err = dead_request.await.unwrap().unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
+    // Right after a failure the dead peer is skipped at once, with the reason.
+    let started = std::time::Instant::now();
+    let err = client.request(dead, &Request::Status).await.unwrap_err();
+    assert!(matches!(err, TransportError::Backoff { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(100));
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_requests_from_ten_connections() {
+    let ca = ClusterCa::generate().unwrap();
+    let server = site(&ca, "server");
+    let addr = server.local_addr();
+    let clients: Vec<Endpoint> = (0..10)
+        .map(|i| Endpoint::client(&creds(&ca, &format!("c{i}")), TransportConfig::default(), addr).unwrap())
+        .collect();
+    // Warm up the connections so the baseline includes them.
+    for c in &clients {
+        c.request(addr, &Request::Status).await.unwrap();
+    }
+    let before = rss_kib();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in &clients {
+        for _ in 0..1000 {
+            let c = c.clone();
+            tasks.spawn(async move { c.request(addr, &Request::Status).await });
+        }
+    }
+    let mut ok = 0;
+    while let Some(result) = tasks.join_next().await {
+        assert!(matches!(result.unwrap().unwrap(), Response::Status(_)));
+        ok += 1;
+    }
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    assert_eq!(ok, 10_000);
+    assert_eq!(server.stats().requests_served, 10_010);
+    assert!(grown_mib < 256, "memory grew by {grown_mib} MiB for 10,000 small requests");
+    eprintln!("10,000 requests answered; RSS grew by {grown_mib} MiB");
+}
+
+#[tokio::test]
+async fn gossip_messages_arrive_with_the_senders_listening_address() {
+    let ca = ClusterCa::generate().unwrap();
+    let service = Arc::new(Counting(AtomicU64::new(0)));
+    let (a, _) =
+        Endpoint::serve(loopback(), &creds(&ca, "a"), TransportConfig::default(), service.clone()).unwrap();
+    let (b, mut inbox) =
+        Endpoint::serve(loopback(), &creds(&ca, "b"), TransportConfig::default(), service).unwrap();
+    for i in 0..20u8 {
+        assert!(a.send_gossip(b.local_addr(), vec![i; 100 + usize::from(i)]));
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let (from, message) =
+            tokio::time::timeout(Duration::from_secs(5), inbox.0.recv()).await.unwrap().unwrap();
+        assert_eq!(from, a.local_addr());
+        got.push(message[0]);
+    }
+    got.sort();
+    assert_eq!(got, (0..20).collect::<Vec<u8>>());
+    // Gossip to nobody is dropped quietly, without blocking the sender.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert!(a.send_gossip(silent.local_addr().unwrap(), vec![1]));
+}
