@@ -1,7 +1,11 @@
 //! `cairn`: one site of a sharded durable storage cluster, and the tools to run it.
 
+mod addr;
+mod cluster_cmd;
+mod ctl_cmd;
 mod inventory_cmd;
 mod logging;
+mod start_cmd;
 
 use std::process::ExitCode;
 use std::sync::LazyLock;
@@ -20,6 +24,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one site in the foreground until SIGINT or SIGTERM.
+    Start(start_cmd::StartArgs),
+    /// Operate a running site.
+    Ctl(ctl_cmd::CtlArgs),
+    /// Create a cluster's certificate authority and issue certificates.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
     /// Look after a site's local inventory (its LMDB store) directly.
     #[command(subcommand)]
     Inventory(inventory_cmd::InventoryCommand),
@@ -38,6 +49,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log);
     let result = match cli.command {
+        Command::Start(args) => start_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Ctl(args) => ctl_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Cluster(cmd) => cluster_cmd::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Inventory(cmd) => inventory_cmd::run(cmd),
     };
     match result {

@@ -111,7 +111,8 @@ impl TransportConfig {
         Ok(())
     }
 
-    pub(crate) fn quinn_transport(&self) -> Result<quinn::TransportConfig, TransportError> {
+    /// These settings as quinn's transport config (what every connection uses).
+    pub fn quinn_transport(&self) -> Result<quinn::TransportConfig, TransportError> {
         let varint = |what: &'static str, v: u64| {
             quinn::VarInt::from_u64(v)
                 .map_err(|_| TransportError::InvalidSetting { what, why: "too large".into() })

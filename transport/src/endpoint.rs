@@ -16,6 +16,7 @@ use std::time::Instant;
 use cairn_inventory::codec;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::task::TaskTracker;
 
 use crate::config::TransportConfig;
 use crate::error::TransportError;
@@ -51,6 +52,9 @@ struct Inner {
     /// Permits are KiB of request frames being buffered.
     request_budget: Semaphore,
     handshakes: AtomicUsize,
+    /// Every task the endpoint spawns, so `close` can wait for them (and for the
+    /// service handles they hold) to be gone.
+    tasks: TaskTracker,
 }
 
 /// A site's (or the CLI's) QUIC endpoint. Cheap to clone.
@@ -85,7 +89,7 @@ impl Endpoint {
         quinn.set_default_client_config(client_config(credentials, &config)?);
         let (tx, rx) = mpsc::channel(config.gossip_inbox);
         let endpoint = Self::new(quinn, config);
-        tokio::spawn(accept_loop(endpoint.inner.clone(), service, tx));
+        endpoint.inner.tasks.spawn(accept_loop(endpoint.inner.clone(), service, tx));
         Ok((endpoint, GossipInbox(rx)))
     }
 
@@ -114,6 +118,7 @@ impl Endpoint {
             pool: Pool::default(),
             stats: Stats::default(),
             handshakes: AtomicUsize::new(0),
+            tasks: TaskTracker::new(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -183,7 +188,7 @@ impl Endpoint {
             return false;
         };
         let inner = self.inner.clone();
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             let _permit = permit;
             let send = async {
                 let conn = inner.pool.connection(&inner.quinn, &inner.config, &inner.stats, peer).await?;
@@ -210,11 +215,19 @@ impl Endpoint {
         true
     }
 
-    /// Closes every connection (telling peers the site is leaving) and waits briefly
-    /// for the close to reach them.
+    /// Closes every connection (telling peers the site is leaving), then waits (a few
+    /// seconds at most) for the close to reach them and for every task of the endpoint,
+    /// with the service handles they hold, to end.
     pub async fn close(&self) {
         self.inner.quinn.close(CLOSE_LEAVING.into(), b"site leaving");
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.inner.quinn.wait_idle()).await;
+        self.inner.tasks.close();
+        let settle = async {
+            self.inner.quinn.wait_idle().await;
+            self.inner.tasks.wait().await;
+        };
+        if tokio::time::timeout(std::time::Duration::from_secs(3), settle).await.is_err() {
+            tracing::warn!("endpoint tasks still running 3 s after close");
+        }
     }
 }
 
@@ -248,7 +261,7 @@ async fn accept_loop<S: Service>(
             incoming.refuse();
             continue;
         }
-        tokio::spawn(serve_connection(inner.clone(), service.clone(), gossip.clone(), incoming));
+        inner.tasks.spawn(serve_connection(inner.clone(), service.clone(), gossip.clone(), incoming));
     }
 }
 
@@ -292,12 +305,12 @@ async fn serve_connection<S: Service>(
         tokio::select! {
             bi = conn.accept_bi() => match bi {
                 Ok((send, recv)) => {
-                    tokio::spawn(serve_request(inner.clone(), service.clone(), peer, send, recv));
+                    inner.tasks.spawn(serve_request(inner.clone(), service.clone(), peer, send, recv));
                 }
                 Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
             },
             uni = conn.accept_uni() => match uni {
-                Ok(recv) => { tokio::spawn(receive_gossip(inner.clone(), gossip.clone(), peer, recv)); }
+                Ok(recv) => { inner.tasks.spawn(receive_gossip(inner.clone(), gossip.clone(), peer, recv)); }
                 Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
             },
         }

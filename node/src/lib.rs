@@ -1,0 +1,8 @@
+//! The pieces of a running cairn site, used by the `cairn` binary and by tests that run
+//! several sites in one process.
+//!
+//! - [`site`]: starting a site (inventory + endpoint) and stopping it;
+//! - [`service`]: what a site answers to each request.
+
+pub mod service;
+pub mod site;

@@ -1,0 +1,119 @@
+//! Plan delivery between real sites on loopback (in one process): the receiver stores
+//! the plan in its inventory and answers by priority.
+
+use std::sync::Arc;
+
+use cairn_inventory::{
+    DbName, Inventory, InventoryConfig, OfferOutcome, Plan, PlanId, PlanOrigin, Role, SiteId, Step,
+};
+use cairn_node::site::{Site, SiteOptions};
+use cairn_transport::tls;
+use cairn_transport::{Request, Response, TransportConfig};
+
+fn options(root: &std::path::Path, cluster: &std::path::Path, i: usize) -> SiteOptions {
+    SiteOptions {
+        data_dir: root.join(format!("site{i}")),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cluster_dir: cluster.to_owned(),
+        role: Role::Core,
+        inventory: InventoryConfig::default(),
+        transport: TransportConfig::default(),
+    }
+}
+
+fn plan(db: &str, id: u128, priority: u32, via: SiteId) -> Plan {
+    Plan {
+        db: DbName::new(db).unwrap(),
+        plan_id: PlanId(id),
+        priority,
+        origin: PlanOrigin::Operator { via },
+        steps: vec![Step::AddReplica { shard: 0, upstreams: vec![via] }, Step::RemoveReplica { shard: 1 }],
+    }
+}
+
+async fn schedule(from: &Site, to: &Site, plan: &Plan) -> Response {
+    from.endpoint.request(to.endpoint.local_addr(), &Request::Schedule(plan.clone())).await.unwrap()
+}
+
+async fn cluster(n: usize) -> (tempfile::TempDir, Vec<Site>) {
+    let root = tempfile::tempdir().unwrap();
+    let cluster = root.path().join("cluster");
+    tls::init_cluster_dir(&cluster).unwrap();
+    let sites = (0..n).map(|i| Site::start(options(root.path(), &cluster, i)).unwrap()).collect();
+    (root, sites)
+}
+
+#[tokio::test]
+async fn two_sites_equal_lower_and_higher_priority() {
+    let (root, sites) = cluster(2).await;
+    let (a, b) = (&sites[0], &sites[1]);
+    let me = a.inventory.identity().site_id;
+
+    let first = plan("orders", 1, 5, me);
+    assert_eq!(schedule(a, b, &first).await, Response::Scheduled(OfferOutcome::Accepted));
+    assert_eq!(
+        schedule(a, b, &first).await,
+        Response::Scheduled(OfferOutcome::AlreadyPending),
+        "same plan twice"
+    );
+    let equal = plan("orders", 2, 5, me);
+    let ignored = OfferOutcome::Ignored { current: PlanId(1), current_priority: 5 };
+    assert_eq!(schedule(a, b, &equal).await, Response::Scheduled(ignored.clone()));
+    let lower = plan("orders", 3, 1, me);
+    assert_eq!(schedule(a, b, &lower).await, Response::Scheduled(ignored));
+    let higher = plan("orders", 4, 9, me);
+    assert_eq!(schedule(a, b, &higher).await, Response::Scheduled(OfferOutcome::Replaced { old: PlanId(1) }));
+    // The replaced plan is finished for good: offering it again does not revive it.
+    assert!(matches!(schedule(a, b, &first).await, Response::Scheduled(OfferOutcome::AlreadyEnded { .. })));
+    // An empty plan is rejected with the reason.
+    let mut empty = plan("orders", 5, 50, me);
+    empty.steps.clear();
+    assert_eq!(schedule(a, b, &empty).await, Response::Rejected { reason: "plan has no steps".into() });
+
+    // Persisted: after the site stops, its inventory holds the higher plan.
+    let dir = b.inventory.dir().to_owned();
+    let sites: Vec<Site> = sites;
+    for site in sites {
+        site.shutdown().await;
+    }
+    let cluster_id = tls::Credentials::load(&dir.join("tls")).unwrap().cluster_id();
+    let inv = Inventory::open(&dir, cluster_id, InventoryConfig::default()).unwrap();
+    let pending = inv.pending_plan(&DbName::new("orders").unwrap()).unwrap().unwrap();
+    assert_eq!((pending.plan_id, pending.priority, pending.done), (PlanId(4), 9, 0));
+    assert_eq!(pending.remaining, higher.steps);
+    drop(root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_sites_each_deliver_to_every_other() {
+    let (_root, sites) = cluster(5).await;
+    let sites = Arc::new(sites);
+    // Every site offers a plan for db "d<target>" to every other site; priorities rise
+    // with the sender's index, so the last sender's plan wins everywhere.
+    for (from_index, from) in sites.iter().enumerate() {
+        for (to_index, to) in sites.iter().enumerate() {
+            if from_index == to_index {
+                continue;
+            }
+            let p = plan(
+                &format!("d{to_index}"),
+                (from_index * 10 + to_index) as u128 + 1,
+                from_index as u32,
+                SiteId(1),
+            );
+            let response = schedule(from, to, &p).await;
+            assert!(matches!(response, Response::Scheduled(_)), "{from_index}→{to_index}: {response:?}");
+        }
+    }
+    for (to_index, to) in sites.iter().enumerate() {
+        let pending =
+            to.inventory.pending_plan(&DbName::new(format!("d{to_index}")).unwrap()).unwrap().unwrap();
+        let winner = if to_index == 4 { 3 } else { 4 };
+        assert_eq!(pending.plan_id, PlanId((winner * 10 + to_index) as u128 + 1), "site {to_index}");
+        assert_eq!(
+            to.inventory.plan_history(&pending.db).unwrap().len(),
+            3,
+            "three replaced plans at site {to_index}"
+        );
+    }
+}
