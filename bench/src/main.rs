@@ -3,6 +3,7 @@
 
 mod report;
 mod store;
+mod transport;
 
 use std::path::PathBuf;
 
@@ -12,6 +13,8 @@ use clap::{Parser, ValueEnum};
 enum Scenario {
     /// Shard-log append rate vs raw heed puts.
     Store,
+    /// Request round trips and bulk stream MB/s vs raw TCP.
+    Transport,
     /// Every scenario above, in order.
     All,
 }
@@ -41,6 +44,9 @@ fn main() -> anyhow::Result<()> {
     let all = args.scenario == Scenario::All;
     if all || args.scenario == Scenario::Store {
         store::run(&reporter, args.smoke)?;
+    }
+    if all || args.scenario == Scenario::Transport {
+        transport::run(&reporter, args.smoke)?;
     }
     println!("results appended under {}", dir.display());
     Ok(())

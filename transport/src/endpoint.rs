@@ -82,11 +82,14 @@ impl Endpoint {
         let crypto = QuicServerConfig::try_from(credentials.server_config()?)
             .map_err(|e| TransportError::Tls(format!("server config: {e}")))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(Arc::new(config.quinn_transport()?));
+        server.transport_config(Arc::new(config.quinn_transport(listen)?));
         server.max_incoming(config.max_connections.max(config.retry_above_handshakes * 2));
-        let mut quinn = quinn::Endpoint::server(server, listen)
-            .map_err(|source| TransportError::Bind { addr: listen, source })?;
-        quinn.set_default_client_config(client_config(credentials, &config)?);
+        let bind_err = |source| TransportError::Bind { addr: listen, source };
+        let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let mut quinn = quinn::Endpoint::new(config.quinn_endpoint(listen)?, Some(server), socket, runtime)
+            .map_err(bind_err)?;
+        quinn.set_default_client_config(client_config(credentials, &config, listen)?);
         let (tx, rx) = mpsc::channel(config.gossip_inbox);
         let endpoint = Self::new(quinn, config);
         endpoint.inner.tasks.spawn(accept_loop(endpoint.inner.clone(), service, tx));
@@ -103,9 +106,12 @@ impl Endpoint {
         config.validate()?;
         let bind: SocketAddr =
             if peer_family.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal");
-        let mut quinn =
-            quinn::Endpoint::client(bind).map_err(|source| TransportError::Bind { addr: bind, source })?;
-        quinn.set_default_client_config(client_config(credentials, &config)?);
+        let bind_err = |source| TransportError::Bind { addr: bind, source };
+        let socket = std::net::UdpSocket::bind(bind).map_err(bind_err)?;
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let mut quinn = quinn::Endpoint::new(config.quinn_endpoint(peer_family)?, None, socket, runtime)
+            .map_err(bind_err)?;
+        quinn.set_default_client_config(client_config(credentials, &config, peer_family)?);
         Ok(Self::new(quinn, config))
     }
 
@@ -234,11 +240,12 @@ impl Endpoint {
 fn client_config(
     credentials: &Credentials,
     config: &TransportConfig,
+    addr: SocketAddr,
 ) -> Result<quinn::ClientConfig, TransportError> {
     let crypto = QuicClientConfig::try_from(credentials.client_config()?)
         .map_err(|e| TransportError::Tls(format!("client config: {e}")))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::new(config.quinn_transport()?));
+    client.transport_config(Arc::new(config.quinn_transport(addr)?));
     Ok(client)
 }
 

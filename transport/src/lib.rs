@@ -19,7 +19,7 @@ mod pool;
 mod stats;
 pub mod tls;
 
-pub use config::TransportConfig;
+pub use config::{DEFAULT_MTU, LOOPBACK_MTU, TransportConfig};
 pub use endpoint::{Endpoint, GossipInbox, Service};
 pub use error::TransportError;
 pub use message::{Request, Response, SiteStatus, WireError, WireErrorKind};
