@@ -1,2 +1,18 @@
-//! cairn's gossip layer (not built yet; issue 4): what a site publishes about its
-//! inventory over chitchat, and the typed cluster view every site rebuilds from it.
+//! cairn's gossip: what each site publishes about its inventory (over chitchat, carried
+//! by the site's QUIC endpoint), and the typed, eventually consistent cluster view every
+//! site rebuilds from what all sites publish.
+//!
+//! - [`summary`]: keys and values a site owns; pure snapshot → keys, and key diffs;
+//! - [`view`]: the cluster view, a pure function of chitchat's node states;
+//! - [`carriage`]: chitchat's `Transport` over the site's endpoint;
+//! - [`runtime`]: the running gossip: publish, view, change stream, leave.
+
+pub mod carriage;
+pub mod runtime;
+pub mod summary;
+pub mod view;
+
+pub use carriage::QuicCarriage;
+pub use runtime::{Gossip, GossipConfig, GossipError};
+pub use summary::SiteSnapshot;
+pub use view::{ClusterView, SiteState};

@@ -13,8 +13,32 @@ use crate::error::InventoryError;
 macro_rules! hex_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        ///
+        /// Serialized as 32 hex digits in human-readable formats (JSON) and as a number
+        /// in binary ones (the codec).
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub u128);
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                if serializer.is_human_readable() {
+                    serializer.collect_str(self)
+                } else {
+                    serializer.serialize_u128(self.0)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                if deserializer.is_human_readable() {
+                    let text = String::deserialize(deserializer)?;
+                    text.parse().map_err(serde::de::Error::custom)
+                } else {
+                    u128::deserialize(deserializer).map(Self)
+                }
+            }
+        }
 
         impl $name {
             /// A fresh random id.
@@ -155,6 +179,18 @@ mod tests {
     fn decoding_an_invalid_db_name_fails() {
         let bytes = crate::codec::encode(&"bad name".to_owned()).unwrap();
         assert!(crate::codec::decode::<DbName>(&bytes).is_err());
+    }
+
+    #[test]
+    fn ids_are_hex_in_json_and_numbers_in_the_codec() {
+        let id = SiteId(0xabc);
+        let bytes = crate::codec::encode(&id).unwrap();
+        assert!(bytes.len() <= 4, "compact in the codec: {bytes:?}");
+        assert_eq!(crate::codec::decode::<SiteId>(&bytes).unwrap(), id);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<SiteId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<SiteId>("\"nope\"").is_err());
     }
 
     #[test]

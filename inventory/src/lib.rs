@@ -25,7 +25,7 @@ pub use error::{InventoryError, Result};
 pub use ids::{ClusterId, DbName, MAX_DB_NAME_LEN, PlanId, SiteId};
 pub use plan_machine::{AdvanceOutcome, OfferOutcome, PlanRejection};
 pub use records::{
-    DbRecord, Identity, PendingPlan, Plan, PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord,
+    DbRecord, Hlc, Identity, PendingPlan, Plan, PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord,
     ReplicaState, Retention, Role, Step,
 };
 pub use shard_log::{

@@ -21,6 +21,7 @@ pub struct Identity {
 /// What part a site plays: `Core` sites hold replicas; `Replicant` sites follow the
 /// cluster view and are never given replicas by planners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Holds shard replicas and counts toward replication factors.
     #[default]
@@ -70,8 +71,41 @@ pub struct DbRecord {
     pub replication: u32,
     /// How long entries are kept.
     pub retention: Retention,
-    /// When the db was created (ms since the Unix epoch, at the creating site).
-    pub created_ms: u64,
+    /// When the db was created, on the creating site's hybrid logical clock. When two
+    /// sites create the same name with different settings, the earliest creation wins
+    /// (ties: the lower origin site id), the same way on every site.
+    pub created: Hlc,
+    /// The site where the db was created.
+    pub origin: SiteId,
+}
+
+impl DbRecord {
+    /// The same settings (shards, replication, retention), whoever created them when.
+    pub fn same_settings(&self, other: &Self) -> bool {
+        (self.shards, self.replication, self.retention) == (other.shards, other.replication, other.retention)
+    }
+}
+
+/// A hybrid logical clock reading: wall-clock milliseconds, then a counter that orders
+/// events within one millisecond and keeps order when a clock runs behind the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Hlc {
+    /// Milliseconds since the Unix epoch (the highest seen, not necessarily ours).
+    pub wall_ms: u64,
+    /// Orders readings with the same `wall_ms`.
+    pub logical: u32,
+}
+
+impl Hlc {
+    /// The next reading after `self` (the last reading or the highest seen), given the
+    /// local wall clock `now_ms`: never earlier than anything already seen.
+    pub fn tick(self, now_ms: u64) -> Self {
+        if now_ms > self.wall_ms {
+            Self { wall_ms: now_ms, logical: 0 }
+        } else {
+            Self { wall_ms: self.wall_ms, logical: self.logical.saturating_add(1) }
+        }
+    }
 }
 
 /// The state of a local replica: `CatchingUp` → `Ready` → `HandingOver` → gone.

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use cairn_inventory::{
-    ClusterId, DbName, DbRecord, Inventory, InventoryConfig, InventoryError, Plan, PlanId, PlanOrigin,
+    ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, InventoryError, Plan, PlanId, PlanOrigin,
     Retention, SiteId, Step,
 };
 use heed::types::Bytes;
@@ -21,7 +21,8 @@ fn db(name: &str) -> DbRecord {
         shards: 2,
         replication: 1,
         retention: Retention::default(),
-        created_ms: 3,
+        created: Hlc::default(),
+        origin: SiteId(1),
     }
 }
 

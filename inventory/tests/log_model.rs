@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_inventory::{
-    ClusterId, DbName, DbRecord, Entry, EntryId, Frontier, Inventory, InventoryConfig, Retention, SiteId,
+    ClusterId, DbName, DbRecord, Entry, EntryId, Frontier, Hlc, Inventory, InventoryConfig, Retention, SiteId,
 };
 use proptest::prelude::*;
 
@@ -129,8 +129,15 @@ proptest! {
 
 fn with_db(inv: &Inventory, retention: Retention) -> DbName {
     let name = DbName::new("ret").unwrap();
-    inv.put_db(&DbRecord { name: name.clone(), shards: 1, replication: 1, retention, created_ms: 0 })
-        .unwrap();
+    inv.put_db(&DbRecord {
+        name: name.clone(),
+        shards: 1,
+        replication: 1,
+        retention,
+        created: Hlc::default(),
+        origin: SiteId(1),
+    })
+    .unwrap();
     name
 }
 

@@ -1,7 +1,8 @@
 //! Opening data dirs, identity, locking, map growth, dbs and replicas.
 
 use cairn_inventory::{
-    ClusterId, DbName, DbRecord, Inventory, InventoryConfig, InventoryError, ReplicaState, Retention, SiteId,
+    ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, InventoryError, ReplicaState, Retention,
+    SiteId,
 };
 
 const CLUSTER: ClusterId = ClusterId(0xc1);
@@ -12,7 +13,8 @@ fn db(name: &str, shards: u32) -> DbRecord {
         shards,
         replication: 2,
         retention: Retention::default(),
-        created_ms: 1,
+        created: Hlc { wall_ms: 1, logical: 0 },
+        origin: SiteId(1),
     }
 }
 

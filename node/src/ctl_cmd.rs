@@ -1,28 +1,18 @@
 //! `cairn ctl --node HOST:PORT …`: operate a running site over QUIC.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use anyhow::{Context, bail};
-use cairn_transport::{Credentials, Endpoint, Request, Response, TransportConfig};
+use anyhow::bail;
+use cairn_inventory::{DbName, Retention};
+use cairn_transport::{Request, Response};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::addr::parse_addr;
+use crate::client::{Client, ConnArgs, with_client};
 use crate::inventory_cmd::Format;
 
 #[derive(Debug, Args)]
 pub(crate) struct CtlArgs {
-    /// The site to talk to.
-    #[arg(long, value_name = "HOST:PORT", env = "CAIRN_NODE", default_value = "127.0.0.1:7001", value_parser = parse_addr)]
-    node: SocketAddr,
-    /// Where the operator's credentials are (ca.pem, cert.pem, key.pem).
-    #[arg(long, value_name = "DIR", env = "CAIRN_CLUSTER_DIR", default_value = "./cairn-data/cluster")]
-    cluster_dir: PathBuf,
-    /// Seconds to wait for an answer.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    timeout: u64,
+    #[command(flatten)]
+    conn: ConnArgs,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -35,30 +25,57 @@ pub(crate) enum CtlCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Dbs.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DbCommand {
+    /// Create a db; the cluster learns of it through gossip.
+    Create {
+        /// The db's name (1-64 of A-Z a-z 0-9 _ - . starting with a letter or digit).
+        name: DbName,
+        /// Number of shards (1-65536).
+        #[arg(long, default_value_t = 16)]
+        shards: u32,
+        /// Ready replicas per shard (1-16).
+        #[arg(long, default_value_t = 2)]
+        replication: u32,
+        /// Keep entries at most this many seconds (default: for ever).
+        #[arg(long, value_name = "SECONDS")]
+        retention_secs: Option<u64>,
+        /// Keep at most this many payload bytes per shard (default: no limit).
+        #[arg(long, value_name = "BYTES")]
+        retention_bytes: Option<u64>,
+    },
 }
 
 pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let credentials = Credentials::load(&args.cluster_dir).with_context(|| {
-        format!("loading operator credentials from {} (set --cluster-dir)", args.cluster_dir.display())
-    })?;
-    let config = TransportConfig {
-        connect_timeout: Duration::from_secs(args.timeout.min(30)),
-        request_timeout: Duration::from_secs(args.timeout),
-        ..TransportConfig::default()
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let endpoint = Endpoint::client(&credentials, config, args.node)?;
-        let result = match args.command {
-            CtlCommand::Status { format } => status(&endpoint, args.node, format).await,
-        };
-        endpoint.close().await;
-        result
+    with_client(&args.conn, async |client| match args.command {
+        CtlCommand::Status { format } => status(client, format).await,
+        CtlCommand::Db(DbCommand::Create { name, shards, replication, retention_secs, retention_bytes }) => {
+            let retention =
+                Retention { max_age_ms: retention_secs.map(|s| s * 1000), max_bytes: retention_bytes };
+            let request = Request::CreateDb { name: name.clone(), shards, replication, retention };
+            match client.request(&request).await? {
+                Response::DbCreated { created: true } => {
+                    println!("created db {name} ({shards} shards × {replication})")
+                }
+                Response::DbCreated { created: false } => {
+                    println!("db {name} already exists with these settings")
+                }
+                Response::Rejected { reason } => bail!("{} refused: {reason}", client.node()),
+                other => bail!("{} answered db create with {other:?}", client.node()),
+            }
+            Ok(())
+        }
     })
 }
 
-async fn status(endpoint: &Endpoint, node: SocketAddr, format: Format) -> anyhow::Result<()> {
-    let response = endpoint.request(node, &Request::Status).await?;
+async fn status(client: &Client, format: Format) -> anyhow::Result<()> {
+    let node = client.node();
+    let response = client.request(&Request::Status).await?;
     let Response::Status(s) = response else { bail!("{node} answered status with {response:?}") };
     match format {
         Format::Json => println!(

@@ -108,7 +108,7 @@ fn show(inv: &Inventory, format: Format) -> anyhow::Result<()> {
             "dbs": dbs.iter().map(|d| json!({
                 "name": d.name.as_str(), "shards": d.shards, "replication": d.replication,
                 "retention": { "max_age_ms": d.retention.max_age_ms, "max_bytes": d.retention.max_bytes },
-                "created_ms": d.created_ms,
+                "created_ms": d.created.wall_ms, "origin": d.origin.to_string(),
             })).collect::<Vec<_>>(),
             "replicas": replicas.iter().zip(&stats).map(|(r, s)| json!({
                 "db": r.db.as_str(), "shard": r.shard, "state": state_name(&r.state),

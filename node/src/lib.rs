@@ -2,7 +2,9 @@
 //! several sites in one process.
 //!
 //! - [`site`]: starting a site (inventory + endpoint) and stopping it;
-//! - [`service`]: what a site answers to each request.
+//! - [`service`]: what a site answers to each request;
+//! - [`snapshot`]: what a site publishes, read from its inventory.
 
 pub mod service;
 pub mod site;
+pub mod snapshot;

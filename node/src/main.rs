@@ -1,8 +1,10 @@
 //! `cairn`: one site of a sharded durable storage cluster, and the tools to run it.
 
 mod addr;
+mod client;
 mod cluster_cmd;
 mod ctl_cmd;
+mod dump_cmd;
 mod inventory_cmd;
 mod logging;
 mod start_cmd;
@@ -28,6 +30,8 @@ enum Command {
     Start(start_cmd::StartArgs),
     /// Operate a running site.
     Ctl(ctl_cmd::CtlArgs),
+    /// Print the cluster view as one site holds it.
+    Dump(dump_cmd::DumpArgs),
     /// Create a cluster's certificate authority and issue certificates.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Start(args) => start_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Ctl(args) => ctl_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Dump(args) => dump_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Cluster(cmd) => cluster_cmd::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Inventory(cmd) => inventory_cmd::run(cmd),
     };

@@ -3,11 +3,15 @@
 //! Inventory calls are blocking LMDB transactions, so they run on tokio's blocking pool.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
-use cairn_inventory::{Inventory, InventoryError, Role, STORE_FORMAT};
+use cairn_gossip::ClusterView;
+use cairn_inventory::{
+    DbName, DbRecord, Hlc, Inventory, InventoryError, Retention, Role, STORE_FORMAT, now_ms,
+};
 use cairn_transport::{Request, Response, Service, SiteStatus, WireError, WireErrorKind};
+use tokio::sync::watch;
 
 /// The site's request handler.
 #[derive(Debug)]
@@ -15,12 +19,31 @@ pub struct SiteService {
     inventory: Arc<Inventory>,
     role: Role,
     started: Instant,
+    /// The gossip view, once gossip runs (it starts after the endpoint it rides on).
+    view: OnceLock<watch::Receiver<Arc<ClusterView>>>,
+    /// The last HLC reading this site handed out.
+    clock: Mutex<Hlc>,
 }
 
 impl SiteService {
     /// A handler over the site's inventory.
     pub fn new(inventory: Arc<Inventory>, role: Role) -> Self {
-        Self { inventory, role, started: Instant::now() }
+        Self {
+            inventory,
+            role,
+            started: Instant::now(),
+            view: OnceLock::new(),
+            clock: Mutex::new(Hlc::default()),
+        }
+    }
+
+    /// Connects the gossip view (once).
+    pub fn attach_view(&self, view: watch::Receiver<Arc<ClusterView>>) {
+        let _ = self.view.set(view);
+    }
+
+    fn current_view(&self) -> Option<Arc<ClusterView>> {
+        self.view.get().map(|v| v.borrow().clone())
     }
 
     fn status(&self) -> SiteStatus {
@@ -33,6 +56,15 @@ impl SiteService {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             role: self.role,
         }
+    }
+
+    /// The next HLC reading: after our last one and after every creation seen in the view.
+    fn tick(&self) -> Hlc {
+        let seen =
+            self.current_view().and_then(|v| v.dbs.iter().map(|d| d.created).max()).unwrap_or_default();
+        let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
+        *clock = (*clock).max(seen).tick(now_ms());
+        *clock
     }
 
     /// Runs a blocking inventory call off the async threads.
@@ -48,6 +80,40 @@ impl SiteService {
             }
         }
     }
+
+    async fn create_db(&self, name: DbName, shards: u32, replication: u32, retention: Retention) -> Response {
+        let record = DbRecord {
+            name,
+            shards,
+            replication,
+            retention,
+            created: self.tick(),
+            origin: self.inventory.identity().site_id,
+        };
+        if let Err(error) = record.validate() {
+            return Response::Rejected { reason: error.to_string() };
+        }
+        let result = self
+            .blocking(move |inv| match inv.db(&record.name)? {
+                Some(existing) if existing.same_settings(&record) => Ok(Ok(false)),
+                Some(existing) => Ok(Err(format!(
+                    "db {} already exists here with {} shards × {}",
+                    existing.name, existing.shards, existing.replication
+                ))),
+                None => inv.put_db(&record).map(|()| Ok(true)),
+            })
+            .await;
+        match result {
+            Ok(Ok(created)) => Response::DbCreated { created },
+            Ok(Err(reason)) => Response::Rejected { reason },
+            Err(error) => internal(&error),
+        }
+    }
+}
+
+fn internal(error: &InventoryError) -> Response {
+    tracing::error!(%error, "request failed in the inventory");
+    Response::Error(WireError::new(WireErrorKind::Internal, error.to_string()))
 }
 
 impl Service for SiteService {
@@ -64,11 +130,18 @@ impl Service for SiteService {
                     Err(InventoryError::PlanRejected(reason)) => {
                         Response::Rejected { reason: reason.to_string() }
                     }
-                    Err(error) => {
-                        tracing::error!(%peer, %db, %error, "cannot store an offered plan");
-                        Response::Error(WireError::new(WireErrorKind::Internal, error.to_string()))
-                    }
+                    Err(error) => internal(&error),
                 }
+            }
+            Request::Dump => match self.current_view() {
+                Some(view) => match serde_json::to_string(&*view) {
+                    Ok(json) => Response::Dump { json },
+                    Err(e) => Response::Error(WireError::new(WireErrorKind::Internal, e.to_string())),
+                },
+                None => Response::Error(WireError::new(WireErrorKind::Busy, "gossip is starting; try again")),
+            },
+            Request::CreateDb { name, shards, replication, retention } => {
+                self.create_db(name, shards, replication, retention).await
             }
         }
     }

@@ -1,14 +1,20 @@
-//! A running site: its inventory and its endpoint, started and stopped together.
+//! A running site: its inventory, its endpoint and its gossip, started and stopped
+//! together.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_inventory::{Inventory, InventoryConfig, Role};
+use cairn_gossip::summary::SiteSummary;
+use cairn_gossip::{ClusterView, Gossip, GossipConfig, QuicCarriage};
+use cairn_inventory::{Inventory, InventoryConfig, Role, now_ms};
 use cairn_transport::tls::{self, ClusterCa, Credentials};
-use cairn_transport::{Endpoint, GossipInbox, TransportConfig};
+use cairn_transport::{Endpoint, TransportConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::service::SiteService;
+use crate::snapshot::read_snapshot;
 
 /// What a site needs to start.
 #[derive(Debug, Clone)]
@@ -22,10 +28,33 @@ pub struct SiteOptions {
     pub cluster_dir: PathBuf,
     /// Core or replicant.
     pub role: Role,
+    /// Failure-domain label.
+    pub zone: Option<String>,
+    /// Placement weight (100 = the usual).
+    pub capacity: u32,
     /// Inventory settings.
     pub inventory: InventoryConfig,
     /// Transport settings.
     pub transport: TransportConfig,
+    /// Gossip settings (seeds included).
+    pub gossip: GossipConfig,
+}
+
+impl SiteOptions {
+    /// Options with defaults for everything but where the site lives and listens.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr, cluster_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            listen,
+            cluster_dir,
+            role: Role::Core,
+            zone: None,
+            capacity: 100,
+            inventory: InventoryConfig::default(),
+            transport: TransportConfig::default(),
+            gossip: GossipConfig::default(),
+        }
+    }
 }
 
 /// Why a site could not start.
@@ -40,17 +69,22 @@ pub enum StartError {
     /// The endpoint could not be bound.
     #[error(transparent)]
     Transport(cairn_transport::TransportError),
+    /// Gossip could not start.
+    #[error(transparent)]
+    Gossip(#[from] cairn_gossip::GossipError),
 }
 
-/// A started site. Dropping it does not stop the endpoint; call [`Site::shutdown`].
+/// A started site. Call [`Site::shutdown`] to stop it cleanly.
 #[derive(Debug)]
 pub struct Site {
     /// The site's inventory.
     pub inventory: Arc<Inventory>,
     /// The site's endpoint.
     pub endpoint: Endpoint,
-    /// Gossip received (consumed by the gossip layer).
-    pub gossip: GossipInbox,
+    /// The site's gossip.
+    pub gossip: Arc<Gossip>,
+    summary: SiteSummary,
+    publisher: JoinHandle<()>,
 }
 
 /// The name a site's self-issued certificate carries.
@@ -77,9 +111,9 @@ pub fn resolve_credentials(
 }
 
 impl Site {
-    /// Opens the inventory (for the cluster the credentials name) and starts serving.
-    /// Must be called inside a tokio runtime.
-    pub fn start(options: SiteOptions) -> Result<Self, StartError> {
+    /// Opens the inventory (for the cluster the credentials name), starts serving and
+    /// gossiping. Must be called inside a tokio runtime.
+    pub async fn start(options: SiteOptions) -> Result<Self, StartError> {
         std::fs::create_dir_all(&options.data_dir).map_err(|source| {
             StartError::Inventory(cairn_inventory::InventoryError::Io {
                 path: options.data_dir.clone(),
@@ -91,20 +125,82 @@ impl Site {
         let inventory =
             Arc::new(Inventory::open(&options.data_dir, credentials.cluster_id(), options.inventory)?);
         let service = Arc::new(SiteService::new(inventory.clone(), options.role));
-        let (endpoint, gossip) = Endpoint::serve(options.listen, &credentials, options.transport, service)
-            .map_err(StartError::Transport)?;
+        let (endpoint, inbox) =
+            Endpoint::serve(options.listen, &credentials, options.transport, service.clone())
+                .map_err(StartError::Transport)?;
         let identity = inventory.identity();
-        tracing::info!(
-            site = %identity.site_id, cluster = %identity.cluster_id, addr = %endpoint.local_addr(),
-            role = %options.role, "site started"
+        let addr = endpoint.local_addr();
+        let summary = SiteSummary {
+            role: options.role,
+            addr: addr.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_ms: now_ms(),
+            zone: options.zone,
+            capacity: options.capacity,
+            leaving: false,
+        };
+        let snapshot = read_snapshot(&inventory, &summary)?;
+        let carriage = QuicCarriage::new(endpoint.clone(), inbox);
+        let interval = options.gossip.interval;
+        let gossip = Arc::new(
+            Gossip::start(identity.site_id, identity.cluster_id, addr, &carriage, options.gossip, &snapshot)
+                .await?,
         );
-        Ok(Self { inventory, endpoint, gossip })
+        service.attach_view(gossip.subscribe());
+        let publisher =
+            tokio::spawn(publish_loop(inventory.clone(), gossip.clone(), summary.clone(), interval));
+        tracing::info!(
+            site = %identity.site_id, cluster = %identity.cluster_id, %addr, role = %options.role, "site started"
+        );
+        Ok(Self { inventory, endpoint, gossip, summary, publisher })
     }
 
-    /// Closes the endpoint (peers are told the site is leaving). The inventory closes
-    /// when the last handle to it is dropped; every write was already committed.
+    /// The view as this site holds it now.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.gossip.view()
+    }
+
+    /// A receiver that wakes on every view change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.gossip.subscribe()
+    }
+
+    /// Stops cleanly: tells peers the site is leaving (so it shows as `left`), stops
+    /// gossip, closes the endpoint and waits for its tasks.
     pub async fn shutdown(self) {
+        self.publisher.abort();
+        let inventory = self.inventory.clone();
+        let summary = self.summary.clone();
+        let snapshot = tokio::task::spawn_blocking(move || read_snapshot(&inventory, &summary)).await;
+        if let Ok(Ok(snapshot)) = snapshot {
+            self.gossip.announce_leaving(&snapshot).await;
+        }
+        if let Ok(gossip) = Arc::try_unwrap(self.gossip) {
+            gossip.shutdown().await;
+        }
         self.endpoint.close().await;
         tracing::info!(site = %self.inventory.identity().site_id, "site stopped");
+    }
+}
+
+/// Publishes the site's summary every gossip round (only what changed goes out).
+async fn publish_loop(
+    inventory: Arc<Inventory>,
+    gossip: Arc<Gossip>,
+    summary: SiteSummary,
+    every: std::time::Duration,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let (inv, site) = (inventory.clone(), summary.clone());
+        match tokio::task::spawn_blocking(move || read_snapshot(&inv, &site)).await {
+            Ok(Ok(snapshot)) => {
+                gossip.publish(&snapshot).await;
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "cannot read the inventory to publish it"),
+            Err(error) => tracing::warn!(%error, "publisher task failed"),
+        }
     }
 }

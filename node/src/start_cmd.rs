@@ -2,11 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use cairn_inventory::{InventoryConfig, Role};
+use cairn_inventory::Role;
 use cairn_node::site::{Site, SiteOptions};
-use cairn_transport::TransportConfig;
 use clap::Args;
 
 use crate::addr::parse_addr;
@@ -26,20 +26,31 @@ pub(crate) struct StartArgs {
     /// core sites hold replicas; replicant sites never do.
     #[arg(long, env = "CAIRN_ROLE", default_value = "core")]
     role: Role,
+    /// A site to start gossiping with (repeat, or separate with commas).
+    #[arg(long = "seed", value_name = "HOST:PORT", env = "CAIRN_SEEDS", value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// Failure-domain label (rack, zone) used to spread replicas.
+    #[arg(long, env = "CAIRN_ZONE")]
+    zone: Option<String>,
+    /// Relative capacity for placement (100 = the usual).
+    #[arg(long, env = "CAIRN_CAPACITY", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    capacity: u32,
+    /// Milliseconds between gossip rounds.
+    #[arg(long, env = "CAIRN_GOSSIP_INTERVAL_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    gossip_interval_ms: u64,
 }
 
 pub(crate) fn run(args: StartArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let options = SiteOptions {
-            data_dir: args.data_dir.clone(),
-            listen: args.listen,
-            cluster_dir: args.cluster_dir,
-            role: args.role,
-            inventory: InventoryConfig::default(),
-            transport: TransportConfig::default(),
-        };
+        let mut options = SiteOptions::new(args.data_dir.clone(), args.listen, args.cluster_dir);
+        options.role = args.role;
+        options.zone = args.zone;
+        options.capacity = args.capacity;
+        options.gossip.seeds = args.seeds;
+        options.gossip.interval = Duration::from_millis(args.gossip_interval_ms);
         let site = Site::start(options)
+            .await
             .with_context(|| format!("starting the site in {}", args.data_dir.display()))?;
         let identity = site.inventory.identity();
         println!(
@@ -51,9 +62,8 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<()> {
         );
         wait_for_signal().await?;
         eprintln!("stopping (a second signal exits at once)");
-        let stopping = site.shutdown();
         tokio::select! {
-            () = stopping => {}
+            () = site.shutdown() => {}
             _ = wait_for_signal() => {
                 eprintln!("second signal: exiting now");
                 std::process::exit(130);

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use cairn_inventory::{ClusterId, DbName, DbRecord, Inventory, InventoryConfig, Retention};
+use cairn_inventory::{ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, Retention, SiteId};
 
 fn cairn(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).output().unwrap()
@@ -38,7 +38,8 @@ fn init_show_verify_round_trip() {
             shards: 4,
             replication: 2,
             retention: Retention::default(),
-            created_ms: 1,
+            created: Hlc { wall_ms: 1, logical: 0 },
+            origin: SiteId(1),
         };
         inv.put_db(&record).unwrap();
         inv.set_replica(&name, 2, cairn_inventory::ReplicaState::Ready).unwrap();

@@ -4,21 +4,14 @@
 use std::sync::Arc;
 
 use cairn_inventory::{
-    DbName, Inventory, InventoryConfig, OfferOutcome, Plan, PlanId, PlanOrigin, Role, SiteId, Step,
+    DbName, Inventory, InventoryConfig, OfferOutcome, Plan, PlanId, PlanOrigin, SiteId, Step,
 };
 use cairn_node::site::{Site, SiteOptions};
 use cairn_transport::tls;
-use cairn_transport::{Request, Response, TransportConfig};
+use cairn_transport::{Request, Response};
 
 fn options(root: &std::path::Path, cluster: &std::path::Path, i: usize) -> SiteOptions {
-    SiteOptions {
-        data_dir: root.join(format!("site{i}")),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        cluster_dir: cluster.to_owned(),
-        role: Role::Core,
-        inventory: InventoryConfig::default(),
-        transport: TransportConfig::default(),
-    }
+    SiteOptions::new(root.join(format!("site{i}")), "127.0.0.1:0".parse().unwrap(), cluster.to_owned())
 }
 
 fn plan(db: &str, id: u128, priority: u32, via: SiteId) -> Plan {
@@ -39,7 +32,10 @@ async fn cluster(n: usize) -> (tempfile::TempDir, Vec<Site>) {
     let root = tempfile::tempdir().unwrap();
     let cluster = root.path().join("cluster");
     tls::init_cluster_dir(&cluster).unwrap();
-    let sites = (0..n).map(|i| Site::start(options(root.path(), &cluster, i)).unwrap()).collect();
+    let mut sites = Vec::new();
+    for i in 0..n {
+        sites.push(Site::start(options(root.path(), &cluster, i)).await.unwrap());
+    }
     (root, sites)
 }
 

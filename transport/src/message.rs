@@ -5,7 +5,7 @@
 //! (plain envelope) inside a frame. New kinds of request are added as new variants at
 //! the end of the enums, so older variants keep their encoding.
 
-use cairn_inventory::{ClusterId, OfferOutcome, Plan, Role, SiteId};
+use cairn_inventory::{ClusterId, DbName, OfferOutcome, Plan, Retention, Role, SiteId};
 use serde::{Deserialize, Serialize};
 
 /// What a client asks of a site.
@@ -16,6 +16,21 @@ pub enum Request {
     /// Offer a plan to the site (plan delivery). Answered with [`Response::Scheduled`]
     /// or [`Response::Rejected`]. Delivering the same plan twice is harmless.
     Schedule(Plan),
+    /// The cluster view as this site holds it. Answered with [`Response::Dump`].
+    Dump,
+    /// Create a db (known to the cluster through this site's gossip). Answered with
+    /// [`Response::DbCreated`], or [`Response::Rejected`] if this site already holds the
+    /// name with other settings.
+    CreateDb {
+        /// The name.
+        name: DbName,
+        /// Shard count.
+        shards: u32,
+        /// Replication factor.
+        replication: u32,
+        /// Retention.
+        retention: Retention,
+    },
 }
 
 impl Request {
@@ -24,6 +39,8 @@ impl Request {
         match self {
             Self::Status => "status",
             Self::Schedule(_) => "schedule",
+            Self::Dump => "dump",
+            Self::CreateDb { .. } => "create_db",
         }
     }
 }
@@ -42,6 +59,17 @@ pub enum Response {
     },
     /// The request could not be handled at all.
     Error(WireError),
+    /// The cluster view, as the JSON document `cairn dump --format json` prints.
+    Dump {
+        /// The view, JSON.
+        json: String,
+    },
+    /// The db exists on this site with these settings (`created` says whether this
+    /// request made it, or it was already there with the same settings).
+    DbCreated {
+        /// Whether this request created it.
+        created: bool,
+    },
 }
 
 /// A site's identity and state, as `Status` reports it.

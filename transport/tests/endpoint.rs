@@ -28,7 +28,7 @@ impl Service for Counting {
                 uptime_ms: 0,
                 role: Role::Core,
             }),
-            Request::Schedule(_) => Response::Rejected { reason: "not here".into() },
+            _ => Response::Rejected { reason: "not here".into() },
         }
     }
 }

@@ -1,0 +1,162 @@
+//! chitchat's transport over the site's QUIC endpoint, so gossip is authenticated and
+//! encrypted by the cluster's mutual TLS like every other byte.
+//!
+//! chitchat 0.13 keeps the wire encoding of its messages private, so the carriage lets
+//! chitchat's own UDP socket do the encoding and relays the bytes:
+//!
+//! ```text
+//! chitchat ─UdpSocket(127.0.0.1:a)─▶ relay socket for peer P (127.0.0.1:r_P) ─QUIC─▶ P
+//! P ─QUIC─▶ inbox ─▶ relay socket for P ─UDP─▶ 127.0.0.1:a ─▶ chitchat (from r_P → P)
+//! ```
+//!
+//! One relay socket per peer, on loopback; each accepts datagrams only from chitchat's
+//! socket, and chitchat's socket accepts only relay addresses (anything else local is
+//! dropped). Sending never waits for a peer: the endpoint queues the message or drops it,
+//! and gossip's anti-entropy makes up for what is lost.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use cairn_transport::{Endpoint, GossipInbox};
+use chitchat::ChitchatEnvelope;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket as ChitchatUdp};
+use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
+
+/// Largest datagram chitchat sends.
+const MAX_DATAGRAM: usize = 65_507;
+
+/// A chitchat [`Transport`] over a site's endpoint. It can be opened once.
+#[derive(Debug)]
+pub struct QuicCarriage {
+    endpoint: Endpoint,
+    inbox: Mutex<Option<GossipInbox>>,
+}
+
+impl QuicCarriage {
+    /// Gossip through `endpoint`, receiving from its `inbox`.
+    pub fn new(endpoint: Endpoint, inbox: GossipInbox) -> Self {
+        Self { endpoint, inbox: Mutex::new(Some(inbox)) }
+    }
+}
+
+/// The relay sockets, by peer and by local address.
+#[derive(Default)]
+struct Relays {
+    by_peer: HashMap<SocketAddr, Arc<UdpSocket>>,
+    by_local: HashMap<SocketAddr, SocketAddr>,
+}
+
+struct Shared {
+    endpoint: Endpoint,
+    /// chitchat's own socket address.
+    inner_addr: SocketAddr,
+    relays: Mutex<Relays>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Shared {
+    /// The relay socket for `peer`, made (with its forwarding task) on first use.
+    async fn relay(self: &Arc<Self>, peer: SocketAddr) -> anyhow::Result<Arc<UdpSocket>> {
+        if let Some(socket) = self.relays.lock().unwrap_or_else(PoisonError::into_inner).by_peer.get(&peer) {
+            return Ok(socket.clone());
+        }
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.context("binding a gossip relay socket")?);
+        let local = socket.local_addr()?;
+        {
+            let mut relays = self.relays.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(existing) = relays.by_peer.get(&peer) {
+                return Ok(existing.clone());
+            }
+            relays.by_peer.insert(peer, socket.clone());
+            relays.by_local.insert(local, peer);
+        }
+        let (shared, relay) = (self.clone(), socket.clone());
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            while let Ok((n, from)) = relay.recv_from(&mut buf).await {
+                if from == shared.inner_addr {
+                    shared.endpoint.send_gossip(peer, buf[..n].to_vec());
+                }
+            }
+        });
+        Ok(socket)
+    }
+
+    fn peer_of(&self, relay: SocketAddr) -> Option<SocketAddr> {
+        self.relays.lock().unwrap_or_else(PoisonError::into_inner).by_local.get(&relay).copied()
+    }
+}
+
+#[async_trait]
+impl Transport for QuicCarriage {
+    async fn open(&self, _listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let mut inbox = self
+            .inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .context("the QUIC gossip carriage was already opened")?;
+        let inner = ChitchatUdp::open("127.0.0.1:0".parse()?).await?;
+        let shared = Arc::new(Shared {
+            endpoint: self.endpoint.clone(),
+            inner_addr: inner.local_addr()?,
+            relays: Mutex::new(Relays::default()),
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        // Messages from peers go to chitchat through the peer's relay socket.
+        let incoming = shared.clone();
+        shared.tasks.lock().unwrap_or_else(PoisonError::into_inner).spawn(async move {
+            while let Some((peer, bytes)) = inbox.0.recv().await {
+                match incoming.relay(peer).await {
+                    Ok(relay) => {
+                        let _ = relay.send_to(&bytes, incoming.inner_addr).await;
+                    }
+                    Err(error) => tracing::warn!(%peer, %error, "cannot relay gossip"),
+                }
+            }
+        });
+        Ok(Box::new(QuicSocket { inner, shared }))
+    }
+}
+
+struct QuicSocket {
+    inner: ChitchatUdp,
+    shared: Arc<Shared>,
+}
+
+impl Drop for QuicSocket {
+    fn drop(&mut self) {
+        self.shared.tasks.lock().unwrap_or_else(PoisonError::into_inner).abort_all();
+    }
+}
+
+#[async_trait]
+impl Socket for QuicSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.shared.endpoint.local_addr())
+    }
+
+    async fn send(&mut self, to: SocketAddr, envelope: ChitchatEnvelope) -> anyhow::Result<SendOutcome> {
+        let relay = self.shared.relay(to).await?;
+        self.inner.send(relay.local_addr()?, envelope).await
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        loop {
+            let mut outcome = self.inner.recv().await?;
+            match self.shared.peer_of(outcome.from_addr) {
+                Some(peer) => {
+                    outcome.from_addr = peer;
+                    return Ok(outcome);
+                }
+                None => {
+                    tracing::warn!(from = %outcome.from_addr, "dropped a local datagram not from a gossip relay")
+                }
+            }
+        }
+    }
+}

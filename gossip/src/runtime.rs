@@ -1,0 +1,241 @@
+//! The running gossip of one site: chitchat, what the site publishes, and the view it
+//! rebuilds from everyone's state (with a change stream).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_inventory::{ClusterId, SiteId, now_ms};
+use chitchat::transport::Transport;
+use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use crate::summary::{Change, SiteSnapshot, diff, summarize};
+use crate::view::{ClusterView, NodeInput, build_view};
+
+/// Gossip settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GossipConfig {
+    /// Time between gossip rounds (and view rebuilds).
+    pub interval: Duration,
+    /// Addresses (`HOST:PORT`) to start gossiping with.
+    pub seeds: Vec<String>,
+    /// Phi above which the failure detector calls a site dead. Detection time is roughly
+    /// `phi × mean heartbeat interval × ln 10`.
+    pub phi_threshold: f64,
+    /// Heartbeat intervals the failure detector remembers per site (memory grows with it).
+    pub sampling_window: usize,
+    /// How long a dead site stays in the view before it is forgotten.
+    pub dead_site_grace: Duration,
+    /// How long deleted keys keep their tombstones.
+    pub tombstone_grace: Duration,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(250),
+            seeds: Vec::new(),
+            phi_threshold: 8.0,
+            sampling_window: 100,
+            dead_site_grace: Duration::from_secs(3600),
+            tombstone_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Why gossip could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    /// A setting out of range.
+    #[error("invalid gossip setting {what}: {why}")]
+    InvalidSetting {
+        /// The setting.
+        what: &'static str,
+        /// The rule.
+        why: String,
+    },
+    /// chitchat failed to start.
+    #[error("gossip: {0}")]
+    Chitchat(String),
+}
+
+impl GossipConfig {
+    /// Checks the settings' ranges.
+    pub fn validate(&self) -> Result<(), GossipError> {
+        let bad = |what, why: &str| Err(GossipError::InvalidSetting { what, why: why.into() });
+        if self.interval < Duration::from_millis(10) || self.interval > Duration::from_secs(60) {
+            return bad("interval", "must be between 10 ms and 60 s");
+        }
+        if !(1.0..=100.0).contains(&self.phi_threshold) {
+            return bad("phi_threshold", "must be between 1 and 100");
+        }
+        if !(10..=10_000).contains(&self.sampling_window) {
+            return bad("sampling_window", "must be between 10 and 10000");
+        }
+        Ok(())
+    }
+}
+
+/// A site's gossip.
+pub struct Gossip {
+    handle: ChitchatHandle,
+    site_id: SiteId,
+    interval: Duration,
+    published: Mutex<BTreeMap<String, String>>,
+    view: watch::Receiver<Arc<ClusterView>>,
+    view_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Gossip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gossip").field("site_id", &self.site_id).finish_non_exhaustive()
+    }
+}
+
+impl Gossip {
+    /// Starts gossiping as `site_id` of `cluster_id`, reachable at `addr`, publishing
+    /// `snapshot` from the start. The generation is the start time in milliseconds, so
+    /// every process start is a new generation.
+    pub async fn start(
+        site_id: SiteId,
+        cluster_id: ClusterId,
+        addr: SocketAddr,
+        transport: &dyn Transport,
+        config: GossipConfig,
+        snapshot: &SiteSnapshot,
+    ) -> Result<Self, GossipError> {
+        config.validate()?;
+        let chitchat_id = ChitchatId::new(site_id.to_string(), now_ms(), addr);
+        let chitchat_config = ChitchatConfig {
+            chitchat_id,
+            cluster_id: cluster_id.to_string(),
+            gossip_interval: config.interval,
+            listen_addr: addr,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: config.phi_threshold,
+                sampling_window_size: config.sampling_window,
+                max_interval: Duration::from_secs(10).max(config.interval * 4),
+                initial_interval: config.interval,
+                dead_node_grace_period: config.dead_site_grace,
+            },
+            marked_for_deletion_grace_period: config.tombstone_grace,
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V0,
+        };
+        let initial = summarize(snapshot);
+        let key_values = initial.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let handle = chitchat::spawn_chitchat(chitchat_config, key_values, transport)
+            .await
+            .map_err(|e| GossipError::Chitchat(format!("{e:#}")))?;
+        let (tx, rx) = watch::channel(Arc::new(build_view(site_id, &[])));
+        let view_task = tokio::spawn(view_loop(handle.chitchat(), site_id, config.interval, tx));
+        Ok(Self {
+            handle,
+            site_id,
+            interval: config.interval,
+            published: Mutex::new(initial),
+            view: rx,
+            view_task,
+        })
+    }
+
+    /// Publishes what changed between the last published snapshot and this one.
+    /// Answers how many keys were set or deleted.
+    pub async fn publish(&self, snapshot: &SiteSnapshot) -> usize {
+        let wanted = summarize(snapshot);
+        let mut published = self.published.lock().await;
+        let changes = diff(&published, &wanted);
+        if !changes.is_empty() {
+            let chitchat = self.handle.chitchat();
+            let mut chitchat = chitchat.lock().await;
+            let state = chitchat.self_node_state();
+            for change in &changes {
+                match change {
+                    Change::Set(key, value) => state.set(key, value),
+                    Change::Delete(key) => state.delete(key),
+                }
+            }
+            *published = wanted;
+        }
+        changes.len()
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that wakes whenever the view changes.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
+    }
+
+    /// Says this site is leaving (published with `snapshot`, whose `site.leaving` is
+    /// set here), then waits a few gossip rounds so peers hear it.
+    pub async fn announce_leaving(&self, snapshot: &SiteSnapshot) {
+        let mut leaving = snapshot.clone();
+        leaving.site.leaving = true;
+        self.publish(&leaving).await;
+        tokio::time::sleep(self.interval * 4).await;
+    }
+
+    /// Stops gossiping.
+    pub async fn shutdown(self) {
+        self.view_task.abort();
+        if let Err(error) = self.handle.shutdown().await {
+            tracing::debug!(%error, "gossip stopped with an error");
+        }
+    }
+}
+
+/// Rebuilds the view every round; publishes it when it changed.
+async fn view_loop(
+    chitchat: Arc<Mutex<chitchat::Chitchat>>,
+    site_id: SiteId,
+    interval: Duration,
+    tx: watch::Sender<Arc<ClusterView>>,
+) {
+    let mut heartbeats: HashMap<ChitchatId, (u64, u64)> = HashMap::new();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let inputs = {
+            let chitchat = chitchat.lock().await;
+            let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+            let now = now_ms();
+            let mut inputs = Vec::new();
+            for (id, state) in chitchat.node_states() {
+                let Ok(site) = id.node_id.parse::<SiteId>() else { continue };
+                let beat = u64::from(state.heartbeat());
+                let seen = heartbeats.entry(id.clone()).or_insert((beat, now));
+                if seen.0 != beat {
+                    *seen = (beat, now);
+                }
+                inputs.push(NodeInput {
+                    site_id: site,
+                    generation: id.generation_id,
+                    gossip_addr: id.gossip_advertise_addr,
+                    live: live.contains(id),
+                    last_seen_ms: Some(seen.1),
+                    key_values: state.key_values().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                });
+            }
+            inputs
+        };
+        let view = build_view(site_id, &inputs);
+        tx.send_if_modified(|current| {
+            if **current == view {
+                false
+            } else {
+                *current = Arc::new(view);
+                true
+            }
+        });
+    }
+}

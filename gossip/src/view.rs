@@ -1,0 +1,411 @@
+//! The cluster view: what every site publishes, merged into one typed picture.
+//!
+//! [`build_view`] is a pure function of plain inputs (one [`NodeInput`] per chitchat
+//! node), so it is tested without a network. Its output serialises to the JSON that
+//! `cairn dump --format json` prints (the schema is documented in the README).
+//!
+//! Rules:
+//! - one entry per site id: the node with the highest generation (the newest process);
+//! - a site is `live` if chitchat's failure detector says so, else `left` if its last
+//!   summary said it was leaving, else `dead`;
+//! - a db's settings are the earliest creation by HLC, ties broken by the lower origin
+//!   site id — the same on every site whatever the clocks say; sites holding other
+//!   settings are listed as a `conflicting_db` warning.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use cairn_inventory::{DbName, Hlc, PlanId, Retention, Role, SiteId};
+use serde::{Deserialize, Serialize};
+
+use crate::summary::{
+    DbSummary, LoadSummary, PlanSummary, ReplicaPhase, ReplicaSummary, SiteSummary, SummaryKey, decode_value,
+};
+
+/// One chitchat node's state, as plain values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInput {
+    /// The site id (chitchat node id).
+    pub site_id: SiteId,
+    /// The process generation.
+    pub generation: u64,
+    /// The address chitchat gossips with.
+    pub gossip_addr: SocketAddr,
+    /// Whether the failure detector considers it live.
+    pub live: bool,
+    /// When this node last saw its heartbeat advance (ms since the Unix epoch).
+    pub last_seen_ms: Option<u64>,
+    /// Its key/values (tombstones excluded).
+    pub key_values: Vec<(String, String)>,
+}
+
+/// Whether a site is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteState {
+    /// The failure detector hears it.
+    Live,
+    /// It went silent without saying goodbye.
+    Dead,
+    /// It said it was leaving, then went silent.
+    Left,
+}
+
+/// One site as the view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteView {
+    /// Its id.
+    pub site_id: SiteId,
+    /// Where to reach it.
+    pub addr: String,
+    /// Core or replicant.
+    pub role: Role,
+    /// Live, dead or left.
+    pub state: SiteState,
+    /// Its process generation.
+    pub generation: u64,
+    /// Its cairn version.
+    pub version: String,
+    /// Its failure-domain label.
+    pub zone: Option<String>,
+    /// Its placement weight.
+    pub capacity: u32,
+    /// When it started.
+    pub started_ms: u64,
+    /// When its heartbeat last advanced, as seen here.
+    pub last_seen_ms: Option<u64>,
+    /// Replicas it holds.
+    pub replicas: u64,
+    /// Payload bytes it holds.
+    pub bytes: u64,
+}
+
+/// One replica in a db's placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    /// The holding site.
+    pub site_id: SiteId,
+    /// `catching_up`, `ready` or `handing_over`.
+    pub state: String,
+    /// For `handing_over`: the site taking over.
+    pub to: Option<SiteId>,
+    /// Entries held.
+    pub entries: u64,
+    /// Payload bytes held.
+    pub bytes: u64,
+    /// Per origin site, the seq up to which everything is held.
+    pub frontier: Vec<(SiteId, u64)>,
+}
+
+/// One shard's replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardView {
+    /// The shard index.
+    pub shard: u32,
+    /// Its replicas, by site id.
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One db.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbView {
+    /// Its name.
+    pub name: DbName,
+    /// Shard count.
+    pub shards: u32,
+    /// Replication factor.
+    pub replication: u32,
+    /// Retention.
+    pub retention: Retention,
+    /// Creation time (HLC).
+    pub created: Hlc,
+    /// The creating site.
+    pub origin: SiteId,
+    /// Every shard, in order, with its replicas.
+    pub placement: Vec<ShardView>,
+}
+
+/// A plan some site is running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanView {
+    /// The db.
+    pub db: DbName,
+    /// The site running it.
+    pub site_id: SiteId,
+    /// The plan.
+    pub plan_id: PlanId,
+    /// Its priority.
+    pub priority: u32,
+    /// Steps done.
+    pub step: u32,
+    /// Steps in all.
+    pub steps: u32,
+    /// `running` or the head step's last error.
+    pub status: String,
+}
+
+/// Something an operator should look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Warning {
+    /// Shards with fewer ready replicas on live sites than the replication factor.
+    UnderReplicated {
+        /// The db.
+        db: DbName,
+        /// The shards.
+        shards: Vec<u32>,
+        /// What it means.
+        message: String,
+    },
+    /// A site holds settings for a db that lost to another creation.
+    ConflictingDb {
+        /// The db.
+        db: DbName,
+        /// The site holding the losing settings.
+        site_id: SiteId,
+        /// What it means.
+        message: String,
+    },
+    /// A dead site still holds replicas.
+    DeadSiteHoldsReplicas {
+        /// The site.
+        site_id: SiteId,
+        /// How many.
+        replicas: u64,
+        /// What it means.
+        message: String,
+    },
+    /// A site published a value this build cannot read.
+    Undecodable {
+        /// The site.
+        site_id: SiteId,
+        /// The key.
+        key: String,
+        /// What it means.
+        message: String,
+    },
+}
+
+/// The whole cluster as one site sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The site whose view this is.
+    pub site: SiteId,
+    /// Every site, by id.
+    pub sites: Vec<SiteView>,
+    /// Every db, by name.
+    pub dbs: Vec<DbView>,
+    /// Plans in progress, by db then site.
+    pub plans: Vec<PlanView>,
+    /// What needs attention.
+    pub warnings: Vec<Warning>,
+}
+
+impl ClusterView {
+    /// A site by id.
+    pub fn site(&self, id: SiteId) -> Option<&SiteView> {
+        self.sites.iter().find(|s| s.site_id == id)
+    }
+
+    /// A db by name.
+    pub fn db(&self, name: &DbName) -> Option<&DbView> {
+        self.dbs.iter().find(|d| &d.name == name)
+    }
+
+    /// Whether `site` is live.
+    pub fn is_live(&self, site: SiteId) -> bool {
+        self.site(site).is_some_and(|s| s.state == SiteState::Live)
+    }
+}
+
+/// What one site published, decoded.
+#[derive(Default)]
+struct Decoded {
+    site: Option<SiteSummary>,
+    dbs: Vec<(DbName, DbSummary)>,
+    replicas: Vec<(DbName, u32, ReplicaSummary)>,
+    plans: Vec<(DbName, PlanSummary)>,
+}
+
+fn decode_node(node: &NodeInput, warnings: &mut Vec<Warning>) -> Decoded {
+    let mut out = Decoded::default();
+    for (key, value) in &node.key_values {
+        let Some(parsed) = SummaryKey::parse(key) else { continue };
+        let bad = |error: String| Warning::Undecodable {
+            site_id: node.site_id,
+            key: key.clone(),
+            message: format!(
+                "site {} published {key} that this build cannot read: {error}",
+                node.site_id.short()
+            ),
+        };
+        let result = match parsed {
+            SummaryKey::Site => decode_value(value).map(|v| out.site = Some(v)),
+            SummaryKey::Load => decode_value::<LoadSummary>(value).map(drop),
+            SummaryKey::Db(db) => decode_value(value).map(|v| out.dbs.push((db, v))),
+            SummaryKey::Replica(db, shard) => decode_value(value).map(|v| out.replicas.push((db, shard, v))),
+            SummaryKey::Plan(db) => decode_value(value).map(|v| out.plans.push((db, v))),
+        };
+        if let Err(error) = result {
+            warnings.push(bad(error));
+        }
+    }
+    out
+}
+
+fn phase_name(phase: ReplicaPhase) -> (&'static str, Option<SiteId>) {
+    match phase {
+        ReplicaPhase::CatchingUp => ("catching_up", None),
+        ReplicaPhase::Ready => ("ready", None),
+        ReplicaPhase::HandingOver { to } => ("handing_over", Some(to)),
+    }
+}
+
+/// Builds the view `self_site` holds from every node's state.
+pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
+    let mut warnings = Vec::new();
+    // The newest generation of each site.
+    // Ties (which chitchat does not produce) are broken so the result never depends
+    // on input order.
+    let rank = |n: &NodeInput| (n.generation, n.live, n.gossip_addr);
+    let mut newest: BTreeMap<SiteId, &NodeInput> = BTreeMap::new();
+    for node in nodes {
+        let slot = newest.entry(node.site_id).or_insert(node);
+        if rank(node) > rank(slot) {
+            *slot = node;
+        }
+    }
+    let decoded: BTreeMap<SiteId, (&NodeInput, Decoded)> =
+        newest.into_iter().map(|(id, node)| (id, (node, decode_node(node, &mut warnings)))).collect();
+
+    let mut sites = Vec::new();
+    for (id, (node, d)) in &decoded {
+        let summary = d.site.as_ref();
+        let state = match (node.live, summary.is_some_and(|s| s.leaving)) {
+            (true, _) => SiteState::Live,
+            (false, true) => SiteState::Left,
+            (false, false) => SiteState::Dead,
+        };
+        let held = d.replicas.len() as u64;
+        if state == SiteState::Dead && held > 0 {
+            warnings.push(Warning::DeadSiteHoldsReplicas {
+                site_id: *id,
+                replicas: held,
+                message: format!("dead site {} holds {held} replicas", id.short()),
+            });
+        }
+        sites.push(SiteView {
+            site_id: *id,
+            addr: summary.map_or_else(|| node.gossip_addr.to_string(), |s| s.addr.clone()),
+            role: summary.map_or(Role::Core, |s| s.role),
+            state,
+            generation: node.generation,
+            version: summary.map(|s| s.version.clone()).unwrap_or_default(),
+            zone: summary.and_then(|s| s.zone.clone()),
+            capacity: summary.map_or(100, |s| s.capacity),
+            started_ms: summary.map_or(0, |s| s.started_ms),
+            last_seen_ms: node.last_seen_ms,
+            replicas: held,
+            bytes: d.replicas.iter().map(|(_, _, r)| r.bytes).sum(),
+        });
+    }
+    let live: BTreeMap<SiteId, bool> =
+        sites.iter().map(|s| (s.site_id, s.state == SiteState::Live)).collect();
+
+    // Db settings: the earliest creation wins; other settings are conflicts.
+    let mut candidates: BTreeMap<DbName, Vec<(SiteId, &DbSummary)>> = BTreeMap::new();
+    for (id, (_, d)) in &decoded {
+        for (name, summary) in &d.dbs {
+            candidates.entry(name.clone()).or_default().push((*id, summary));
+        }
+    }
+    let mut dbs = Vec::new();
+    for (name, holders) in candidates {
+        let Some(winner) = holders.iter().map(|(_, s)| *s).min_by_key(|s| (s.created, s.origin)) else {
+            continue;
+        };
+        for (site, summary) in &holders {
+            let same = (summary.shards, summary.replication, summary.retention)
+                == (winner.shards, winner.replication, winner.retention);
+            if !same {
+                warnings.push(Warning::ConflictingDb {
+                    db: name.clone(),
+                    site_id: *site,
+                    message: format!(
+                        "site {} holds db {name} as {} shards × {}; the cluster's settings are {} × {} (created first, by {})",
+                        site.short(),
+                        summary.shards,
+                        summary.replication,
+                        winner.shards,
+                        winner.replication,
+                        winner.origin.short()
+                    ),
+                });
+            }
+        }
+        let mut placement: Vec<ShardView> =
+            (0..winner.shards).map(|shard| ShardView { shard, replicas: Vec::new() }).collect();
+        for (id, (_, d)) in &decoded {
+            for (db, shard, r) in &d.replicas {
+                if db != &name || *shard >= winner.shards {
+                    continue;
+                }
+                let (state, to) = phase_name(r.phase);
+                placement[*shard as usize].replicas.push(ReplicaView {
+                    site_id: *id,
+                    state: state.to_owned(),
+                    to,
+                    entries: r.entries,
+                    bytes: r.bytes,
+                    frontier: r.frontier.clone(),
+                });
+            }
+        }
+        let short: Vec<u32> = placement
+            .iter()
+            .filter(|s| {
+                let ready = s.replicas.iter().filter(|r| r.state == "ready" && live[&r.site_id]).count();
+                (ready as u32) < winner.replication
+            })
+            .map(|s| s.shard)
+            .collect();
+        if !short.is_empty() {
+            warnings.push(Warning::UnderReplicated {
+                db: name.clone(),
+                message: format!(
+                    "db {name}: {} of {} shards have fewer than {} ready replicas on live sites",
+                    short.len(),
+                    winner.shards,
+                    winner.replication
+                ),
+                shards: short,
+            });
+        }
+        dbs.push(DbView {
+            name,
+            shards: winner.shards,
+            replication: winner.replication,
+            retention: winner.retention,
+            created: winner.created,
+            origin: winner.origin,
+            placement,
+        });
+    }
+
+    let mut plans = Vec::new();
+    for (id, (_, d)) in &decoded {
+        for (db, p) in &d.plans {
+            plans.push(PlanView {
+                db: db.clone(),
+                site_id: *id,
+                plan_id: p.plan_id,
+                priority: p.priority,
+                step: p.step,
+                steps: p.steps,
+                status: p.status.clone(),
+            });
+        }
+    }
+    plans.sort_by(|a, b| (&a.db, a.site_id).cmp(&(&b.db, b.site_id)));
+    ClusterView { site: self_site, sites, dbs, plans, warnings }
+}

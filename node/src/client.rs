@@ -1,0 +1,76 @@
+//! Talking to a running site from the CLI: operator credentials and one endpoint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_transport::{Credentials, Endpoint, Request, Response, TransportConfig};
+use clap::Args;
+
+use crate::addr::parse_addr;
+
+/// Which site to talk to, as whom, and how patiently.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ConnArgs {
+    /// The site to talk to.
+    #[arg(long, value_name = "HOST:PORT", env = "CAIRN_NODE", default_value = "127.0.0.1:7001", value_parser = parse_addr)]
+    pub(crate) node: SocketAddr,
+    /// Where the operator's credentials are (ca.pem, cert.pem, key.pem).
+    #[arg(long, value_name = "DIR", env = "CAIRN_CLUSTER_DIR", default_value = "./cairn-data/cluster")]
+    pub(crate) cluster_dir: PathBuf,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) timeout: u64,
+}
+
+/// A CLI connection to one site.
+#[derive(Debug)]
+pub(crate) struct Client {
+    endpoint: Endpoint,
+    node: SocketAddr,
+}
+
+impl Client {
+    /// Loads the operator's credentials and makes an endpoint (inside a runtime).
+    pub(crate) fn new(args: &ConnArgs) -> anyhow::Result<Self> {
+        let credentials = Credentials::load(&args.cluster_dir).with_context(|| {
+            format!("loading operator credentials from {} (set --cluster-dir)", args.cluster_dir.display())
+        })?;
+        let config = TransportConfig {
+            connect_timeout: Duration::from_secs(args.timeout.min(30)),
+            request_timeout: Duration::from_secs(args.timeout),
+            ..TransportConfig::default()
+        };
+        Ok(Self { endpoint: Endpoint::client(&credentials, config, args.node)?, node: args.node })
+    }
+
+    /// The site's address.
+    pub(crate) fn node(&self) -> SocketAddr {
+        self.node
+    }
+
+    /// Sends one request.
+    pub(crate) async fn request(&self, request: &Request) -> anyhow::Result<Response> {
+        Ok(self.endpoint.request(self.node, request).await?)
+    }
+
+    /// Closes the connection politely.
+    pub(crate) async fn close(self) {
+        self.endpoint.close().await;
+    }
+}
+
+/// Runs `f` with a client on a small runtime.
+pub(crate) fn with_client<T>(
+    args: &ConnArgs,
+    f: impl AsyncFnOnce(&Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = Client::new(args)?;
+        let result = f(&client).await;
+        client.close().await;
+        result
+    })
+}

@@ -1,0 +1,120 @@
+//! `cairn dump`: the cluster view as one site holds it.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::bail;
+use cairn_gossip::ClusterView;
+use cairn_transport::{Request, Response};
+use clap::Args;
+
+use crate::client::{Client, ConnArgs, with_client};
+use crate::inventory_cmd::Format;
+
+#[derive(Debug, Args)]
+pub(crate) struct DumpArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Output format: a table for people, or the JSON documented in the README.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Print again every INTERVAL seconds until interrupted.
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    interval: u64,
+}
+
+/// Fetches the view's JSON from a site.
+pub(crate) async fn fetch(client: &Client) -> anyhow::Result<String> {
+    match client.request(&Request::Dump).await? {
+        Response::Dump { json } => Ok(json),
+        other => bail!("{} answered dump with {other:?}", client.node()),
+    }
+}
+
+pub(crate) fn run(args: DumpArgs) -> anyhow::Result<()> {
+    with_client(&args.conn, async |client| {
+        loop {
+            let json = fetch(client).await?;
+            match args.format {
+                Format::Json => println!("{json}"),
+                Format::Table => {
+                    let view: ClusterView = serde_json::from_str(&json)?;
+                    if args.watch {
+                        print!("\x1b[2J\x1b[H");
+                    }
+                    print!("{}", render_table(&view));
+                }
+            }
+            if !args.watch {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(args.interval)).await;
+        }
+    })
+}
+
+/// The view as text for people.
+pub(crate) fn render_table(view: &ClusterView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "view of site {}", view.site.short());
+    let _ = writeln!(out, "\nSITES ({})", view.sites.len());
+    let _ = writeln!(
+        out,
+        "  {:<10} {:<22} {:<10} {:<6} {:>8} {:>12} zone",
+        "site", "addr", "role", "state", "replicas", "bytes"
+    );
+    for s in &view.sites {
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<22} {:<10} {:<6} {:>8} {:>12} {}",
+            s.site_id.short(),
+            s.addr,
+            s.role.to_string(),
+            format!("{:?}", s.state).to_lowercase(),
+            s.replicas,
+            s.bytes,
+            s.zone.as_deref().unwrap_or("-")
+        );
+    }
+    let _ = writeln!(out, "\nDBS ({})", view.dbs.len());
+    for db in &view.dbs {
+        let placed = db.placement.iter().map(|s| s.replicas.len()).sum::<usize>();
+        let ready = db.placement.iter().flat_map(|s| &s.replicas).filter(|r| r.state == "ready").count();
+        let _ = writeln!(
+            out,
+            "  {:<24} {} shards × {}   replicas {placed} ({ready} ready)   origin {}",
+            db.name,
+            db.shards,
+            db.replication,
+            db.origin.short()
+        );
+    }
+    let _ = writeln!(out, "\nPLANS ({})", view.plans.len());
+    for p in &view.plans {
+        let _ = writeln!(
+            out,
+            "  {:<24} site {}  plan {}  priority {}  step {}/{}  {}",
+            p.db,
+            p.site_id.short(),
+            p.plan_id.short(),
+            p.priority,
+            p.step,
+            p.steps,
+            p.status
+        );
+    }
+    let _ = writeln!(out, "\nWARNINGS ({})", view.warnings.len());
+    for w in &view.warnings {
+        let message = match w {
+            cairn_gossip::view::Warning::UnderReplicated { message, .. }
+            | cairn_gossip::view::Warning::ConflictingDb { message, .. }
+            | cairn_gossip::view::Warning::DeadSiteHoldsReplicas { message, .. }
+            | cairn_gossip::view::Warning::Undecodable { message, .. } => message,
+        };
+        let _ = writeln!(out, "  {message}");
+    }
+    out
+}

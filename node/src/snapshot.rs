@@ -1,0 +1,44 @@
+//! Reading what a site publishes from its inventory.
+
+use cairn_gossip::summary::{
+    PlanSummary, ReplicaPhase, ReplicaSummary, SiteSnapshot, SiteSummary, frontier_digest,
+};
+use cairn_inventory::{Inventory, InventoryError, ReplicaState};
+
+/// The site's current summary: its dbs, replicas (with log sizes and frontiers) and plans.
+pub fn read_snapshot(inventory: &Inventory, site: &SiteSummary) -> Result<SiteSnapshot, InventoryError> {
+    let dbs = inventory.dbs()?;
+    let mut replicas = Vec::new();
+    for r in inventory.replicas(None)? {
+        let stats = inventory.log_stats(&r.db, r.shard)?;
+        let frontier: Vec<_> = inventory.frontier(&r.db, r.shard)?.0.into_iter().collect();
+        let phase = match r.state {
+            ReplicaState::CatchingUp { .. } => ReplicaPhase::CatchingUp,
+            ReplicaState::Ready => ReplicaPhase::Ready,
+            ReplicaState::HandingOver { to } => ReplicaPhase::HandingOver { to },
+        };
+        let summary = ReplicaSummary {
+            phase,
+            entries: stats.entries,
+            bytes: stats.bytes,
+            frontier_digest: frontier_digest(&frontier),
+            frontier,
+        };
+        replicas.push((r.db, r.shard, summary));
+    }
+    let plans = inventory
+        .pending_plans()?
+        .into_iter()
+        .map(|p| {
+            let summary = PlanSummary {
+                plan_id: p.plan_id,
+                priority: p.priority,
+                step: p.done,
+                steps: p.total(),
+                status: "running".into(),
+            };
+            (p.db, summary)
+        })
+        .collect();
+    Ok(SiteSnapshot { site: site.clone(), dbs, replicas, plans })
+}
