@@ -14,13 +14,19 @@ use crate::addr::parse_addr;
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ConnArgs {
     /// The site to talk to.
-    #[arg(long, value_name = "HOST:PORT", env = "CAIRN_NODE", default_value = "127.0.0.1:7001", value_parser = parse_addr)]
+    #[arg(long, global = true, value_name = "HOST:PORT", env = "CAIRN_NODE", default_value = "127.0.0.1:7001", value_parser = parse_addr)]
     pub(crate) node: SocketAddr,
     /// Where the operator's credentials are (ca.pem, cert.pem, key.pem).
-    #[arg(long, value_name = "DIR", env = "CAIRN_CLUSTER_DIR", default_value = "./cairn-data/cluster")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "CAIRN_CLUSTER_DIR",
+        default_value = "./cairn-data/cluster"
+    )]
     pub(crate) cluster_dir: PathBuf,
     /// Seconds to wait for an answer.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, global = true, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) timeout: u64,
 }
 

@@ -9,8 +9,8 @@
 //! Each unidirectional stream carries a kind byte and one frame; kind 1 is gossip.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use cairn_inventory::codec;
@@ -55,6 +55,9 @@ struct Inner {
     /// Every task the endpoint spawns, so `close` can wait for them (and for the
     /// service handles they hold) to be gone.
     tasks: TaskTracker,
+    /// Serves the streams a peer opens on a connection we made (a site's endpoint
+    /// only): connections are used both ways, so a peer can answer on ours.
+    serve_outgoing: OnceLock<Box<dyn Fn(SocketAddr, quinn::Connection) + Send + Sync>>,
 }
 
 /// A site's (or the CLI's) QUIC endpoint. Cheap to clone.
@@ -92,6 +95,20 @@ impl Endpoint {
         quinn.set_default_client_config(client_config(credentials, &config, listen)?);
         let (tx, rx) = mpsc::channel(config.gossip_inbox);
         let endpoint = Self::new(quinn, config);
+        let weak: Weak<Inner> = Arc::downgrade(&endpoint.inner);
+        let (outgoing_service, outgoing_gossip) = (service.clone(), tx.clone());
+        let _ = endpoint.inner.serve_outgoing.set(Box::new(move |peer, conn| {
+            if let Some(inner) = weak.upgrade() {
+                let task = serve_streams(
+                    inner.clone(),
+                    outgoing_service.clone(),
+                    outgoing_gossip.clone(),
+                    peer,
+                    conn,
+                );
+                inner.tasks.spawn(task);
+            }
+        }));
         endpoint.inner.tasks.spawn(accept_loop(endpoint.inner.clone(), service, tx));
         Ok((endpoint, GossipInbox(rx)))
     }
@@ -125,6 +142,7 @@ impl Endpoint {
             stats: Stats::default(),
             handshakes: AtomicUsize::new(0),
             tasks: TaskTracker::new(),
+            serve_outgoing: OnceLock::new(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -155,7 +173,7 @@ impl Endpoint {
         }
         let deadline = inner.config.request_timeout;
         let exchange = async {
-            let conn = inner.pool.connection(&inner.quinn, &inner.config, &inner.stats, peer).await?;
+            let conn = inner.connection(peer).await?;
             let lost =
                 |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
             let result = async {
@@ -197,7 +215,7 @@ impl Endpoint {
         self.inner.tasks.spawn(async move {
             let _permit = permit;
             let send = async {
-                let conn = inner.pool.connection(&inner.quinn, &inner.config, &inner.stats, peer).await?;
+                let conn = inner.connection(peer).await?;
                 let io = |e: &dyn std::fmt::Display| TransportError::ConnectionLost {
                     peer,
                     reason: e.to_string(),
@@ -234,6 +252,17 @@ impl Endpoint {
         if tokio::time::timeout(std::time::Duration::from_secs(3), settle).await.is_err() {
             tracing::warn!("endpoint tasks still running 3 s after close");
         }
+    }
+}
+
+impl Inner {
+    /// A pooled connection to `peer`; a new one is also served for the peer's streams.
+    async fn connection(&self, peer: SocketAddr) -> Result<quinn::Connection, TransportError> {
+        let (conn, fresh) = self.pool.connection(&self.quinn, &self.config, &self.stats, peer).await?;
+        if fresh && let Some(serve) = self.serve_outgoing.get() {
+            serve(peer, conn.clone());
+        }
+        Ok(conn)
     }
 }
 
@@ -307,7 +336,19 @@ async fn serve_connection<S: Service>(
         }
     };
     Stats::bump(&inner.stats.handshakes_ok);
+    inner.pool.adopt(peer, &conn).await;
     tracing::debug!(%peer, "connection accepted");
+    serve_streams(inner, service, gossip, peer, conn).await;
+}
+
+/// Serves the streams the peer opens on `conn` (ours or theirs) until it closes.
+async fn serve_streams<S: Service>(
+    inner: Arc<Inner>,
+    service: Arc<S>,
+    gossip: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    peer: SocketAddr,
+    conn: quinn::Connection,
+) {
     loop {
         tokio::select! {
             bi = conn.accept_bi() => match bi {

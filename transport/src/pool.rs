@@ -14,9 +14,17 @@ use crate::error::TransportError;
 use crate::stats::Stats;
 use crate::tls::SERVER_NAME;
 
+/// Connections replaced by a newer one are kept open (dropping quinn's last handle
+/// closes a connection, which the peer may still be using) until they close, up to this
+/// many per peer.
+const MAX_SPARE: usize = 4;
+
 #[derive(Debug, Default)]
 struct PeerSlot {
+    /// The connection requests to this peer use: the newest one, ours or theirs.
     conn: Option<quinn::Connection>,
+    /// Older connections, kept open for the peer.
+    spare: Vec<quinn::Connection>,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
@@ -28,19 +36,19 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// A live connection to `peer`, made now if needed.
+    /// A live connection to `peer`, made now if needed; `true` if it was just made.
     pub(crate) async fn connection(
         &self,
         endpoint: &quinn::Endpoint,
         config: &TransportConfig,
         stats: &Stats,
         peer: SocketAddr,
-    ) -> Result<quinn::Connection, TransportError> {
+    ) -> Result<(quinn::Connection, bool), TransportError> {
         let slot = self.peers.lock().unwrap_or_else(PoisonError::into_inner).entry(peer).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(conn) = &slot.conn {
             if conn.close_reason().is_none() {
-                return Ok(conn.clone());
+                return Ok((conn.clone(), false));
             }
             slot.conn = None;
         }
@@ -68,8 +76,8 @@ impl Pool {
         match result {
             Ok(conn) => {
                 Stats::bump(&stats.handshakes_ok);
-                *slot = PeerSlot { conn: Some(conn.clone()), ..PeerSlot::default() };
-                Ok(conn)
+                slot.use_newest(conn.clone());
+                Ok((conn, true))
             }
             Err(err) => {
                 slot.failures = slot.failures.saturating_add(1);
@@ -82,6 +90,14 @@ impl Pool {
         }
     }
 
+    /// Uses a connection the peer opened to us for our requests to it too. A peer that
+    /// restarted on the same address reaches us with a new connection before our old
+    /// one to it times out; without this, our messages to it would go down the dead one.
+    pub(crate) async fn adopt(&self, peer: SocketAddr, conn: &quinn::Connection) {
+        let slot = self.peers.lock().unwrap_or_else(PoisonError::into_inner).entry(peer).or_default().clone();
+        slot.lock().await.use_newest(conn.clone());
+    }
+
     /// Forgets a connection that broke, so the next request reconnects at once.
     pub(crate) fn forget(&self, peer: SocketAddr, conn: &quinn::Connection) {
         let slot = self.peers.lock().unwrap_or_else(PoisonError::into_inner).get(&peer).cloned();
@@ -91,6 +107,25 @@ impl Pool {
         {
             slot.conn = None;
         }
+    }
+}
+
+impl PeerSlot {
+    /// Makes `conn` the connection to use; the previous one becomes a spare.
+    fn use_newest(&mut self, conn: quinn::Connection) {
+        if let Some(old) = self.conn.take()
+            && old.stable_id() != conn.stable_id()
+        {
+            self.spare.push(old);
+        }
+        self.spare.retain(|c| c.close_reason().is_none());
+        if self.spare.len() > MAX_SPARE {
+            self.spare.remove(0);
+        }
+        self.conn = Some(conn);
+        self.failures = 0;
+        self.retry_at = None;
+        self.last_error.clear();
     }
 }
 

@@ -1,0 +1,89 @@
+//! 100 sites in one process, over chitchat's in-memory transport: every view converges
+//! to all 100 live sites, and one site's new db reaches every view.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use cairn_gossip::summary::SiteSummary;
+use cairn_gossip::{Gossip, GossipConfig, SiteSnapshot, SiteState};
+use cairn_inventory::{ClusterId, DbName, DbRecord, Hlc, Retention, Role, SiteId};
+use chitchat::transport::ChannelTransport;
+
+const N: usize = 100;
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16))
+}
+
+fn snapshot(i: usize) -> SiteSnapshot {
+    SiteSnapshot {
+        site: SiteSummary {
+            role: Role::Core,
+            addr: addr(i).to_string(),
+            version: "test".into(),
+            started_ms: 0,
+            zone: Some(format!("z{}", i % 3)),
+            capacity: 100,
+            leaving: false,
+        },
+        dbs: vec![],
+        replicas: vec![],
+        plans: vec![],
+    }
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_sites_converge() {
+    let transport = ChannelTransport::with_mtu(65_507);
+    let config = GossipConfig {
+        interval: Duration::from_millis(100),
+        seeds: (0..3).map(|i| addr(i).to_string()).collect(),
+        ..GossipConfig::default()
+    };
+    let mut sites = Vec::new();
+    for i in 0..N {
+        let id = SiteId(i as u128 + 1);
+        sites.push(
+            Gossip::start(id, ClusterId(7), addr(i), &transport, config.clone(), &snapshot(i)).await.unwrap(),
+        );
+    }
+    let all_live = |sites: &[Gossip]| {
+        sites.iter().all(|g| {
+            let v = g.view();
+            v.sites.len() == N && v.sites.iter().all(|s| s.state == SiteState::Live)
+        })
+    };
+    let took =
+        wait_until("every view has 100 live sites", Duration::from_secs(60), || all_live(&sites)).await;
+    eprintln!("100 sites: every view complete after {took:?}");
+
+    let mut changed = snapshot(7);
+    changed.dbs.push(DbRecord {
+        name: DbName::new("orders").unwrap(),
+        shards: 8,
+        replication: 3,
+        retention: Retention::default(),
+        created: Hlc { wall_ms: 1, logical: 0 },
+        origin: SiteId(8),
+    });
+    assert_eq!(sites[7].publish(&changed).await, 1, "only the new key is published");
+    let name = DbName::new("orders").unwrap();
+    let took = wait_until("the new db is in every view", Duration::from_secs(30), || {
+        sites.iter().all(|g| g.view().db(&name).is_some_and(|d| d.shards == 8 && d.origin == SiteId(8)))
+    })
+    .await;
+    eprintln!("100 sites: one new key everywhere after {took:?}");
+    assert_eq!(sites[7].publish(&changed).await, 0, "nothing changed, nothing published");
+    for g in sites {
+        g.shutdown().await;
+    }
+}

@@ -1,0 +1,218 @@
+//! Gossip between real sites: in one process (2,000 replicas over QUIC) and as five
+//! separate processes (changes, SIGKILL, restart, a foreign cluster kept out).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_gossip::{ClusterView, GossipConfig};
+use cairn_inventory::{DbName, DbRecord, Hlc, ReplicaState, Retention};
+use cairn_node::site::{Site, SiteOptions};
+use cairn_transport::tls;
+
+fn fast_gossip(seeds: Vec<String>) -> GossipConfig {
+    GossipConfig { interval: Duration::from_millis(100), seeds, ..GossipConfig::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_with_2000_replicas_gossips_them_all() {
+    let root = tempfile::tempdir().unwrap();
+    let cluster = root.path().join("cluster");
+    tls::init_cluster_dir(&cluster).unwrap();
+    let mut a = SiteOptions::new(root.path().join("a"), "127.0.0.1:0".parse().unwrap(), cluster.clone());
+    a.gossip = fast_gossip(vec![]);
+    let a = Site::start(a).await.unwrap();
+    let name = DbName::new("wide").unwrap();
+    let me = a.inventory.identity().site_id;
+    a.inventory
+        .put_db(&DbRecord {
+            name: name.clone(),
+            shards: 2000,
+            replication: 1,
+            retention: Retention::default(),
+            created: Hlc { wall_ms: 1, logical: 0 },
+            origin: me,
+        })
+        .unwrap();
+    for shard in 0..2000 {
+        a.inventory.set_replica(&name, shard, ReplicaState::Ready).unwrap();
+    }
+    let mut b = SiteOptions::new(root.path().join("b"), "127.0.0.1:0".parse().unwrap(), cluster);
+    b.gossip = fast_gossip(vec![a.endpoint.local_addr().to_string()]);
+    let b = Site::start(b).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let view = b.view();
+        let held = view.site(me).map_or(0, |s| s.replicas);
+        let placed =
+            view.db(&name).map_or(0, |d| d.placement.iter().filter(|s| !s.replicas.is_empty()).count());
+        if held == 2000 && placed == 2000 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "after 60 s b sees {held} replicas, {placed} placed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("2,000 replicas reached the other site in {:?}", start.elapsed());
+    // Chitchat's packets stayed within its limit: the carriage refuses larger ones.
+    assert_eq!(b.endpoint.stats().request_errors, 0);
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// A `cairn start` child process.
+struct Proc {
+    child: Child,
+    site_id: String,
+    port: u16,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn(data: &Path, cluster: &Path, port: u16, seed: Option<u16>) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(["start", "--listen", &format!("127.0.0.1:{port}"), "--gossip-interval-ms", "100"])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--cluster-dir")
+        .arg(cluster)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(seed) = seed {
+        cmd.args(["--seed", &format!("127.0.0.1:{seed}")]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut banner).unwrap();
+    let site_id = banner.split_whitespace().nth(1).expect("a banner").to_owned();
+    Proc { child, site_id, port }
+}
+
+fn dump(port: u16, cluster: &Path) -> Option<ClusterView> {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["dump", "--format", "json", "--timeout", "3", "--node", &format!("127.0.0.1:{port}")])
+        .arg("--cluster-dir")
+        .arg(cluster)
+        .output()
+        .unwrap();
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn wait_views(
+    what: &str,
+    limit: Duration,
+    ports: &[u16],
+    cluster: &Path,
+    ok: impl Fn(&ClusterView) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if ports.iter().all(|p| dump(*p, cluster).is_some_and(|v| ok(&v))) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn state_of(view: &ClusterView, site: &str) -> Option<String> {
+    view.sites.iter().find(|s| s.site_id.to_string() == site).map(|s| format!("{:?}", s.state).to_lowercase())
+}
+
+#[test]
+fn five_processes_share_one_view_through_kills_and_restarts() {
+    let root = tempfile::tempdir().unwrap();
+    let cluster = root.path().join("cluster");
+    tls::init_cluster_dir(&cluster).unwrap();
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let mut procs: Vec<Proc> = (0..5)
+        .map(|i| spawn(&root.path().join(format!("s{i}")), &cluster, ports[i], (i > 0).then_some(ports[0])))
+        .collect();
+    let ids: Vec<String> = procs.iter().map(|p| p.site_id.clone()).collect();
+
+    let took = wait_views("five live sites everywhere", Duration::from_secs(30), &ports, &cluster, |v| {
+        ids.iter().all(|id| state_of(v, id).as_deref() == Some("live"))
+    });
+    eprintln!("5 processes: all live in every view after {took:?}");
+
+    // A change on one site reaches every view.
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "ctl",
+            "--node",
+            &format!("127.0.0.1:{}", ports[3]),
+            "db",
+            "create",
+            "events",
+            "--shards",
+            "8",
+        ])
+        .arg("--cluster-dir")
+        .arg(&cluster)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = DbName::new("events").unwrap();
+    let took = wait_views("the new db everywhere", Duration::from_secs(20), &ports, &cluster, |v| {
+        v.db(&events).is_some_and(|d| d.shards == 8 && d.origin.to_string() == ids[3])
+    });
+    eprintln!("5 processes: a db created on one site in every view after {took:?}");
+
+    // SIGKILL: dead in every other view within the failure detector's bound.
+    let victim = procs.remove(2);
+    let (victim_id, victim_port) = (victim.site_id.clone(), victim.port);
+    drop(victim); // kill -9
+    let others: Vec<u16> = ports.iter().copied().filter(|p| *p != victim_port).collect();
+    let took =
+        wait_views("the killed site dead everywhere", Duration::from_secs(30), &others, &cluster, |v| {
+            state_of(v, &victim_id).as_deref() == Some("dead")
+        });
+    eprintln!("5 processes: SIGKILLed site dead in every view after {took:?}");
+
+    // Restarted on the same data dir: same site id, a new generation, live everywhere.
+    let old_generation = dump(ports[0], &cluster)
+        .unwrap()
+        .sites
+        .iter()
+        .find(|s| s.site_id.to_string() == victim_id)
+        .unwrap()
+        .generation;
+    let back = spawn(&root.path().join("s2"), &cluster, victim_port, Some(ports[0]));
+    assert_eq!(back.site_id, victim_id);
+    let took =
+        wait_views("the restarted site live everywhere", Duration::from_secs(30), &ports, &cluster, |v| {
+            v.sites.iter().any(|s| {
+                s.site_id.to_string() == victim_id
+                    && s.state == cairn_gossip::SiteState::Live
+                    && s.generation > old_generation
+            })
+        });
+    eprintln!("5 processes: restarted site live again in every view after {took:?}");
+    procs.push(back);
+
+    // A site of another cluster, seeded at us, joins nobody's view and sees nobody.
+    let other = root.path().join("other-cluster");
+    tls::init_cluster_dir(&other).unwrap();
+    let intruder_port = free_port();
+    let intruder = spawn(&root.path().join("intruder"), &other, intruder_port, Some(ports[0]));
+    std::thread::sleep(Duration::from_secs(2));
+    for port in &ports {
+        let view = dump(*port, &cluster).unwrap();
+        assert_eq!(view.sites.len(), 5, "site on port {port} lists {} sites", view.sites.len());
+        assert!(state_of(&view, &intruder.site_id).is_none());
+    }
+    let theirs = dump(intruder_port, &other).unwrap();
+    assert_eq!(theirs.sites.len(), 1, "the intruder learned of {} sites", theirs.sites.len());
+}
