@@ -1,6 +1,7 @@
 //! `cairn-bench`: runs load scenarios against real cairn components and compares each
 //! figure with a baseline measured in the same run (see bench/README.md).
 
+mod gossip;
 mod report;
 mod store;
 mod transport;
@@ -15,6 +16,8 @@ enum Scenario {
     Store,
     /// Request round trips and bulk stream MB/s vs raw TCP.
     Transport,
+    /// Convergence rounds and bytes per site vs plain chitchat over UDP.
+    Gossip,
     /// Every scenario above, in order.
     All,
 }
@@ -47,6 +50,9 @@ fn main() -> anyhow::Result<()> {
     }
     if all || args.scenario == Scenario::Transport {
         transport::run(&reporter, args.smoke)?;
+    }
+    if all || args.scenario == Scenario::Gossip {
+        gossip::run(&reporter, args.smoke)?;
     }
     println!("results appended under {}", dir.display());
     Ok(())

@@ -97,13 +97,19 @@ impl Reporter {
     /// Prints the summary line and appends the JSON object.
     pub(crate) fn record(&self, m: &Measurement) -> anyhow::Result<()> {
         let verdict = match m.aim {
-            Some(aim) if m.ratio >= aim => format!(" (aim ≥ {aim}: met)"),
-            Some(aim) => format!(" (aim ≥ {aim}: NOT met)"),
+            Some(aim) if m.ratio >= aim => format!(" (aim ≥ {aim:.2}: met)"),
+            Some(aim) => format!(" (aim ≥ {aim:.2}: NOT met)"),
             None => String::new(),
         };
         println!(
-            "{:<10} {:<34} ours {:>12.0} {}  {} {:>12.0}  ratio {:.3}{verdict}",
-            m.scenario, m.name, m.ours, m.unit, m.baseline_name, m.baseline, m.ratio
+            "{:<10} {:<38} ours {:>12} {}  {} {:>12}  ratio {:.3}{verdict}",
+            m.scenario,
+            m.name,
+            figure(m.ours),
+            m.unit,
+            m.baseline_name,
+            figure(m.baseline),
+            m.ratio
         );
         let mut object = serde_json::to_value(m)?;
         let extra = serde_json::json!({
@@ -124,6 +130,11 @@ impl Reporter {
         writeln!(file, "{}", serde_json::to_string(&object)?)?;
         Ok(())
     }
+}
+
+/// A figure with as many decimals as it needs to be read.
+fn figure(x: f64) -> String {
+    if x.abs() >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") }
 }
 
 /// The median of some figures (the mean of the middle two for an even count).

@@ -215,4 +215,27 @@ fn five_processes_share_one_view_through_kills_and_restarts() {
     }
     let theirs = dump(intruder_port, &other).unwrap();
     assert_eq!(theirs.sites.len(), 1, "the intruder learned of {} sites", theirs.sites.len());
+
+    // The table for people lists every site.
+    let table = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["dump", "--node", &format!("127.0.0.1:{}", ports[4])])
+        .arg("--cluster-dir")
+        .arg(&cluster)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("SITES (5)") && text.contains("events"), "{text}");
+
+    // A site stopped with SIGTERM says goodbye: `left`, not `dead`.
+    let leaving = procs.remove(1);
+    let leaving_id = leaving.site_id.clone();
+    let status = Command::new("kill").args(["-TERM", &leaving.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let remaining: Vec<u16> = procs.iter().map(|p| p.port).collect();
+    let took =
+        wait_views("the stopped site left everywhere", Duration::from_secs(30), &remaining, &cluster, |v| {
+            state_of(v, &leaving_id).as_deref() == Some("left")
+        });
+    eprintln!("5 processes: a site stopped with SIGTERM is `left` in every view after {took:?}");
+    drop(leaving);
 }
