@@ -259,7 +259,10 @@ pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
     let sizes: Vec<usize> = match std::env::var("CAIRN_BENCH_GOSSIP_SIZES") {
         Ok(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
         Err(_) if smoke => vec![10],
-        Err(_) => vec![10, 50, 100],
+        // 100 QUIC endpoints with their chitchats in one process did not converge within
+        // the run limit on the 2-core machine (see bench/README.md); ask for it with
+        // CAIRN_BENCH_GOSSIP_SIZES=10,50,100 on a bigger one.
+        Err(_) => vec![10, 50],
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
