@@ -10,6 +10,7 @@ use cairn_gossip::{ClusterView, GossipConfig};
 use cairn_inventory::{DbName, DbRecord, Hlc, ReplicaState, Retention};
 use cairn_node::site::{Site, SiteOptions};
 use cairn_transport::tls;
+use cairn_transport::{Request, Response};
 
 fn fast_gossip(seeds: Vec<String>) -> GossipConfig {
     GossipConfig { interval: Duration::from_millis(100), seeds, ..GossipConfig::default() }
@@ -59,6 +60,61 @@ async fn a_site_with_2000_replicas_gossips_them_all() {
     eprintln!("2,000 replicas reached the other site in {:?}", start.elapsed());
     // Chitchat's packets stayed within its limit: the carriage refuses larger ones.
     assert_eq!(b.endpoint.stats().request_errors, 0);
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sites_creating_one_db_with_different_settings_agree_on_one() {
+    let root = tempfile::tempdir().unwrap();
+    let cluster = root.path().join("cluster");
+    tls::init_cluster_dir(&cluster).unwrap();
+    let mut a = SiteOptions::new(root.path().join("a"), "127.0.0.1:0".parse().unwrap(), cluster.clone());
+    a.gossip = fast_gossip(vec![]);
+    let a = Site::start(a).await.unwrap();
+    let mut b = SiteOptions::new(root.path().join("b"), "127.0.0.1:0".parse().unwrap(), cluster);
+    b.gossip = fast_gossip(vec![a.endpoint.local_addr().to_string()]);
+    let b = Site::start(b).await.unwrap();
+    let name = DbName::new("dup").unwrap();
+    let create = |shards| Request::CreateDb {
+        name: name.clone(),
+        shards,
+        replication: 1,
+        retention: Retention::default(),
+    };
+    // Both at the same moment, each through a different site, before either hears of the other's.
+    let (four, eight) = (create(4), create(8));
+    let (ra, rb) = tokio::join!(
+        a.endpoint.request(b.endpoint.local_addr(), &four),
+        b.endpoint.request(a.endpoint.local_addr(), &eight),
+    );
+    assert!(matches!(ra.unwrap(), Response::DbCreated { created: true }));
+    assert!(matches!(rb.unwrap(), Response::DbCreated { created: true }));
+    let start = Instant::now();
+    let (va, vb) = loop {
+        let (va, vb) = (a.view(), b.view());
+        let conflicts = |v: &ClusterView| {
+            v.warnings
+                .iter()
+                .filter(|w| matches!(w, cairn_gossip::view::Warning::ConflictingDb { .. }))
+                .count()
+        };
+        if va.db(&name).is_some()
+            && va.db(&name) == vb.db(&name)
+            && conflicts(&va) == 1
+            && conflicts(&vb) == 1
+        {
+            break (va, vb);
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the two views did not agree on one db");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The winner is the earlier creation by HLC (then the lower site id), the same on both.
+    let winner = va.db(&name).unwrap();
+    let records = [a.inventory.db(&name).unwrap().unwrap(), b.inventory.db(&name).unwrap().unwrap()];
+    let first = records.iter().min_by_key(|r| (r.created, r.origin)).unwrap();
+    assert_eq!((winner.shards, winner.origin, winner.created), (first.shards, first.origin, first.created));
+    assert_eq!(vb.db(&name).unwrap().shards, winner.shards);
     b.shutdown().await;
     a.shutdown().await;
 }

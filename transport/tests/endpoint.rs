@@ -332,3 +332,19 @@ async fn gossip_messages_arrive_with_the_senders_listening_address() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     assert!(a.send_gossip(silent.local_addr().unwrap(), vec![1]));
 }
+
+#[tokio::test]
+async fn handshakes_past_the_threshold_must_prove_their_address() {
+    let ca = ClusterCa::generate().unwrap();
+    // Threshold 0: every new connection is sent a QUIC retry first.
+    let config = TransportConfig { retry_above_handshakes: 0, ..TransportConfig::default() };
+    let (server, _) =
+        Endpoint::serve(loopback(), &creds(&ca, "server"), config, Arc::new(Counting(AtomicU64::new(0))))
+            .unwrap();
+    let client =
+        Endpoint::client(&creds(&ca, "client"), TransportConfig::default(), server.local_addr()).unwrap();
+    let response = client.request(server.local_addr(), &Request::Status).await.unwrap();
+    assert!(matches!(response, Response::Status(_)), "a client that answers the retry is served");
+    assert_eq!(server.stats().retries_sent, 1);
+    assert_eq!(server.stats().handshakes_ok, 1);
+}
