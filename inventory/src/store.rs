@@ -288,6 +288,11 @@ impl Inventory {
     }
 }
 
+/// How long `open` keeps trying a held lock before calling the data dir in use. A lock
+/// can be held for a moment by a child process forked (but not yet exec'd) while the
+/// previous holder closed it; a real second site holds it for good.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Takes the data dir's lock file, or says who has it.
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
@@ -297,10 +302,18 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|source| InventoryError::Io { path: path.clone(), source })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(InventoryError::Locked { path: dir.to_owned(), lock: path }),
-        Err(TryLockError::Error(source)) => Err(InventoryError::Io { path, source }),
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_PATIENCE => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(InventoryError::Locked { path: dir.to_owned(), lock: path });
+            }
+            Err(TryLockError::Error(source)) => return Err(InventoryError::Io { path, source }),
+        }
     }
 }
 
