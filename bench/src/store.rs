@@ -26,7 +26,7 @@ pub(crate) struct StoreParams {
 impl StoreParams {
     pub(crate) fn new(smoke: bool) -> Self {
         if smoke {
-            Self { batches: 40, batch: 1000, entry_bytes: 256, repeats: 3 }
+            Self { batches: 60, batch: 1000, entry_bytes: 256, repeats: 5 }
         } else {
             Self { batches: 400, batch: 1000, entry_bytes: 256, repeats: 5 }
         }

@@ -155,6 +155,8 @@ struct LogTxn<'i> {
     meta: ShardLogMeta,
     frontiers: BTreeMap<SiteId, FrontierRecord>,
     buf: Vec<u8>,
+    /// Reused for entry keys.
+    key: Vec<u8>,
     now_ms: u64,
 }
 
@@ -166,6 +168,7 @@ impl<'i> LogTxn<'i> {
                 .unwrap_or_default();
         Ok(Self {
             inv,
+            key: shard_key.clone(),
             shard_key,
             meta,
             frontiers: BTreeMap::new(),
@@ -193,8 +196,10 @@ impl<'i> LogTxn<'i> {
         let stored = StoredEntryRef { id, origin_ms, payload, arrived_ms: self.now_ms };
         crate::codec::encode_checked_into(&stored, &mut self.buf)
             .map_err(|source| InventoryError::Encode { what: "log entry", source })?;
-        let key = keys::with_u64(&self.shard_key, self.meta.next_arrival);
-        self.inv.tables.log_entries.put(txn, &key, &self.buf)?;
+        // The entry key is the shard key plus the arrival number; reuse one buffer.
+        self.key.truncate(self.shard_key.len());
+        self.key.extend_from_slice(&self.meta.next_arrival.to_be_bytes());
+        self.inv.tables.log_entries.put(txn, &self.key, &self.buf)?;
         self.meta.next_arrival += 1;
         self.meta.entries += 1;
         self.meta.bytes += payload.len() as u64;
@@ -208,19 +213,20 @@ impl<'i> LogTxn<'i> {
     /// now continue it.
     fn raise(&mut self, txn: &mut RwTxn<'_>, origin: SiteId, to: u64) -> Result<()> {
         let early_table = self.inv.tables.log_early;
-        let shard_key = self.shard_key.clone();
-        let record = self.frontier(txn, origin)?;
+        self.frontier(txn, origin)?;
+        let Self { frontiers, shard_key, .. } = self;
+        let record = frontiers.get_mut(&origin).expect("loaded above");
         if to > record.contiguous && record.early > 0 {
             // Early entries the jump passes over are now below the frontier.
-            let from = keys::early(&shard_key, origin, record.contiguous + 1);
-            let upto = keys::early(&shard_key, origin, to);
+            let from = keys::early(shard_key, origin, record.contiguous + 1);
+            let upto = keys::early(shard_key, origin, to);
             let range = (Bound::Included(&from[..]), Bound::Included(&upto[..]));
             let passed = early_table.delete_range(txn, &range)?;
             record.early = record.early.saturating_sub(passed as u64);
         }
         record.contiguous = record.contiguous.max(to);
         while record.early > 0
-            && early_table.delete(txn, &keys::early(&shard_key, origin, record.contiguous + 1))?
+            && early_table.delete(txn, &keys::early(shard_key, origin, record.contiguous + 1))?
         {
             record.contiguous += 1;
             record.early -= 1;
