@@ -151,7 +151,8 @@ impl FromStr for DbName {
 
 impl fmt::Display for DbName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad` honours width and alignment, so tables line up.
+        f.pad(&self.0)
     }
 }
 

@@ -6,6 +6,7 @@ mod cluster_cmd;
 mod ctl_cmd;
 mod dump_cmd;
 mod inventory_cmd;
+mod local_cmd;
 mod logging;
 mod start_cmd;
 
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run one site in the foreground until SIGINT or SIGTERM.
     Start(start_cmd::StartArgs),
+    /// Run a whole local cluster (N sites as child processes) and watch its view.
+    Local(local_cmd::LocalArgs),
     /// Operate a running site.
     Ctl(ctl_cmd::CtlArgs),
     /// Print the cluster view as one site holds it.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     logging::init(&cli.log);
     let result = match cli.command {
         Command::Start(args) => start_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Local(args) => local_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Ctl(args) => ctl_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Dump(args) => dump_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Cluster(cmd) => cluster_cmd::run(cmd).map(|()| ExitCode::SUCCESS),

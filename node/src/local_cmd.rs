@@ -1,0 +1,180 @@
+//! `cairn local`: a whole cluster on this machine, in one command.
+//!
+//! Makes the cluster's certificates under the data root (once), starts N sites as child
+//! processes on consecutive loopback ports, creates a demo db, and prints the cluster
+//! view until SIGINT or SIGTERM, which stop every child cleanly. Run again on the same
+//! data root, it starts the same sites (same ids, same data).
+
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cairn_gossip::ClusterView;
+use cairn_inventory::{DbName, Retention};
+use cairn_transport::tls;
+use cairn_transport::{Request, Response};
+use clap::Args;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::client::{Client, ConnArgs};
+use crate::dump_cmd::{fetch, render_table};
+
+#[derive(Debug, Args)]
+pub(crate) struct LocalArgs {
+    /// Number of sites.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    nodes: u16,
+    /// Port of the first site; the others follow (127.0.0.1:P, P+1, …).
+    #[arg(long, default_value_t = 7001, value_parser = clap::value_parser!(u16).range(1024..=65000))]
+    base_port: u16,
+    /// Where the sites' data dirs and the cluster's certificates live.
+    #[arg(long, value_name = "DIR", default_value = "./cairn-data")]
+    data_root: PathBuf,
+    /// Seconds between view refreshes.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    refresh: u64,
+}
+
+/// The demo db `cairn local` creates.
+const DEMO_DB: &str = "demo";
+
+/// Child sites, stopped (SIGTERM, then SIGKILL after a grace period) when dropped.
+struct Children(Vec<(u16, Child)>);
+
+impl Children {
+    fn stop(&mut self) {
+        for (_, child) in &self.0 {
+            // SAFETY: kill(2) with a pid we spawned; it has no memory effects.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (port, child) in &mut self.0 {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        eprintln!("site on port {port} did not stop in 10 s; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_site(root: &Path, cluster: &Path, i: u16, args: &LocalArgs) -> anyhow::Result<(Child, String)> {
+    let port = args.base_port + i;
+    let data = root.join(format!("site{}", i + 1));
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let log = std::fs::File::create(data.join("cairn.log")).context("creating the site's log file")?;
+    let seed = if i == 0 { args.base_port + 1 } else { args.base_port };
+    let mut command = Command::new(std::env::current_exe().context("finding the cairn binary")?);
+    command
+        .arg("start")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--cluster-dir")
+        .arg(cluster)
+        .stdout(Stdio::piped())
+        .stderr(log);
+    if args.nodes > 1 {
+        command.args(["--seed", &format!("127.0.0.1:{seed}")]);
+    }
+    let mut child = command.spawn().context("starting a site")?;
+    let mut banner = String::new();
+    let stdout = child.stdout.take().context("the site's stdout")?;
+    BufReader::new(stdout).read_line(&mut banner)?;
+    if banner.is_empty() {
+        let status = child.wait()?;
+        bail!("site {} on port {port} exited ({status}); see {}", i + 1, data.join("cairn.log").display());
+    }
+    Ok((child, banner.trim().to_owned()))
+}
+
+pub(crate) fn run(args: LocalArgs) -> anyhow::Result<()> {
+    let root = args.data_root.clone();
+    let cluster = root.join("cluster");
+    if !cluster.join(tls::CA_KEY).exists() {
+        let id = tls::init_cluster_dir(&cluster).context("creating the cluster's certificates")?;
+        println!("created cluster {id} in {}", cluster.display());
+    }
+    let mut children = Children(Vec::new());
+    for i in 0..args.nodes {
+        let (child, banner) = spawn_site(&root, &cluster, i, &args)?;
+        println!("{banner}");
+        children.0.push((args.base_port + i, child));
+    }
+    if root != Path::new("./cairn-data") {
+        println!("to use ctl and dump from here: export CAIRN_CLUSTER_DIR={}", cluster.display());
+    }
+    let conn = ConnArgs {
+        node: SocketAddr::from(([127, 0, 0, 1], args.base_port)),
+        cluster_dir: cluster.clone(),
+        timeout: 10,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(watch(&conn, &args, &mut children));
+    children.stop();
+    result
+}
+
+/// Creates the demo db, then prints the view until a signal (or a site dies).
+async fn watch(conn: &ConnArgs, args: &LocalArgs, children: &mut Children) -> anyhow::Result<()> {
+    let client = Client::new(conn)?;
+    let replication = u32::from(args.nodes).min(2);
+    let demo = Request::CreateDb {
+        name: DbName::new(DEMO_DB)?,
+        shards: 4,
+        replication,
+        retention: Retention::default(),
+    };
+    match client.request(&demo).await? {
+        Response::DbCreated { created: true } => println!("created db {DEMO_DB} (4 shards × {replication})"),
+        Response::DbCreated { created: false } => println!("db {DEMO_DB} is there from an earlier run"),
+        Response::Rejected { reason } => println!("db {DEMO_DB} not created: {reason}"),
+        other => bail!("unexpected answer to db create: {other:?}"),
+    }
+    println!("(writes to dbs come with shard data, which is not built yet)");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        for (port, child) in &mut children.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!("the site on port {port} exited ({status}); see its cairn.log");
+            }
+        }
+        match fetch(&client).await.and_then(|json| Ok(serde_json::from_str::<ClusterView>(&json)?)) {
+            Ok(view) => {
+                if terminal {
+                    print!("\x1b[2J\x1b[H");
+                }
+                print!("{}", render_table(&view));
+                println!("\n(Ctrl-C stops every site)");
+            }
+            Err(error) => eprintln!("no view yet: {error:#}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(args.refresh)) => {}
+            _ = term.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    println!("stopping {} sites…", children.0.len());
+    client.close().await;
+    Ok(())
+}
