@@ -3,6 +3,7 @@
 mod addr;
 mod client;
 mod cluster_cmd;
+mod config;
 mod ctl_cmd;
 mod dump_cmd;
 mod inventory_cmd;
@@ -43,6 +44,18 @@ enum Command {
     Inventory(inventory_cmd::InventoryCommand),
 }
 
+/// A bad setting or argument found after parsing (exit code 2, like clap's own).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(String);
+
+impl UsageError {
+    /// Wraps any error's full text.
+    pub(crate) fn from_err(err: &anyhow::Error) -> anyhow::Error {
+        Self(format!("{err:#}")).into()
+    }
+}
+
 /// `cairn --version` shows the store format too, since that decides which data dirs
 /// this build can open.
 fn version() -> &'static str {
@@ -65,6 +78,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(err) if err.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

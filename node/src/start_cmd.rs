@@ -1,64 +1,96 @@
 //! `cairn start`: run one site in the foreground until SIGINT or SIGTERM.
+//!
+//! Settings come from flags, then `CAIRN_*` environment variables, then the TOML file of
+//! `--config`, then defaults (see [`crate::config`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use cairn_inventory::Role;
-use cairn_node::site::{Site, SiteOptions};
+use cairn_node::site::Site;
 use clap::Args;
 
+use crate::UsageError;
 use crate::addr::parse_addr;
+use crate::config::{FileConfig, GossipSection};
 
 #[derive(Debug, Args)]
 pub(crate) struct StartArgs {
     /// The site's data dir (created on first start).
     #[arg(long, value_name = "DIR", env = "CAIRN_DATA_DIR")]
-    data_dir: PathBuf,
-    /// The UDP address to listen on; peers and the CLI reach the site there.
-    #[arg(long, value_name = "HOST:PORT", env = "CAIRN_LISTEN", default_value = "127.0.0.1:7001", value_parser = parse_addr)]
-    listen: SocketAddr,
-    /// Credentials dir (ca.pem, cert.pem, key.pem), or a cluster dir with the CA key
-    /// (the site then issues itself a certificate under DATA_DIR/tls).
-    #[arg(long, value_name = "DIR", env = "CAIRN_CLUSTER_DIR", default_value = "./cairn-data/cluster")]
-    cluster_dir: PathBuf,
-    /// core sites hold replicas; replicant sites never do.
-    #[arg(long, env = "CAIRN_ROLE", default_value = "core")]
-    role: Role,
+    data_dir: Option<PathBuf>,
+    /// The UDP address to listen on; peers and the CLI reach the site there [default: 127.0.0.1:7001].
+    #[arg(long, value_name = "HOST:PORT", env = "CAIRN_LISTEN", value_parser = parse_addr)]
+    listen: Option<SocketAddr>,
+    /// Credentials dir (ca.pem, cert.pem, key.pem), or a cluster dir with the CA key (the
+    /// site then issues itself a certificate under DATA_DIR/tls) [default: ./cairn-data/cluster].
+    #[arg(long, value_name = "DIR", env = "CAIRN_CLUSTER_DIR")]
+    cluster_dir: Option<PathBuf>,
+    /// core sites hold replicas; replicant sites never do [default: core].
+    #[arg(long, env = "CAIRN_ROLE")]
+    role: Option<Role>,
     /// A site to start gossiping with (repeat, or separate with commas).
     #[arg(long = "seed", value_name = "HOST:PORT", env = "CAIRN_SEEDS", value_delimiter = ',')]
     seeds: Vec<String>,
     /// Failure-domain label (rack, zone) used to spread replicas.
     #[arg(long, env = "CAIRN_ZONE")]
     zone: Option<String>,
-    /// Relative capacity for placement (100 = the usual).
-    #[arg(long, env = "CAIRN_CAPACITY", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    capacity: u32,
-    /// Milliseconds between gossip rounds.
-    #[arg(long, env = "CAIRN_GOSSIP_INTERVAL_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
-    gossip_interval_ms: u64,
+    /// Relative capacity for placement, 1-10000 [default: 100].
+    #[arg(long, env = "CAIRN_CAPACITY")]
+    capacity: Option<u32>,
+    /// Milliseconds between gossip rounds, 10-60000 [default: 250].
+    #[arg(long, env = "CAIRN_GOSSIP_INTERVAL_MS")]
+    gossip_interval_ms: Option<u64>,
+    /// A TOML file with settings (flags and environment variables win over it).
+    #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the merged settings as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl StartArgs {
+    /// What the flags and environment variables set.
+    fn given(&self) -> FileConfig {
+        FileConfig {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            cluster_dir: self.cluster_dir.clone(),
+            role: self.role,
+            seeds: (!self.seeds.is_empty()).then(|| self.seeds.clone()),
+            zone: self.zone.clone(),
+            capacity: self.capacity,
+            gossip: GossipSection { interval_ms: self.gossip_interval_ms, ..GossipSection::default() },
+            ..FileConfig::default()
+        }
+    }
 }
 
 pub(crate) fn run(args: StartArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path).map_err(|e| UsageError::from_err(&e))?,
+        None => FileConfig::default(),
+    };
+    let merged = args.given().over(file).over(FileConfig::defaults());
+    if args.print_config {
+        print!("{}", toml::to_string_pretty(&merged).context("printing the config")?);
+        return Ok(());
+    }
+    let options = merged.to_options().map_err(|e| UsageError::from_err(&e))?;
+    let role = options.role;
+    let data_dir = options.data_dir.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let mut options = SiteOptions::new(args.data_dir.clone(), args.listen, args.cluster_dir);
-        options.role = args.role;
-        options.zone = args.zone;
-        options.capacity = args.capacity;
-        options.gossip.seeds = args.seeds;
-        options.gossip.interval = Duration::from_millis(args.gossip_interval_ms);
         let site = Site::start(options)
             .await
-            .with_context(|| format!("starting the site in {}", args.data_dir.display()))?;
+            .with_context(|| format!("starting the site in {}", data_dir.display()))?;
         let identity = site.inventory.identity();
         println!(
-            "site {} listening on {} (cluster {}, role {})",
+            "site {} listening on {} (cluster {}, role {role})",
             identity.site_id,
             site.endpoint.local_addr(),
             identity.cluster_id,
-            args.role
         );
         wait_for_signal().await?;
         eprintln!("stopping (a second signal exits at once)");

@@ -86,3 +86,79 @@ fn usage_errors_exit_2_and_bad_values_name_themselves() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("no cairn inventory"), "{}", text(&out));
 }
+
+fn cairn_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(args);
+    for key in [
+        "CAIRN_DATA_DIR",
+        "CAIRN_LISTEN",
+        "CAIRN_CLUSTER_DIR",
+        "CAIRN_ROLE",
+        "CAIRN_SEEDS",
+        "CAIRN_ZONE",
+        "CAIRN_CAPACITY",
+        "CAIRN_GOSSIP_INTERVAL_MS",
+        "CAIRN_CONFIG",
+    ] {
+        cmd.env_remove(key);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().unwrap()
+}
+
+#[test]
+fn settings_come_from_flags_then_env_then_file_then_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cairn.toml");
+    std::fs::write(
+        &file,
+        "data_dir = \"/from/file\"\nlisten = \"10.0.0.1:1\"\ncapacity = 5\nzone = \"file-zone\"\n[gossip]\ninterval_ms = 300\n",
+    )
+    .unwrap();
+    let out = cairn_env(
+        &["start", "--print-config", "--config", file.to_str().unwrap(), "--capacity", "9"],
+        &[("CAIRN_LISTEN", "127.0.0.1:9000"), ("CAIRN_CAPACITY", "7")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let merged: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(merged["capacity"].as_integer(), Some(9), "flag over env and file");
+    assert_eq!(merged["listen"].as_str(), Some("127.0.0.1:9000"), "env over file");
+    assert_eq!(merged["zone"].as_str(), Some("file-zone"), "file over default");
+    assert_eq!(merged["data_dir"].as_str(), Some("/from/file"));
+    assert_eq!(merged["gossip"]["interval_ms"].as_integer(), Some(300));
+    assert_eq!(merged["role"].as_str(), Some("core"), "default");
+    assert_eq!(merged["transport"]["request_timeout_ms"].as_integer(), Some(10_000), "default");
+}
+
+#[test]
+fn bad_settings_name_themselves_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let data = data.to_str().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "lissen = \"127.0.0.1:1\"\n").unwrap();
+    let out = cairn_env(&["start", "--data-dir", data, "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("lissen"), "{}", text(&out));
+
+    let out = cairn_env(&["start", "--data-dir", data, "--gossip-interval-ms", "5"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("interval") && text(&out).contains("10 ms"), "{}", text(&out));
+
+    let out = cairn_env(&["start", "--data-dir", data, "--capacity", "0"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("capacity"), "{}", text(&out));
+
+    let out = cairn_env(&["start", "--data-dir", data, "--listen", "nowhere"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--listen"), "{}", text(&out));
+
+    let out = cairn_env(&["start"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("data dir"), "{}", text(&out));
+
+    let out = cairn_env(&["start", "--data-dir", data, "--role", "boss"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("core or replicant"), "{}", text(&out));
+}

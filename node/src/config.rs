@@ -1,0 +1,233 @@
+//! A site's settings, merged from flags, `CAIRN_*` environment variables, a TOML file
+//! and defaults — in that order of precedence.
+//!
+//! Every field of [`FileConfig`] is optional; `cairn start --print-config` prints the
+//! merged result in the same TOML shape, so it can be saved and edited.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cairn_gossip::GossipConfig;
+use cairn_inventory::{InventoryConfig, Role};
+use cairn_node::site::SiteOptions;
+use cairn_transport::TransportConfig;
+use serde::{Deserialize, Serialize};
+
+const MIB: usize = 1 << 20;
+
+/// The TOML file (and the printed merged config). Unknown keys are refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) cluster_dir: Option<PathBuf>,
+    pub(crate) role: Option<Role>,
+    pub(crate) seeds: Option<Vec<String>>,
+    pub(crate) zone: Option<String>,
+    pub(crate) capacity: Option<u32>,
+    #[serde(default)]
+    pub(crate) gossip: GossipSection,
+    #[serde(default)]
+    pub(crate) transport: TransportSection,
+    #[serde(default)]
+    pub(crate) inventory: InventorySection,
+}
+
+/// `[gossip]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GossipSection {
+    pub(crate) interval_ms: Option<u64>,
+    pub(crate) phi_threshold: Option<f64>,
+    pub(crate) sampling_window: Option<usize>,
+    pub(crate) dead_site_grace_secs: Option<u64>,
+}
+
+/// `[transport]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TransportSection {
+    pub(crate) max_frame_bytes: Option<usize>,
+    pub(crate) max_concurrent_streams: Option<u32>,
+    pub(crate) stream_receive_window: Option<u64>,
+    pub(crate) connection_receive_window: Option<u64>,
+    pub(crate) idle_timeout_ms: Option<u64>,
+    pub(crate) keep_alive_ms: Option<u64>,
+    pub(crate) handshake_timeout_ms: Option<u64>,
+    pub(crate) connect_timeout_ms: Option<u64>,
+    pub(crate) request_timeout_ms: Option<u64>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) mtu_upper_bound: Option<u16>,
+}
+
+/// `[inventory]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InventorySection {
+    pub(crate) map_size_mib: Option<usize>,
+    pub(crate) map_growth_mib: Option<usize>,
+    pub(crate) max_map_size_mib: Option<usize>,
+    pub(crate) plan_history_limit: Option<usize>,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// `self` where set, else `lower`.
+    pub(crate) fn over(self, lower: Self) -> Self {
+        Self {
+            data_dir: self.data_dir.or(lower.data_dir),
+            listen: self.listen.or(lower.listen),
+            cluster_dir: self.cluster_dir.or(lower.cluster_dir),
+            role: self.role.or(lower.role),
+            seeds: self.seeds.or(lower.seeds),
+            zone: self.zone.or(lower.zone),
+            capacity: self.capacity.or(lower.capacity),
+            gossip: GossipSection {
+                interval_ms: self.gossip.interval_ms.or(lower.gossip.interval_ms),
+                phi_threshold: self.gossip.phi_threshold.or(lower.gossip.phi_threshold),
+                sampling_window: self.gossip.sampling_window.or(lower.gossip.sampling_window),
+                dead_site_grace_secs: self.gossip.dead_site_grace_secs.or(lower.gossip.dead_site_grace_secs),
+            },
+            transport: TransportSection {
+                max_frame_bytes: self.transport.max_frame_bytes.or(lower.transport.max_frame_bytes),
+                max_concurrent_streams: self
+                    .transport
+                    .max_concurrent_streams
+                    .or(lower.transport.max_concurrent_streams),
+                stream_receive_window: self
+                    .transport
+                    .stream_receive_window
+                    .or(lower.transport.stream_receive_window),
+                connection_receive_window: self
+                    .transport
+                    .connection_receive_window
+                    .or(lower.transport.connection_receive_window),
+                idle_timeout_ms: self.transport.idle_timeout_ms.or(lower.transport.idle_timeout_ms),
+                keep_alive_ms: self.transport.keep_alive_ms.or(lower.transport.keep_alive_ms),
+                handshake_timeout_ms: self
+                    .transport
+                    .handshake_timeout_ms
+                    .or(lower.transport.handshake_timeout_ms),
+                connect_timeout_ms: self.transport.connect_timeout_ms.or(lower.transport.connect_timeout_ms),
+                request_timeout_ms: self.transport.request_timeout_ms.or(lower.transport.request_timeout_ms),
+                max_connections: self.transport.max_connections.or(lower.transport.max_connections),
+                mtu_upper_bound: self.transport.mtu_upper_bound.or(lower.transport.mtu_upper_bound),
+            },
+            inventory: InventorySection {
+                map_size_mib: self.inventory.map_size_mib.or(lower.inventory.map_size_mib),
+                map_growth_mib: self.inventory.map_growth_mib.or(lower.inventory.map_growth_mib),
+                max_map_size_mib: self.inventory.max_map_size_mib.or(lower.inventory.max_map_size_mib),
+                plan_history_limit: self.inventory.plan_history_limit.or(lower.inventory.plan_history_limit),
+            },
+        }
+    }
+
+    /// Every setting at its default (the data dir has none).
+    pub(crate) fn defaults() -> Self {
+        let g = GossipConfig::default();
+        let t = TransportConfig::default();
+        let i = InventoryConfig::default();
+        let ms = |d: Duration| Some(d.as_millis() as u64);
+        Self {
+            data_dir: None,
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 7001))),
+            cluster_dir: Some(PathBuf::from("./cairn-data/cluster")),
+            role: Some(Role::Core),
+            seeds: Some(Vec::new()),
+            zone: None,
+            capacity: Some(100),
+            gossip: GossipSection {
+                interval_ms: ms(g.interval),
+                phi_threshold: Some(g.phi_threshold),
+                sampling_window: Some(g.sampling_window),
+                dead_site_grace_secs: Some(g.dead_site_grace.as_secs()),
+            },
+            transport: TransportSection {
+                max_frame_bytes: Some(t.max_frame_bytes),
+                max_concurrent_streams: Some(t.max_concurrent_streams),
+                stream_receive_window: Some(t.stream_receive_window),
+                connection_receive_window: Some(t.connection_receive_window),
+                idle_timeout_ms: ms(t.idle_timeout),
+                keep_alive_ms: ms(t.keep_alive),
+                handshake_timeout_ms: ms(t.handshake_timeout),
+                connect_timeout_ms: ms(t.connect_timeout),
+                request_timeout_ms: ms(t.request_timeout),
+                max_connections: Some(t.max_connections),
+                mtu_upper_bound: t.mtu_upper_bound,
+            },
+            inventory: InventorySection {
+                map_size_mib: Some(i.map_size / MIB),
+                map_growth_mib: Some(i.map_growth / MIB),
+                max_map_size_mib: Some(i.max_map_size / MIB),
+                plan_history_limit: Some(i.plan_history_limit),
+            },
+        }
+    }
+
+    /// The site options these settings describe, checked.
+    pub(crate) fn to_options(&self) -> anyhow::Result<SiteOptions> {
+        let Some(data_dir) = self.data_dir.clone() else {
+            bail!("no data dir: give --data-dir, CAIRN_DATA_DIR or data_dir in the config file");
+        };
+        let d = Self::defaults();
+        let pick = |a: Option<u64>, b: Option<u64>| Duration::from_millis(a.or(b).unwrap_or_default());
+        let mut o = SiteOptions::new(
+            data_dir,
+            self.listen.or(d.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001))),
+            self.cluster_dir.clone().or(d.cluster_dir).unwrap_or_default(),
+        );
+        o.role = self.role.unwrap_or_default();
+        o.zone = self.zone.clone();
+        o.capacity = self.capacity.unwrap_or(100);
+        if !(1..=10_000).contains(&o.capacity) {
+            bail!("invalid capacity {}: must be between 1 and 10000", o.capacity);
+        }
+        let (g, dg) = (&self.gossip, &d.gossip);
+        o.gossip = GossipConfig {
+            interval: pick(g.interval_ms, dg.interval_ms),
+            seeds: self.seeds.clone().unwrap_or_default(),
+            phi_threshold: g.phi_threshold.or(dg.phi_threshold).unwrap_or(8.0),
+            sampling_window: g.sampling_window.or(dg.sampling_window).unwrap_or(100),
+            dead_site_grace: Duration::from_secs(
+                g.dead_site_grace_secs.or(dg.dead_site_grace_secs).unwrap_or(3600),
+            ),
+            ..GossipConfig::default()
+        };
+        o.gossip.validate()?;
+        let (t, dt) = (&self.transport, &d.transport);
+        let base = TransportConfig::default();
+        o.transport = TransportConfig {
+            max_frame_bytes: t.max_frame_bytes.unwrap_or(base.max_frame_bytes),
+            max_concurrent_streams: t.max_concurrent_streams.unwrap_or(base.max_concurrent_streams),
+            stream_receive_window: t.stream_receive_window.unwrap_or(base.stream_receive_window),
+            connection_receive_window: t.connection_receive_window.unwrap_or(base.connection_receive_window),
+            idle_timeout: pick(t.idle_timeout_ms, dt.idle_timeout_ms),
+            keep_alive: pick(t.keep_alive_ms, dt.keep_alive_ms),
+            handshake_timeout: pick(t.handshake_timeout_ms, dt.handshake_timeout_ms),
+            connect_timeout: pick(t.connect_timeout_ms, dt.connect_timeout_ms),
+            request_timeout: pick(t.request_timeout_ms, dt.request_timeout_ms),
+            max_connections: t.max_connections.unwrap_or(base.max_connections),
+            mtu_upper_bound: t.mtu_upper_bound,
+            ..base
+        };
+        o.transport.validate()?;
+        let (i, base) = (&self.inventory, InventoryConfig::default());
+        o.inventory = InventoryConfig {
+            map_size: i.map_size_mib.map_or(base.map_size, |m| m.saturating_mul(MIB)),
+            map_growth: i.map_growth_mib.map_or(base.map_growth, |m| m.saturating_mul(MIB)),
+            max_map_size: i.max_map_size_mib.map_or(base.max_map_size, |m| m.saturating_mul(MIB)),
+            plan_history_limit: i.plan_history_limit.unwrap_or(base.plan_history_limit),
+        };
+        o.inventory.validate()?;
+        Ok(o)
+    }
+}
