@@ -218,13 +218,7 @@ async fn plain(n: usize) -> anyhow::Result<(Vec<f64>, f64)> {
     let mut took = Vec::new();
     for k in 0..CHANGES {
         let db = the_change(k);
-        let summary = DbSummary {
-            shards: db.shards,
-            replication: db.replication,
-            retention: db.retention,
-            created: db.created,
-            origin: db.origin,
-        };
+        let summary = DbSummary::from(&db);
         let key = SummaryKey::Db(db.name).render();
         handles[0].chitchat().lock().await.self_node_state().set(key.clone(), encode_value(&summary));
         let t = wait("the plain change everywhere", Duration::from_secs(60), async || {

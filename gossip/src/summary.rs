@@ -64,6 +64,18 @@ pub struct DbSummary {
     pub origin: SiteId,
 }
 
+impl From<&DbRecord> for DbSummary {
+    fn from(db: &DbRecord) -> Self {
+        Self {
+            shards: db.shards,
+            replication: db.replication,
+            retention: db.retention,
+            created: db.created,
+            origin: db.origin,
+        }
+    }
+}
+
 /// The state of a replica, as gossiped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplicaPhase {
@@ -206,14 +218,7 @@ pub fn summarize(snapshot: &SiteSnapshot) -> BTreeMap<String, String> {
     let mut keys = BTreeMap::new();
     keys.insert(SummaryKey::Site.render(), encode_value(&snapshot.site));
     for db in &snapshot.dbs {
-        let summary = DbSummary {
-            shards: db.shards,
-            replication: db.replication,
-            retention: db.retention,
-            created: db.created,
-            origin: db.origin,
-        };
-        keys.insert(SummaryKey::Db(db.name.clone()).render(), encode_value(&summary));
+        keys.insert(SummaryKey::Db(db.name.clone()).render(), encode_value(&DbSummary::from(db)));
     }
     let mut load = LoadSummary::default();
     for (db, shard, replica) in &snapshot.replicas {

@@ -16,14 +16,25 @@ fn fast_gossip(seeds: Vec<String>) -> GossipConfig {
     GossipConfig { interval: Duration::from_millis(100), seeds, ..GossipConfig::default() }
 }
 
+/// A fresh cluster dir under `root`.
+fn new_cluster(root: &Path) -> std::path::PathBuf {
+    let cluster = root.join("cluster");
+    tls::init_cluster_dir(&cluster).unwrap();
+    cluster
+}
+
+/// A site in this process, on an ephemeral loopback port, gossiping every 100 ms.
+async fn start_site(root: &Path, name: &str, cluster: &Path, seed: Option<&Site>) -> Site {
+    let mut options = SiteOptions::new(root.join(name), "127.0.0.1:0".parse().unwrap(), cluster.to_owned());
+    options.gossip = fast_gossip(seed.map(|s| s.endpoint.local_addr().to_string()).into_iter().collect());
+    Site::start(options).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_with_2000_replicas_gossips_them_all() {
     let root = tempfile::tempdir().unwrap();
-    let cluster = root.path().join("cluster");
-    tls::init_cluster_dir(&cluster).unwrap();
-    let mut a = SiteOptions::new(root.path().join("a"), "127.0.0.1:0".parse().unwrap(), cluster.clone());
-    a.gossip = fast_gossip(vec![]);
-    let a = Site::start(a).await.unwrap();
+    let cluster = new_cluster(root.path());
+    let a = start_site(root.path(), "a", &cluster, None).await;
     let name = DbName::new("wide").unwrap();
     let me = a.inventory.identity().site_id;
     a.inventory
@@ -39,9 +50,7 @@ async fn a_site_with_2000_replicas_gossips_them_all() {
     for shard in 0..2000 {
         a.inventory.set_replica(&name, shard, ReplicaState::Ready).unwrap();
     }
-    let mut b = SiteOptions::new(root.path().join("b"), "127.0.0.1:0".parse().unwrap(), cluster);
-    b.gossip = fast_gossip(vec![a.endpoint.local_addr().to_string()]);
-    let b = Site::start(b).await.unwrap();
+    let b = start_site(root.path(), "b", &cluster, Some(&a)).await;
     let start = Instant::now();
     loop {
         let view = b.view();
@@ -67,14 +76,9 @@ async fn a_site_with_2000_replicas_gossips_them_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sites_creating_one_db_with_different_settings_agree_on_one() {
     let root = tempfile::tempdir().unwrap();
-    let cluster = root.path().join("cluster");
-    tls::init_cluster_dir(&cluster).unwrap();
-    let mut a = SiteOptions::new(root.path().join("a"), "127.0.0.1:0".parse().unwrap(), cluster.clone());
-    a.gossip = fast_gossip(vec![]);
-    let a = Site::start(a).await.unwrap();
-    let mut b = SiteOptions::new(root.path().join("b"), "127.0.0.1:0".parse().unwrap(), cluster);
-    b.gossip = fast_gossip(vec![a.endpoint.local_addr().to_string()]);
-    let b = Site::start(b).await.unwrap();
+    let cluster = new_cluster(root.path());
+    let a = start_site(root.path(), "a", &cluster, None).await;
+    let b = start_site(root.path(), "b", &cluster, Some(&a)).await;
     let name = DbName::new("dup").unwrap();
     let create = |shards| Request::CreateDb {
         name: name.clone(),
@@ -190,8 +194,7 @@ fn state_of(view: &ClusterView, site: &str) -> Option<String> {
 #[test]
 fn five_processes_share_one_view_through_kills_and_restarts() {
     let root = tempfile::tempdir().unwrap();
-    let cluster = root.path().join("cluster");
-    tls::init_cluster_dir(&cluster).unwrap();
+    let cluster = new_cluster(root.path());
     let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let mut procs: Vec<Proc> = (0..5)
         .map(|i| spawn(&root.path().join(format!("s{i}")), &cluster, ports[i], (i > 0).then_some(ports[0])))
