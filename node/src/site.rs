@@ -169,14 +169,17 @@ impl Site {
     /// gossip, closes the endpoint and waits for its tasks.
     pub async fn shutdown(self) {
         self.publisher.abort();
+        // Wait for the aborted publisher to drop its handle on gossip.
+        let _ = self.publisher.await;
         let inventory = self.inventory.clone();
         let summary = self.summary.clone();
         let snapshot = tokio::task::spawn_blocking(move || read_snapshot(&inventory, &summary)).await;
         if let Ok(Ok(snapshot)) = snapshot {
             self.gossip.announce_leaving(&snapshot).await;
         }
-        if let Ok(gossip) = Arc::try_unwrap(self.gossip) {
-            gossip.shutdown().await;
+        match Arc::try_unwrap(self.gossip) {
+            Ok(gossip) => gossip.shutdown().await,
+            Err(_) => tracing::warn!("gossip is still shared at shutdown; it stops with the process"),
         }
         self.endpoint.close().await;
         tracing::info!(site = %self.inventory.identity().site_id, "site stopped");
