@@ -2,9 +2,11 @@
 //! several sites in one process.
 //!
 //! - [`site`]: starting a site (inventory + endpoint) and stopping it;
+//! - [`planner`]: pure planners (view + request → plan per site);
 //! - [`service`]: what a site answers to each request;
 //! - [`snapshot`]: what a site publishes, read from its inventory.
 
+pub mod planner;
 pub mod service;
 pub mod site;
 pub mod snapshot;

@@ -1,0 +1,76 @@
+//! Planners: pure functions from a cluster view and a request to a plan per site.
+//!
+//! No I/O and no clock: the same view and request always give the same plans with the
+//! same plan id, on any site, so two sites that plan the same change at once agree.
+//! Only `allocate` exists so far (issue 6 adds rebalance, decommission, recover, trim and
+//! operator requests).
+
+pub mod allocate;
+
+use std::collections::BTreeMap;
+
+use cairn_gossip::SiteState;
+use cairn_gossip::view::ClusterView;
+use cairn_inventory::{PlanId, Role, SiteId};
+
+/// The plans a planner produced, by site.
+pub type SitePlans = BTreeMap<SiteId, cairn_inventory::Plan>;
+
+/// Priority of plans made by automation; operator plans use [`OPERATOR_PRIORITY`].
+pub const AUTOMATIC_PRIORITY: u32 = 10;
+/// Priority of plans an operator asked for: they replace automatic ones.
+pub const OPERATOR_PRIORITY: u32 = 100;
+
+/// A live core site that can take replicas, as planners see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The site.
+    pub site: SiteId,
+    /// Its failure-domain label (sites without one share the empty label).
+    pub zone: String,
+    /// Its placement weight (≥ 1).
+    pub capacity: u32,
+    /// Replicas it holds now, over all dbs.
+    pub load: u64,
+}
+
+/// The live core sites of a view, by site id, with their loads.
+pub fn candidates(view: &ClusterView) -> Vec<Candidate> {
+    let mut load: BTreeMap<SiteId, u64> = BTreeMap::new();
+    for shard in view.dbs.iter().flat_map(|d| &d.placement) {
+        for replica in &shard.replicas {
+            *load.entry(replica.site_id).or_default() += 1;
+        }
+    }
+    view.sites
+        .iter()
+        .filter(|s| s.state == SiteState::Live && s.role == Role::Core)
+        .map(|s| Candidate {
+            site: s.site_id,
+            zone: s.zone.clone().unwrap_or_default(),
+            capacity: s.capacity.max(1),
+            load: load.get(&s.site_id).copied().unwrap_or(0),
+        })
+        .collect()
+}
+
+/// A stable 128-bit hash (FNV-1a, two lanes) of some byte strings: the same on every
+/// platform and release, unlike `std`'s hashers, so plan ids can be compared anywhere.
+pub fn stable_hash(parts: &[&[u8]]) -> u128 {
+    let lane = |seed: u64| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+        for part in parts {
+            for byte in part.iter().chain(&(part.len() as u64).to_le_bytes()) {
+                h ^= u64::from(*byte);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        h
+    };
+    (u128::from(lane(0)) << 64) | u128::from(lane(0x9e37_79b9_7f4a_7c15))
+}
+
+/// A plan id from the words and values that determine a plan.
+pub fn plan_id(parts: &[&[u8]]) -> PlanId {
+    PlanId(stable_hash(parts))
+}
