@@ -3,9 +3,13 @@
 //!
 //! - [`site`]: starting a site (inventory + endpoint) and stopping it;
 //! - [`planner`]: pure planners (view + request → plan per site);
+//! - [`executor`]: runs the head step of each pending plan;
+//! - [`automation`]: the planner of record turns the view into plans;
 //! - [`service`]: what a site answers to each request;
 //! - [`snapshot`]: what a site publishes, read from its inventory.
 
+pub mod automation;
+pub mod executor;
 pub mod planner;
 pub mod service;
 pub mod site;

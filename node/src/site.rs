@@ -85,6 +85,8 @@ pub struct Site {
     pub gossip: Arc<Gossip>,
     summary: SiteSummary,
     publisher: JoinHandle<()>,
+    /// The executor and automation loops.
+    workers: Vec<JoinHandle<()>>,
 }
 
 /// The name a site's self-issued certificate carries.
@@ -149,10 +151,20 @@ impl Site {
         service.attach_view(gossip.subscribe());
         let publisher =
             tokio::spawn(publish_loop(inventory.clone(), gossip.clone(), summary.clone(), interval));
+        let workers = vec![
+            tokio::spawn(crate::executor::run(inventory.clone(), gossip.subscribe(), interval)),
+            tokio::spawn(crate::automation::run(
+                identity.site_id,
+                inventory.clone(),
+                endpoint.clone(),
+                gossip.subscribe(),
+                interval,
+            )),
+        ];
         tracing::info!(
             site = %identity.site_id, cluster = %identity.cluster_id, %addr, role = %options.role, "site started"
         );
-        Ok(Self { inventory, endpoint, gossip, summary, publisher })
+        Ok(Self { inventory, endpoint, gossip, summary, publisher, workers })
     }
 
     /// The view as this site holds it now.
@@ -168,6 +180,10 @@ impl Site {
     /// Stops cleanly: tells peers the site is leaving (so it shows as `left`), stops
     /// gossip, closes the endpoint and waits for its tasks.
     pub async fn shutdown(self) {
+        for worker in self.workers {
+            worker.abort();
+            let _ = worker.await;
+        }
         self.publisher.abort();
         // Wait for the aborted publisher to drop its handle on gossip.
         let _ = self.publisher.await;

@@ -1,0 +1,125 @@
+//! The executor: runs the head step of each pending plan, then advances the plan in the
+//! inventory. Steps are idempotent, so a crash at any moment resumes at the same step.
+//!
+//! Implemented steps: `add_replica` without upstreams (a new, empty shard), `remove_replica`,
+//! and `handover_replica` (the replica refuses writes, then is deleted once the cluster
+//! view shows the target ready and covering our frontier). `add_replica` from upstreams
+//! needs shard catch-up, which this build does not have: such a plan is failed with that
+//! reason (it goes to the plan history) rather than left hanging.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_gossip::ClusterView;
+use cairn_inventory::{DbRecord, Inventory, InventoryError, PendingPlan, ReplicaState, Step};
+use tokio::sync::watch;
+
+/// What one attempt at a plan's head step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepResult {
+    /// The step is done and the plan advanced.
+    Advanced,
+    /// The step cannot finish yet (e.g. a handover waiting for its target).
+    Waiting(String),
+    /// The plan was failed.
+    Failed(String),
+}
+
+/// Runs the head step of `plan` once.
+pub fn run_head(
+    inv: &Inventory,
+    view: &ClusterView,
+    plan: &PendingPlan,
+) -> Result<StepResult, InventoryError> {
+    let db = &plan.db;
+    let Some(step) = plan.head() else { return Ok(StepResult::Waiting("no steps".into())) };
+    match step {
+        Step::AddReplica { shard, upstreams } => {
+            if inv.replica(db, *shard)?.is_none() {
+                if !upstreams.is_empty() {
+                    let reason =
+                        "add_replica from upstreams needs shard catch-up, which this build does not have yet";
+                    inv.fail_plan(db, plan.plan_id, reason)?;
+                    return Ok(StepResult::Failed(reason.into()));
+                }
+                if inv.db(db)?.is_none() {
+                    let Some(known) = view.db(db) else {
+                        return Ok(StepResult::Waiting(format!("db {db} is not in the cluster view yet")));
+                    };
+                    inv.put_db(&DbRecord {
+                        name: known.name.clone(),
+                        shards: known.shards,
+                        replication: known.replication,
+                        retention: known.retention,
+                        created: known.created,
+                        origin: known.origin,
+                    })?;
+                }
+                inv.set_replica(db, *shard, ReplicaState::Ready)?;
+            }
+        }
+        Step::RemoveReplica { shard } => {
+            inv.remove_replica(db, *shard)?;
+        }
+        Step::HandoverReplica { shard, to } => {
+            if let Some(replica) = inv.replica(db, *shard)? {
+                let handing_over = ReplicaState::HandingOver { to: *to };
+                if replica.state != handing_over {
+                    inv.set_replica(db, *shard, handing_over)?;
+                }
+                let ours = inv.frontier(db, *shard)?;
+                let covered = view.is_live(*to)
+                    && view.db(db).and_then(|d| d.placement.get(*shard as usize)).is_some_and(|s| {
+                        s.replicas.iter().any(|r| {
+                            r.site_id == *to
+                                && r.state == "ready"
+                                && ours.0.iter().all(|(origin, seq)| {
+                                    r.frontier.iter().any(|(o, s)| o == origin && s >= seq)
+                                })
+                        })
+                    });
+                if !covered {
+                    return Ok(StepResult::Waiting(format!(
+                        "waiting for {} to be ready and cover us",
+                        to.short()
+                    )));
+                }
+                inv.remove_replica(db, *shard)?;
+            }
+        }
+    }
+    inv.advance(db, plan.plan_id, plan.done)?;
+    Ok(StepResult::Advanced)
+}
+
+/// Runs every pending plan's head step every `every`, until the task is dropped.
+pub async fn run(inventory: Arc<Inventory>, view: watch::Receiver<Arc<ClusterView>>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let current = view.borrow().clone();
+        let inv = inventory.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), InventoryError> {
+            for plan in inv.pending_plans()? {
+                // Run steps until one waits, so a plan of many quick steps does not take
+                // one round per step.
+                let mut plan = Some(plan);
+                while let Some(p) = plan.take() {
+                    match run_head(&inv, &current, &p)? {
+                        StepResult::Advanced => plan = inv.pending_plan(&p.db)?,
+                        StepResult::Waiting(why) => tracing::debug!(db = %p.db, %why, "plan step waiting"),
+                        StepResult::Failed(why) => tracing::warn!(db = %p.db, %why, "plan failed"),
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "executor round failed; retrying next round"),
+            Err(error) => tracing::warn!(%error, "executor task failed"),
+        }
+    }
+}
