@@ -63,12 +63,12 @@ pub async fn run(
         let candidates = planner::candidates(&current);
         for db in dbs_to_allocate(&current) {
             let plans = allocate(db, &candidates, me);
-            if let Some(plan) = plans.values().next() {
-                let key = (db.name.clone(), plan.plan_id);
-                if !undelivered.contains_key(&key) {
-                    tracing::info!(db = %db.name, sites = plans.len(), plan = %plan.plan_id.short(), "allocating");
-                    undelivered.insert(key, plans);
-                }
+            let Some(plan_id) = plans.values().next().map(|p| p.plan_id) else { continue };
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                undelivered.entry((db.name.clone(), plan_id))
+            {
+                tracing::info!(db = %db.name, sites = plans.len(), plan = %plan_id.short(), "allocating");
+                slot.insert(plans);
             }
         }
         deliver(me, &inventory, &endpoint, &current, &mut undelivered).await;
