@@ -1,0 +1,137 @@
+//! The executor's steps against a real inventory and a view built from gossip values.
+
+use std::net::SocketAddr;
+
+use cairn_gossip::summary::{DbSummary, ReplicaPhase, ReplicaSummary, SiteSummary, SummaryKey, encode_value};
+use cairn_gossip::view::{ClusterView, NodeInput, build_view};
+use cairn_inventory::{
+    ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, PlanEnd, PlanId, PlanOrigin, ReplicaState,
+    Retention, Role, SiteId, Step,
+};
+use cairn_node::executor::{StepResult, run_head};
+
+fn db_record(origin: SiteId) -> DbRecord {
+    DbRecord {
+        name: DbName::new("d").unwrap(),
+        shards: 2,
+        replication: 1,
+        retention: Retention::default(),
+        created: Hlc { wall_ms: 1, logical: 0 },
+        origin,
+    }
+}
+
+/// A view where `other` is live, knows db "d", and holds `replicas` (shard, frontier).
+fn view(me: SiteId, other: SiteId, replicas: &[(u32, Vec<(SiteId, u64)>)]) -> ClusterView {
+    let site = SiteSummary {
+        role: Role::Core,
+        addr: "127.0.0.1:1".into(),
+        version: "t".into(),
+        started_ms: 0,
+        zone: None,
+        capacity: 100,
+        leaving: false,
+    };
+    let mut kv = vec![
+        (SummaryKey::Site.render(), encode_value(&site)),
+        (
+            SummaryKey::Db(DbName::new("d").unwrap()).render(),
+            encode_value(&DbSummary::from(&db_record(other))),
+        ),
+    ];
+    for (shard, frontier) in replicas {
+        let r = ReplicaSummary {
+            phase: ReplicaPhase::Ready,
+            entries: 0,
+            bytes: 0,
+            frontier_digest: 0,
+            frontier: frontier.clone(),
+        };
+        kv.push((SummaryKey::Replica(DbName::new("d").unwrap(), *shard).render(), encode_value(&r)));
+    }
+    let node = NodeInput {
+        site_id: other,
+        generation: 1,
+        gossip_addr: SocketAddr::from(([127, 0, 0, 1], 2)),
+        live: true,
+        last_seen_ms: None,
+        key_values: kv,
+    };
+    build_view(me, &[node])
+}
+
+fn plan(steps: Vec<Step>) -> cairn_inventory::Plan {
+    cairn_inventory::Plan {
+        db: DbName::new("d").unwrap(),
+        plan_id: PlanId(7),
+        priority: 1,
+        origin: PlanOrigin::Automatic { planner: SiteId(1) },
+        steps,
+    }
+}
+
+fn pending(inv: &Inventory) -> Option<cairn_inventory::PendingPlan> {
+    inv.pending_plan(&DbName::new("d").unwrap()).unwrap()
+}
+
+#[test]
+fn add_replica_learns_the_db_from_the_view_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), ClusterId(1), InventoryConfig::default()).unwrap();
+    let me = inv.identity().site_id;
+    let v = view(me, SiteId(2), &[]);
+    inv.offer(&plan(vec![
+        Step::AddReplica { shard: 0, upstreams: vec![] },
+        Step::AddReplica { shard: 1, upstreams: vec![] },
+    ]))
+    .unwrap();
+    let first = pending(&inv).unwrap();
+    assert_eq!(run_head(&inv, &v, &first).unwrap(), StepResult::Advanced);
+    // The same (now stale) snapshot again: the replica exists, the advance is a no-op.
+    assert_eq!(run_head(&inv, &v, &first).unwrap(), StepResult::Advanced);
+    assert_eq!(pending(&inv).unwrap().done, 1, "a repeated step must not skip the next one");
+    assert_eq!(run_head(&inv, &v, &pending(&inv).unwrap()).unwrap(), StepResult::Advanced);
+    assert!(pending(&inv).is_none());
+    assert_eq!(inv.db(&DbName::new("d").unwrap()).unwrap().unwrap().origin, SiteId(2));
+    assert_eq!(inv.replicas(None).unwrap().len(), 2);
+}
+
+#[test]
+fn add_replica_from_upstreams_fails_the_plan_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), ClusterId(1), InventoryConfig::default()).unwrap();
+    let v = view(inv.identity().site_id, SiteId(2), &[]);
+    inv.offer(&plan(vec![Step::AddReplica { shard: 0, upstreams: vec![SiteId(2)] }])).unwrap();
+    let result = run_head(&inv, &v, &pending(&inv).unwrap()).unwrap();
+    assert!(matches!(result, StepResult::Failed(ref why) if why.contains("catch-up")), "{result:?}");
+    let history = inv.plan_history(&DbName::new("d").unwrap()).unwrap();
+    assert!(matches!(&history[0].end, PlanEnd::Failed { reason } if reason.contains("catch-up")));
+    assert!(inv.replicas(None).unwrap().is_empty());
+}
+
+#[test]
+fn handover_waits_until_the_target_covers_our_frontier() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), ClusterId(1), InventoryConfig::default()).unwrap();
+    let me = inv.identity().site_id;
+    let target = SiteId(2);
+    let name = DbName::new("d").unwrap();
+    inv.put_db(&db_record(me)).unwrap();
+    inv.set_replica(&name, 0, ReplicaState::Ready).unwrap();
+    inv.append(&name, 0, &["a", "b", "c"]).unwrap();
+    inv.offer(&plan(vec![Step::HandoverReplica { shard: 0, to: target }])).unwrap();
+
+    // The target holds the shard but only our first two entries: wait, and stop taking writes.
+    let behind = view(me, target, &[(0, vec![(me, 2)])]);
+    assert!(matches!(run_head(&inv, &behind, &pending(&inv).unwrap()).unwrap(), StepResult::Waiting(_)));
+    assert_eq!(inv.replica(&name, 0).unwrap().unwrap().state, ReplicaState::HandingOver { to: target });
+    // No replica of the shard on the target at all: still waiting.
+    let absent = view(me, target, &[]);
+    assert!(matches!(run_head(&inv, &absent, &pending(&inv).unwrap()).unwrap(), StepResult::Waiting(_)));
+    assert!(inv.replica(&name, 0).unwrap().is_some(), "never removed before a covering replacement exists");
+    // Covered: the local replica goes and the plan completes.
+    let covering = view(me, target, &[(0, vec![(me, 3)])]);
+    assert_eq!(run_head(&inv, &covering, &pending(&inv).unwrap()).unwrap(), StepResult::Advanced);
+    assert!(inv.replica(&name, 0).unwrap().is_none());
+    assert!(pending(&inv).is_none());
+}
