@@ -38,6 +38,9 @@ pub struct SiteOptions {
     pub transport: TransportConfig,
     /// Gossip settings (seeds included).
     pub gossip: GossipConfig,
+    /// Whether the site executes its plans and plans for the cluster. Off, it still
+    /// accepts, stores and reports plans (maintenance, or tests of plan delivery).
+    pub run_plans: bool,
 }
 
 impl SiteOptions {
@@ -53,6 +56,7 @@ impl SiteOptions {
             inventory: InventoryConfig::default(),
             transport: TransportConfig::default(),
             gossip: GossipConfig::default(),
+            run_plans: true,
         }
     }
 }
@@ -151,16 +155,17 @@ impl Site {
         service.attach_view(gossip.subscribe());
         let publisher =
             tokio::spawn(publish_loop(inventory.clone(), gossip.clone(), summary.clone(), interval));
-        let workers = vec![
-            tokio::spawn(crate::executor::run(inventory.clone(), gossip.subscribe(), interval)),
-            tokio::spawn(crate::automation::run(
+        let mut workers = Vec::new();
+        if options.run_plans {
+            workers.push(tokio::spawn(crate::executor::run(inventory.clone(), gossip.subscribe(), interval)));
+            workers.push(tokio::spawn(crate::automation::run(
                 identity.site_id,
                 inventory.clone(),
                 endpoint.clone(),
                 gossip.subscribe(),
                 interval,
-            )),
-        ];
+            )));
+        }
         tracing::info!(
             site = %identity.site_id, cluster = %identity.cluster_id, %addr, role = %options.role, "site started"
         );
