@@ -125,6 +125,21 @@ pub struct DbView {
     pub placement: Vec<ShardView>,
 }
 
+impl DbView {
+    /// The db's settings as an inventory record (what a site stores when it first
+    /// takes a replica of a db it learned of through gossip).
+    pub fn record(&self) -> cairn_inventory::DbRecord {
+        cairn_inventory::DbRecord {
+            name: self.name.clone(),
+            shards: self.shards,
+            replication: self.replication,
+            retention: self.retention,
+            created: self.created,
+            origin: self.origin,
+        }
+    }
+}
+
 /// A plan some site is running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanView {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_gossip::ClusterView;
-use cairn_inventory::{DbRecord, Inventory, InventoryError, PendingPlan, ReplicaState, Step};
+use cairn_inventory::{Inventory, InventoryError, PendingPlan, ReplicaState, Step};
 use tokio::sync::watch;
 
 /// What one attempt at a plan's head step did.
@@ -46,14 +46,7 @@ pub fn run_head(
                     let Some(known) = view.db(db) else {
                         return Ok(StepResult::Waiting(format!("db {db} is not in the cluster view yet")));
                     };
-                    inv.put_db(&DbRecord {
-                        name: known.name.clone(),
-                        shards: known.shards,
-                        replication: known.replication,
-                        retention: known.retention,
-                        created: known.created,
-                        origin: known.origin,
-                    })?;
+                    inv.put_db(&known.record())?;
                 }
                 inv.set_replica(db, *shard, ReplicaState::Ready)?;
             }
