@@ -264,3 +264,24 @@ pub struct PlanHistoryEntry {
     /// When it ended (ms since the Unix epoch).
     pub ended_ms: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hlc_never_goes_back_even_when_the_clock_does() {
+        let start = Hlc::default().tick(1_000);
+        assert_eq!(start, Hlc { wall_ms: 1_000, logical: 0 });
+        // The wall clock jumps back: the reading still moves forward.
+        let behind = start.tick(400);
+        assert!(behind > start);
+        assert_eq!(behind, Hlc { wall_ms: 1_000, logical: 1 });
+        // A reading seen from a site whose clock runs ahead is followed, then passed.
+        let seen = Hlc { wall_ms: 61_000, logical: 3 };
+        let after = behind.max(seen).tick(1_200);
+        assert!(after > seen && after > behind);
+        // The clock catching up resets the counter.
+        assert_eq!(after.tick(70_000), Hlc { wall_ms: 70_000, logical: 0 });
+    }
+}
