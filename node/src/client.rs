@@ -56,9 +56,19 @@ impl Client {
         self.node
     }
 
-    /// Sends one request.
+    /// Sends one request. Errors say what to do about them where we can tell.
     pub(crate) async fn request(&self, request: &Request) -> anyhow::Result<Response> {
-        Ok(self.endpoint.request(self.node, request).await?)
+        self.endpoint.request(self.node, request).await.map_err(|error| {
+            let text = error.to_string();
+            let hint = if text.contains("certificate") {
+                "; the site and these credentials are not of the same cluster (check --cluster-dir / CAIRN_CLUSTER_DIR)"
+            } else if text.contains("no handshake within") || text.contains("unreachable") {
+                "; is a site running there? (check --node / CAIRN_NODE)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{text}{hint}")
+        })
     }
 
     /// Closes the connection politely.

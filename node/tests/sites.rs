@@ -118,6 +118,7 @@ fn a_site_starts_answers_stops_cleanly_and_keeps_its_id() {
     ]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(text(&refused).contains("cannot reach"), "{}", text(&refused));
+    assert!(text(&refused).contains("not of the same cluster"), "{}", text(&refused));
 
     // Issued credentials work for a second operator.
     let issued = root.path().join("alice");
