@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_gossip::ClusterView;
-use cairn_inventory::{Inventory, InventoryError, PendingPlan, ReplicaState, Step};
+use cairn_inventory::{Frontier, Inventory, InventoryError, PendingPlan, ReplicaState, Step};
 use tokio::sync::watch;
 
 /// What one attempt at a plan's head step did.
@@ -66,9 +66,7 @@ pub fn run_head(
                         s.replicas.iter().any(|r| {
                             r.site_id == *to
                                 && r.state == "ready"
-                                && ours.0.iter().all(|(origin, seq)| {
-                                    r.frontier.iter().any(|(o, s)| o == origin && s >= seq)
-                                })
+                                && Frontier(r.frontier.iter().copied().collect()).covers(&ours)
                         })
                     });
                 if !covered {

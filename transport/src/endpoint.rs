@@ -157,11 +157,6 @@ impl Endpoint {
         self.inner.stats.snapshot()
     }
 
-    /// The endpoint's settings.
-    pub fn config(&self) -> &TransportConfig {
-        &self.inner.config
-    }
-
     /// Sends `request` to the site at `peer` and waits for its answer, within the
     /// request deadline. An error response from the peer is [`TransportError::Remote`].
     pub async fn request(&self, peer: SocketAddr, request: &Request) -> Result<Response, TransportError> {
