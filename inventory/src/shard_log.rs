@@ -81,6 +81,17 @@ pub struct ReadBatch {
     pub next: u64,
 }
 
+/// Bounds of one [`Inventory::read_beyond`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullLimits {
+    /// Stop after this many entries.
+    pub max_entries: usize,
+    /// Stop once this many payload bytes are taken.
+    pub max_bytes: usize,
+    /// Stop after looking at this many entries (taken or not), so one call stays short.
+    pub max_scanned: usize,
+}
+
 /// What inserting a batch of remote entries did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InsertOutcome {
@@ -266,8 +277,25 @@ impl Inventory {
     /// Inserts entries received from other replicas, in one durable transaction.
     /// Entries already held are ignored.
     pub fn insert_remote(&self, db: &DbName, shard: u32, entries: &[Entry]) -> Result<InsertOutcome> {
+        self.insert_pulled(db, shard, entries, None)
+    }
+
+    /// [`Self::insert_remote`] for a batch pulled from `upstream`, which also stores, in
+    /// the same transaction, the upstream's arrival number up to which this log now has
+    /// everything it lacked (see [`Self::pull_cursor`]).
+    pub fn insert_pulled(
+        &self,
+        db: &DbName,
+        shard: u32,
+        entries: &[Entry],
+        upstream: Option<(SiteId, u64)>,
+    ) -> Result<InsertOutcome> {
         self.write(|txn| {
             let mut log = LogTxn::begin(self, txn, db, shard)?;
+            if let Some((site, cursor)) = upstream {
+                let key = keys::frontier(&log.shard_key, site);
+                put_record(self.tables.log_cursors, txn, &key, &cursor, "pull cursor")?;
+            }
             let mut outcome = InsertOutcome::default();
             for entry in entries {
                 let EntryId { origin, seq } = entry.id;
@@ -316,9 +344,13 @@ impl Inventory {
     /// The shard log's frontier.
     pub fn frontier(&self, db: &DbName, shard: u32) -> Result<Frontier> {
         let prefix = keys::shard(db, shard);
-        self.read(|txn| {
+        self.read(|txn| self.frontier_in(txn, &prefix))
+    }
+
+    fn frontier_in(&self, txn: &heed::RoTxn<'_, heed::WithoutTls>, prefix: &[u8]) -> Result<Frontier> {
+        {
             let mut frontier = Frontier::default();
-            for item in self.tables.log_frontiers.prefix_iter(txn, &prefix)? {
+            for item in self.tables.log_frontiers.prefix_iter(txn, prefix)? {
                 let (key, bytes) = item?;
                 let record: FrontierRecord = decode_record(bytes, || keys::describe("log_frontiers", key))?;
                 let origin =
@@ -333,6 +365,72 @@ impl Inventory {
                 }
             }
             Ok(frontier)
+        }
+    }
+
+    /// Where a pull from `upstream` resumes: the upstream's arrival number below which
+    /// this log has received everything it lacked (0: from the start).
+    pub fn pull_cursor(&self, db: &DbName, shard: u32, upstream: SiteId) -> Result<u64> {
+        let key = keys::frontier(&keys::shard(db, shard), upstream);
+        self.read(|txn| {
+            Ok(get_record(self.tables.log_cursors, txn, &key, &keys::describe("log_cursors", &key))?
+                .unwrap_or_default())
+        })
+    }
+
+    /// The frontier and counters of a shard log, read in one transaction (so the
+    /// frontier describes exactly the entries numbered below `next_arrival`, plus
+    /// entries removed by retention).
+    pub fn log_position(&self, db: &DbName, shard: u32) -> Result<(Frontier, ShardLogStats)> {
+        let key = keys::shard(db, shard);
+        self.read(|txn| {
+            let frontier = self.frontier_in(txn, &key)?;
+            let meta: ShardLogMeta =
+                get_record(self.tables.log_shards, txn, &key, &keys::describe("log_shards", &key))?
+                    .unwrap_or_default();
+            let stats =
+                ShardLogStats { entries: meta.entries, bytes: meta.bytes, next_arrival: meta.next_arrival };
+            Ok((frontier, stats))
+        })
+    }
+
+    /// Reads, from arrival number `from` on, the entries that a replica whose frontier
+    /// is `theirs` lacks, until `max_bytes` of payload or `max_entries` entries are
+    /// taken or `max_scanned` entries looked at. Answers the entries (in arrival order)
+    /// and the arrival number to continue from. A corrupt entry is an error naming it.
+    pub fn read_beyond(
+        &self,
+        db: &DbName,
+        shard: u32,
+        from: u64,
+        theirs: &Frontier,
+        limits: PullLimits,
+    ) -> Result<(Vec<Entry>, u64)> {
+        let prefix = keys::shard(db, shard);
+        let start = keys::with_u64(&prefix, from);
+        let end = keys::with_u64(&prefix, u64::MAX);
+        self.read(|txn| {
+            let mut entries = Vec::new();
+            let (mut next, mut bytes, mut scanned) = (from, 0usize, 0usize);
+            let range = (Bound::Included(&start[..]), Bound::Included(&end[..]));
+            for item in self.tables.log_entries.range(txn, &range)? {
+                if entries.len() >= limits.max_entries
+                    || bytes >= limits.max_bytes
+                    || scanned >= limits.max_scanned
+                {
+                    break;
+                }
+                let (key, value) = item?;
+                let arrival = keys::u64_suffix(&key[prefix.len()..]).unwrap_or(next);
+                let stored: StoredEntry = decode_record(value, || keys::describe("log_entries", key))?;
+                scanned += 1;
+                next = arrival + 1;
+                if stored.entry.id.seq > theirs.get(stored.entry.id.origin) {
+                    bytes += stored.entry.payload.len();
+                    entries.push(stored.entry);
+                }
+            }
+            Ok((entries, next))
         })
     }
 
@@ -376,7 +474,12 @@ impl Inventory {
     }
 
     pub(crate) fn drop_log_in(&self, txn: &mut RwTxn<'_>, shard_key: &[u8]) -> Result<()> {
-        for table in [self.tables.log_entries, self.tables.log_frontiers, self.tables.log_early] {
+        for table in [
+            self.tables.log_entries,
+            self.tables.log_frontiers,
+            self.tables.log_early,
+            self.tables.log_cursors,
+        ] {
             crate::catalog::delete_prefix(table, txn, shard_key)?;
         }
         self.reset_shard_metas(txn, shard_key)

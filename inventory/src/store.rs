@@ -94,10 +94,13 @@ pub(crate) struct Tables {
     pub(crate) log_early: Table,
     /// shard key → `ShardLogMeta`.
     pub(crate) log_shards: Table,
+    /// shard key ++ upstream site → the upstream's arrival number up to which this
+    /// replica has received everything it lacked (the resume point of a pull).
+    pub(crate) log_cursors: Table,
 }
 
 /// Table names, in the order of the array `Tables` is built from.
-pub(crate) const TABLE_NAMES: [&str; 9] = [
+pub(crate) const TABLE_NAMES: [&str; 10] = [
     "meta",
     "dbs",
     "replicas",
@@ -107,16 +110,39 @@ pub(crate) const TABLE_NAMES: [&str; 9] = [
     "log_frontiers",
     "log_early",
     "log_shards",
+    "log_cursors",
 ];
 
 impl Tables {
-    fn from_array(t: [Table; 9]) -> Self {
-        let [meta, dbs, replicas, plans, plan_history, log_entries, log_frontiers, log_early, log_shards] = t;
-        Self { meta, dbs, replicas, plans, plan_history, log_entries, log_frontiers, log_early, log_shards }
+    fn from_array(t: [Table; 10]) -> Self {
+        let [
+            meta,
+            dbs,
+            replicas,
+            plans,
+            plan_history,
+            log_entries,
+            log_frontiers,
+            log_early,
+            log_shards,
+            log_cursors,
+        ] = t;
+        Self {
+            meta,
+            dbs,
+            replicas,
+            plans,
+            plan_history,
+            log_entries,
+            log_frontiers,
+            log_early,
+            log_shards,
+            log_cursors,
+        }
     }
 
     /// Every table with its name, for whole-store scans.
-    pub(crate) fn named(&self) -> [(&'static str, Table); 9] {
+    pub(crate) fn named(&self) -> [(&'static str, Table); 10] {
         let t = [
             self.meta,
             self.dbs,
@@ -127,6 +153,7 @@ impl Tables {
             self.log_frontiers,
             self.log_early,
             self.log_shards,
+            self.log_cursors,
         ];
         std::array::from_fn(|i| (TABLE_NAMES[i], t[i]))
     }
@@ -317,8 +344,31 @@ fn lock_dir(dir: &Path) -> Result<File> {
     }
 }
 
+/// How many tables the first stores had; tables after these are created when an older
+/// store is opened (they start empty), so such a store needs no migration.
+const FIRST_TABLES: usize = 9;
+
 /// Opens every table of an existing store; `None` if the store was never initialised.
 fn open_tables(env: &Env<WithoutTls>) -> Result<Option<Tables>> {
+    match open_tables_once(env) {
+        Err(InventoryError::Corrupt { record, .. }) if record.starts_with("table ") => {
+            let missing = &record["table ".len()..];
+            if TABLE_NAMES[FIRST_TABLES..].contains(&missing) {
+                let wtxn = env.write_txn()?;
+                env.create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_> {
+                    for name in &TABLE_NAMES[FIRST_TABLES..] {
+                        opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?;
+                    }
+                    Ok(CommitOrAbort::<(), ()>::Commit(()))
+                })?;
+            }
+            open_tables_once(env)
+        }
+        other => other,
+    }
+}
+
+fn open_tables_once(env: &Env<WithoutTls>) -> Result<Option<Tables>> {
     let rtxn = env.read_txn()?;
     let opened = env.open_databases_and_commit(rtxn, |opener, rtxn| -> Result<_> {
         let Some(meta) = opener.open_database::<Bytes, Bytes>(rtxn, Some(TABLE_NAMES[0]))? else {
@@ -331,7 +381,7 @@ fn open_tables(env: &Env<WithoutTls>) -> Result<Option<Tables>> {
                 None => return Ok(CommitOrAbort::Abort(Some(*name))),
             }
         }
-        let tables: [_; 9] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
+        let tables: [_; 10] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
         Ok(CommitOrAbort::Commit(tables))
     })?;
     match opened {
@@ -356,7 +406,7 @@ fn create_store(env: &Env<WithoutTls>, cluster_id: ClusterId) -> Result<(Tables,
             }
             put_record(tables[0], wtxn, FORMAT_KEY, &STORE_FORMAT, "format")?;
             put_record(tables[0], wtxn, IDENTITY_KEY, &identity, "identity")?;
-            let tables: [_; 9] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
+            let tables: [_; 10] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
             Ok(CommitOrAbort::<_, ()>::Commit(tables))
         })?
         .unwrap_commit();
