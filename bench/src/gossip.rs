@@ -72,6 +72,11 @@ impl Service for NoRequests {
     async fn handle(&self, _peer: SocketAddr, _request: Request) -> Response {
         Response::Rejected { reason: "bench site".into() }
     }
+
+    async fn pull(&self, _request: cairn_transport::PullRequest, mut out: cairn_transport::PullSender) {
+        let _ = out.send(&cairn_transport::PullFrame::Refused { reason: "bench site".into() }).await;
+        out.finish();
+    }
 }
 
 fn snapshot(addr: SocketAddr) -> SiteSnapshot {

@@ -51,7 +51,13 @@ impl Service for StatusOnly {
             store_format: 1,
             uptime_ms: 0,
             role: Role::Core,
+            data: Default::default(),
         })
+    }
+
+    async fn pull(&self, _request: cairn_transport::PullRequest, mut out: cairn_transport::PullSender) {
+        let _ = out.send(&cairn_transport::PullFrame::Refused { reason: "bench site".into() }).await;
+        out.finish();
     }
 }
 

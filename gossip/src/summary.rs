@@ -103,6 +103,25 @@ pub struct ReplicaSummary {
     pub frontier_digest: u64,
     /// Per origin site, the seq up to which everything is held.
     pub frontier: Vec<(SiteId, u64)>,
+    /// While catching up: how far along it is.
+    pub progress: Option<CatchUpProgress>,
+}
+
+/// How far a catching-up replica is, as published while it copies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpProgress {
+    /// Entries received from upstreams so far (duplicates included).
+    pub received_entries: u64,
+    /// Payload bytes received so far.
+    pub received_bytes: u64,
+    /// Entries the largest upstream held when the catch-up (re)started.
+    pub target_entries: u64,
+    /// Payload bytes the largest upstream held then.
+    pub target_bytes: u64,
+    /// Payload bytes per second over the last seconds.
+    pub rate_bytes_per_s: u64,
+    /// Seconds left at that rate, when it can be told.
+    pub eta_s: Option<u64>,
 }
 
 /// The plan this site is running for a db.
@@ -315,6 +334,7 @@ mod tests {
             let summary = ReplicaSummary {
                 phase: ReplicaPhase::HandingOver { to: SiteId(to) },
                 entries, bytes, frontier_digest: 9, frontier: vec![(SiteId(1), entries)],
+                progress: Some(CatchUpProgress { received_bytes: bytes, eta_s: Some(3), ..CatchUpProgress::default() }),
             };
             prop_assert_eq!(decode_value::<ReplicaSummary>(&encode_value(&summary)).unwrap(), summary);
         }

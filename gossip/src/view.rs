@@ -19,7 +19,8 @@ use cairn_inventory::{DbName, Hlc, PlanId, Retention, Role, SiteId};
 use serde::{Deserialize, Serialize};
 
 use crate::summary::{
-    DbSummary, LoadSummary, PlanSummary, ReplicaPhase, ReplicaSummary, SiteSummary, SummaryKey, decode_value,
+    CatchUpProgress, DbSummary, LoadSummary, PlanSummary, ReplicaPhase, ReplicaSummary, SiteSummary,
+    SummaryKey, decode_value,
 };
 
 /// One chitchat node's state, as plain values.
@@ -95,6 +96,9 @@ pub struct ReplicaView {
     pub bytes: u64,
     /// Per origin site, the seq up to which everything is held.
     pub frontier: Vec<(SiteId, u64)>,
+    /// While catching up: how far along it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<CatchUpProgress>,
 }
 
 /// One shard's replicas.
@@ -373,6 +377,7 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
                     entries: r.entries,
                     bytes: r.bytes,
                     frontier: r.frontier.clone(),
+                    progress: r.progress,
                 });
             }
         }

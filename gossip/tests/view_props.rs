@@ -72,6 +72,7 @@ fn input(s: &Spec) -> NodeInput {
             bytes: 1,
             frontier_digest: 0,
             frontier: vec![],
+            progress: None,
         };
         kv.push((SummaryKey::Replica(name.clone(), *shard).render(), encode_value(&r)));
     }

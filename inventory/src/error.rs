@@ -108,6 +108,15 @@ pub enum InventoryError {
         /// The db's shard count.
         shards: u32,
     },
+    /// This site holds no replica of the shard (it was removed while entries for it
+    /// were on their way).
+    #[error("no replica of {db}/{shard} here")]
+    NoReplica {
+        /// The db.
+        db: DbName,
+        /// The shard.
+        shard: u32,
+    },
     /// A log entry's payload is larger than allowed.
     #[error("entry payload of {len} bytes exceeds the limit of {max} bytes")]
     PayloadTooLarge {

@@ -110,6 +110,9 @@ pub struct ShardLogStats {
     pub bytes: u64,
     /// The arrival number the next entry will get.
     pub next_arrival: u64,
+    /// The highest seq this site has used as origin in this shard (kept when the log is
+    /// dropped, so a later replica never reuses one).
+    pub own_seq: u64,
 }
 
 /// What a retention clean-up removed.
@@ -282,7 +285,9 @@ impl Inventory {
 
     /// [`Self::insert_remote`] for a batch pulled from `upstream`, which also stores, in
     /// the same transaction, the upstream's arrival number up to which this log now has
-    /// everything it lacked (see [`Self::pull_cursor`]).
+    /// everything it lacked (see [`Self::pull_cursor`]). A pulled batch is only taken
+    /// into a replica this site holds ([`InventoryError::NoReplica`] otherwise), so a
+    /// batch arriving after the replica's removal cannot bring its log back.
     pub fn insert_pulled(
         &self,
         db: &DbName,
@@ -292,6 +297,9 @@ impl Inventory {
     ) -> Result<InsertOutcome> {
         self.write(|txn| {
             let mut log = LogTxn::begin(self, txn, db, shard)?;
+            if upstream.is_some() && self.tables.replicas.get(txn, &log.shard_key)?.is_none() {
+                return Err(InventoryError::NoReplica { db: db.clone(), shard });
+            }
             if let Some((site, cursor)) = upstream {
                 let key = keys::frontier(&log.shard_key, site);
                 put_record(self.tables.log_cursors, txn, &key, &cursor, "pull cursor")?;
@@ -388,22 +396,27 @@ impl Inventory {
             let meta: ShardLogMeta =
                 get_record(self.tables.log_shards, txn, &key, &keys::describe("log_shards", &key))?
                     .unwrap_or_default();
-            let stats =
-                ShardLogStats { entries: meta.entries, bytes: meta.bytes, next_arrival: meta.next_arrival };
+            let stats = ShardLogStats {
+                entries: meta.entries,
+                bytes: meta.bytes,
+                next_arrival: meta.next_arrival,
+                own_seq: meta.own_seq,
+            };
             Ok((frontier, stats))
         })
     }
 
-    /// Reads, from arrival number `from` on, the entries that a replica whose frontier
-    /// is `theirs` lacks, until `max_bytes` of payload or `max_entries` entries are
-    /// taken or `max_scanned` entries looked at. Answers the entries (in arrival order)
-    /// and the arrival number to continue from. A corrupt entry is an error naming it.
+    /// Reads, from arrival number `from` on, the entries `wanted` accepts (typically:
+    /// those above a receiver's frontier), until `max_bytes` of payload or `max_entries`
+    /// entries are taken or `max_scanned` entries looked at. Answers the entries (in
+    /// arrival order) and the arrival number to continue from. A corrupt entry is an
+    /// error naming it.
     pub fn read_beyond(
         &self,
         db: &DbName,
         shard: u32,
         from: u64,
-        theirs: &Frontier,
+        wanted: impl Fn(EntryId) -> bool,
         limits: PullLimits,
     ) -> Result<(Vec<Entry>, u64)> {
         let prefix = keys::shard(db, shard);
@@ -425,7 +438,7 @@ impl Inventory {
                 let stored: StoredEntry = decode_record(value, || keys::describe("log_entries", key))?;
                 scanned += 1;
                 next = arrival + 1;
-                if stored.entry.id.seq > theirs.get(stored.entry.id.origin) {
+                if wanted(stored.entry.id) {
                     bytes += stored.entry.payload.len();
                     entries.push(stored.entry);
                 }
@@ -462,7 +475,12 @@ impl Inventory {
             let meta: ShardLogMeta =
                 get_record(self.tables.log_shards, txn, &key, &keys::describe("log_shards", &key))?
                     .unwrap_or_default();
-            Ok(ShardLogStats { entries: meta.entries, bytes: meta.bytes, next_arrival: meta.next_arrival })
+            Ok(ShardLogStats {
+                entries: meta.entries,
+                bytes: meta.bytes,
+                next_arrival: meta.next_arrival,
+                own_seq: meta.own_seq,
+            })
         })
     }
 

@@ -1,11 +1,28 @@
 //! Pulls between two real inventories: `read_beyond` on the upstream, `insert_pulled`
 //! on the receiver, interrupted and resumed from the stored cursor, in random shapes.
 
-use cairn_inventory::{ClusterId, DbName, Entry, Inventory, InventoryConfig, PullLimits, SiteId};
+use cairn_inventory::{
+    ClusterId, DbName, DbRecord, Entry, Hlc, Inventory, InventoryConfig, InventoryError, PullLimits,
+    ReplicaState, Retention, SiteId,
+};
 use proptest::prelude::*;
 
 fn open(dir: &std::path::Path) -> Inventory {
-    Inventory::open(dir, ClusterId(7), InventoryConfig::default()).unwrap()
+    let inv = Inventory::open(dir, ClusterId(7), InventoryConfig::default()).unwrap();
+    let db = DbName::new("d").unwrap();
+    let record = DbRecord {
+        name: db.clone(),
+        shards: 1,
+        replication: 2,
+        retention: Retention::default(),
+        created: Hlc::default(),
+        origin: SiteId(1),
+    };
+    inv.put_db(&record).unwrap();
+    if inv.replica(&db, 0).unwrap().is_none() {
+        inv.set_replica(&db, 0, ReplicaState::Ready).unwrap();
+    }
+    inv
 }
 
 fn sorted_ids(inv: &Inventory, db: &DbName) -> Vec<(SiteId, u64)> {
@@ -27,7 +44,8 @@ fn pull(up: &Inventory, down: &Inventory, db: &DbName, limits: PullLimits, stop_
             break;
         }
         let theirs = down.frontier(db, 0).unwrap();
-        let (entries, next): (Vec<Entry>, u64) = up.read_beyond(db, 0, cursor, &theirs, limits).unwrap();
+        let (entries, next): (Vec<Entry>, u64) =
+            up.read_beyond(db, 0, cursor, |id| id.seq > theirs.get(id.origin), limits).unwrap();
         shipped += entries.len();
         let outcome = down.insert_pulled(db, 0, &entries, Some((upstream, next))).unwrap();
         assert_eq!(outcome.duplicates, 0, "a pull in order never ships what the receiver holds");
@@ -84,4 +102,9 @@ fn cursors_go_with_the_log() {
     down.drop_log(&db, 0).unwrap();
     assert_eq!(down.pull_cursor(&db, 0, up.identity().site_id).unwrap(), 0, "a dropped log pulls afresh");
     assert_eq!(pull(&up, &down, &db, limits, usize::MAX), 2);
+    down.remove_replica(&db, 0).unwrap();
+    let late = up.read_beyond(&db, 0, 0, |_| true, limits).unwrap().0;
+    let refused = down.insert_pulled(&db, 0, &late, Some((up.identity().site_id, 2)));
+    assert!(matches!(refused, Err(InventoryError::NoReplica { .. })), "{refused:?}");
+    assert_eq!(down.log_stats(&db, 0).unwrap().entries, 0, "a late batch does not bring a removed log back");
 }

@@ -58,7 +58,12 @@ impl Client {
 
     /// Sends one request. Errors say what to do about them where we can tell.
     pub(crate) async fn request(&self, request: &Request) -> anyhow::Result<Response> {
-        self.endpoint.request(self.node, request).await.map_err(|error| {
+        self.request_at(self.node, request).await
+    }
+
+    /// Sends one request to another site of the cluster (one the node named).
+    pub(crate) async fn request_at(&self, node: SocketAddr, request: &Request) -> anyhow::Result<Response> {
+        self.endpoint.request(node, request).await.map_err(|error| {
             let text = error.to_string();
             let hint = if text.contains("certificate") {
                 "; the site and these credentials are not of the same cluster (check --cluster-dir / CAIRN_CLUSTER_DIR)"

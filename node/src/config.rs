@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use cairn_gossip::GossipConfig;
 use cairn_inventory::{InventoryConfig, Role};
+use cairn_node::data::DataConfig;
 use cairn_node::site::SiteOptions;
 use cairn_transport::TransportConfig;
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,18 @@ pub(crate) struct FileConfig {
     pub(crate) transport: TransportSection,
     #[serde(default)]
     pub(crate) inventory: InventorySection,
+    #[serde(default)]
+    pub(crate) data: DataSection,
+}
+
+/// `[data]`: shard data streams.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DataSection {
+    /// Catch-up throughput cap, KiB/s over all catch-up streams (0: none).
+    pub(crate) catch_up_limit_kib: Option<u64>,
+    /// Payload KiB per pull batch.
+    pub(crate) batch_kib: Option<usize>,
 }
 
 /// `[gossip]`.
@@ -128,6 +141,10 @@ impl FileConfig {
                 max_map_size_mib: self.inventory.max_map_size_mib.or(lower.inventory.max_map_size_mib),
                 plan_history_limit: self.inventory.plan_history_limit.or(lower.inventory.plan_history_limit),
             },
+            data: DataSection {
+                catch_up_limit_kib: self.data.catch_up_limit_kib.or(lower.data.catch_up_limit_kib),
+                batch_kib: self.data.batch_kib.or(lower.data.batch_kib),
+            },
         }
     }
 
@@ -169,6 +186,10 @@ impl FileConfig {
                 map_growth_mib: Some(i.map_growth / MIB),
                 max_map_size_mib: Some(i.max_map_size / MIB),
                 plan_history_limit: Some(i.plan_history_limit),
+            },
+            data: DataSection {
+                catch_up_limit_kib: Some(0),
+                batch_kib: Some(DataConfig::default().batch_bytes / 1024),
             },
         }
     }
@@ -228,6 +249,16 @@ impl FileConfig {
             plan_history_limit: i.plan_history_limit.unwrap_or(base.plan_history_limit),
         };
         o.inventory.validate()?;
+        let base = DataConfig::default();
+        let batch_kib = self.data.batch_kib.unwrap_or(base.batch_bytes / 1024);
+        if !(1..=8192).contains(&batch_kib) {
+            bail!("invalid data.batch_kib {batch_kib}: must be between 1 and 8192");
+        }
+        o.data = DataConfig {
+            batch_bytes: batch_kib * 1024,
+            catch_up_limit: self.data.catch_up_limit_kib.filter(|k| *k > 0).map(|k| k.saturating_mul(1024)),
+            ..base
+        };
         Ok(o)
     }
 }

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::client::{Client, ConnArgs, with_client};
+use crate::data_cmd::{PublishArgs, ReadArgs};
 use crate::inventory_cmd::Format;
 
 #[derive(Debug, Args)]
@@ -28,6 +29,10 @@ pub(crate) enum CtlCommand {
     /// Dbs.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Write messages to a shard (from the arguments, or stdin one a line).
+    Publish(PublishArgs),
+    /// Read a shard's messages in the answering site's arrival order.
+    Read(ReadArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +59,8 @@ pub(crate) enum DbCommand {
 pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
     with_client(&args.conn, async |client| match args.command {
         CtlCommand::Status { format } => status(client, format).await,
+        CtlCommand::Publish(publish) => crate::data_cmd::publish(client, publish).await,
+        CtlCommand::Read(read) => crate::data_cmd::read(client, read).await,
         CtlCommand::Db(DbCommand::Create { name, shards, replication, retention_secs, retention_bytes }) => {
             let retention =
                 Retention { max_age_ms: retention_secs.map(|s| s * 1000), max_bytes: retention_bytes };
@@ -83,7 +90,7 @@ async fn status(client: &Client, format: Format) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&json!({
                 "site_id": s.site_id.to_string(), "cluster_id": s.cluster_id.to_string(),
                 "version": s.version, "store_format": s.store_format, "uptime_ms": s.uptime_ms,
-                "role": s.role.to_string(), "addr": node.to_string(),
+                "role": s.role.to_string(), "addr": node.to_string(), "data": s.data,
             }))?
         ),
         Format::Table => {
@@ -93,6 +100,11 @@ async fn status(client: &Client, format: Format) -> anyhow::Result<()> {
             println!("role         {}", s.role);
             println!("version      {} (store format {})", s.version, s.store_format);
             println!("uptime       {:.1} s", s.uptime_ms as f64 / 1000.0);
+            let d = s.data;
+            println!(
+                "pulled       {} entries ({} bytes, {} duplicate) in {} batches, {} refused; {} streams",
+                d.entries, d.bytes, d.duplicates, d.batches, d.refused_batches, d.streams_opened
+            );
         }
     }
     Ok(())

@@ -1,11 +1,11 @@
 //! The executor: runs the head step of each pending plan, then advances the plan in the
 //! inventory. Steps are idempotent, so a crash at any moment resumes at the same step.
 //!
-//! Implemented steps: `add_replica` without upstreams (a new, empty shard), `remove_replica`,
-//! and `handover_replica` (the replica refuses writes, then is deleted once the cluster
-//! view shows the target ready and covering our frontier). `add_replica` from upstreams
-//! needs shard catch-up, which this build does not have: such a plan is failed with that
-//! reason (it goes to the plan history) rather than left hanging.
+//! Steps: `add_replica` makes the replica (ready at once when it has no upstreams — a new,
+//! empty shard — else `catching_up`, which the replicator copies and turns ready; the
+//! step waits for that); `remove_replica`; and `handover_replica` (the replica refuses
+//! writes, then is deleted once the cluster view shows the target ready and covering our
+//! frontier).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,23 +34,27 @@ pub fn run_head(
     let db = &plan.db;
     let Some(step) = plan.head() else { return Ok(StepResult::Waiting("no steps".into())) };
     match step {
-        Step::AddReplica { shard, upstreams } => {
-            if inv.replica(db, *shard)?.is_none() {
-                if !upstreams.is_empty() {
-                    let reason =
-                        "add_replica from upstreams needs shard catch-up, which this build does not have yet";
-                    inv.fail_plan(db, plan.plan_id, reason)?;
-                    return Ok(StepResult::Failed(reason.into()));
-                }
+        Step::AddReplica { shard, upstreams } => match inv.replica(db, *shard)?.map(|r| r.state) {
+            None => {
                 if inv.db(db)?.is_none() {
                     let Some(known) = view.db(db) else {
                         return Ok(StepResult::Waiting(format!("db {db} is not in the cluster view yet")));
                     };
                     inv.put_db(&known.record())?;
                 }
-                inv.set_replica(db, *shard, ReplicaState::Ready)?;
+                if upstreams.is_empty() {
+                    inv.set_replica(db, *shard, ReplicaState::Ready)?;
+                } else {
+                    // The replicator copies from the upstreams and turns it ready.
+                    inv.set_replica(db, *shard, ReplicaState::CatchingUp { upstreams: upstreams.clone() })?;
+                    return Ok(StepResult::Waiting(format!("{db}/{shard} is catching up")));
+                }
             }
-        }
+            Some(ReplicaState::CatchingUp { .. }) => {
+                return Ok(StepResult::Waiting(format!("{db}/{shard} is catching up")));
+            }
+            Some(ReplicaState::Ready | ReplicaState::HandingOver { .. }) => {}
+        },
         Step::RemoveReplica { shard } => {
             inv.remove_replica(db, *shard)?;
         }

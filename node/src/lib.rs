@@ -6,9 +6,11 @@
 //! - [`executor`]: runs the head step of each pending plan;
 //! - [`automation`]: the planner of record turns the view into plans;
 //! - [`service`]: what a site answers to each request;
+//! - [`data`]: shard data: writes, reads, pull streams, catch-up and follow;
 //! - [`snapshot`]: what a site publishes, read from its inventory.
 
 pub mod automation;
+pub mod data;
 pub mod executor;
 pub mod planner;
 pub mod service;

@@ -5,6 +5,7 @@ mod client;
 mod cluster_cmd;
 mod config;
 mod ctl_cmd;
+mod data_cmd;
 mod dump_cmd;
 mod inventory_cmd;
 mod local_cmd;

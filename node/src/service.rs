@@ -10,13 +10,19 @@ use cairn_gossip::ClusterView;
 use cairn_inventory::{
     DbName, DbRecord, Hlc, Inventory, InventoryError, Retention, Role, STORE_FORMAT, now_ms,
 };
-use cairn_transport::{Request, Response, Service, SiteStatus, WireError, WireErrorKind};
+use cairn_transport::{
+    PullRequest, PullSender, Request, Response, Service, SiteStatus, WireError, WireErrorKind,
+};
+
+use crate::data::access;
+use crate::data::replicator::DataShared;
 use tokio::sync::watch;
 
 /// The site's request handler.
 #[derive(Debug)]
 pub struct SiteService {
     inventory: Arc<Inventory>,
+    data: Arc<DataShared>,
     role: Role,
     started: Instant,
     /// The gossip view, once gossip runs (it starts after the endpoint it rides on).
@@ -27,9 +33,10 @@ pub struct SiteService {
 
 impl SiteService {
     /// A handler over the site's inventory.
-    pub fn new(inventory: Arc<Inventory>, role: Role) -> Self {
+    pub fn new(inventory: Arc<Inventory>, role: Role, data: Arc<DataShared>) -> Self {
         Self {
             inventory,
+            data,
             role,
             started: Instant::now(),
             view: OnceLock::new(),
@@ -55,6 +62,7 @@ impl SiteService {
             store_format: STORE_FORMAT,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             role: self.role,
+            data: self.data.counters(),
         }
     }
 
@@ -111,6 +119,55 @@ impl SiteService {
     }
 }
 
+impl SiteService {
+    fn not_here(&self, db: &DbName, shard: u32, reason: String) -> Response {
+        let me = self.inventory.identity().site_id;
+        let holders =
+            self.current_view().map(|v| access::ready_holders(&v, me, db, shard)).unwrap_or_default();
+        Response::NotHere { reason, holders }
+    }
+
+    async fn publish(&self, db: DbName, shard: u32, messages: Vec<serde_bytes::ByteBuf>) -> Response {
+        if let Err(reason) = access::check_publish(&messages) {
+            return Response::Rejected { reason };
+        }
+        let (d, s) = (db.clone(), shard);
+        let result = self
+            .blocking(move |inv| match access::writable(inv, &d, s)? {
+                Ok(()) => Ok(Ok(inv.append(&d, s, &messages)?)),
+                Err(reason) => Ok(Err(reason)),
+            })
+            .await;
+        match result {
+            Ok(Ok(ids)) => {
+                self.data.signals.notify(&db, shard);
+                Response::Published { ids }
+            }
+            Ok(Err(reason)) => self.not_here(&db, shard, reason),
+            Err(error @ (InventoryError::NoSpace { .. } | InventoryError::MapFull { .. })) => {
+                tracing::warn!(%db, shard, %error, "write refused");
+                Response::Rejected { reason: error.to_string() }
+            }
+            Err(error) => internal(&error),
+        }
+    }
+
+    async fn read(&self, db: DbName, shard: u32, from: u64, max: u32) -> Response {
+        let (d, s) = (db.clone(), shard);
+        let result = self
+            .blocking(move |inv| match access::readable(inv, &d, s)? {
+                Ok(()) => Ok(Ok(access::read_page(inv, &d, s, from, max)?)),
+                Err(reason) => Ok(Err(reason)),
+            })
+            .await;
+        match result {
+            Ok(Ok(response)) => response,
+            Ok(Err(reason)) => self.not_here(&db, shard, reason),
+            Err(error) => internal(&error),
+        }
+    }
+}
+
 fn internal(error: &InventoryError) -> Response {
     tracing::error!(%error, "request failed in the inventory");
     Response::Error(WireError::new(WireErrorKind::Internal, error.to_string()))
@@ -143,6 +200,17 @@ impl Service for SiteService {
             Request::CreateDb { name, shards, replication, retention } => {
                 self.create_db(name, shards, replication, retention).await
             }
+            Request::Publish { db, shard, messages } => self.publish(db, shard, messages).await,
+            Request::Read { db, shard, from, max } => self.read(db, shard, from, max).await,
+            Request::Pull(_) => Response::Error(WireError::new(
+                WireErrorKind::Undecodable,
+                "a pull is a stream, not a request",
+            )),
         }
+    }
+
+    async fn pull(&self, request: PullRequest, out: PullSender) {
+        let (inv, signals, config) = (self.inventory.clone(), self.data.signals.clone(), self.data.config);
+        crate::data::upstream::serve(inv, signals, config, request, out).await;
     }
 }

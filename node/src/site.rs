@@ -13,6 +13,8 @@ use cairn_transport::{Endpoint, TransportConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::data::DataConfig;
+use crate::data::replicator::DataShared;
 use crate::service::SiteService;
 use crate::snapshot::read_snapshot;
 
@@ -38,6 +40,8 @@ pub struct SiteOptions {
     pub transport: TransportConfig,
     /// Gossip settings (seeds included).
     pub gossip: GossipConfig,
+    /// Shard data settings (pull batches, catch-up throughput cap).
+    pub data: DataConfig,
     /// Whether the site executes its plans and plans for the cluster. Off, it still
     /// accepts, stores and reports plans (maintenance, or tests of plan delivery).
     pub run_plans: bool,
@@ -56,6 +60,7 @@ impl SiteOptions {
             inventory: InventoryConfig::default(),
             transport: TransportConfig::default(),
             gossip: GossipConfig::default(),
+            data: DataConfig::default(),
             run_plans: true,
         }
     }
@@ -130,7 +135,8 @@ impl Site {
             resolve_credentials(&options.cluster_dir, &options.data_dir).map_err(StartError::Credentials)?;
         let inventory =
             Arc::new(Inventory::open(&options.data_dir, credentials.cluster_id(), options.inventory)?);
-        let service = Arc::new(SiteService::new(inventory.clone(), options.role));
+        let data = Arc::new(DataShared::new(options.data));
+        let service = Arc::new(SiteService::new(inventory.clone(), options.role, data.clone()));
         let (endpoint, inbox) =
             Endpoint::serve(options.listen, &credentials, options.transport, service.clone())
                 .map_err(StartError::Transport)?;
@@ -145,7 +151,7 @@ impl Site {
             capacity: options.capacity,
             leaving: false,
         };
-        let snapshot = read_snapshot(&inventory, &summary)?;
+        let snapshot = read_snapshot(&inventory, &summary, |_, _, _| None)?;
         let carriage = QuicCarriage::new(endpoint.clone(), inbox);
         let interval = options.gossip.interval;
         let gossip = Arc::new(
@@ -153,9 +159,20 @@ impl Site {
                 .await?,
         );
         service.attach_view(gossip.subscribe());
-        let publisher =
-            tokio::spawn(publish_loop(inventory.clone(), gossip.clone(), summary.clone(), interval));
-        let mut workers = Vec::new();
+        let publisher = tokio::spawn(publish_loop(
+            inventory.clone(),
+            gossip.clone(),
+            summary.clone(),
+            data.clone(),
+            interval,
+        ));
+        // Shard data flows whatever `run_plans` says: replicas keep following each other.
+        let mut workers = vec![tokio::spawn(crate::data::replicator::run(
+            data.clone(),
+            inventory.clone(),
+            endpoint.clone(),
+            gossip.subscribe(),
+        ))];
         if options.run_plans {
             workers.push(tokio::spawn(crate::executor::run(inventory.clone(), gossip.subscribe(), interval)));
             workers.push(tokio::spawn(crate::automation::run(
@@ -194,7 +211,8 @@ impl Site {
         let _ = self.publisher.await;
         let inventory = self.inventory.clone();
         let summary = self.summary.clone();
-        let snapshot = tokio::task::spawn_blocking(move || read_snapshot(&inventory, &summary)).await;
+        let snapshot =
+            tokio::task::spawn_blocking(move || read_snapshot(&inventory, &summary, |_, _, _| None)).await;
         if let Ok(Ok(snapshot)) = snapshot {
             self.gossip.announce_leaving(&snapshot).await;
         }
@@ -212,14 +230,16 @@ async fn publish_loop(
     inventory: Arc<Inventory>,
     gossip: Arc<Gossip>,
     summary: SiteSummary,
+    data: Arc<DataShared>,
     every: std::time::Duration,
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let (inv, site) = (inventory.clone(), summary.clone());
-        match tokio::task::spawn_blocking(move || read_snapshot(&inv, &site)).await {
+        let (inv, site, data) = (inventory.clone(), summary.clone(), data.clone());
+        let progress = move |db: &_, shard, held| data.progress(db, shard, held);
+        match tokio::task::spawn_blocking(move || read_snapshot(&inv, &site, progress)).await {
             Ok(Ok(snapshot)) => {
                 gossip.publish(&snapshot).await;
             }

@@ -1,12 +1,17 @@
 //! Reading what a site publishes from its inventory.
 
 use cairn_gossip::summary::{
-    PlanSummary, ReplicaPhase, ReplicaSummary, SiteSnapshot, SiteSummary, frontier_digest,
+    CatchUpProgress, PlanSummary, ReplicaPhase, ReplicaSummary, SiteSnapshot, SiteSummary, frontier_digest,
 };
-use cairn_inventory::{Inventory, InventoryError, ReplicaState};
+use cairn_inventory::{DbName, Inventory, InventoryError, ReplicaState};
 
-/// The site's current summary: its dbs, replicas (with log sizes and frontiers) and plans.
-pub fn read_snapshot(inventory: &Inventory, site: &SiteSummary) -> Result<SiteSnapshot, InventoryError> {
+/// The site's current summary: its dbs, replicas (with log sizes, frontiers and catch-up
+/// progress, which `progress` tells) and plans.
+pub fn read_snapshot(
+    inventory: &Inventory,
+    site: &SiteSummary,
+    progress: impl Fn(&DbName, u32, u64) -> Option<CatchUpProgress>,
+) -> Result<SiteSnapshot, InventoryError> {
     let dbs = inventory.dbs()?;
     let mut replicas = Vec::new();
     for r in inventory.replicas(None)? {
@@ -23,6 +28,10 @@ pub fn read_snapshot(inventory: &Inventory, site: &SiteSummary) -> Result<SiteSn
             bytes: stats.bytes,
             frontier_digest: frontier_digest(&frontier),
             frontier,
+            progress: match r.state {
+                ReplicaState::CatchingUp { .. } => progress(&r.db, r.shard, stats.bytes),
+                _ => None,
+            },
         };
         replicas.push((r.db, r.shard, summary));
     }

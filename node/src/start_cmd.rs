@@ -13,7 +13,7 @@ use clap::Args;
 
 use crate::UsageError;
 use crate::addr::parse_addr;
-use crate::config::{FileConfig, GossipSection};
+use crate::config::{DataSection, FileConfig, GossipSection};
 
 #[derive(Debug, Args)]
 pub(crate) struct StartArgs {
@@ -42,6 +42,10 @@ pub(crate) struct StartArgs {
     /// Milliseconds between gossip rounds, 10-60000 [default: 250].
     #[arg(long, env = "CAIRN_GOSSIP_INTERVAL_MS")]
     gossip_interval_ms: Option<u64>,
+    /// Catch-up throughput cap for this site, KiB/s over all its catch-up streams
+    /// (0: no cap) [default: 0].
+    #[arg(long, value_name = "KIB_PER_S", env = "CAIRN_CATCH_UP_LIMIT")]
+    catch_up_limit: Option<u64>,
     /// A TOML file with settings (flags and environment variables win over it).
     #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG")]
     config: Option<PathBuf>,
@@ -62,6 +66,7 @@ impl StartArgs {
             zone: self.zone.clone(),
             capacity: self.capacity,
             gossip: GossipSection { interval_ms: self.gossip_interval_ms, ..GossipSection::default() },
+            data: DataSection { catch_up_limit_kib: self.catch_up_limit, ..DataSection::default() },
             ..FileConfig::default()
         }
     }

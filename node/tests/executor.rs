@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use cairn_gossip::summary::{DbSummary, ReplicaPhase, ReplicaSummary, SiteSummary, SummaryKey, encode_value};
 use cairn_gossip::view::{ClusterView, NodeInput, build_view};
 use cairn_inventory::{
-    ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, PlanEnd, PlanId, PlanOrigin, ReplicaState,
+    ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, PlanId, PlanOrigin, ReplicaState,
     Retention, Role, SiteId, Step,
 };
 use cairn_node::executor::{StepResult, run_head};
@@ -46,6 +46,7 @@ fn view(me: SiteId, other: SiteId, replicas: &[(u32, Vec<(SiteId, u64)>)]) -> Cl
             bytes: 0,
             frontier_digest: 0,
             frontier: frontier.clone(),
+            progress: None,
         };
         kv.push((SummaryKey::Replica(DbName::new("d").unwrap(), *shard).render(), encode_value(&r)));
     }
@@ -97,16 +98,22 @@ fn add_replica_learns_the_db_from_the_view_and_is_idempotent() {
 }
 
 #[test]
-fn add_replica_from_upstreams_fails_the_plan_with_the_reason() {
+fn add_replica_from_upstreams_waits_while_catching_up() {
     let dir = tempfile::tempdir().unwrap();
     let inv = Inventory::open(dir.path(), ClusterId(1), InventoryConfig::default()).unwrap();
     let v = view(inv.identity().site_id, SiteId(2), &[]);
+    let name = DbName::new("d").unwrap();
     inv.offer(&plan(vec![Step::AddReplica { shard: 0, upstreams: vec![SiteId(2)] }])).unwrap();
     let result = run_head(&inv, &v, &pending(&inv).unwrap()).unwrap();
-    assert!(matches!(result, StepResult::Failed(ref why) if why.contains("catch-up")), "{result:?}");
-    let history = inv.plan_history(&DbName::new("d").unwrap()).unwrap();
-    assert!(matches!(&history[0].end, PlanEnd::Failed { reason } if reason.contains("catch-up")));
-    assert!(inv.replicas(None).unwrap().is_empty());
+    assert!(matches!(result, StepResult::Waiting(ref why) if why.contains("catching up")), "{result:?}");
+    let state = inv.replica(&name, 0).unwrap().unwrap().state;
+    assert_eq!(state, ReplicaState::CatchingUp { upstreams: vec![SiteId(2)] });
+    // Still catching up: still waiting, nothing else changes.
+    assert!(matches!(run_head(&inv, &v, &pending(&inv).unwrap()).unwrap(), StepResult::Waiting(_)));
+    // Once the replicator has made it ready, the step is done.
+    inv.set_replica(&name, 0, ReplicaState::Ready).unwrap();
+    assert_eq!(run_head(&inv, &v, &pending(&inv).unwrap()).unwrap(), StepResult::Advanced);
+    assert!(pending(&inv).is_none());
 }
 
 #[test]

@@ -23,6 +23,7 @@ use crate::error::TransportError;
 use crate::frame::{self, FrameError};
 use crate::message::{Request, Response, WireError, WireErrorKind};
 use crate::pool::Pool;
+use crate::pull::{PullReceiver, PullRequest, PullSender};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::tls::Credentials;
 
@@ -37,6 +38,10 @@ const STOP_BAD_REQUEST: u32 = 1;
 pub trait Service: Send + Sync + 'static {
     /// Answers one request from the peer at `peer`.
     fn handle(&self, peer: SocketAddr, request: Request) -> impl Future<Output = Response> + Send;
+
+    /// Serves one pull stream (see [`crate::pull`]) until it is done or the receiver
+    /// goes away.
+    fn pull(&self, request: PullRequest, out: PullSender) -> impl Future<Output = ()> + Send;
 }
 
 /// Gossip messages received, with the sender's address, in arrival order.
@@ -194,6 +199,39 @@ impl Endpoint {
         match tokio::time::timeout(deadline, exchange).await {
             Err(_) => Err(TransportError::Timeout { peer, after: deadline }),
             Ok(Ok(Response::Error(error))) => Err(TransportError::Remote { peer, error }),
+            Ok(result) => result,
+        }
+    }
+
+    /// Opens a pull stream to the site at `peer` (see [`crate::pull`]). The frames come
+    /// from the returned receiver; the stream lives as long as the upstream keeps it.
+    pub async fn pull(
+        &self,
+        peer: SocketAddr,
+        request: &PullRequest,
+    ) -> Result<PullReceiver, TransportError> {
+        let inner = &self.inner;
+        let bytes = codec::encode(&Request::Pull(request.clone()))?;
+        let open = async {
+            let conn = inner.connection(peer).await?;
+            let lost =
+                |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
+            let result = async {
+                let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+                frame::write_frame(&mut send, &bytes)
+                    .await
+                    .map_err(|source| TransportError::Frame { peer, source })?;
+                send.finish().map_err(|e| lost(&e))?;
+                Ok(PullReceiver { peer, recv, max_frame: inner.config.max_frame_bytes })
+            }
+            .await;
+            if let Err(TransportError::ConnectionLost { .. }) = &result {
+                inner.pool.forget(peer, &conn);
+            }
+            result
+        };
+        match tokio::time::timeout(inner.config.request_timeout, open).await {
+            Err(_) => Err(TransportError::Timeout { peer, after: inner.config.request_timeout }),
             Ok(result) => result,
         }
     }
@@ -394,6 +432,14 @@ async fn serve_request<S: Service>(
         }
         Ok(Err(None)) => return,
         Ok(Err(Some(error))) => Response::Error(error),
+        Ok(Ok((Request::Pull(request), permit))) => {
+            drop(permit);
+            let _ = recv.stop(crate::pull::STOP_DONE.into());
+            Stats::bump(&inner.stats.requests_served);
+            tracing::debug!(%peer, db = %request.db, shard = request.shard, follow = request.follow, "pull stream");
+            service.pull(request, PullSender { peer, send }).await;
+            return;
+        }
         Ok(Ok((request, _permit))) => {
             let kind = request.kind();
             let response = service.handle(peer, request).await;

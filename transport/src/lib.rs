@@ -5,6 +5,7 @@
 //! - [`frame`]: length-prefixed, versioned frames with a size limit checked before
 //!   allocation;
 //! - [`message`]: the request and response enums;
+//! - [`pull`]: the pull stream protocol (catch-up and follow of shard logs);
 //! - [`Endpoint`]: serving ([`Service`]), requesting (pooled connections with backoff)
 //!   and gossip carriage.
 //!
@@ -16,12 +17,14 @@ mod error;
 pub mod frame;
 pub mod message;
 mod pool;
+pub mod pull;
 mod stats;
 pub mod tls;
 
 pub use config::{DEFAULT_MTU, LOOPBACK_MTU, TransportConfig};
 pub use endpoint::{Endpoint, GossipInbox, Service};
 pub use error::TransportError;
-pub use message::{Request, Response, SiteStatus, WireError, WireErrorKind};
+pub use message::{DataCounters, ReadEntry, Request, Response, SiteStatus, WireError, WireErrorKind};
+pub use pull::{BatchError, PullFrame, PullReceiver, PullRequest, PullSender, PullStart, SealedBatch};
 pub use stats::StatsSnapshot;
 pub use tls::{ClusterCa, Credentials};

@@ -5,8 +5,12 @@
 //! (plain envelope) inside a frame. New kinds of request are added as new variants at
 //! the end of the enums, so older variants keep their encoding.
 
-use cairn_inventory::{ClusterId, DbName, OfferOutcome, Plan, Retention, Role, SiteId};
+use std::net::SocketAddr;
+
+use cairn_inventory::{ClusterId, DbName, Entry, EntryId, OfferOutcome, Plan, Retention, Role, SiteId};
 use serde::{Deserialize, Serialize};
+
+use crate::pull::PullRequest;
 
 /// What a client asks of a site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +35,31 @@ pub enum Request {
         /// Retention.
         retention: Retention,
     },
+    /// Append messages to a shard. Answered with [`Response::Published`] once they are
+    /// durable here, or [`Response::NotHere`] if this site holds no writable replica.
+    Publish {
+        /// The db.
+        db: DbName,
+        /// The shard.
+        shard: u32,
+        /// The messages, in order.
+        messages: Vec<serde_bytes::ByteBuf>,
+    },
+    /// Read a shard's entries in this site's arrival order. Answered with
+    /// [`Response::Entries`] or [`Response::NotHere`].
+    Read {
+        /// The db.
+        db: DbName,
+        /// The shard.
+        shard: u32,
+        /// The cursor: the arrival number to read from (0 = the start).
+        from: u64,
+        /// At most this many entries.
+        max: u32,
+    },
+    /// Open a pull stream (see [`crate::pull`]); answered by a stream of
+    /// [`crate::PullFrame`]s instead of one response.
+    Pull(PullRequest),
 }
 
 impl Request {
@@ -41,6 +70,9 @@ impl Request {
             Self::Schedule(_) => "schedule",
             Self::Dump => "dump",
             Self::CreateDb { .. } => "create_db",
+            Self::Publish { .. } => "publish",
+            Self::Read { .. } => "read",
+            Self::Pull(_) => "pull",
         }
     }
 }
@@ -70,6 +102,34 @@ pub enum Response {
         /// Whether this request created it.
         created: bool,
     },
+    /// The published messages' ids, in order: they are durable on this site.
+    Published {
+        /// The ids.
+        ids: Vec<EntryId>,
+    },
+    /// This site cannot serve the shard; `holders` are the sites that can.
+    NotHere {
+        /// Why not here.
+        reason: String,
+        /// Where to go instead (sites with a ready replica, as this site's view says).
+        holders: Vec<SocketAddr>,
+    },
+    /// Entries read, in arrival order, and the cursor to read from next.
+    Entries {
+        /// The entries, with their local arrival numbers.
+        entries: Vec<ReadEntry>,
+        /// The cursor for the next read.
+        next: u64,
+    },
+}
+
+/// An entry as a read returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadEntry {
+    /// Its arrival number on the site that answered.
+    pub arrival: u64,
+    /// The entry.
+    pub entry: Entry,
 }
 
 /// A site's identity and state, as `Status` reports it.
@@ -87,6 +147,25 @@ pub struct SiteStatus {
     pub uptime_ms: u64,
     /// Core or replicant.
     pub role: Role,
+    /// What its pull streams received since it started.
+    pub data: DataCounters,
+}
+
+/// Totals of what a site's pull streams received, since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataCounters {
+    /// Batches stored.
+    pub batches: u64,
+    /// Entries received (new and duplicate).
+    pub entries: u64,
+    /// Entries received that were already held.
+    pub duplicates: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Batches refused (bad checksum or undecodable) and asked for again.
+    pub refused_batches: u64,
+    /// Pull streams opened.
+    pub streams_opened: u64,
 }
 
 /// An error answered instead of a response.

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cairn_inventory::{ClusterId, Role, SiteId};
+use cairn_inventory::{ClusterId, DbName, Entry, EntryId, Frontier, Role, SiteId};
 use cairn_transport::frame::{self, FRAME_VERSION};
 use cairn_transport::tls::{ClusterCa, SERVER_NAME};
 use cairn_transport::{
-    Credentials, Endpoint, Request, Response, Service, SiteStatus, TransportConfig, TransportError,
-    WireErrorKind,
+    Credentials, Endpoint, PullFrame, PullRequest, PullSender, PullStart, Request, Response, SealedBatch,
+    Service, SiteStatus, TransportConfig, TransportError, WireErrorKind,
 };
 
 /// Answers `Status` with a counter of requests seen.
@@ -27,9 +27,43 @@ impl Service for Counting {
                 store_format: 1,
                 uptime_ms: 0,
                 role: Role::Core,
+                data: Default::default(),
             }),
             _ => Response::Rejected { reason: "not here".into() },
         }
+    }
+
+    /// Streams `cursor` entries in batches of 10 (so a test can ask for any amount),
+    /// and for a follow stream an `Idle` frame after them.
+    async fn pull(&self, request: PullRequest, mut out: PullSender) {
+        let start = PullStart {
+            site: SiteId(9),
+            frontier: Frontier::default(),
+            next_arrival: request.cursor,
+            entries: request.cursor,
+            bytes: 0,
+        };
+        if out.send(&PullFrame::Start(start)).await.is_err() {
+            return;
+        }
+        let entries: Vec<Entry> = (1..=request.cursor)
+            .map(|seq| Entry { id: EntryId { origin: SiteId(9), seq }, origin_ms: 0, payload: vec![7; 100] })
+            .collect();
+        for (i, chunk) in entries.chunks(10).enumerate() {
+            let batch = SealedBatch::seal(chunk, (i * 10 + chunk.len()) as u64).unwrap();
+            if out.send(&PullFrame::Batch(batch)).await.is_err() {
+                return;
+            }
+        }
+        if request.follow {
+            let idle = PullFrame::Idle { frontier: Frontier::default(), next_arrival: request.cursor };
+            if out.send(&idle).await.is_err() {
+                return;
+            }
+            out.stopped().await;
+            return;
+        }
+        out.finish();
     }
 }
 
@@ -347,4 +381,53 @@ async fn handshakes_past_the_threshold_must_prove_their_address() {
     assert!(matches!(response, Response::Status(_)), "a client that answers the retry is served");
     assert_eq!(server.stats().retries_sent, 1);
     assert_eq!(server.stats().handshakes_ok, 1);
+}
+
+fn pull_request(entries: u64, follow: bool) -> PullRequest {
+    PullRequest {
+        db: DbName::new("d").unwrap(),
+        shard: 0,
+        frontier: Frontier::default(),
+        cursor: entries,
+        follow,
+        receiver: SiteId(1),
+        receiver_own_seq: 0,
+    }
+}
+
+#[tokio::test]
+async fn pull_streams_carry_sealed_batches_to_the_end() {
+    let ca = ClusterCa::generate().unwrap();
+    let (a, b) = (site(&ca, "a"), site(&ca, "b"));
+    let mut stream = b.pull(a.local_addr(), &pull_request(95, false)).await.unwrap();
+    let Some(PullFrame::Start(start)) = stream.next().await.unwrap() else { panic!("no start frame") };
+    assert_eq!(start.next_arrival, 95);
+    let mut got = Vec::new();
+    while let Some(frame) = stream.next().await.unwrap() {
+        let PullFrame::Batch(batch) = frame else { panic!("unexpected {frame:?}") };
+        got.extend(batch.open().unwrap());
+    }
+    assert_eq!(got.len(), 95);
+    assert!(got.iter().enumerate().all(|(i, e)| e.id.seq == i as u64 + 1));
+    // Requests still work on the same connection.
+    assert!(matches!(b.request(a.local_addr(), &Request::Status).await, Ok(Response::Status(_))));
+}
+
+#[tokio::test]
+async fn a_stopped_follow_stream_ends_on_both_sides() {
+    let ca = ClusterCa::generate().unwrap();
+    let (a, b) = (site(&ca, "a"), site(&ca, "b"));
+    let mut stream = b.pull(a.local_addr(), &pull_request(5, true)).await.unwrap();
+    let mut frames = 0;
+    loop {
+        match stream.next().await.unwrap() {
+            Some(PullFrame::Idle { .. }) => break,
+            Some(_) => frames += 1,
+            None => panic!("a follow stream ended by itself"),
+        }
+    }
+    assert_eq!(frames, 2, "start and one batch");
+    stream.stop(cairn_transport::pull::STOP_DONE);
+    // The upstream's task ends (it waits on `stopped`), so closing is prompt.
+    tokio::time::timeout(Duration::from_secs(2), a.close()).await.unwrap();
 }

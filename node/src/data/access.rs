@@ -1,0 +1,97 @@
+//! Writes and reads of shard logs, as requests from clients.
+//!
+//! A write goes to a ready replica of the shard on this site: appended in one durable
+//! transaction, answered with the ids after commit. Reads page through the local log in
+//! arrival order. A site without a suitable replica answers with the sites that have
+//! one, as its cluster view says, so the client can go there.
+
+use std::net::SocketAddr;
+
+use cairn_gossip::ClusterView;
+use cairn_inventory::{DbName, Inventory, InventoryError, MAX_PAYLOAD, ReplicaState, SiteId};
+use cairn_transport::{ReadEntry, Response};
+
+/// The most entries one publish may carry.
+pub const MAX_PUBLISH_MESSAGES: usize = 65_536;
+/// The most entries one read answers.
+pub const MAX_READ_ENTRIES: u32 = 10_000;
+/// A read answer stops growing past this many payload bytes.
+pub const MAX_READ_BYTES: usize = 8 << 20;
+
+/// What a publish can be answered without touching the log.
+pub fn check_publish(messages: &[serde_bytes::ByteBuf]) -> Result<(), String> {
+    if messages.is_empty() {
+        return Err("nothing to publish: no messages".into());
+    }
+    if messages.len() > MAX_PUBLISH_MESSAGES {
+        return Err(format!("{} messages in one publish; at most {MAX_PUBLISH_MESSAGES}", messages.len()));
+    }
+    if let Some((i, m)) = messages.iter().enumerate().find(|(_, m)| m.len() > MAX_PAYLOAD) {
+        return Err(format!("message {i} has {} bytes; at most {MAX_PAYLOAD}", m.len()));
+    }
+    Ok(())
+}
+
+/// Whether this site's replica of `(db, shard)` takes writes; `Err` says why not.
+pub fn writable(inv: &Inventory, db: &DbName, shard: u32) -> Result<Result<(), String>, InventoryError> {
+    Ok(match inv.replica(db, shard)?.map(|r| r.state) {
+        Some(ReplicaState::Ready) => Ok(()),
+        Some(ReplicaState::CatchingUp { .. }) => {
+            Err(format!("the replica of {db}/{shard} here is catching up"))
+        }
+        Some(ReplicaState::HandingOver { to }) => {
+            Err(format!("the replica of {db}/{shard} here is handing over to {}", to.short()))
+        }
+        None => Err(format!("this site holds no replica of {db}/{shard}")),
+    })
+}
+
+/// Whether this site's replica of `(db, shard)` serves reads (ready or handing over).
+pub fn readable(inv: &Inventory, db: &DbName, shard: u32) -> Result<Result<(), String>, InventoryError> {
+    Ok(match inv.replica(db, shard)?.map(|r| r.state) {
+        Some(ReplicaState::Ready | ReplicaState::HandingOver { .. }) => Ok(()),
+        Some(ReplicaState::CatchingUp { .. }) => {
+            Err(format!("the replica of {db}/{shard} here is catching up"))
+        }
+        None => Err(format!("this site holds no replica of {db}/{shard}")),
+    })
+}
+
+/// The live sites other than `me` with a ready replica of `(db, shard)`, by the view.
+pub fn ready_holders(view: &ClusterView, me: SiteId, db: &DbName, shard: u32) -> Vec<SocketAddr> {
+    let Some(placement) = view.db(db).and_then(|d| d.placement.get(shard as usize)) else {
+        return Vec::new();
+    };
+    placement
+        .replicas
+        .iter()
+        .filter(|r| r.state == "ready" && r.site_id != me && view.is_live(r.site_id))
+        .filter_map(|r| view.site(r.site_id)?.addr.parse().ok())
+        .collect()
+}
+
+/// Reads a page of the local log: at most `max` entries and about [`MAX_READ_BYTES`].
+pub fn read_page(
+    inv: &Inventory,
+    db: &DbName,
+    shard: u32,
+    from: u64,
+    max: u32,
+) -> Result<Response, InventoryError> {
+    let max = max.clamp(1, MAX_READ_ENTRIES) as usize;
+    let batch = inv.read_log(db, shard, from, max)?;
+    let mut entries = Vec::with_capacity(batch.entries.len());
+    let (mut bytes, mut next) = (0, from);
+    for e in batch.entries {
+        if bytes > 0 && bytes + e.entry.payload.len() > MAX_READ_BYTES {
+            break;
+        }
+        bytes += e.entry.payload.len();
+        next = e.arrival + 1;
+        entries.push(ReadEntry { arrival: e.arrival, entry: e.entry });
+    }
+    if entries.is_empty() {
+        next = batch.next.max(from);
+    }
+    Ok(Response::Entries { entries, next })
+}

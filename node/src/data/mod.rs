@@ -1,0 +1,41 @@
+//! Shard data on a site: writes and reads ([`access`]), serving pull streams to other
+//! replicas ([`upstream`]), and keeping local replicas filled from theirs
+//! ([`replicator`]: catch-up of new replicas, then follow). [`signals`] wakes follow
+//! streams when a log grows; [`throttle`] caps catch-up throughput.
+
+pub mod access;
+pub mod replicator;
+pub mod signals;
+pub mod throttle;
+pub mod upstream;
+
+use std::time::Duration;
+
+/// Settings of the data path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataConfig {
+    /// Payload bytes per pull batch (an entry larger than this goes alone).
+    pub batch_bytes: usize,
+    /// Entries per pull batch.
+    pub batch_entries: usize,
+    /// A follow stream with nothing to send says so this often; a receiver that hears
+    /// nothing for three times this long reconnects.
+    pub idle_every: Duration,
+    /// Catch-up throughput cap for this site, in bytes per second (all streams
+    /// together); `None` for no cap. Follow streams of ready replicas are not capped.
+    pub catch_up_limit: Option<u64>,
+    /// How often the replicator compares the streams it runs with those it should.
+    pub reconcile_every: Duration,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            batch_bytes: 1 << 20,
+            batch_entries: 8192,
+            idle_every: Duration::from_secs(2),
+            catch_up_limit: None,
+            reconcile_every: Duration::from_millis(500),
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! Keeping this site's replicas filled from the other replicas of their shards.
+//!
+//! Every `reconcile_every` (and on each view change) the replicator works out which
+//! pull streams should run — for a replica catching up, one from each of its live
+//! upstreams; for a ready (or handing-over) replica, one from every other live site with
+//! a ready or handing-over replica of the shard — starts the missing ones and stops the
+//! rest. Each stream resumes from the stored frontier and cursor, so a stream cut at any
+//! point (upstream killed, connection lost, this site killed) continues where it was:
+//! nothing copied twice, nothing missed.
+//!
+//! A catching-up replica turns ready once, for each of its upstreams, it holds what that
+//! upstream held when its stream started — or the upstream is dead or gone from the
+//! cluster (at least one upstream must have been copied). Then it follows like any
+//! ready replica.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use cairn_gossip::summary::CatchUpProgress;
+use cairn_gossip::{ClusterView, SiteState};
+use cairn_inventory::{DbName, Inventory, InventoryError, ReplicaRecord, ReplicaState, SiteId};
+use cairn_transport::pull::STOP_BAD_BATCH;
+use cairn_transport::{DataCounters, Endpoint, PullFrame, PullRequest, PullStart, TransportError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::DataConfig;
+use super::signals::LogSignals;
+use super::throttle::Throttle;
+
+/// What the data path shares between the service (writes, upstream streams), the
+/// replicator and the publisher (progress).
+#[derive(Debug)]
+pub struct DataShared {
+    /// Settings.
+    pub config: DataConfig,
+    /// Log growth signals.
+    pub signals: Arc<LogSignals>,
+    throttle: Option<Throttle>,
+    progress: Mutex<HashMap<(DbName, u32), Progress>>,
+    counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    entries: AtomicU64,
+    duplicates: AtomicU64,
+    bytes: AtomicU64,
+    refused_batches: AtomicU64,
+    streams_opened: AtomicU64,
+}
+
+/// A catching-up replica's progress.
+#[derive(Debug, Default)]
+struct Progress {
+    /// What each upstream held when its stream (re)started: entries, bytes.
+    targets: HashMap<SiteId, (u64, u64)>,
+    /// Upstreams whose `Start` position is held.
+    reached: HashSet<SiteId>,
+    received_entries: u64,
+    received_bytes: u64,
+    /// (when, received bytes then), over the last seconds, for the rate.
+    samples: VecDeque<(Instant, u64)>,
+}
+
+/// The rate is measured over this window.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+impl Progress {
+    fn published(&self, held_bytes: u64) -> CatchUpProgress {
+        let (target_entries, target_bytes) =
+            self.targets.values().fold((0, 0), |(e, b), (te, tb)| (e.max(*te), b.max(*tb)));
+        let rate = match (self.samples.front(), self.samples.back()) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+                ((b1 - b0) as f64 / t1.duration_since(*t0).as_secs_f64()) as u64
+            }
+            _ => 0,
+        };
+        let left = target_bytes.saturating_sub(held_bytes);
+        CatchUpProgress {
+            received_entries: self.received_entries,
+            received_bytes: self.received_bytes,
+            target_entries,
+            target_bytes,
+            rate_bytes_per_s: rate,
+            eta_s: (rate > 0).then(|| left.div_ceil(rate)),
+        }
+    }
+}
+
+impl DataShared {
+    /// The shared state for `config`.
+    pub fn new(config: DataConfig) -> Self {
+        Self {
+            config,
+            signals: Arc::default(),
+            throttle: config.catch_up_limit.map(Throttle::new),
+            progress: Mutex::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The progress to publish for a catching-up replica holding `held_bytes`.
+    pub fn progress(&self, db: &DbName, shard: u32, held_bytes: u64) -> Option<CatchUpProgress> {
+        let progress = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        progress.get(&(db.clone(), shard)).map(|p| p.published(held_bytes))
+    }
+
+    /// Totals so far.
+    pub fn counters(&self) -> DataCounters {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DataCounters {
+            batches: get(&c.batches),
+            entries: get(&c.entries),
+            duplicates: get(&c.duplicates),
+            bytes: get(&c.bytes),
+            refused_batches: get(&c.refused_batches),
+            streams_opened: get(&c.streams_opened),
+        }
+    }
+
+    fn with_progress<R>(&self, db: &DbName, shard: u32, f: impl FnOnce(&mut Progress) -> R) -> Option<R> {
+        let mut progress = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        progress.get_mut(&(db.clone(), shard)).map(f)
+    }
+}
+
+/// One pull stream the replicator should run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Source {
+    /// The upstream site.
+    pub site: SiteId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Whether the local replica is catching up (the stream is throttled).
+    pub catching_up: bool,
+}
+
+/// The pull streams `me` should run for `replicas`, by the view (pure).
+pub fn sources(
+    me: SiteId,
+    replicas: &[ReplicaRecord],
+    view: &ClusterView,
+) -> BTreeMap<(DbName, u32, SiteId), Source> {
+    let addr = |site: SiteId| -> Option<SocketAddr> {
+        let s = view.site(site)?;
+        (s.state == SiteState::Live).then(|| s.addr.parse().ok())?
+    };
+    let mut out = BTreeMap::new();
+    for r in replicas {
+        let (sites, catching_up): (Vec<SiteId>, bool) = match &r.state {
+            ReplicaState::CatchingUp { upstreams } => (upstreams.clone(), true),
+            ReplicaState::Ready | ReplicaState::HandingOver { .. } => {
+                let holders = view
+                    .db(&r.db)
+                    .and_then(|d| d.placement.get(r.shard as usize))
+                    .map(|s| {
+                        s.replicas
+                            .iter()
+                            .filter(|x| x.state == "ready" || x.state == "handing_over")
+                            .map(|x| x.site_id)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (holders, false)
+            }
+        };
+        for site in sites.into_iter().filter(|s| *s != me) {
+            if let Some(addr) = addr(site) {
+                out.insert((r.db.clone(), r.shard, site), Source { site, addr, catching_up });
+            }
+        }
+    }
+    out
+}
+
+/// Whether a replica catching up from `upstreams` may turn ready: every upstream is
+/// either copied up to its start position (`reached`) or known dead or gone, and at
+/// least one was copied (pure).
+pub fn caught_up(me: SiteId, upstreams: &[SiteId], reached: &HashSet<SiteId>, view: &ClusterView) -> bool {
+    let others: Vec<SiteId> = upstreams.iter().copied().filter(|u| *u != me).collect();
+    let settled = |u: &SiteId| {
+        reached.contains(u)
+            || view.site(*u).is_some_and(|s| matches!(s.state, SiteState::Dead | SiteState::Left))
+    };
+    others.iter().all(settled) && others.iter().any(|u| reached.contains(u))
+}
+
+/// Runs the replicator until the task is dropped.
+pub async fn run(
+    shared: Arc<DataShared>,
+    inventory: Arc<Inventory>,
+    endpoint: Endpoint,
+    mut view: watch::Receiver<Arc<ClusterView>>,
+) {
+    let me = inventory.identity().site_id;
+    let mut streams: HashMap<(DbName, u32, SiteId), (Source, JoinHandle<()>)> = HashMap::new();
+    let mut ticker = tokio::time::interval(shared.config.reconcile_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            changed = view.changed() => if changed.is_err() { return },
+        }
+        let current = view.borrow_and_update().clone();
+        let inv = inventory.clone();
+        let replicas = match tokio::task::spawn_blocking(move || inv.replicas(None)).await {
+            Ok(Ok(replicas)) => replicas,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "replicator cannot read the replicas; retrying");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        finish_catch_ups(&shared, &inventory, me, &replicas, &current).await;
+        let wanted = sources(me, &replicas, &current);
+        streams.retain(|key, (source, task)| {
+            let keep = wanted.get(key) == Some(source) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (key, source) in wanted {
+            if streams.contains_key(&key) {
+                continue;
+            }
+            let (db, shard, _) = key.clone();
+            let ctx = StreamCtx {
+                shared: shared.clone(),
+                inventory: inventory.clone(),
+                endpoint: endpoint.clone(),
+                me,
+                db,
+                shard,
+                source,
+            };
+            streams.insert(key, (source, tokio::spawn(pull_loop(ctx))));
+        }
+    }
+}
+
+/// Turns ready the catching-up replicas that are done, and keeps progress entries for
+/// exactly the replicas still catching up.
+async fn finish_catch_ups(
+    shared: &DataShared,
+    inventory: &Arc<Inventory>,
+    me: SiteId,
+    replicas: &[ReplicaRecord],
+    view: &ClusterView,
+) {
+    let mut done = Vec::new();
+    {
+        let mut progress = shared.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        let catching: HashSet<(DbName, u32)> = replicas
+            .iter()
+            .filter(|r| matches!(r.state, ReplicaState::CatchingUp { .. }))
+            .map(|r| (r.db.clone(), r.shard))
+            .collect();
+        progress.retain(|key, _| catching.contains(key));
+        for r in replicas {
+            let ReplicaState::CatchingUp { upstreams } = &r.state else { continue };
+            let p = progress.entry((r.db.clone(), r.shard)).or_default();
+            if caught_up(me, upstreams, &p.reached, view) {
+                done.push(r.clone());
+            }
+        }
+    }
+    for r in done {
+        let inv = inventory.clone();
+        let (db, shard, state) = (r.db.clone(), r.shard, r.state.clone());
+        let result = tokio::task::spawn_blocking(move || -> Result<bool, InventoryError> {
+            // Only if nothing changed it meanwhile (a plan, a removal).
+            match inv.replica(&db, shard)? {
+                Some(now) if now.state == state => {
+                    inv.set_replica(&db, shard, ReplicaState::Ready)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await;
+        match result {
+            Ok(Ok(true)) => {
+                shared
+                    .progress
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&(r.db.clone(), r.shard));
+                tracing::info!(db = %r.db, shard = r.shard, "replica caught up: ready");
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(db = %r.db, shard = r.shard, %error, "cannot mark replica ready")
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+struct StreamCtx {
+    shared: Arc<DataShared>,
+    inventory: Arc<Inventory>,
+    endpoint: Endpoint,
+    me: SiteId,
+    db: DbName,
+    shard: u32,
+    source: Source,
+}
+
+/// Why a pull stream ended.
+#[derive(Debug, thiserror::Error)]
+enum PullError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error("upstream refused: {0}")]
+    Refused(String),
+    #[error("bad batch refused: {0}")]
+    BadBatch(cairn_transport::BatchError),
+    #[error("upstream silent for {0:?}")]
+    Silent(Duration),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// Pulls from one upstream, reconnecting with backoff, until aborted.
+async fn pull_loop(ctx: StreamCtx) {
+    const FIRST: Duration = Duration::from_millis(200);
+    let mut backoff = FIRST;
+    loop {
+        match pull_once(&ctx).await {
+            Ok(()) => backoff = FIRST,
+            Err(PullError::BadBatch(error)) => {
+                tracing::warn!(db = %ctx.db, shard = ctx.shard, upstream = %ctx.source.addr, %error,
+                    "refused a bad batch; pulling it again");
+                backoff = FIRST;
+            }
+            Err(error) => {
+                tracing::debug!(db = %ctx.db, shard = ctx.shard, upstream = %ctx.source.addr, %error, "pull stream ended");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl StreamCtx {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inventory, &DbName, u32) -> Result<T, InventoryError> + Send + 'static,
+    ) -> Result<T, PullError> {
+        let (inv, db, shard) = (self.inventory.clone(), self.db.clone(), self.shard);
+        match tokio::task::spawn_blocking(move || f(&inv, &db, shard)).await {
+            Ok(result) => Ok(result?),
+            Err(join) => Err(PullError::Protocol(format!("inventory task: {join}"))),
+        }
+    }
+
+    /// Marks the upstream's start position as held: everything it held then, we hold
+    /// (entries it dropped by retention count as held, as they do there).
+    async fn reach(&self, start: &PullStart) -> Result<(), PullError> {
+        let frontier = start.frontier.clone();
+        self.blocking(move |inv, db, shard| inv.raise_frontier(db, shard, &frontier)).await?;
+        let site = self.source.site;
+        self.shared.with_progress(&self.db, self.shard, |p| p.reached.insert(site));
+        Ok(())
+    }
+}
+
+/// The next frame, or [`PullError::Silent`] after `silence` without one.
+async fn next_frame(
+    stream: &mut cairn_transport::PullReceiver,
+    silence: Duration,
+) -> Result<Option<PullFrame>, PullError> {
+    match tokio::time::timeout(silence, stream.next()).await {
+        Ok(frame) => Ok(frame?),
+        Err(_) => Err(PullError::Silent(silence)),
+    }
+}
+
+async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
+    let upstream = ctx.source.site;
+    let (frontier, cursor, own_seq) = ctx
+        .blocking(move |inv, db, shard| {
+            Ok((
+                inv.frontier(db, shard)?,
+                inv.pull_cursor(db, shard, upstream)?,
+                inv.log_stats(db, shard)?.own_seq,
+            ))
+        })
+        .await?;
+    let request = PullRequest {
+        db: ctx.db.clone(),
+        shard: ctx.shard,
+        frontier,
+        cursor,
+        follow: true,
+        receiver: ctx.me,
+        receiver_own_seq: own_seq,
+    };
+    let silence = ctx.shared.config.idle_every * 3;
+    let mut stream = ctx.endpoint.pull(ctx.source.addr, &request).await?;
+    ctx.shared.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
+    let start = match next_frame(&mut stream, silence).await? {
+        Some(PullFrame::Start(start)) => start,
+        Some(PullFrame::Refused { reason }) => return Err(PullError::Refused(reason)),
+        Some(other) => return Err(PullError::Protocol(format!("expected a start frame, got {other:?}"))),
+        None => return Err(PullError::Protocol("stream ended before its start frame".into())),
+    };
+    if start.site != upstream {
+        return Err(PullError::Protocol(format!(
+            "{} is site {}, not {}",
+            ctx.source.addr,
+            start.site.short(),
+            upstream.short()
+        )));
+    }
+    ctx.shared.with_progress(&ctx.db, ctx.shard, |p| {
+        p.targets.insert(upstream, (start.entries, start.bytes));
+    });
+    let mut reached = cursor >= start.next_arrival;
+    if reached {
+        ctx.reach(&start).await?;
+    }
+    loop {
+        let batch = match next_frame(&mut stream, silence).await? {
+            None => return Ok(()),
+            Some(PullFrame::Idle { .. }) => continue,
+            Some(PullFrame::Batch(batch)) => batch,
+            Some(other) => return Err(PullError::Protocol(format!("unexpected frame {other:?}"))),
+        };
+        let entries = match batch.open() {
+            Ok(entries) => entries,
+            Err(error) => {
+                ctx.shared.counters.refused_batches.fetch_add(1, Ordering::Relaxed);
+                stream.stop(STOP_BAD_BATCH);
+                return Err(PullError::BadBatch(error));
+            }
+        };
+        let bytes: u64 = entries.iter().map(|e| e.payload.len() as u64).sum();
+        if ctx.source.catching_up
+            && let Some(throttle) = &ctx.shared.throttle
+        {
+            tokio::time::sleep(throttle.take(bytes as usize)).await;
+        }
+        let count = entries.len() as u64;
+        let cursor = batch.next;
+        let outcome = ctx
+            .blocking(move |inv, db, shard| inv.insert_pulled(db, shard, &entries, Some((upstream, cursor))))
+            .await?;
+        if outcome.inserted > 0 {
+            ctx.shared.signals.notify(&ctx.db, ctx.shard);
+        }
+        let c = &ctx.shared.counters;
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.entries.fetch_add(count, Ordering::Relaxed);
+        c.duplicates.fetch_add(outcome.duplicates, Ordering::Relaxed);
+        c.bytes.fetch_add(bytes, Ordering::Relaxed);
+        ctx.shared.with_progress(&ctx.db, ctx.shard, |p| {
+            p.received_entries += count;
+            p.received_bytes += bytes;
+            let now = Instant::now();
+            p.samples.push_back((now, p.received_bytes));
+            while p.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW) {
+                p.samples.pop_front();
+            }
+        });
+        if !reached && cursor >= start.next_arrival {
+            ctx.reach(&start).await?;
+            reached = true;
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Serving pull streams: the upstream side of catch-up and follow.
+//!
+//! The stream starts with what this replica holds (`Start`), then sends, in this site's
+//! arrival order from the receiver's cursor, every entry the receiver lacks: those above
+//! its frontier, except its own entries written after it asked (it holds those). A
+//! follow stream then waits for the log to grow and pushes what is new; when there is
+//! nothing to say for a while it sends `Idle`, so the receiver can tell a quiet upstream
+//! from a dead one.
+
+use std::sync::Arc;
+
+use cairn_inventory::{DbName, Inventory, InventoryError, PullLimits, ReplicaState};
+use cairn_transport::{PullFrame, PullRequest, PullSender, PullStart, SealedBatch};
+
+use super::DataConfig;
+use super::signals::LogSignals;
+
+/// Serves one pull stream until it is done or the receiver goes away.
+pub async fn serve(
+    inventory: Arc<Inventory>,
+    signals: Arc<LogSignals>,
+    config: DataConfig,
+    request: PullRequest,
+    mut out: PullSender,
+) {
+    let peer = out.peer();
+    let (db, shard) = (request.db.clone(), request.shard);
+    match stream(&inventory, &signals, config, &request, &mut out).await {
+        Ok(()) => out.finish(),
+        Err(StreamEnd::Receiver(error)) => {
+            tracing::debug!(%peer, %db, shard, %error, "pull stream ended by the receiver");
+        }
+        Err(StreamEnd::Inventory(error)) => {
+            tracing::warn!(%peer, %db, shard, %error, "pull stream failed reading the log");
+            let reason = format!("the upstream cannot read its log: {error}");
+            let _ = out.send(&PullFrame::Refused { reason }).await;
+            out.finish();
+        }
+    }
+}
+
+enum StreamEnd {
+    Receiver(cairn_transport::TransportError),
+    Inventory(InventoryError),
+}
+
+async fn blocking<T: Send + 'static>(
+    inventory: &Arc<Inventory>,
+    f: impl FnOnce(&Inventory) -> Result<T, InventoryError> + Send + 'static,
+) -> Result<T, StreamEnd> {
+    let inv = inventory.clone();
+    match tokio::task::spawn_blocking(move || f(&inv)).await {
+        Ok(result) => result.map_err(StreamEnd::Inventory),
+        Err(join) => Err(StreamEnd::Inventory(InventoryError::InvalidSetting {
+            what: "pull task",
+            why: join.to_string(),
+        })),
+    }
+}
+
+/// Whether this site serves pulls of `(db, shard)`: it must hold a replica that is not
+/// itself catching up. `Err` says why not.
+fn serves(inv: &Inventory, db: &DbName, shard: u32) -> Result<Result<(), String>, InventoryError> {
+    Ok(match inv.replica(db, shard)?.map(|r| r.state) {
+        Some(ReplicaState::Ready | ReplicaState::HandingOver { .. }) => Ok(()),
+        Some(ReplicaState::CatchingUp { .. }) => {
+            Err(format!("the replica of {db}/{shard} here is catching up"))
+        }
+        None => Err(format!("this site holds no replica of {db}/{shard}")),
+    })
+}
+
+async fn stream(
+    inventory: &Arc<Inventory>,
+    signals: &LogSignals,
+    config: DataConfig,
+    request: &PullRequest,
+    out: &mut PullSender,
+) -> Result<(), StreamEnd> {
+    let (db, shard) = (request.db.clone(), request.shard);
+    let mut grew = signals.subscribe(&db, shard);
+    let (d, s) = (db.clone(), shard);
+    let checked = blocking(inventory, move |inv| match serves(inv, &d, s)? {
+        Ok(()) => Ok(Ok(inv.log_position(&d, s)?)),
+        Err(reason) => Ok(Err(reason)),
+    })
+    .await?;
+    let (frontier, stats) = match checked {
+        Ok(position) => position,
+        Err(reason) => {
+            out.send(&PullFrame::Refused { reason }).await.map_err(StreamEnd::Receiver)?;
+            return Ok(());
+        }
+    };
+    let start = PullStart {
+        site: inventory.identity().site_id,
+        frontier,
+        next_arrival: stats.next_arrival,
+        entries: stats.entries,
+        bytes: stats.bytes,
+    };
+    out.send(&PullFrame::Start(start)).await.map_err(StreamEnd::Receiver)?;
+    // A cursor from beyond our log's end cannot be ours (a log rebuilt elsewhere): scan all.
+    let mut cursor = if request.cursor > stats.next_arrival { 0 } else { request.cursor };
+    let theirs = Arc::new(request.frontier.clone());
+    let (receiver, receiver_own) = (request.receiver, request.receiver_own_seq);
+    let limits = PullLimits {
+        max_entries: config.batch_entries,
+        max_bytes: config.batch_bytes,
+        max_scanned: config.batch_entries * 4,
+    };
+    loop {
+        let (d, t) = (db.clone(), theirs.clone());
+        let (entries, next) = blocking(inventory, move |inv| {
+            inv.read_beyond(
+                &d,
+                shard,
+                cursor,
+                // Their own entries above what they had written when they asked are
+                // entries they wrote since: they hold them.
+                |id| id.seq > t.get(id.origin) && !(id.origin == receiver && id.seq > receiver_own),
+                limits,
+            )
+        })
+        .await?;
+        if next > cursor {
+            let batch = SealedBatch::seal(&entries, next).map_err(StreamEnd::Receiver)?;
+            out.send(&PullFrame::Batch(batch)).await.map_err(StreamEnd::Receiver)?;
+            cursor = next;
+            continue;
+        }
+        // Everything held so far is sent.
+        if !request.follow {
+            return Ok(());
+        }
+        tokio::select! {
+            changed = grew.changed() => if changed.is_err() { return Ok(()) },
+            () = tokio::time::sleep(config.idle_every) => {
+                let d = db.clone();
+                let (frontier, stats) = blocking(inventory, move |inv| inv.log_position(&d, shard)).await?;
+                let idle = PullFrame::Idle { frontier, next_arrival: stats.next_arrival };
+                out.send(&idle).await.map_err(StreamEnd::Receiver)?;
+            }
+            () = out.stopped() => return Ok(()),
+        }
+    }
+}
