@@ -1,3 +1,263 @@
-//! cairn's cluster tests (not built yet; issues 6 and 9): real multi-process clusters on
-//! loopback and in network namespaces, with faults injected. The single-crate tests live
-//! beside their crates (`inventory/tests`, `node/tests`).
+//! Harness for cluster tests: real `cairn start` processes (on loopback or each in its
+//! own network namespace), faults (SIGKILL, restart, network cuts), and a client that
+//! talks to sites as the CLI does.
+//!
+//! Everything a test creates is removed when its handle drops — processes killed,
+//! namespaces and the bridge deleted — even when the test fails.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_gossip::ClusterView;
+use cairn_inventory::{DbName, Entry, EntryId, Plan, Retention};
+use cairn_transport::{Credentials, Endpoint, Request, Response, SiteStatus, TransportConfig, tls};
+
+pub mod netns;
+
+/// A `cairn start` child process. Killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct SiteProc {
+    child: Option<Child>,
+    /// Its site id, from its start banner.
+    pub site_id: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    prefix: Vec<String>,
+}
+
+/// How to start one site.
+#[derive(Debug, Clone)]
+pub struct SiteSpec {
+    /// The `cairn` binary.
+    pub bin: PathBuf,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its cluster dir.
+    pub cluster_dir: PathBuf,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Seeds.
+    pub seeds: Vec<SocketAddr>,
+    /// More flags.
+    pub extra: Vec<String>,
+    /// A command prefix (e.g. `ip netns exec NS`).
+    pub prefix: Vec<String>,
+}
+
+impl SiteProc {
+    /// Starts a site and waits for its banner.
+    pub fn start(spec: &SiteSpec) -> Self {
+        let mut args: Vec<String> = vec![
+            spec.bin.display().to_string(),
+            "start".into(),
+            "--listen".into(),
+            spec.addr.to_string(),
+            "--gossip-interval-ms".into(),
+            "100".into(),
+            "--data-dir".into(),
+            spec.data_dir.display().to_string(),
+            "--cluster-dir".into(),
+            spec.cluster_dir.display().to_string(),
+        ];
+        for seed in &spec.seeds {
+            args.extend(["--seed".into(), seed.to_string()]);
+        }
+        args.extend(spec.extra.iter().cloned());
+        let mut proc = Self {
+            child: None,
+            site_id: String::new(),
+            addr: spec.addr,
+            data_dir: spec.data_dir.clone(),
+            args,
+            prefix: spec.prefix.clone(),
+        };
+        proc.restart();
+        proc
+    }
+
+    /// Starts the process again (after [`Self::kill`]) with the same settings.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running site");
+        let all: Vec<&String> = self.prefix.iter().chain(&self.args).collect();
+        let mut child = Command::new(all[0])
+            .args(&all[1..])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cairn");
+        let mut banner = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut banner).expect("banner");
+        self.site_id =
+            banner.split_whitespace().nth(1).unwrap_or_else(|| panic!("no banner: {banner:?}")).to_owned();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process runs.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for SiteProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A UDP port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Makes a cluster dir (CA and operator certificate) under `root`.
+pub fn new_cluster_dir(root: &Path) -> PathBuf {
+    let dir = root.join("cluster");
+    tls::init_cluster_dir(&dir).expect("cluster init");
+    dir
+}
+
+/// Talks to sites with the operator's certificate, as `cairn ctl` does.
+#[derive(Debug)]
+pub struct Client {
+    endpoint: Endpoint,
+}
+
+impl Client {
+    /// A client with the credentials of `cluster_dir` (inside a tokio runtime).
+    pub fn new(cluster_dir: &Path, family: SocketAddr) -> Self {
+        let credentials = Credentials::load(cluster_dir).expect("operator credentials");
+        let config = TransportConfig {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            ..TransportConfig::default()
+        };
+        Self { endpoint: Endpoint::client(&credentials, config, family).expect("client endpoint") }
+    }
+
+    /// One request.
+    pub async fn request(&self, at: SocketAddr, request: &Request) -> Result<Response, String> {
+        self.endpoint.request(at, request).await.map_err(|e| e.to_string())
+    }
+
+    /// The site's status.
+    pub async fn status(&self, at: SocketAddr) -> Result<SiteStatus, String> {
+        match self.request(at, &Request::Status).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(format!("status answered {other:?}")),
+        }
+    }
+
+    /// The site's view.
+    pub async fn view(&self, at: SocketAddr) -> Result<ClusterView, String> {
+        match self.request(at, &Request::Dump).await? {
+            Response::Dump { json } => serde_json::from_str(&json).map_err(|e| e.to_string()),
+            other => Err(format!("dump answered {other:?}")),
+        }
+    }
+
+    /// Creates a db.
+    pub async fn create_db(&self, at: SocketAddr, name: &str, shards: u32, replication: u32) {
+        let request = Request::CreateDb {
+            name: DbName::new(name).expect("name"),
+            shards,
+            replication,
+            retention: Retention::default(),
+        };
+        match self.request(at, &request).await {
+            Ok(Response::DbCreated { .. }) => {}
+            other => panic!("create db answered {other:?}"),
+        }
+    }
+
+    /// Offers a plan.
+    pub async fn schedule(&self, at: SocketAddr, plan: &Plan) -> Response {
+        self.request(at, &Request::Schedule(plan.clone())).await.expect("schedule")
+    }
+
+    /// Publishes `messages` at `at`; the ids on success.
+    pub async fn publish(
+        &self,
+        at: SocketAddr,
+        db: &str,
+        shard: u32,
+        messages: &[Vec<u8>],
+    ) -> Result<Vec<EntryId>, String> {
+        let request = Request::Publish {
+            db: DbName::new(db).expect("name"),
+            shard,
+            messages: messages.iter().map(|m| serde_bytes::ByteBuf::from(m.clone())).collect(),
+        };
+        match self.request(at, &request).await? {
+            Response::Published { ids } => Ok(ids),
+            other => Err(format!("publish answered {other:?}")),
+        }
+    }
+
+    /// Every entry of the shard at `at`, in its arrival order.
+    pub async fn read_all(&self, at: SocketAddr, db: &str, shard: u32) -> Result<Vec<Entry>, String> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        loop {
+            let request = Request::Read { db: DbName::new(db).expect("name"), shard, from, max: 10_000 };
+            match self.request(at, &request).await? {
+                Response::Entries { entries, next } => {
+                    if entries.is_empty() {
+                        return Ok(out);
+                    }
+                    out.extend(entries.into_iter().map(|e| e.entry));
+                    from = next;
+                }
+                other => return Err(format!("read answered {other:?}")),
+            }
+        }
+    }
+
+    /// Closes the endpoint.
+    pub async fn close(self) {
+        self.endpoint.close().await;
+    }
+}
+
+/// The entries sorted by id, and whether any id appears twice.
+pub fn sorted(mut entries: Vec<Entry>) -> (Vec<Entry>, bool) {
+    entries.sort_by_key(|e| e.id);
+    let dup = entries.windows(2).any(|w| w[0].id == w[1].id);
+    (entries, dup)
+}
+
+/// A digest of a sorted entry set (ids and payloads), for comparing replicas.
+pub fn digest(sorted: &[Entry]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for e in sorted {
+        e.id.hash(&mut h);
+        e.payload.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Polls `f` every 200 ms until it answers `Some`, or panics after `limit` saying `what`.
+pub async fn wait_for<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = f().await {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
