@@ -1,6 +1,7 @@
 //! `cairn-bench`: runs load scenarios against real cairn components and compares each
 //! figure with a baseline measured in the same run (see bench/README.md).
 
+mod catchup;
 mod gossip;
 mod report;
 mod store;
@@ -18,6 +19,8 @@ enum Scenario {
     Transport,
     /// Convergence rounds and bytes per site vs plain chitchat over UDP.
     Gossip,
+    /// Catch-up MB/s of a new replica vs raw TCP copy and raw LMDB writes.
+    Catchup,
     /// Every scenario above, in order.
     All,
 }
@@ -53,6 +56,9 @@ fn main() -> anyhow::Result<()> {
     }
     if all || args.scenario == Scenario::Gossip {
         gossip::run(&reporter, args.smoke)?;
+    }
+    if all || args.scenario == Scenario::Catchup {
+        catchup::run(&reporter, args.smoke)?;
     }
     println!("results appended under {}", dir.display());
     Ok(())

@@ -40,7 +40,7 @@ fn payloads(p: &StoreParams) -> Vec<Vec<Vec<u8>>> {
 }
 
 /// Entries per second through raw heed: u64 keys, the payload as the value.
-fn raw_heed(data: &[Vec<Vec<u8>>]) -> anyhow::Result<f64> {
+pub(crate) fn raw_heed(data: &[Vec<Vec<u8>>]) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     // SAFETY: a fresh private directory, opened once.
     let env = unsafe { heed::EnvOpenOptions::new().map_size(4 << 30).max_dbs(2).open(dir.path())? };

@@ -176,7 +176,7 @@ async fn quic_bulk(ca: &ClusterCa, bytes: usize) -> anyhow::Result<f64> {
 }
 
 /// MB/s of one tokio TCP stream on loopback.
-async fn tcp_bulk(bytes: usize) -> anyhow::Result<f64> {
+pub(crate) async fn tcp_bulk(bytes: usize) -> anyhow::Result<f64> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let receiver = tokio::spawn(async move {

@@ -91,6 +91,21 @@ pub(crate) fn render_table(view: &ClusterView) -> String {
             db.replication,
             db.origin.short()
         );
+        for shard in &db.placement {
+            for r in &shard.replicas {
+                let Some(p) = r.progress else { continue };
+                let eta = p.eta_s.map_or("?".to_owned(), |s| format!("{s} s"));
+                let _ = writeln!(
+                    out,
+                    "    shard {:<5} site {}  catching up: {} of {} bytes, {:.1} MB/s, ETA {eta}",
+                    shard.shard,
+                    r.site_id.short(),
+                    r.bytes,
+                    p.target_bytes,
+                    p.rate_bytes_per_s as f64 / 1e6
+                );
+            }
+        }
     }
     let _ = writeln!(out, "\nPLANS ({})", view.plans.len());
     for p in &view.plans {

@@ -88,13 +88,19 @@ pub fn run_head(
 }
 
 /// Runs every pending plan's head step every `every`, until the task is dropped.
-pub async fn run(inventory: Arc<Inventory>, view: watch::Receiver<Arc<ClusterView>>, every: Duration) {
+/// `replicas_changed` is told when a step has added a replica to catch up.
+pub async fn run(
+    inventory: Arc<Inventory>,
+    view: watch::Receiver<Arc<ClusterView>>,
+    every: Duration,
+    replicas_changed: Arc<tokio::sync::Notify>,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let current = view.borrow().clone();
-        let inv = inventory.clone();
+        let (inv, changed) = (inventory.clone(), replicas_changed.clone());
         let result = tokio::task::spawn_blocking(move || -> Result<(), InventoryError> {
             for plan in inv.pending_plans()? {
                 // Run steps until one waits, so a plan of many quick steps does not take
@@ -103,7 +109,10 @@ pub async fn run(inventory: Arc<Inventory>, view: watch::Receiver<Arc<ClusterVie
                 while let Some(p) = plan.take() {
                     match run_head(&inv, &current, &p)? {
                         StepResult::Advanced => plan = inv.pending_plan(&p.db)?,
-                        StepResult::Waiting(why) => tracing::debug!(db = %p.db, %why, "plan step waiting"),
+                        StepResult::Waiting(why) => {
+                            changed.notify_one();
+                            tracing::debug!(db = %p.db, %why, "plan step waiting");
+                        }
                         StepResult::Failed(why) => tracing::warn!(db = %p.db, %why, "plan failed"),
                     }
                 }

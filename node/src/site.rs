@@ -174,7 +174,12 @@ impl Site {
             gossip.subscribe(),
         ))];
         if options.run_plans {
-            workers.push(tokio::spawn(crate::executor::run(inventory.clone(), gossip.subscribe(), interval)));
+            workers.push(tokio::spawn(crate::executor::run(
+                inventory.clone(),
+                gossip.subscribe(),
+                interval,
+                data.wake.clone(),
+            )));
             workers.push(tokio::spawn(crate::automation::run(
                 identity.site_id,
                 inventory.clone(),

@@ -83,7 +83,11 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
     let creds = tls::Credentials::from_pem(ca.cert_pem(), &ca.issue("faulty", 1).unwrap()).unwrap();
 
     let entries: Vec<Entry> = (1..=ENTRIES)
-        .map(|seq| Entry { id: EntryId { origin: UPSTREAM, seq }, origin_ms: seq, payload: vec![seq as u8; 50] })
+        .map(|seq| Entry {
+            id: EntryId { origin: UPSTREAM, seq },
+            origin_ms: seq,
+            payload: vec![seq as u8; 50],
+        })
         .collect();
     let upstream = Arc::new(FaultyUpstream {
         entries: entries.clone(),
@@ -119,12 +123,12 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
         )],
         plans: vec![],
     };
-    let gossip_config =
-        GossipConfig { interval: Duration::from_millis(100), ..GossipConfig::default() };
+    let gossip_config = GossipConfig { interval: Duration::from_millis(100), ..GossipConfig::default() };
     let carriage = QuicCarriage::new(endpoint.clone(), inbox);
-    let gossip = Gossip::start(UPSTREAM, creds.cluster_id(), upstream_addr, &carriage, gossip_config, &snapshot)
-        .await
-        .unwrap();
+    let gossip =
+        Gossip::start(UPSTREAM, creds.cluster_id(), upstream_addr, &carriage, gossip_config, &snapshot)
+            .await
+            .unwrap();
 
     let mut options = SiteOptions::new(root.path().join("site"), "127.0.0.1:0".parse().unwrap(), cluster);
     options.gossip.interval = Duration::from_millis(100);

@@ -42,6 +42,8 @@ pub struct DataShared {
     throttle: Option<Throttle>,
     progress: Mutex<HashMap<(DbName, u32), Progress>>,
     counters: Counters,
+    /// Wakes the replicator before its next tick (a replica added, an upstream reached).
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +103,7 @@ impl DataShared {
             throttle: config.catch_up_limit.map(Throttle::new),
             progress: Mutex::default(),
             counters: Counters::default(),
+            wake: Arc::default(),
         }
     }
 
@@ -205,6 +208,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            () = shared.wake.notified() => {}
             changed = view.changed() => if changed.is_err() { return },
         }
         let current = view.borrow_and_update().clone();
@@ -370,6 +374,7 @@ impl StreamCtx {
         self.blocking(move |inv, db, shard| inv.raise_frontier(db, shard, &frontier)).await?;
         let site = self.source.site;
         self.shared.with_progress(&self.db, self.shard, |p| p.reached.insert(site));
+        self.shared.wake.notify_one();
         Ok(())
     }
 }
