@@ -356,24 +356,21 @@ impl Inventory {
     }
 
     fn frontier_in(&self, txn: &heed::RoTxn<'_, heed::WithoutTls>, prefix: &[u8]) -> Result<Frontier> {
-        {
-            let mut frontier = Frontier::default();
-            for item in self.tables.log_frontiers.prefix_iter(txn, prefix)? {
-                let (key, bytes) = item?;
-                let record: FrontierRecord = decode_record(bytes, || keys::describe("log_frontiers", key))?;
-                let origin =
-                    keys::site_prefix(&key[prefix.len()..]).map(|(site, _)| site).ok_or_else(|| {
-                        InventoryError::Corrupt {
-                            record: keys::describe("log_frontiers", key),
-                            source: crate::codec::CodecError::Decode("malformed key".into()),
-                        }
-                    })?;
-                if record.contiguous > 0 {
-                    frontier.0.insert(origin, record.contiguous);
+        let mut frontier = Frontier::default();
+        for item in self.tables.log_frontiers.prefix_iter(txn, prefix)? {
+            let (key, bytes) = item?;
+            let record: FrontierRecord = decode_record(bytes, || keys::describe("log_frontiers", key))?;
+            let origin = keys::site_prefix(&key[prefix.len()..]).map(|(site, _)| site).ok_or_else(|| {
+                InventoryError::Corrupt {
+                    record: keys::describe("log_frontiers", key),
+                    source: crate::codec::CodecError::Decode("malformed key".into()),
                 }
+            })?;
+            if record.contiguous > 0 {
+                frontier.0.insert(origin, record.contiguous);
             }
-            Ok(frontier)
         }
+        Ok(frontier)
     }
 
     /// Where a pull from `upstream` resumes: the upstream's arrival number below which

@@ -88,7 +88,8 @@ pub fn run_head(
 }
 
 /// Runs every pending plan's head step every `every`, until the task is dropped.
-/// `replicas_changed` is told when a step has added a replica to catch up.
+/// `replicas_changed` is told whenever a step waits (e.g. on a replica it made to catch
+/// up), so the replicator looks at the replicas without waiting for its own tick.
 pub async fn run(
     inventory: Arc<Inventory>,
     view: watch::Receiver<Arc<ClusterView>>,
