@@ -44,6 +44,27 @@ fn replica_state(view: &ClusterView, db: &str, site: SiteId) -> Option<String> {
     shard.replicas.iter().find(|r| r.site_id == site).map(|r| r.state.clone())
 }
 
+/// Entries `site`'s replica of `db`/0 has received while catching up, by `view`.
+fn received(view: &ClusterView, db: &str, site: SiteId) -> Option<u64> {
+    let name = DbName::new(db).unwrap();
+    let shard = view.db(&name)?.placement.first()?;
+    Some(shard.replicas.iter().find(|r| r.site_id == site)?.progress?.received_entries)
+}
+
+/// `n` sites on loopback seeded by the first, with catch-up slowed to 2 MiB/s so a test
+/// can act half-way through one.
+fn capped_sites(root: &Path, cluster: &Path, n: usize) -> (Vec<SocketAddr>, Vec<SiteProc>) {
+    let addrs: Vec<SocketAddr> = (0..n).map(|_| loopback()).collect();
+    let procs = (0..n)
+        .map(|i| {
+            let mut s = spec(root, cluster, &format!("s{i}"), addrs[i], &addrs[..1]);
+            s.extra = vec!["--catch-up-limit".into(), "2048".into()];
+            SiteProc::start(&s)
+        })
+        .collect();
+    (addrs, procs)
+}
+
 fn add_replica(db: &str, upstreams: Vec<SiteId>) -> Plan {
     Plan {
         db: DbName::new(db).unwrap(),
@@ -97,15 +118,7 @@ async fn wait_identical(client: &Client, sites: &[SocketAddr], db: &str, acked: 
 async fn catch_up_from_two_upstreams_finishes_from_one_when_the_other_dies() {
     let root = tempfile::tempdir().unwrap();
     let cluster = new_cluster_dir(root.path());
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| loopback()).collect();
-    let mut procs: Vec<SiteProc> = (0..3)
-        .map(|i| {
-            let mut s = spec(root.path(), &cluster, &format!("s{i}"), addrs[i], &addrs[..1]);
-            // Slow the catch-up down so the test can kill an upstream half-way.
-            s.extra = vec!["--catch-up-limit".into(), "2048".into()];
-            SiteProc::start(&s)
-        })
-        .collect();
+    let (addrs, mut procs) = capped_sites(root.path(), &cluster, 3);
     let client = Client::new(&cluster, addrs[0]);
     wait_for("three live sites", Duration::from_secs(30), async || {
         let v = client.view(addrs[0]).await.ok()?;
@@ -158,10 +171,7 @@ async fn catch_up_from_two_upstreams_finishes_from_one_when_the_other_dies() {
     let started = Instant::now();
     wait_for("the catch-up half-way", Duration::from_secs(60), async || {
         let v = client.view(addrs[new]).await.ok()?;
-        let name = DbName::new("t").unwrap();
-        let r = v.db(&name)?.placement[0].replicas.iter().find(|r| r.site_id == new_id)?.clone();
-        let p = r.progress?;
-        (p.received_entries >= 80_000).then_some(())
+        (received(&v, "t", new_id)? >= 80_000).then_some(())
     })
     .await;
     procs[h1].kill();
@@ -191,14 +201,7 @@ async fn catch_up_from_two_upstreams_finishes_from_one_when_the_other_dies() {
 async fn a_catching_up_site_killed_half_way_resumes_without_copying_twice() {
     let root = tempfile::tempdir().unwrap();
     let cluster = new_cluster_dir(root.path());
-    let addrs: Vec<SocketAddr> = (0..2).map(|_| loopback()).collect();
-    let mut procs: Vec<SiteProc> = (0..2)
-        .map(|i| {
-            let mut s = spec(root.path(), &cluster, &format!("s{i}"), addrs[i], &addrs[..1]);
-            s.extra = vec!["--catch-up-limit".into(), "2048".into()];
-            SiteProc::start(&s)
-        })
-        .collect();
+    let (addrs, mut procs) = capped_sites(root.path(), &cluster, 2);
     let client = Client::new(&cluster, addrs[0]);
     client.create_db(addrs[0], "k", 1, 1).await;
     let view = wait_for("the db placed", Duration::from_secs(30), async || {
@@ -216,9 +219,7 @@ async fn a_catching_up_site_killed_half_way_resumes_without_copying_twice() {
     client.schedule(addrs[new], &add_replica("k", vec![holder_id])).await;
     wait_for("the catch-up 40 % done", Duration::from_secs(60), async || {
         let v = client.view(addrs[new]).await.ok()?;
-        let name = DbName::new("k").unwrap();
-        let r = v.db(&name)?.placement[0].replicas.iter().find(|r| r.site_id == new_id)?.clone();
-        (r.progress?.received_entries >= 16_000).then_some(())
+        (received(&v, "k", new_id)? >= 16_000).then_some(())
     })
     .await;
     procs[new].kill();

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use cairn_inventory::{DbName, Inventory, InventoryError, PullLimits, ReplicaState};
+use cairn_inventory::{Inventory, InventoryError, PullLimits};
 use cairn_transport::{PullFrame, PullRequest, PullSender, PullStart, SealedBatch};
 
 use super::DataConfig;
@@ -58,18 +58,6 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Whether this site serves pulls of `(db, shard)`: it must hold a replica that is not
-/// itself catching up. `Err` says why not.
-fn serves(inv: &Inventory, db: &DbName, shard: u32) -> Result<Result<(), String>, InventoryError> {
-    Ok(match inv.replica(db, shard)?.map(|r| r.state) {
-        Some(ReplicaState::Ready | ReplicaState::HandingOver { .. }) => Ok(()),
-        Some(ReplicaState::CatchingUp { .. }) => {
-            Err(format!("the replica of {db}/{shard} here is catching up"))
-        }
-        None => Err(format!("this site holds no replica of {db}/{shard}")),
-    })
-}
-
 async fn stream(
     inventory: &Arc<Inventory>,
     signals: &LogSignals,
@@ -80,7 +68,8 @@ async fn stream(
     let (db, shard) = (request.db.clone(), request.shard);
     let mut grew = signals.subscribe(&db, shard);
     let (d, s) = (db.clone(), shard);
-    let checked = blocking(inventory, move |inv| match serves(inv, &d, s)? {
+    // Pulls are served by the replicas that serve reads (ready or handing over).
+    let checked = blocking(inventory, move |inv| match super::access::readable(inv, &d, s)? {
         Ok(()) => Ok(Ok(inv.log_position(&d, s)?)),
         Err(reason) => Ok(Err(reason)),
     })
