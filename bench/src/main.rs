@@ -3,6 +3,7 @@
 
 mod catchup;
 mod gossip;
+mod publish;
 mod report;
 mod store;
 mod transport;
@@ -19,7 +20,8 @@ enum Scenario {
     Transport,
     /// Convergence rounds and bytes per site vs plain chitchat over UDP.
     Gossip,
-    /// Catch-up MB/s of a new replica vs raw TCP copy and raw LMDB writes.
+    /// Catch-up MB/s of a new replica vs raw TCP copy and raw LMDB writes; publish
+    /// throughput and replication lag.
     Catchup,
     /// Every scenario above, in order.
     All,
@@ -42,6 +44,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = args.results.unwrap_or_else(|| {
         if args.smoke { root.join("../target/bench-smoke") } else { root.join("results") }
@@ -59,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     }
     if all || args.scenario == Scenario::Catchup {
         catchup::run(&reporter, args.smoke)?;
+        publish::run(&reporter, args.smoke)?;
     }
     println!("results appended under {}", dir.display());
     Ok(())

@@ -29,8 +29,8 @@ pub use records::{
     ReplicaState, Retention, Role, Step,
 };
 pub use shard_log::{
-    CleanupOutcome, Entry, EntryId, Frontier, InsertOutcome, LogEntry, MAX_PAYLOAD, PullLimits, ReadBatch,
-    ShardLogStats,
+    Append, Appended, CleanupOutcome, Entry, EntryId, Frontier, InsertOutcome, LogEntry, MAX_PAYLOAD,
+    PullLimits, ReadBatch, ShardLogStats,
 };
 pub use store::{Inventory, InventoryConfig, LOCK_FILE, STORE_FORMAT, now_ms};
 pub use verify::{CorruptRecord, VerifyReport};

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{InventoryError, Result};
 use crate::ids::{DbName, SiteId};
 use crate::keys;
-use crate::records::Retention;
+use crate::records::{ReplicaRecord, ReplicaState, Retention};
 use crate::store::{Inventory, decode_record, get_record, now_ms, put_record};
 
 /// The largest payload one entry may carry.
@@ -100,6 +100,21 @@ pub struct InsertOutcome {
     /// Entries it already held (ignored).
     pub duplicates: u64,
 }
+
+/// One member of a group append ([`Inventory::append_ready`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a, P> {
+    /// The db.
+    pub db: &'a DbName,
+    /// The shard.
+    pub shard: u32,
+    /// The messages, in order.
+    pub payloads: &'a [P],
+}
+
+/// A group member's outcome: its ids, or the state of the replica here (`None`: no
+/// replica) when that replica takes no writes.
+pub type Appended = std::result::Result<Vec<EntryId>, Option<ReplicaState>>;
 
 /// Size of one shard's log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,20 +276,51 @@ impl Inventory {
     /// Appends messages written at this site, in one durable transaction. Answers their
     /// ids, in order.
     pub fn append<P: AsRef<[u8]>>(&self, db: &DbName, shard: u32, payloads: &[P]) -> Result<Vec<EntryId>> {
-        let me = self.identity().site_id;
+        self.write(|txn| self.append_in(txn, db, shard, payloads))
+    }
+
+    /// Group commit: appends, in one durable transaction, each member's messages to its
+    /// shard's log if this site's replica of that shard is ready at that moment (checked
+    /// in the same transaction). Answers, per member in order, the ids, or — when the
+    /// replica takes no writes — its state here (`None`: no replica). Many concurrent
+    /// writers then share one disk sync.
+    pub fn append_ready<P: AsRef<[u8]>>(&self, group: &[Append<'_, P>]) -> Result<Vec<Appended>> {
         self.write(|txn| {
-            let mut log = LogTxn::begin(self, txn, db, shard)?;
-            let mut ids = Vec::with_capacity(payloads.len());
-            for payload in payloads {
-                let seq = log.meta.own_seq.max(log.frontier(txn, me)?.contiguous) + 1;
-                let id = EntryId { origin: me, seq };
-                log.put_entry(txn, id, log.now_ms, payload.as_ref())?;
-                log.raise(txn, me, seq)?;
-                ids.push(id);
+            let mut out = Vec::with_capacity(group.len());
+            for member in group {
+                let key = keys::shard(member.db, member.shard);
+                let replica: Option<ReplicaRecord> =
+                    get_record(self.tables.replicas, txn, &key, &keys::describe("replicas", &key))?;
+                out.push(match replica.map(|r| r.state) {
+                    Some(ReplicaState::Ready) => {
+                        Ok(self.append_in(txn, member.db, member.shard, member.payloads)?)
+                    }
+                    other => Err(other),
+                });
             }
-            log.commit(txn)?;
-            Ok(ids)
+            Ok(out)
         })
+    }
+
+    fn append_in<P: AsRef<[u8]>>(
+        &self,
+        txn: &mut RwTxn<'_>,
+        db: &DbName,
+        shard: u32,
+        payloads: &[P],
+    ) -> Result<Vec<EntryId>> {
+        let me = self.identity().site_id;
+        let mut log = LogTxn::begin(self, txn, db, shard)?;
+        let mut ids = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            let seq = log.meta.own_seq.max(log.frontier(txn, me)?.contiguous) + 1;
+            let id = EntryId { origin: me, seq };
+            log.put_entry(txn, id, log.now_ms, payload.as_ref())?;
+            log.raise(txn, me, seq)?;
+            ids.push(id);
+        }
+        log.commit(txn)?;
+        Ok(ids)
     }
 
     /// Inserts entries received from other replicas, in one durable transaction.

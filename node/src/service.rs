@@ -15,6 +15,7 @@ use cairn_transport::{
 };
 
 use crate::data::access;
+use crate::data::appender::Appender;
 use crate::data::replicator::DataShared;
 use tokio::sync::watch;
 
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 pub struct SiteService {
     inventory: Arc<Inventory>,
     data: Arc<DataShared>,
+    appender: Appender,
     role: Role,
     started: Instant,
     /// The gossip view, once gossip runs (it starts after the endpoint it rides on).
@@ -32,9 +34,11 @@ pub struct SiteService {
 }
 
 impl SiteService {
-    /// A handler over the site's inventory.
+    /// A handler over the site's inventory (inside a tokio runtime: it starts the
+    /// site's appender task).
     pub fn new(inventory: Arc<Inventory>, role: Role, data: Arc<DataShared>) -> Self {
         Self {
+            appender: Appender::start(inventory.clone()),
             inventory,
             data,
             role,
@@ -131,24 +135,19 @@ impl SiteService {
         if let Err(reason) = access::check_publish(&messages) {
             return Response::Rejected { reason };
         }
-        let (d, s) = (db.clone(), shard);
-        let result = self
-            .blocking(move |inv| match access::writable(inv, &d, s)? {
-                Ok(()) => Ok(Ok(inv.append(&d, s, &messages)?)),
-                Err(reason) => Ok(Err(reason)),
-            })
-            .await;
-        match result {
+        match self.appender.append(db.clone(), shard, messages).await {
             Ok(Ok(ids)) => {
                 self.data.signals.notify(&db, shard);
                 Response::Published { ids }
             }
-            Ok(Err(reason)) => self.not_here(&db, shard, reason),
-            Err(error @ (InventoryError::NoSpace { .. } | InventoryError::MapFull { .. })) => {
-                tracing::warn!(%db, shard, %error, "write refused");
-                Response::Rejected { reason: error.to_string() }
-            }
-            Err(error) => internal(&error),
+            Ok(Err(state)) => self.not_here(&db, shard, access::not_writable(&db, shard, state.as_ref())),
+            Err(error) => match &*error {
+                InventoryError::NoSpace { .. } | InventoryError::MapFull { .. } => {
+                    tracing::warn!(%db, shard, %error, "write refused");
+                    Response::Rejected { reason: error.to_string() }
+                }
+                other => internal(other),
+            },
         }
     }
 

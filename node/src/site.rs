@@ -92,6 +92,8 @@ pub struct Site {
     pub endpoint: Endpoint,
     /// The site's gossip.
     pub gossip: Arc<Gossip>,
+    /// The data path's shared state (log growth signals, counters, progress).
+    pub data: Arc<DataShared>,
     summary: SiteSummary,
     publisher: JoinHandle<()>,
     /// The executor and automation loops.
@@ -191,7 +193,7 @@ impl Site {
         tracing::info!(
             site = %identity.site_id, cluster = %identity.cluster_id, %addr, role = %options.role, "site started"
         );
-        Ok(Self { inventory, endpoint, gossip, summary, publisher, workers })
+        Ok(Self { inventory, endpoint, gossip, data, summary, publisher, workers })
     }
 
     /// The view as this site holds it now.

@@ -32,18 +32,16 @@ pub fn check_publish(messages: &[serde_bytes::ByteBuf]) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether this site's replica of `(db, shard)` takes writes; `Err` says why not.
-pub fn writable(inv: &Inventory, db: &DbName, shard: u32) -> Result<Result<(), String>, InventoryError> {
-    Ok(match inv.replica(db, shard)?.map(|r| r.state) {
-        Some(ReplicaState::Ready) => Ok(()),
-        Some(ReplicaState::CatchingUp { .. }) => {
-            Err(format!("the replica of {db}/{shard} here is catching up"))
-        }
+/// Why a replica in `state` here (`None`: no replica) takes no writes.
+pub fn not_writable(db: &DbName, shard: u32, state: Option<&ReplicaState>) -> String {
+    match state {
+        Some(ReplicaState::Ready) => format!("the replica of {db}/{shard} here is ready"),
+        Some(ReplicaState::CatchingUp { .. }) => format!("the replica of {db}/{shard} here is catching up"),
         Some(ReplicaState::HandingOver { to }) => {
-            Err(format!("the replica of {db}/{shard} here is handing over to {}", to.short()))
+            format!("the replica of {db}/{shard} here is handing over to {}", to.short())
         }
-        None => Err(format!("this site holds no replica of {db}/{shard}")),
-    })
+        None => format!("this site holds no replica of {db}/{shard}"),
+    }
 }
 
 /// Whether this site's replica of `(db, shard)` serves reads (ready or handing over).

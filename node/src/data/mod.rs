@@ -1,9 +1,11 @@
-//! Shard data on a site: writes and reads ([`access`]), serving pull streams to other
+//! Shard data on a site: writes and reads ([`access`], with group commit in
+//! [`appender`]), serving pull streams to other
 //! replicas ([`upstream`]), and keeping local replicas filled from theirs
 //! ([`replicator`]: catch-up of new replicas, then follow). [`signals`] wakes follow
 //! streams when a log grows; [`throttle`] caps catch-up throughput.
 
 pub mod access;
+pub mod appender;
 pub mod replicator;
 pub mod signals;
 pub mod throttle;

@@ -434,41 +434,92 @@ async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
     if reached {
         ctx.reach(&start).await?;
     }
-    loop {
-        let batch = match next_frame(&mut stream, silence).await? {
-            None => return Ok(()),
-            Some(PullFrame::Idle { .. }) => continue,
-            Some(PullFrame::Batch(batch)) => batch,
-            Some(other) => return Err(PullError::Protocol(format!("unexpected frame {other:?}"))),
-        };
-        let entries = match batch.open() {
-            Ok(entries) => entries,
-            Err(error) => {
-                ctx.shared.counters.refused_batches.fetch_add(1, Ordering::Relaxed);
-                stream.stop(STOP_BAD_BATCH);
-                return Err(PullError::BadBatch(error));
+    // Batches are written to the log by `writer` while the next are received and
+    // checked; batches that queued up while a write ran go into the next transaction
+    // together (fewer, larger commits when the disk is the bottleneck).
+    let (to_writer, mut batches) = tokio::sync::mpsc::channel::<Received>(QUEUED_BATCHES);
+    let writer = async {
+        while let Some(mut batch) = batches.recv().await {
+            while batch.bytes < MAX_TXN_BYTES
+                && let Ok(more) = batches.try_recv()
+            {
+                batch.entries.extend(more.entries);
+                batch.bytes += more.bytes;
+                batch.cursor = more.cursor;
             }
-        };
-        let bytes: u64 = entries.iter().map(|e| e.payload.len() as u64).sum();
-        if ctx.source.catching_up
-            && let Some(throttle) = &ctx.shared.throttle
-        {
-            tokio::time::sleep(throttle.take(bytes as usize)).await;
+            ctx.store(batch, &start, &mut reached).await?;
         }
-        let count = entries.len() as u64;
-        let cursor = batch.next;
-        let outcome = ctx
-            .blocking(move |inv, db, shard| inv.insert_pulled(db, shard, &entries, Some((upstream, cursor))))
+        Ok::<(), PullError>(())
+    };
+    let receiver = async move {
+        loop {
+            let frame = tokio::select! {
+                frame = next_frame(&mut stream, silence) => frame?,
+                () = to_writer.closed() => return Ok(()),
+            };
+            let batch = match frame {
+                None => return Ok(()),
+                Some(PullFrame::Idle { .. }) => continue,
+                Some(PullFrame::Batch(batch)) => batch,
+                Some(other) => return Err(PullError::Protocol(format!("unexpected frame {other:?}"))),
+            };
+            let entries = match batch.open() {
+                Ok(entries) => entries,
+                Err(error) => {
+                    ctx.shared.counters.refused_batches.fetch_add(1, Ordering::Relaxed);
+                    stream.stop(STOP_BAD_BATCH);
+                    return Err(PullError::BadBatch(error));
+                }
+            };
+            let bytes: u64 = entries.iter().map(|e| e.payload.len() as u64).sum();
+            if ctx.source.catching_up
+                && let Some(throttle) = &ctx.shared.throttle
+            {
+                tokio::time::sleep(throttle.take(bytes as usize)).await;
+            }
+            let received = Received { entries, bytes, cursor: batch.next };
+            if to_writer.send(received).await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    // The writer ends once the receiver has ended and every received batch is stored, or
+    // at its first error (which then ends the receiver).
+    let (received, written) = tokio::join!(receiver, writer);
+    written.and(received)
+}
+
+/// Received batches waiting for the writer.
+const QUEUED_BATCHES: usize = 4;
+/// Queued batches are merged into one transaction up to about this many payload bytes.
+const MAX_TXN_BYTES: u64 = 8 << 20;
+
+/// A received, checked batch (or several, merged).
+struct Received {
+    entries: Vec<cairn_inventory::Entry>,
+    bytes: u64,
+    cursor: u64,
+}
+
+impl StreamCtx {
+    /// Stores a batch with its cursor, counts it and notes an upstream reached.
+    async fn store(&self, batch: Received, start: &PullStart, reached: &mut bool) -> Result<(), PullError> {
+        let (count, bytes, cursor) = (batch.entries.len() as u64, batch.bytes, batch.cursor);
+        let upstream = self.source.site;
+        let outcome = self
+            .blocking(move |inv, db, shard| {
+                inv.insert_pulled(db, shard, &batch.entries, Some((upstream, cursor)))
+            })
             .await?;
         if outcome.inserted > 0 {
-            ctx.shared.signals.notify(&ctx.db, ctx.shard);
+            self.shared.signals.notify(&self.db, self.shard);
         }
-        let c = &ctx.shared.counters;
+        let c = &self.shared.counters;
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.entries.fetch_add(count, Ordering::Relaxed);
         c.duplicates.fetch_add(outcome.duplicates, Ordering::Relaxed);
         c.bytes.fetch_add(bytes, Ordering::Relaxed);
-        ctx.shared.with_progress(&ctx.db, ctx.shard, |p| {
+        self.shared.with_progress(&self.db, self.shard, |p| {
             p.received_entries += count;
             p.received_bytes += bytes;
             let now = Instant::now();
@@ -477,9 +528,10 @@ async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
                 p.samples.pop_front();
             }
         });
-        if !reached && cursor >= start.next_arrival {
-            ctx.reach(&start).await?;
-            reached = true;
+        if !*reached && cursor >= start.next_arrival {
+            self.reach(start).await?;
+            *reached = true;
         }
+        Ok(())
     }
 }

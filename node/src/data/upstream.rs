@@ -51,11 +51,12 @@ async fn blocking<T: Send + 'static>(
     let inv = inventory.clone();
     match tokio::task::spawn_blocking(move || f(&inv)).await {
         Ok(result) => result.map_err(StreamEnd::Inventory),
-        Err(join) => Err(StreamEnd::Inventory(InventoryError::InvalidSetting {
-            what: "pull task",
-            why: join.to_string(),
-        })),
+        Err(join) => Err(task_failed(join)),
     }
+}
+
+fn task_failed(join: tokio::task::JoinError) -> StreamEnd {
+    StreamEnd::Inventory(InventoryError::InvalidSetting { what: "pull task", why: join.to_string() })
 }
 
 async fn stream(
@@ -91,6 +92,8 @@ async fn stream(
     out.send(&PullFrame::Start(start)).await.map_err(StreamEnd::Receiver)?;
     // A cursor from beyond our log's end cannot be ours (a log rebuilt elsewhere): scan all.
     let mut cursor = if request.cursor > stats.next_arrival { 0 } else { request.cursor };
+    // The cursor the receiver last got.
+    let mut told = cursor;
     let theirs = Arc::new(request.frontier.clone());
     let (receiver, receiver_own) = (request.receiver, request.receiver_own_seq);
     let limits = PullLimits {
@@ -98,9 +101,9 @@ async fn stream(
         max_bytes: config.batch_bytes,
         max_scanned: config.batch_entries * 4,
     };
-    loop {
-        let (d, t) = (db.clone(), theirs.clone());
-        let (entries, next) = blocking(inventory, move |inv| {
+    let read = |cursor: u64| {
+        let (inv, d, t) = (inventory.clone(), db.clone(), theirs.clone());
+        tokio::task::spawn_blocking(move || {
             inv.read_beyond(
                 &d,
                 shard,
@@ -111,11 +114,28 @@ async fn stream(
                 limits,
             )
         })
-        .await?;
+    };
+    // The next batch is read from the log while the current one is sent.
+    let mut ahead = None;
+    loop {
+        let reading = ahead.take().unwrap_or_else(|| read(cursor));
+        let (entries, next) = match reading.await {
+            Ok(result) => result.map_err(StreamEnd::Inventory)?,
+            Err(join) => return Err(task_failed(join)),
+        };
         if next > cursor {
-            let batch = SealedBatch::seal(&entries, next).map_err(StreamEnd::Receiver)?;
-            out.send(&PullFrame::Batch(batch)).await.map_err(StreamEnd::Receiver)?;
             cursor = next;
+            ahead = Some(read(cursor));
+            // A batch with no entries only moves the receiver's cursor (a write there):
+            // sent when it reaches what we held at the start (the receiver then has
+            // caught up with us), and otherwise only every so often, so that a resumed
+            // stream rescans little.
+            let reaches_start = told < stats.next_arrival && next >= stats.next_arrival;
+            if !entries.is_empty() || reaches_start || next - told >= limits.max_scanned as u64 {
+                let batch = SealedBatch::seal(&entries, next).map_err(StreamEnd::Receiver)?;
+                out.send(&PullFrame::Batch(batch)).await.map_err(StreamEnd::Receiver)?;
+                told = next;
+            }
             continue;
         }
         // Everything held so far is sent.

@@ -1,0 +1,73 @@
+//! Group commit (`append_ready`): several publishes in one transaction, each checked
+//! against its replica's state inside it.
+
+use cairn_inventory::{
+    Append, ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, ReplicaState, Retention, SiteId,
+};
+
+fn db(inv: &Inventory, name: &str, shards: u32) -> DbName {
+    let db = DbName::new(name).unwrap();
+    inv.put_db(&DbRecord {
+        name: db.clone(),
+        shards,
+        replication: 1,
+        retention: Retention::default(),
+        created: Hlc::default(),
+        origin: SiteId(1),
+    })
+    .unwrap();
+    db
+}
+
+#[test]
+fn members_on_ready_replicas_are_appended_and_the_others_get_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), ClusterId(3), InventoryConfig::default()).unwrap();
+    let d = db(&inv, "d", 4);
+    inv.set_replica(&d, 0, ReplicaState::Ready).unwrap();
+    inv.set_replica(&d, 1, ReplicaState::CatchingUp { upstreams: vec![SiteId(9)] }).unwrap();
+    inv.set_replica(&d, 2, ReplicaState::HandingOver { to: SiteId(9) }).unwrap();
+    let me = inv.identity().site_id;
+    let a: &[&[u8]] = &[b"a1", b"a2"];
+    let b: &[&[u8]] = &[b"b"];
+    let c: &[&[u8]] = &[b"c1", b"c2", b"c3"];
+    let group = [
+        Append { db: &d, shard: 0, payloads: a },
+        Append { db: &d, shard: 1, payloads: b },
+        Append { db: &d, shard: 2, payloads: b },
+        Append { db: &d, shard: 3, payloads: b },
+        Append { db: &d, shard: 0, payloads: c },
+    ];
+    let outcome = inv.append_ready(&group).unwrap();
+    let seqs =
+        |i: usize| outcome[i].as_ref().unwrap().iter().map(|id| (id.origin, id.seq)).collect::<Vec<_>>();
+    // Two members on one shard: ids follow on, in group order.
+    assert_eq!(seqs(0), vec![(me, 1), (me, 2)]);
+    assert_eq!(seqs(4), vec![(me, 3), (me, 4), (me, 5)]);
+    assert_eq!(outcome[1], Err(Some(ReplicaState::CatchingUp { upstreams: vec![SiteId(9)] })));
+    assert_eq!(outcome[2], Err(Some(ReplicaState::HandingOver { to: SiteId(9) })));
+    assert_eq!(outcome[3], Err(None));
+    // Durable, in arrival order; nothing was written to the shards that refused.
+    drop(inv);
+    let inv = Inventory::open(dir.path(), ClusterId(3), InventoryConfig::default()).unwrap();
+    let payloads: Vec<Vec<u8>> =
+        inv.read_log(&d, 0, 0, 100).unwrap().entries.into_iter().map(|e| e.entry.payload).collect();
+    assert_eq!(payloads, [&b"a1"[..], b"a2", b"c1", b"c2", b"c3"].map(<[u8]>::to_vec));
+    for shard in 1..4 {
+        assert_eq!(inv.log_stats(&d, shard).unwrap().entries, 0, "shard {shard} took a write");
+    }
+    assert_eq!(inv.frontier(&d, 0).unwrap().get(me), 5);
+}
+
+#[test]
+fn a_group_continues_the_sequence_of_single_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), ClusterId(3), InventoryConfig::default()).unwrap();
+    let d = db(&inv, "d", 1);
+    inv.set_replica(&d, 0, ReplicaState::Ready).unwrap();
+    let first = inv.append(&d, 0, &[b"x"]).unwrap();
+    let x: &[&[u8]] = &[b"y"];
+    let outcome = inv.append_ready(&[Append { db: &d, shard: 0, payloads: x }]).unwrap();
+    assert_eq!(first[0].seq + 1, outcome[0].as_ref().unwrap()[0].seq);
+    assert_eq!(inv.log_stats(&d, 0).unwrap().own_seq, 2);
+}
