@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::client::{Client, ConnArgs, with_client};
 use crate::data_cmd::{PublishArgs, ReadArgs};
 use crate::inventory_cmd::Format;
+use crate::plan_cmd::PlanCommand;
 
 #[derive(Debug, Args)]
 pub(crate) struct CtlArgs {
@@ -33,6 +34,9 @@ pub(crate) enum CtlCommand {
     Publish(PublishArgs),
     /// Read a shard's messages in the answering site's arrival order.
     Read(ReadArgs),
+    /// Preview or apply a change of placement (rebalance, decommission).
+    #[command(subcommand)]
+    Plan(PlanCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +65,7 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Status { format } => status(client, format).await,
         CtlCommand::Publish(publish) => crate::data_cmd::publish(client, publish).await,
         CtlCommand::Read(read) => crate::data_cmd::read(client, read).await,
+        CtlCommand::Plan(plan) => crate::plan_cmd::run(client, plan).await,
         CtlCommand::Db(DbCommand::Create { name, shards, replication, retention_secs, retention_bytes }) => {
             let retention =
                 Retention { max_age_ms: retention_secs.map(|s| s * 1000), max_bytes: retention_bytes };

@@ -10,6 +10,7 @@ mod dump_cmd;
 mod inventory_cmd;
 mod local_cmd;
 mod logging;
+mod plan_cmd;
 mod start_cmd;
 
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ enum Command {
     /// Look after a site's local inventory (its LMDB store) directly.
     #[command(subcommand)]
     Inventory(inventory_cmd::InventoryCommand),
+    /// Try the planners offline against a saved view.
+    #[command(subcommand)]
+    Plan(plan_cmd::OfflineCommand),
 }
 
 /// A bad setting or argument found after parsing (exit code 2, like clap's own).
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Command::Dump(args) => dump_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Cluster(cmd) => cluster_cmd::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Inventory(cmd) => inventory_cmd::run(cmd),
+        Command::Plan(cmd) => plan_cmd::run_offline(cmd).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -205,6 +205,19 @@ impl Service for SiteService {
                 WireErrorKind::Undecodable,
                 "a pull is a stream, not a request",
             )),
+            Request::PlanPreview(request) => match self.current_view() {
+                Some(view) => {
+                    match crate::planner::operator::preview(
+                        &view,
+                        &request,
+                        self.inventory.identity().site_id,
+                    ) {
+                        Ok(preview) => Response::PlanPreview(preview),
+                        Err(reason) => Response::Rejected { reason },
+                    }
+                }
+                None => Response::Error(WireError::new(WireErrorKind::Busy, "gossip is starting; try again")),
+            },
         }
     }
 

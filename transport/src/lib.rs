@@ -24,7 +24,10 @@ pub mod tls;
 pub use config::{DEFAULT_MTU, LOOPBACK_MTU, TransportConfig};
 pub use endpoint::{Endpoint, GossipInbox, Service};
 pub use error::TransportError;
-pub use message::{DataCounters, ReadEntry, Request, Response, SiteStatus, WireError, WireErrorKind};
+pub use message::{
+    DataCounters, PlanPreview, PlanRequest, PlannedMove, ReadEntry, Request, Response, SitePlan, SiteStatus,
+    WireError, WireErrorKind,
+};
 pub use pull::{BatchError, PullFrame, PullReceiver, PullRequest, PullSender, PullStart, SealedBatch};
 pub use stats::StatsSnapshot;
 pub use tls::{ClusterCa, Credentials};

@@ -60,6 +60,60 @@ pub enum Request {
     /// Open a pull stream (see [`crate::pull`]); answered by a stream of
     /// [`crate::PullFrame`]s instead of one response.
     Pull(PullRequest),
+    /// Work out, from this site's view, the plans an operator request would produce,
+    /// without applying them. Answered with [`Response::PlanPreview`] (or
+    /// [`Response::Rejected`] naming what is wrong with the request). The operator
+    /// applies a preview by offering each plan to its site ([`Request::Schedule`]).
+    PlanPreview(PlanRequest),
+}
+
+/// A change an operator asks the planners for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlanRequest {
+    /// Even out replica counts over the live core sites (±1, or by capacity).
+    Rebalance,
+    /// Move every replica off one site, so it can leave.
+    Decommission {
+        /// The site.
+        site: SiteId,
+    },
+}
+
+/// What a plan request would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanPreview {
+    /// Each replica that would move.
+    pub moves: Vec<PlannedMove>,
+    /// Replicas, by site, that should move but have nowhere to go.
+    pub stuck: Vec<(SiteId, u64)>,
+    /// The plans, one per db and site, with where to deliver each.
+    pub plans: Vec<SitePlan>,
+}
+
+/// One replica moving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedMove {
+    /// The db.
+    pub db: DbName,
+    /// The shard.
+    pub shard: u32,
+    /// The site giving it up.
+    pub from: SiteId,
+    /// The site taking it.
+    pub to: SiteId,
+    /// Payload bytes it holds (what the move copies), by the view.
+    pub bytes: u64,
+}
+
+/// A plan and the site that runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SitePlan {
+    /// The site.
+    pub site: SiteId,
+    /// Its address, by the view.
+    pub addr: String,
+    /// The plan.
+    pub plan: Plan,
 }
 
 impl Request {
@@ -73,6 +127,7 @@ impl Request {
             Self::Publish { .. } => "publish",
             Self::Read { .. } => "read",
             Self::Pull(_) => "pull",
+            Self::PlanPreview(_) => "plan_preview",
         }
     }
 }
@@ -121,6 +176,8 @@ pub enum Response {
         /// The cursor for the next read.
         next: u64,
     },
+    /// What a plan request would do.
+    PlanPreview(PlanPreview),
 }
 
 /// An entry as a read returns it.

@@ -2,10 +2,13 @@
 //!
 //! No I/O and no clock: the same view and request always give the same plans with the
 //! same plan id, on any site, so two sites that plan the same change at once agree.
-//! Only `allocate` exists so far (issue 6 adds rebalance, decommission, recover, trim and
-//! operator requests).
+//! `allocate` places a new db; `reshape` moves replicas (rebalance, decommission);
+//! `operator` turns an operator's request into a preview with its plans. (Recover, trim
+//! and the remaining operator requests are still to come: issue 6.)
 
 pub mod allocate;
+pub mod operator;
+pub mod reshape;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,238 @@
+//! `cairn ctl plan preview|apply …`: what an operator request would move, and applying
+//! it by offering each plan to its site (operator priority: it replaces an automatic
+//! plan of the same db). `cairn plan simulate --dump FILE …` runs the same planner
+//! offline against a saved view.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use cairn_gossip::ClusterView;
+use cairn_inventory::{SiteId, Step};
+use cairn_transport::{PlanPreview, PlanRequest, Request, Response};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::client::Client;
+use crate::inventory_cmd::Format;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PlanCommand {
+    /// Show the per-site steps a request would produce, and what would move, without
+    /// applying it.
+    Preview {
+        #[command(subcommand)]
+        request: Change,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+        format: Format,
+    },
+    /// Plan a request and deliver its plans to their sites.
+    Apply {
+        #[command(subcommand)]
+        request: Change,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum Change {
+    /// Even out replica counts over the live core sites (±1, or by capacity).
+    Rebalance,
+    /// Move every replica off a site so it can leave.
+    Decommission {
+        /// The site: its id, a unique prefix of it (as `dump` shows), or its address.
+        site: String,
+    },
+}
+
+pub(crate) async fn run(client: &Client, command: PlanCommand) -> anyhow::Result<()> {
+    let (change, format, apply) = match command {
+        PlanCommand::Preview { request, format } => (request, format, false),
+        PlanCommand::Apply { request, format } => (request, format, true),
+    };
+    let request = match change {
+        Change::Rebalance => PlanRequest::Rebalance,
+        Change::Decommission { site } => PlanRequest::Decommission { site: resolve(client, &site).await? },
+    };
+    let preview = match client.request(&Request::PlanPreview(request)).await? {
+        Response::PlanPreview(preview) => preview,
+        Response::Rejected { reason } => bail!("{} refused: {reason}", client.node()),
+        other => bail!("{} answered plan preview with {other:?}", client.node()),
+    };
+    let outcomes = if apply { deliver(client, &preview).await } else { Vec::new() };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&as_json(&preview, apply, &outcomes))?),
+        Format::Table => print_table(&preview, apply, &outcomes),
+    }
+    let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();
+    if failed > 0 {
+        bail!("{failed} of {} plans were not delivered; run the same apply again to retry", outcomes.len());
+    }
+    Ok(())
+}
+
+/// A site id from an id, a unique id prefix, or an address in the node's view.
+async fn resolve(client: &Client, given: &str) -> anyhow::Result<SiteId> {
+    if let Ok(id) = given.parse::<SiteId>() {
+        return Ok(id);
+    }
+    let view: ClusterView = match client.request(&Request::Dump).await? {
+        Response::Dump { json } => serde_json::from_str(&json).context("the node's view")?,
+        other => bail!("{} answered dump with {other:?}", client.node()),
+    };
+    resolve_in(&view, given).with_context(|| format!("in {}'s view", client.node()))
+}
+
+/// A site id from an id, a unique id prefix (4+ hex digits), or an address in `view`.
+fn resolve_in(view: &ClusterView, given: &str) -> anyhow::Result<SiteId> {
+    if let Ok(id) = given.parse::<SiteId>() {
+        return Ok(id);
+    }
+    let by_addr = given.parse::<SocketAddr>().ok();
+    let prefix = given.to_ascii_lowercase();
+    let matches: Vec<SiteId> = view
+        .sites
+        .iter()
+        .filter(|s| {
+            by_addr.is_some_and(|a| s.addr.parse::<SocketAddr>().ok() == Some(a))
+                || (prefix.len() >= 4 && s.site_id.to_string().starts_with(&prefix))
+        })
+        .map(|s| s.site_id)
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => bail!("no site matches {given:?} (give an id, a prefix of 4+ hex digits, or an address)"),
+        _ => bail!("{given:?} matches {} sites; give more of the id", matches.len()),
+    }
+}
+
+/// `cairn plan simulate`: the planners run offline against a saved view.
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    /// A view saved with `cairn dump --format json`.
+    #[arg(long, value_name = "FILE")]
+    dump: PathBuf,
+    #[command(subcommand)]
+    request: Change,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    format: Format,
+}
+
+/// Offline planning.
+#[derive(Debug, Subcommand)]
+pub(crate) enum OfflineCommand {
+    /// Run a request's planner against a saved dump and show what it would do (as
+    /// `ctl plan preview` does against a live site), so a change can be tried on a copy
+    /// of production's view.
+    Simulate(SimulateArgs),
+}
+
+pub(crate) fn run_offline(command: OfflineCommand) -> anyhow::Result<()> {
+    let OfflineCommand::Simulate(args) = command;
+    let text =
+        std::fs::read_to_string(&args.dump).with_context(|| format!("reading {}", args.dump.display()))?;
+    let view: ClusterView = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a `cairn dump --format json` view", args.dump.display()))?;
+    let request = match args.request {
+        Change::Rebalance => PlanRequest::Rebalance,
+        Change::Decommission { site } => PlanRequest::Decommission { site: resolve_in(&view, &site)? },
+    };
+    let preview =
+        cairn_node::planner::operator::preview(&view, &request, view.site).map_err(anyhow::Error::msg)?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&as_json(&preview, false, &[]))?),
+        Format::Table => print_table(&preview, false, &[]),
+    }
+    Ok(())
+}
+
+/// Offers each plan to its site; the outcome per plan, in order.
+async fn deliver(client: &Client, preview: &PlanPreview) -> Vec<(usize, Result<String, String>)> {
+    let mut outcomes = Vec::new();
+    for (i, site_plan) in preview.plans.iter().enumerate() {
+        let outcome = match site_plan.addr.parse::<SocketAddr>() {
+            Err(_) => Err(format!("no usable address for site {} in the view", site_plan.site.short())),
+            Ok(addr) => match client.request_at(addr, &Request::Schedule(site_plan.plan.clone())).await {
+                Ok(Response::Scheduled(outcome)) => Ok(format!("{outcome:?}")),
+                Ok(Response::Rejected { reason }) => Err(format!("refused: {reason}")),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(error) => Err(format!("{error:#}")),
+            },
+        };
+        outcomes.push((i, outcome));
+    }
+    outcomes
+}
+
+fn as_json(
+    preview: &PlanPreview,
+    apply: bool,
+    outcomes: &[(usize, Result<String, String>)],
+) -> serde_json::Value {
+    let bytes: u64 = preview.moves.iter().map(|m| m.bytes).sum();
+    json!({
+        "replicas_moving": preview.moves.len(),
+        "bytes_moving": bytes,
+        "moves": preview.moves,
+        "stuck": preview.stuck,
+        "plans": preview.plans,
+        "applied": apply,
+        "delivered": outcomes.iter().map(|(i, o)| json!({
+            "site": preview.plans[*i].site,
+            "db": preview.plans[*i].plan.db,
+            "outcome": match o { Ok(s) => s.clone(), Err(e) => format!("error: {e}") },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_table(preview: &PlanPreview, apply: bool, outcomes: &[(usize, Result<String, String>)]) {
+    let bytes: u64 = preview.moves.iter().map(|m| m.bytes).sum();
+    if preview.moves.is_empty() {
+        println!("nothing to move");
+    } else {
+        println!("{} replicas would move, {} bytes to copy", preview.moves.len(), bytes);
+    }
+    for (site, n) in &preview.stuck {
+        println!(
+            "stuck: {n} replicas on {} have nowhere to go (every other site holds their shard)",
+            site.short()
+        );
+    }
+    for (i, site_plan) in preview.plans.iter().enumerate() {
+        let plan = &site_plan.plan;
+        println!(
+            "\n{} ({}) — db {} plan {}",
+            site_plan.site.short(),
+            site_plan.addr,
+            plan.db,
+            plan.plan_id.short()
+        );
+        for step in &plan.steps {
+            println!("  {}", describe(step));
+        }
+        if let Some((_, outcome)) = outcomes.iter().find(|(j, _)| *j == i) {
+            match outcome {
+                Ok(o) => println!("  delivered: {o}"),
+                Err(e) => println!("  NOT delivered: {e}"),
+            }
+        }
+    }
+    if !apply && !preview.plans.is_empty() {
+        println!("\n(not applied: `cairn ctl plan apply …` delivers these plans)");
+    }
+}
+
+fn describe(step: &Step) -> String {
+    match step {
+        Step::AddReplica { shard, upstreams } => {
+            let from: Vec<String> = upstreams.iter().map(SiteId::short).collect();
+            format!("add_replica      shard {shard:<5} from {}", from.join(", "))
+        }
+        Step::HandoverReplica { shard, to } => format!("handover_replica shard {shard:<5} to {}", to.short()),
+        Step::RemoveReplica { shard } => format!("remove_replica   shard {shard}"),
+    }
+}

@@ -1,0 +1,191 @@
+//! Operator placement changes end to end, between real `cairn` processes and through
+//! the real CLI: a fourth site joins a three-site cluster holding data, `ctl plan
+//! preview rebalance` shows the fewest moves without changing anything, `ctl plan apply
+//! rebalance` balances it (`plan simulate` on a saved dump agrees with the preview);
+//! then `ctl plan apply decommission` empties a site. After each,
+//! every shard has its full set of ready replicas on distinct sites, with identical
+//! content.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use cairn_gossip::ClusterView;
+use cairn_inventory::{DbName, SiteId};
+use cairn_tests::{Client, SiteProc, SiteSpec, digest, free_port, new_cluster_dir, sorted, wait_for};
+
+const DB: &str = "moves";
+const SHARDS: u32 = 12;
+const PER_SHARD: usize = 40;
+
+fn start(root: &Path, cluster: &Path, i: usize, addr: SocketAddr, seed: SocketAddr) -> SiteProc {
+    SiteProc::start(&SiteSpec {
+        bin: env!("CARGO_BIN_EXE_cairn").into(),
+        data_dir: root.join(format!("s{i}")),
+        cluster_dir: cluster.to_owned(),
+        addr,
+        seeds: vec![seed],
+        extra: Vec::new(),
+        prefix: Vec::new(),
+    })
+}
+
+fn ctl(cluster: &Path, node: SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["ctl", "--node", &node.to_string(), "--cluster-dir", cluster.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Ready replicas per live site, if every shard has exactly 2 ready replicas on distinct
+/// sites and no plan is running; else `None`.
+fn settled(view: &ClusterView) -> Option<BTreeMap<SiteId, u32>> {
+    let db = view.db(&DbName::new(DB).unwrap())?;
+    if !view.plans.is_empty() || db.placement.len() != SHARDS as usize {
+        return None;
+    }
+    let mut counts: BTreeMap<SiteId, u32> =
+        view.sites.iter().filter(|s| view.is_live(s.site_id)).map(|s| (s.site_id, 0)).collect();
+    for shard in &db.placement {
+        let ready: Vec<SiteId> =
+            shard.replicas.iter().filter(|r| r.state == "ready").map(|r| r.site_id).collect();
+        if ready.len() != 2 || shard.replicas.len() != 2 || ready[0] == ready[1] {
+            return None;
+        }
+        for site in ready {
+            *counts.get_mut(&site)? += 1;
+        }
+    }
+    Some(counts)
+}
+
+/// Every shard's ready replicas hold the same `PER_SHARD` entries.
+async fn same_content(client: &Client, view: &ClusterView) {
+    let db = view.db(&DbName::new(DB).unwrap()).unwrap();
+    for shard in &db.placement {
+        let mut digests = Vec::new();
+        for r in &shard.replicas {
+            let addr: SocketAddr = view.site(r.site_id).unwrap().addr.parse().unwrap();
+            let (entries, dup) = sorted(client.read_all(addr, DB, shard.shard).await.unwrap());
+            assert!(!dup, "shard {} has a duplicate on {}", shard.shard, r.site_id.short());
+            assert_eq!(entries.len(), PER_SHARD, "shard {} on {}", shard.shard, r.site_id.short());
+            digests.push(digest(&entries));
+        }
+        assert!(digests.windows(2).all(|w| w[0] == w[1]), "shard {} differs between replicas", shard.shard);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_after_a_join_then_decommission() {
+    let root = tempfile::tempdir().unwrap();
+    let cluster = new_cluster_dir(root.path());
+    let addrs: Vec<SocketAddr> = (0..4).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+    let mut sites: Vec<SiteProc> =
+        (0..3).map(|i| start(root.path(), &cluster, i, addrs[i], addrs[0])).collect();
+    let client = Client::new(&cluster, addrs[0]);
+    let limit = Duration::from_secs(60);
+    wait_for("three live sites", limit, async || {
+        let view = client.view(addrs[0]).await.ok()?;
+        (view.sites.iter().filter(|s| view.is_live(s.site_id)).count() == 3).then_some(())
+    })
+    .await;
+    client.create_db(addrs[0], DB, SHARDS, 2).await;
+    let view = wait_for("the db placed", limit, async || {
+        let view = client.view(addrs[0]).await.ok()?;
+        settled(&view).map(|_| view)
+    })
+    .await;
+    // Data in every shard, written at one of its replicas.
+    let db = view.db(&DbName::new(DB).unwrap()).unwrap();
+    for shard in &db.placement {
+        let at: SocketAddr = view.site(shard.replicas[0].site_id).unwrap().addr.parse().unwrap();
+        let messages: Vec<Vec<u8>> =
+            (0..PER_SHARD).map(|i| format!("{}-{i}", shard.shard).into_bytes()).collect();
+        client.publish(at, DB, shard.shard, &messages).await.unwrap();
+    }
+
+    // A fourth site joins. Nothing moves until asked.
+    sites.push(start(root.path(), &cluster, 3, addrs[3], addrs[0]));
+    let newcomer = sites[3].site_id.parse::<SiteId>().unwrap();
+    wait_for("the fourth site live", limit, async || {
+        client.view(addrs[0]).await.ok()?.is_live(newcomer).then_some(())
+    })
+    .await;
+    let (ok, preview) = ctl(&cluster, addrs[1], &["plan", "preview", "rebalance", "--format", "json"]);
+    assert!(ok, "{preview}");
+    let preview: serde_json::Value = serde_json::from_str(&preview).unwrap();
+    // 24 replicas on 4 sites: 6 each, so 2 leave each old site: 6 moves, the fewest.
+    assert_eq!(preview["replicas_moving"], 6, "{preview:#}");
+    assert!(preview["bytes_moving"].as_u64().unwrap() > 0, "{preview:#}");
+    assert_eq!(preview["applied"], false);
+    let (ok, table) = ctl(&cluster, addrs[1], &["plan", "preview", "rebalance"]);
+    assert!(ok && table.contains("6 replicas would move"), "{table}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let view = client.view(addrs[3]).await.unwrap();
+    assert!(view.plans.is_empty(), "a preview changed something: {:?}", view.plans);
+
+    // The same planner offline, against a saved dump, gives the same moves and plans.
+    let dump = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["dump", "--node", &addrs[1].to_string(), "--cluster-dir", cluster.to_str().unwrap()])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let saved = root.path().join("view.json");
+    std::fs::write(&saved, &dump.stdout).unwrap();
+    let simulate = |file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["plan", "simulate", "--dump", file.to_str().unwrap(), "rebalance", "--format", "json"])
+            .output()
+            .unwrap()
+    };
+    let simulated = simulate(&saved);
+    assert!(simulated.status.success(), "{}", String::from_utf8_lossy(&simulated.stderr));
+    let simulated: serde_json::Value = serde_json::from_slice(&simulated.stdout).unwrap();
+    assert_eq!(simulated["moves"], preview["moves"]);
+    let ids = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v["plans"].as_array().unwrap().iter().map(|p| p["plan"]["plan_id"].clone()).collect()
+    };
+    assert_eq!(ids(&simulated), ids(&preview));
+    let garbage = root.path().join("garbage.json");
+    std::fs::write(&garbage, b"{\"sites\": 3}").unwrap();
+    let refused = simulate(&garbage);
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && text.contains("not a `cairn dump --format json` view"), "{text}");
+
+    let (ok, applied) = ctl(&cluster, addrs[1], &["plan", "apply", "rebalance"]);
+    assert!(ok, "{applied}");
+    assert!(applied.contains("delivered"), "{applied}");
+    let (view, counts) = wait_for("balanced after the rebalance", Duration::from_secs(120), async || {
+        let view = client.view(addrs[2]).await.ok()?;
+        let counts = settled(&view)?;
+        (counts.get(&newcomer) == Some(&6)).then_some((view, counts))
+    })
+    .await;
+    assert!(counts.values().all(|n| *n == 6), "{counts:?}");
+    same_content(&client, &view).await;
+
+    // Decommission the first site, named by its address.
+    let leaving = sites[0].site_id.parse::<SiteId>().unwrap();
+    let (ok, out) = ctl(&cluster, addrs[2], &["plan", "apply", "decommission", &addrs[0].to_string()]);
+    assert!(ok, "{out}");
+    let (view, counts) = wait_for("the first site emptied", Duration::from_secs(120), async || {
+        let view = client.view(addrs[2]).await.ok()?;
+        let counts = settled(&view)?;
+        (counts.get(&leaving) == Some(&0)).then_some((view, counts))
+    })
+    .await;
+    let others: Vec<u32> = counts.iter().filter(|(s, _)| **s != leaving).map(|(_, n)| *n).collect();
+    assert_eq!(others, vec![8, 8, 8], "{counts:?}");
+    same_content(&client, &view).await;
+
+    // A site that is not there is refused with its name.
+    let (ok, out) = ctl(&cluster, addrs[2], &["plan", "preview", "decommission", "ffffffff"]);
+    assert!(!ok && out.contains("no site matches"), "{out}");
+    client.close().await;
+}
