@@ -79,7 +79,10 @@ impl Inventory {
     }
 
     /// Creates or updates the local replica of `(db, shard)`. The db must be known and
-    /// the shard in range. Answers the stored record.
+    /// the shard in range. Answers the stored record. A new replica starts from an empty
+    /// log: anything left under its key by an earlier replica of the shard (a frontier
+    /// raised by a pull that finished after its removal, say) is cleared in the same
+    /// transaction, so it cannot pass for data the new replica holds.
     pub fn set_replica(&self, db: &DbName, shard: u32, state: ReplicaState) -> Result<ReplicaRecord> {
         let key = keys::shard(db, shard);
         self.write(|txn| {
@@ -95,6 +98,9 @@ impl Inventory {
             let now = now_ms();
             let old: Option<ReplicaRecord> =
                 get_record(self.tables.replicas, txn, &key, &keys::describe("replicas", &key))?;
+            if old.is_none() {
+                self.drop_log_in(txn, &key)?;
+            }
             let record = ReplicaRecord {
                 db: db.clone(),
                 shard,

@@ -384,10 +384,16 @@ impl Inventory {
     }
 
     /// Marks every entry up to `frontier` as held, for entries that the source no longer
-    /// has (removed by retention there). Entries above it still arrive normally.
+    /// has (removed by retention there). Entries above it still arrive normally. Like
+    /// [`Self::insert_pulled`], refused with [`InventoryError::NoReplica`] when this
+    /// site holds no replica of the shard (a pull finishing after the replica's removal
+    /// must not leave a frontier behind).
     pub fn raise_frontier(&self, db: &DbName, shard: u32, frontier: &Frontier) -> Result<()> {
         self.write(|txn| {
             let mut log = LogTxn::begin(self, txn, db, shard)?;
+            if self.tables.replicas.get(txn, &log.shard_key)?.is_none() {
+                return Err(InventoryError::NoReplica { db: db.clone(), shard });
+            }
             for (origin, seq) in &frontier.0 {
                 log.raise(txn, *origin, *seq)?;
             }

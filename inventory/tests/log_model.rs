@@ -162,6 +162,20 @@ fn a_raised_frontier_counts_expired_entries_as_held() {
     let inv = open(dir.path());
     let db = DbName::new("d").unwrap();
     let a = REMOTES[0];
+    // Only a replica's log takes a raised frontier.
+    let refused = inv.raise_frontier(&db, 0, &Frontier([(a, 10)].into())).unwrap_err();
+    assert!(matches!(refused, cairn_inventory::InventoryError::NoReplica { .. }), "{refused}");
+    assert_eq!(inv.frontier(&db, 0).unwrap().get(a), 0);
+    let record = DbRecord {
+        name: db.clone(),
+        shards: 1,
+        replication: 1,
+        retention: Retention::default(),
+        created: Hlc::default(),
+        origin: a,
+    };
+    inv.put_db(&record).unwrap();
+    inv.set_replica(&db, 0, cairn_inventory::ReplicaState::Ready).unwrap();
     // Entries 1..=10 expired at the source; 11 and 12 arrive (12 first).
     inv.insert_remote(&db, 0, &[remote(a, 12)]).unwrap();
     assert_eq!(inv.frontier(&db, 0).unwrap().get(a), 0);

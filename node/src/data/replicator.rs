@@ -370,6 +370,8 @@ impl StreamCtx {
     /// Marks the upstream's start position as held: everything it held then, we hold
     /// (entries it dropped by retention count as held, as they do there).
     async fn reach(&self, start: &PullStart) -> Result<(), PullError> {
+        tracing::debug!(db = %self.db, shard = self.shard, upstream = %self.source.site.short(),
+            next_arrival = start.next_arrival, entries = start.entries, "upstream's start position held");
         let frontier = start.frontier.clone();
         self.blocking(move |inv, db, shard| inv.raise_frontier(db, shard, &frontier)).await?;
         let site = self.source.site;
@@ -430,6 +432,8 @@ async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
     ctx.shared.with_progress(&ctx.db, ctx.shard, |p| {
         p.targets.insert(upstream, (start.entries, start.bytes));
     });
+    tracing::debug!(db = %ctx.db, shard = ctx.shard, upstream = %upstream.short(), cursor,
+        next_arrival = start.next_arrival, entries = start.entries, catching_up = ctx.source.catching_up, "pull stream started");
     let mut reached = cursor >= start.next_arrival;
     if reached {
         ctx.reach(&start).await?;

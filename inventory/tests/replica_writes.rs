@@ -1,5 +1,6 @@
-//! Group commit (`append_ready`): several publishes in one transaction, each checked
-//! against its replica's state inside it.
+//! Writes into replicas: group commit (`append_ready`: several publishes in one
+//! transaction, each checked against its replica's state inside it), and the empty log
+//! a new replica starts from.
 
 use cairn_inventory::{
     Append, ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, ReplicaState, Retention, SiteId,
@@ -70,4 +71,25 @@ fn a_group_continues_the_sequence_of_single_appends() {
     let outcome = inv.append_ready(&[Append { db: &d, shard: 0, payloads: x }]).unwrap();
     assert_eq!(first[0].seq + 1, outcome[0].as_ref().unwrap()[0].seq);
     assert_eq!(inv.log_stats(&d, 0).unwrap().own_seq, 2);
+}
+
+#[test]
+fn a_new_replica_starts_from_an_empty_log_whatever_was_left_under_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), ClusterId(3), InventoryConfig::default()).unwrap();
+    let d = db(&inv, "d", 1);
+    let peer = SiteId(77);
+    inv.set_replica(&d, 0, ReplicaState::Ready).unwrap();
+    inv.append(&d, 0, &[b"mine"]).unwrap();
+    inv.raise_frontier(&d, 0, &cairn_inventory::Frontier([(peer, 40)].into())).unwrap();
+    // The replica leaves; a frontier raised afterwards (a pull that finished late) is refused.
+    inv.remove_replica(&d, 0).unwrap();
+    assert!(inv.raise_frontier(&d, 0, &cairn_inventory::Frontier([(peer, 50)].into())).is_err());
+    // A new replica of the shard holds nothing, and claims to hold nothing.
+    inv.set_replica(&d, 0, ReplicaState::CatchingUp { upstreams: vec![peer] }).unwrap();
+    assert_eq!(inv.frontier(&d, 0).unwrap(), cairn_inventory::Frontier::default());
+    assert_eq!(inv.log_stats(&d, 0).unwrap().entries, 0);
+    // Its own seqs still move on: no id is ever reused.
+    inv.set_replica(&d, 0, ReplicaState::Ready).unwrap();
+    assert_eq!(inv.append(&d, 0, &[b"again"]).unwrap()[0].seq, 2);
 }
