@@ -133,9 +133,19 @@ impl TransportConfig {
     /// quinn's endpoint config: UDP payloads up to the MTU bound for `addr`.
     pub fn quinn_endpoint(&self, addr: SocketAddr) -> Result<quinn::EndpointConfig, TransportError> {
         let mut e = quinn::EndpointConfig::default();
+        self.configure_endpoint(&mut e, addr)?;
+        Ok(e)
+    }
+
+    /// Applies these settings to a quinn endpoint config for an endpoint at `addr`.
+    pub fn configure_endpoint(
+        &self,
+        e: &mut quinn::EndpointConfig,
+        addr: SocketAddr,
+    ) -> Result<(), TransportError> {
         e.max_udp_payload_size(self.mtu_for(addr).max(DEFAULT_MTU))
             .map_err(|e| TransportError::InvalidSetting { what: "mtu_upper_bound", why: e.to_string() })?;
-        Ok(e)
+        Ok(())
     }
 
     /// These settings as quinn's transport config (what every connection uses), for an

@@ -95,8 +95,15 @@ impl Endpoint {
         let bind_err = |source| TransportError::Bind { addr: listen, source };
         let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
         let runtime = Arc::new(quinn::TokioRuntime);
-        let mut quinn = quinn::Endpoint::new(config.quinn_endpoint(listen)?, Some(server), socket, runtime)
-            .map_err(bind_err)?;
+        // Stateless-reset and connection-id keys derived from the site's private key, so
+        // that after a restart the site recognises its previous incarnation's connection
+        // ids and resets those connections at once (the peers then reconnect) instead of
+        // leaving them to time out.
+        let mut endpoint = quinn::EndpointConfig::new(Arc::new(credentials.reset_key()));
+        let cid_key = credentials.connection_id_key();
+        endpoint.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+        config.configure_endpoint(&mut endpoint, listen)?;
+        let mut quinn = quinn::Endpoint::new(endpoint, Some(server), socket, runtime).map_err(bind_err)?;
         quinn.set_default_client_config(client_config(credentials, &config, listen)?);
         let (tx, rx) = mpsc::channel(config.gossip_inbox);
         let endpoint = Self::new(quinn, config);
@@ -173,31 +180,30 @@ impl Endpoint {
         }
         let deadline = inner.config.request_timeout;
         let exchange = async {
-            let conn = inner.connection(peer).await?;
-            let lost =
-                |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
-            let result = async {
-                let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
-                frame::write_frame(&mut send, &bytes)
-                    .await
-                    .map_err(|source| TransportError::Frame { peer, source })?;
-                send.finish().map_err(|e| lost(&e))?;
-                frame::read_frame(&mut recv, inner.config.max_frame_bytes)
-                    .await
-                    .map_err(|source| TransportError::Frame { peer, source })?
-                    .ok_or(TransportError::Frame {
-                        peer,
-                        source: FrameError::Truncated { got: 0, expected: 5 },
-                    })
+            // A pooled connection the peer reset (it restarted, and answered our packets
+            // with a stateless reset) carried nothing to the new process: dial once more.
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let conn = inner.connection(peer).await?;
+                let result = exchange_on(&conn, peer, &bytes, inner.config.max_frame_bytes).await;
+                if result.is_err() && conn.close_reason().is_some() {
+                    inner.pool.forget(peer, &conn);
+                    if attempts == 1 && matches!(conn.close_reason(), Some(quinn::ConnectionError::Reset)) {
+                        tracing::debug!(%peer, "connection reset by a restarted peer; dialling again");
+                        continue;
+                    }
+                }
+                return Ok::<_, TransportError>(codec::decode::<Response>(&result?)?);
             }
-            .await;
-            if let Err(TransportError::ConnectionLost { .. }) = &result {
-                inner.pool.forget(peer, &conn);
-            }
-            Ok::<_, TransportError>(codec::decode::<Response>(&result?)?)
         };
         match tokio::time::timeout(deadline, exchange).await {
-            Err(_) => Err(TransportError::Timeout { peer, after: deadline }),
+            Err(_) => {
+                // The next request dials afresh rather than waiting on a connection the
+                // peer may have forgotten (a restart) until its idle timeout.
+                inner.pool.forget_peer(peer);
+                Err(TransportError::Timeout { peer, after: deadline })
+            }
             Ok(Ok(Response::Error(error))) => Err(TransportError::Remote { peer, error }),
             Ok(result) => result,
         }
@@ -341,6 +347,23 @@ impl Drop for HandshakeGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// One request/response exchange on a new stream of `conn`: the response frame.
+async fn exchange_on(
+    conn: &quinn::Connection,
+    peer: SocketAddr,
+    bytes: &[u8],
+    max_frame_bytes: usize,
+) -> Result<Vec<u8>, TransportError> {
+    let lost = |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+    frame::write_frame(&mut send, bytes).await.map_err(|source| TransportError::Frame { peer, source })?;
+    send.finish().map_err(|e| lost(&e))?;
+    frame::read_frame(&mut recv, max_frame_bytes)
+        .await
+        .map_err(|source| TransportError::Frame { peer, source })?
+        .ok_or(TransportError::Frame { peer, source: FrameError::Truncated { got: 0, expected: 5 } })
 }
 
 async fn serve_connection<S: Service>(

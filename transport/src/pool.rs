@@ -99,6 +99,17 @@ impl Pool {
     }
 
     /// Forgets a connection that broke, so the next request reconnects at once.
+    /// Drops whatever connection is pooled for `peer` (after a request to it timed out:
+    /// the peer may have restarted and the old connection may never answer again).
+    pub(crate) fn forget_peer(&self, peer: SocketAddr) {
+        let slot = self.peers.lock().unwrap_or_else(PoisonError::into_inner).get(&peer).cloned();
+        if let Some(slot) = slot
+            && let Ok(mut slot) = slot.try_lock()
+        {
+            slot.conn = None;
+        }
+    }
+
     pub(crate) fn forget(&self, peer: SocketAddr, conn: &quinn::Connection) {
         let slot = self.peers.lock().unwrap_or_else(PoisonError::into_inner).get(&peer).cloned();
         if let Some(slot) = slot

@@ -252,6 +252,27 @@ impl Credentials {
         })
     }
 
+    /// The key a site signs its QUIC stateless resets with: derived from its private
+    /// key, so the same across restarts and known to nobody else.
+    pub(crate) fn reset_key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.derive(b"cairn/stateless-reset/v1"))
+    }
+
+    /// The key a site's connection ids are hashed with (so that after a restart it
+    /// still recognises its own ids, and resets their connections): derived like
+    /// [`Self::reset_key`].
+    pub(crate) fn connection_id_key(&self) -> u64 {
+        let bytes = self.derive(b"cairn/connection-id/v1");
+        u64::from_le_bytes(bytes[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+    }
+
+    fn derive(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(purpose);
+        context.update(self.key.secret_der());
+        context.finish().as_ref().try_into().expect("a SHA-256 digest has 32 bytes")
+    }
+
     /// The cluster these credentials belong to.
     pub fn cluster_id(&self) -> ClusterId {
         cluster_id_of(&self.ca)
