@@ -26,6 +26,9 @@ fn options(root: &std::path::Path, name: &str, cluster: &std::path::Path) -> Sit
     let mut o =
         SiteOptions::new(root.join(name), "127.0.0.1:0".parse().expect("literal"), cluster.to_owned());
     o.gossip.interval = Duration::from_millis(100);
+    // Replicas are placed by hand here: no automatic repair or rebalance.
+    o.auto_repair = false;
+    o.auto_rebalance = false;
     o.inventory = InventoryConfig { map_size: 2 << 30, ..InventoryConfig::default() };
     o
 }

@@ -89,6 +89,7 @@ fn snapshot(addr: SocketAddr) -> SiteSnapshot {
             zone: None,
             capacity: 100,
             leaving: false,
+            draining: false,
         },
         dbs: vec![],
         replicas: vec![],

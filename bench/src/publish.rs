@@ -107,6 +107,9 @@ async fn start_sites(root: &Path, cluster: &Path, db: &DbName) -> anyhow::Result
     for i in 0..SITES {
         let mut o = SiteOptions::new(root.join(format!("s{i}")), "127.0.0.1:0".parse()?, cluster.to_owned());
         o.gossip.interval = Duration::from_millis(100);
+        // Replicas are placed by hand here: no automatic repair or rebalance.
+        o.auto_repair = false;
+        o.auto_rebalance = false;
         o.inventory = InventoryConfig { map_size: 1 << 30, ..InventoryConfig::default() };
         if let Some(first) = sites.first() {
             o.gossip.seeds = vec![first.endpoint.local_addr().to_string()];

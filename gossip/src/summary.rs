@@ -4,7 +4,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `site` | [`SiteSummary`]: role, address, version, start time, zone, capacity, leaving |
+//! | `site` | [`SiteSummary`]: role, address, version, start time, zone, capacity, leaving, draining |
 //! | `db:<name>` | [`DbSummary`]: the db's settings as this site holds them |
 //! | `r:<db>:<shard>` | [`ReplicaSummary`]: state, entries, bytes, frontier digest, progress |
 //! | `plan:<db>` | [`PlanSummary`]: the pending plan's id, priority, step k of n, status |
@@ -47,6 +47,8 @@ pub struct SiteSummary {
     pub capacity: u32,
     /// Set just before a clean shutdown, so peers show it as `left`, not `dead`.
     pub leaving: bool,
+    /// Being decommissioned: planners place nothing here and move its replicas away.
+    pub draining: bool,
 }
 
 /// A db as this site holds it.

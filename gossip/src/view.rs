@@ -71,6 +71,9 @@ pub struct SiteView {
     pub zone: Option<String>,
     /// Its placement weight.
     pub capacity: u32,
+    /// Being decommissioned: nothing is placed here, its replicas move away.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
     /// When it started.
     pub started_ms: u64,
     /// When its heartbeat last advanced, as seen here.
@@ -169,6 +172,16 @@ pub struct PlanView {
 pub enum Warning {
     /// Shards with fewer ready replicas on live sites than the replication factor.
     UnderReplicated {
+        /// The db.
+        db: DbName,
+        /// The shards.
+        shards: Vec<u32>,
+        /// What it means.
+        message: String,
+    },
+    /// Placed shards with no ready (or handing-over) replica on any live site: nothing
+    /// is left to recover them from.
+    LostShards {
         /// The db.
         db: DbName,
         /// The shards.
@@ -322,6 +335,7 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
             version: summary.map(|s| s.version.clone()).unwrap_or_default(),
             zone: summary.and_then(|s| s.zone.clone()),
             capacity: summary.map_or(100, |s| s.capacity),
+            draining: summary.is_some_and(|s| s.draining),
             started_ms: summary.map_or(0, |s| s.started_ms),
             last_seen_ms: node.last_seen_ms,
             replicas: held,
@@ -389,6 +403,29 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
             })
             .map(|s| s.shard)
             .collect();
+        // Placed shards with no complete copy on a live site: no replica to recover from.
+        let lost: Vec<u32> = placement
+            .iter()
+            .filter(|s| {
+                !s.replicas.is_empty()
+                    && !s
+                        .replicas
+                        .iter()
+                        .any(|r| (r.state == "ready" || r.state == "handing_over") && live[&r.site_id])
+            })
+            .map(|s| s.shard)
+            .collect();
+        if !lost.is_empty() {
+            warnings.push(Warning::LostShards {
+                db: name.clone(),
+                message: format!(
+                    "db {name}: {} shards have no complete replica on a live site; their data is lost \
+                     unless a site holding one comes back",
+                    lost.len()
+                ),
+                shards: lost,
+            });
+        }
         if !short.is_empty() {
             warnings.push(Warning::UnderReplicated {
                 db: name.clone(),

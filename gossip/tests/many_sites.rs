@@ -25,6 +25,7 @@ fn snapshot(i: usize) -> SiteSnapshot {
             zone: Some(format!("z{}", i % 3)),
             capacity: 100,
             leaving: false,
+            draining: false,
         },
         dbs: vec![],
         replicas: vec![],

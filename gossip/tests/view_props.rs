@@ -17,6 +17,7 @@ fn site_summary(leaving: bool) -> SiteSummary {
         zone: None,
         capacity: 100,
         leaving,
+        draining: false,
     }
 }
 

@@ -161,6 +161,7 @@ impl Tables {
 
 const FORMAT_KEY: &[u8] = b"format";
 const IDENTITY_KEY: &[u8] = b"identity";
+const DRAINING_KEY: &[u8] = b"draining";
 
 /// A site's inventory: its identity, dbs, replicas, plans and shard logs, in one LMDB
 /// environment that only this site writes.
@@ -261,6 +262,19 @@ impl Inventory {
     /// This site's identity.
     pub fn identity(&self) -> Identity {
         self.identity
+    }
+
+    /// Marks this site as draining (being decommissioned: planners place nothing here
+    /// and move what it holds elsewhere), or not. Durable.
+    pub fn set_draining(&self, on: bool) -> Result<()> {
+        self.write(|txn| put_record(self.tables.meta, txn, DRAINING_KEY, &on, "draining"))
+    }
+
+    /// Whether this site is draining (see [`Self::set_draining`]).
+    pub fn draining(&self) -> Result<bool> {
+        self.read(|txn| {
+            Ok(get_record(self.tables.meta, txn, DRAINING_KEY, "meta[draining]")?.unwrap_or(false))
+        })
     }
 
     /// The data dir.

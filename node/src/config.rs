@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use cairn_gossip::GossipConfig;
 use cairn_inventory::{InventoryConfig, Role};
 use cairn_node::data::DataConfig;
-use cairn_node::site::SiteOptions;
+use cairn_node::site::{DEFAULT_LOST_AFTER, SiteOptions};
 use cairn_transport::TransportConfig;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,20 @@ pub(crate) struct FileConfig {
     pub(crate) inventory: InventorySection,
     #[serde(default)]
     pub(crate) data: DataSection,
+    #[serde(default)]
+    pub(crate) placement: PlacementSection,
+}
+
+/// `[placement]`: what automation does on its own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlacementSection {
+    /// Seconds a site must be dead before its shards are recovered on other sites.
+    pub(crate) lost_after_secs: Option<u64>,
+    /// Recover shards of lost sites and trim over-replicated ones automatically.
+    pub(crate) auto_repair: Option<bool>,
+    /// Rebalance after joins (and empty draining sites) automatically.
+    pub(crate) auto_rebalance: Option<bool>,
 }
 
 /// `[data]`: shard data streams.
@@ -145,6 +159,11 @@ impl FileConfig {
                 catch_up_limit_kib: self.data.catch_up_limit_kib.or(lower.data.catch_up_limit_kib),
                 batch_kib: self.data.batch_kib.or(lower.data.batch_kib),
             },
+            placement: PlacementSection {
+                lost_after_secs: self.placement.lost_after_secs.or(lower.placement.lost_after_secs),
+                auto_repair: self.placement.auto_repair.or(lower.placement.auto_repair),
+                auto_rebalance: self.placement.auto_rebalance.or(lower.placement.auto_rebalance),
+            },
         }
     }
 
@@ -190,6 +209,11 @@ impl FileConfig {
             data: DataSection {
                 catch_up_limit_kib: Some(0),
                 batch_kib: Some(DataConfig::default().batch_bytes / 1024),
+            },
+            placement: PlacementSection {
+                lost_after_secs: Some(DEFAULT_LOST_AFTER.as_secs()),
+                auto_repair: Some(true),
+                auto_rebalance: Some(true),
             },
         }
     }
@@ -259,6 +283,13 @@ impl FileConfig {
             catch_up_limit: self.data.catch_up_limit_kib.filter(|k| *k > 0).map(|k| k.saturating_mul(1024)),
             ..base
         };
+        let lost_after = self.placement.lost_after_secs.unwrap_or(DEFAULT_LOST_AFTER.as_secs());
+        if lost_after == 0 {
+            bail!("invalid placement.lost_after_secs 0: must be at least 1");
+        }
+        o.lost_after = Duration::from_secs(lost_after);
+        o.auto_repair = self.placement.auto_repair.unwrap_or(true);
+        o.auto_rebalance = self.placement.auto_rebalance.unwrap_or(true);
         Ok(o)
     }
 }

@@ -37,6 +37,13 @@ pub(crate) enum CtlCommand {
     /// Preview or apply a change of placement (rebalance, decommission).
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Mark the site as draining (planners move its replicas away and place nothing
+    /// new there), or with --off, take it back into placement.
+    Drain {
+        /// Stop draining.
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +73,13 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Publish(publish) => crate::data_cmd::publish(client, publish).await,
         CtlCommand::Read(read) => crate::data_cmd::read(client, read).await,
         CtlCommand::Plan(plan) => crate::plan_cmd::run(client, plan).await,
+        CtlCommand::Drain { off } => match client.request(&Request::SetDraining { on: !off }).await? {
+            Response::Draining { on } => {
+                println!("{} is {}", client.node(), if on { "draining" } else { "not draining" });
+                Ok(())
+            }
+            other => bail!("{} answered drain with {other:?}", client.node()),
+        },
         CtlCommand::Db(DbCommand::Create { name, shards, replication, retention_secs, retention_bytes }) => {
             let retention =
                 Retention { max_age_ms: retention_secs.map(|s| s * 1000), max_bytes: retention_bytes };

@@ -69,14 +69,15 @@ pub(crate) fn render_table(view: &ClusterView) -> String {
     for s in &view.sites {
         let _ = writeln!(
             out,
-            "  {:<10} {:<22} {:<10} {:<6} {:>8} {:>12} {}",
+            "  {:<10} {:<22} {:<10} {:<6} {:>8} {:>12} {}{}",
             s.site_id.short(),
             s.addr,
             s.role.to_string(),
             format!("{:?}", s.state).to_lowercase(),
             s.replicas,
             s.bytes,
-            s.zone.as_deref().unwrap_or("-")
+            s.zone.as_deref().unwrap_or("-"),
+            if s.draining { "  (draining)" } else { "" }
         );
     }
     let _ = writeln!(out, "\nDBS ({})", view.dbs.len());
@@ -125,6 +126,7 @@ pub(crate) fn render_table(view: &ClusterView) -> String {
     for w in &view.warnings {
         let message = match w {
             cairn_gossip::view::Warning::UnderReplicated { message, .. }
+            | cairn_gossip::view::Warning::LostShards { message, .. }
             | cairn_gossip::view::Warning::ConflictingDb { message, .. }
             | cairn_gossip::view::Warning::DeadSiteHoldsReplicas { message, .. }
             | cairn_gossip::view::Warning::Undecodable { message, .. } => message,

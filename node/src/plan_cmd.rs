@@ -57,11 +57,16 @@ pub(crate) async fn run(client: &Client, command: PlanCommand) -> anyhow::Result
         Change::Rebalance => PlanRequest::Rebalance,
         Change::Decommission { site } => PlanRequest::Decommission { site: resolve(client, &site).await? },
     };
-    let preview = match client.request(&Request::PlanPreview(request)).await? {
+    let preview = match client.request(&Request::PlanPreview(request.clone())).await? {
         Response::PlanPreview(preview) => preview,
         Response::Rejected { reason } => bail!("{} refused: {reason}", client.node()),
         other => bail!("{} answered plan preview with {other:?}", client.node()),
     };
+    if apply && let PlanRequest::Decommission { site } = request {
+        // Draining first: from then on no planner places anything there, and automatic
+        // rebalancing finishes the job if these plans are ever replaced.
+        drain(client, site).await?;
+    }
     let outcomes = if apply { deliver(client, &preview).await } else { Vec::new() };
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&as_json(&preview, apply, &outcomes))?),
@@ -148,6 +153,25 @@ pub(crate) fn run_offline(command: OfflineCommand) -> anyhow::Result<()> {
         Format::Table => print_table(&preview, false, &[]),
     }
     Ok(())
+}
+
+/// Marks `site` as draining, at its address in the node's view.
+async fn drain(client: &Client, site: SiteId) -> anyhow::Result<()> {
+    let view: ClusterView = match client.request(&Request::Dump).await? {
+        Response::Dump { json } => serde_json::from_str(&json).context("the node's view")?,
+        other => bail!("{} answered dump with {other:?}", client.node()),
+    };
+    let Some(addr) = view.site(site).and_then(|s| s.addr.parse::<SocketAddr>().ok()) else {
+        bail!("site {} has no usable address in {}'s view", site.short(), client.node());
+    };
+    match client.request_at(addr, &Request::SetDraining { on: true }).await {
+        Ok(Response::Draining { on: true }) => Ok(()),
+        Ok(other) => bail!("{addr} answered set-draining with {other:?}"),
+        Err(error) => Err(error.context(format!(
+            "cannot mark {} ({addr}) as draining; a site that is down is replaced by recovery instead",
+            site.short()
+        ))),
+    }
 }
 
 /// Offers each plan to its site; the outcome per plan, in order.

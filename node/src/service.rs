@@ -218,6 +218,13 @@ impl Service for SiteService {
                 }
                 None => Response::Error(WireError::new(WireErrorKind::Busy, "gossip is starting; try again")),
             },
+            Request::SetDraining { on } => match self.blocking(move |inv| inv.set_draining(on)).await {
+                Ok(()) => {
+                    tracing::info!(%peer, draining = on, "draining set");
+                    Response::Draining { on }
+                }
+                Err(error) => internal(&error),
+            },
         }
     }
 

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_gossip::summary::SiteSummary;
 use cairn_gossip::{ClusterView, Gossip, GossipConfig, QuicCarriage};
@@ -45,6 +46,12 @@ pub struct SiteOptions {
     /// Whether the site executes its plans and plans for the cluster. Off, it still
     /// accepts, stores and reports plans (maintenance, or tests of plan delivery).
     pub run_plans: bool,
+    /// How long a site must be dead before automation recovers its shards elsewhere.
+    pub lost_after: Duration,
+    /// Whether automation recovers and trims shards on its own (when `run_plans`).
+    pub auto_repair: bool,
+    /// Whether automation rebalances (and empties draining sites) on its own.
+    pub auto_rebalance: bool,
 }
 
 impl SiteOptions {
@@ -62,6 +69,9 @@ impl SiteOptions {
             gossip: GossipConfig::default(),
             data: DataConfig::default(),
             run_plans: true,
+            lost_after: DEFAULT_LOST_AFTER,
+            auto_repair: true,
+            auto_rebalance: true,
         }
     }
 }
@@ -99,6 +109,9 @@ pub struct Site {
     /// The executor and automation loops.
     workers: Vec<JoinHandle<()>>,
 }
+
+/// How long a site stays dead before its shards are recovered elsewhere, by default.
+pub const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(600);
 
 /// The name a site's self-issued certificate carries.
 const SITE_CERT_NAME: &str = "site";
@@ -152,6 +165,7 @@ impl Site {
             zone: options.zone,
             capacity: options.capacity,
             leaving: false,
+            draining: false,
         };
         let snapshot = read_snapshot(&inventory, &summary, |_, _, _| None)?;
         let carriage = QuicCarriage::new(endpoint.clone(), inbox);
@@ -187,7 +201,12 @@ impl Site {
                 inventory.clone(),
                 endpoint.clone(),
                 gossip.subscribe(),
-                interval,
+                crate::automation::AutomationConfig {
+                    every: interval,
+                    lost_after: options.lost_after,
+                    repair: options.auto_repair,
+                    rebalance: options.auto_rebalance,
+                },
             )));
         }
         tracing::info!(
@@ -238,7 +257,7 @@ async fn publish_loop(
     gossip: Arc<Gossip>,
     summary: SiteSummary,
     data: Arc<DataShared>,
-    every: std::time::Duration,
+    every: Duration,
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -49,5 +49,6 @@ pub fn read_snapshot(
             (p.db, summary)
         })
         .collect();
-    Ok(SiteSnapshot { site: site.clone(), dbs, replicas, plans })
+    let site = SiteSummary { draining: inventory.draining()?, ..site.clone() };
+    Ok(SiteSnapshot { site, dbs, replicas, plans })
 }

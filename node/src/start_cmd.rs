@@ -13,7 +13,7 @@ use clap::Args;
 
 use crate::UsageError;
 use crate::addr::parse_addr;
-use crate::config::{DataSection, FileConfig, GossipSection};
+use crate::config::{DataSection, FileConfig, GossipSection, PlacementSection};
 
 #[derive(Debug, Args)]
 pub(crate) struct StartArgs {
@@ -46,6 +46,18 @@ pub(crate) struct StartArgs {
     /// (0: no cap) [default: 0].
     #[arg(long, value_name = "KIB_PER_S", env = "CAIRN_CATCH_UP_LIMIT")]
     catch_up_limit: Option<u64>,
+    /// Seconds a site must be dead before automation recovers its shards on other
+    /// sites [default: 600].
+    #[arg(long, value_name = "SECS", env = "CAIRN_LOST_AFTER_SECS")]
+    lost_after_secs: Option<u64>,
+    /// Recover shards of lost sites and trim over-replicated ones automatically
+    /// [default: true].
+    #[arg(long, value_name = "BOOL", env = "CAIRN_AUTO_REPAIR")]
+    auto_repair: Option<bool>,
+    /// Rebalance after a site joins, and empty draining sites, automatically
+    /// [default: true].
+    #[arg(long, value_name = "BOOL", env = "CAIRN_AUTO_REBALANCE")]
+    auto_rebalance: Option<bool>,
     /// A TOML file with settings (flags and environment variables win over it).
     #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG")]
     config: Option<PathBuf>,
@@ -67,6 +79,11 @@ impl StartArgs {
             capacity: self.capacity,
             gossip: GossipSection { interval_ms: self.gossip_interval_ms, ..GossipSection::default() },
             data: DataSection { catch_up_limit_kib: self.catch_up_limit, ..DataSection::default() },
+            placement: PlacementSection {
+                lost_after_secs: self.lost_after_secs,
+                auto_repair: self.auto_repair,
+                auto_rebalance: self.auto_rebalance,
+            },
             ..FileConfig::default()
         }
     }

@@ -107,6 +107,7 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
             zone: None,
             capacity: 100,
             leaving: false,
+            draining: false,
         },
         dbs: vec![db()],
         replicas: vec![(
@@ -133,6 +134,9 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
     let mut options = SiteOptions::new(root.path().join("site"), "127.0.0.1:0".parse().unwrap(), cluster);
     options.gossip.interval = Duration::from_millis(100);
     options.gossip.seeds = vec![upstream_addr.to_string()];
+    // The test adds the replica itself.
+    options.auto_repair = false;
+    options.auto_rebalance = false;
     let site = Site::start(options).await.unwrap();
     let name = db().name;
     let plan = Plan {

@@ -31,6 +31,7 @@ fn view(me: SiteId, other: SiteId, replicas: &[(u32, Vec<(SiteId, u64)>)]) -> Cl
         zone: None,
         capacity: 100,
         leaving: false,
+        draining: false,
     };
     let mut kv = vec![
         (SummaryKey::Site.render(), encode_value(&site)),

@@ -27,8 +27,16 @@ fn start(root: &Path, cluster: &Path, i: usize, addr: SocketAddr, seed: SocketAd
         cluster_dir: cluster.to_owned(),
         addr,
         seeds: vec![seed],
-        extra: Vec::new(),
-        prefix: Vec::new(),
+        // The operator decides here: automation must not rebalance before the preview.
+        extra: ["--auto-rebalance", "false"].map(String::from).to_vec(),
+        prefix: match std::env::var("CAIRN_TEST_SITE_LOGS") {
+            Ok(dir) => {
+                ["sh", "-c", &format!("RUST_LOG=cairn_node=debug exec \"$0\" \"$@\" 2>>{dir}/s{i}.log")]
+                    .map(String::from)
+                    .to_vec()
+            }
+            Err(_) => Vec::new(),
+        },
     })
 }
 

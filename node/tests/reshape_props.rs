@@ -5,111 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_gossip::SiteState;
-use cairn_gossip::view::{ClusterView, DbView, ReplicaView, ShardView, SiteView};
-use cairn_inventory::{DbName, Hlc, PlanOrigin, Retention, Role, SiteId, Step};
-use cairn_node::planner::allocate::place;
+use cairn_gossip::view::ClusterView;
+use cairn_inventory::{DbName, PlanOrigin, SiteId, Step};
 use cairn_node::planner::reshape::{Move, plans_for, reshape};
 use cairn_node::planner::{self, OPERATOR_PRIORITY};
 use proptest::prelude::*;
 
-/// A random cluster: `old` sites hold `dbs` placed by `allocate`, then `new` sites join.
-#[derive(Debug, Clone)]
-struct Shape {
-    old: usize,
-    new: usize,
-    zones: u8,
-    capacities: bool,
-    dbs: Vec<(u32, u32)>,
-    dead: usize,
-}
-
-fn site(i: usize, zones: u8, capacity: u32, state: SiteState) -> SiteView {
-    SiteView {
-        site_id: SiteId(i as u128 * 104_729 + 11),
-        addr: format!("127.0.0.1:{}", 7000 + i),
-        role: Role::Core,
-        state,
-        generation: 1,
-        version: "test".into(),
-        zone: Some(format!("z{}", i % zones as usize)),
-        capacity,
-        started_ms: 0,
-        last_seen_ms: None,
-        replicas: 0,
-        bytes: 0,
-    }
-}
-
-fn build(shape: &Shape) -> ClusterView {
-    let capacity = |i: usize| if shape.capacities { 1 + (i % 3) as u32 } else { 1 };
-    let mut view = ClusterView {
-        site: SiteId(1),
-        sites: (0..shape.old).map(|i| site(i, shape.zones, capacity(i), SiteState::Live)).collect(),
-        dbs: Vec::new(),
-        plans: Vec::new(),
-        warnings: Vec::new(),
-    };
-    for (d, (shards, replication)) in shape.dbs.iter().enumerate() {
-        let mut db = DbView {
-            name: DbName::new(format!("db{d}")).unwrap(),
-            shards: *shards,
-            replication: *replication,
-            retention: Retention::default(),
-            created: Hlc { wall_ms: 1, logical: d as u32 },
-            origin: SiteId(1),
-            placement: Vec::new(),
-        };
-        let placement = place(&db, &planner::candidates(&view));
-        db.placement = placement
-            .into_iter()
-            .enumerate()
-            .map(|(shard, sites)| ShardView {
-                shard: shard as u32,
-                replicas: sites
-                    .into_iter()
-                    .map(|site_id| ReplicaView {
-                        site_id,
-                        state: "ready".into(),
-                        to: None,
-                        entries: 10,
-                        bytes: 1000,
-                        frontier: Vec::new(),
-                        progress: None,
-                    })
-                    .collect(),
-            })
-            .collect();
-        view.dbs.push(db);
-    }
-    for i in shape.old..shape.old + shape.new {
-        view.sites.push(site(i, shape.zones, capacity(i), SiteState::Live));
-    }
-    // Some joining sites died right away: they hold nothing and take nothing.
-    for s in view.sites.iter_mut().rev().take(shape.dead.min(shape.new)) {
-        s.state = SiteState::Dead;
-    }
-    view
-}
-
-fn shape(max_sites: usize, max_shards: u32) -> impl Strategy<Value = Shape> {
-    (
-        1..=max_sites,
-        0..=4usize,
-        1..=4u8,
-        any::<bool>(),
-        prop::collection::vec((1..=max_shards, 1..=5u32), 1..4),
-        0..=2usize,
-    )
-        .prop_map(|(old, new, zones, capacities, dbs, dead)| Shape {
-            old,
-            new,
-            zones,
-            capacities,
-            dbs,
-            dead,
-        })
-}
+mod common;
+use common::{Shape, build, shape};
 
 /// Each shard's holding sites.
 type Holders = BTreeMap<(DbName, u32), Vec<SiteId>>;

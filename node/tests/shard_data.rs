@@ -20,7 +20,9 @@ fn spec(root: &Path, cluster: &Path, name: &str, addr: SocketAddr, seeds: &[Sock
         cluster_dir: cluster.to_owned(),
         addr,
         seeds: seeds.to_vec(),
-        extra: Vec::new(),
+        // These tests place replicas by hand (extra replicas, a shard below its factor):
+        // automation must not repair or rebalance them meanwhile.
+        extra: ["--auto-repair", "false", "--auto-rebalance", "false"].map(String::from).to_vec(),
         prefix: Vec::new(),
     }
 }
@@ -58,7 +60,7 @@ fn capped_sites(root: &Path, cluster: &Path, n: usize) -> (Vec<SocketAddr>, Vec<
     let procs = (0..n)
         .map(|i| {
             let mut s = spec(root, cluster, &format!("s{i}"), addrs[i], &addrs[..1]);
-            s.extra = vec!["--catch-up-limit".into(), "2048".into()];
+            s.extra.extend(["--catch-up-limit".into(), "2048".into()]);
             SiteProc::start(&s)
         })
         .collect();

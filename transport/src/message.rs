@@ -65,6 +65,13 @@ pub enum Request {
     /// [`Response::Rejected`] naming what is wrong with the request). The operator
     /// applies a preview by offering each plan to its site ([`Request::Schedule`]).
     PlanPreview(PlanRequest),
+    /// Mark this site as draining (being decommissioned) or not; durable, and gossiped
+    /// so planners move its replicas away and place nothing new here. Answered with
+    /// [`Response::Draining`].
+    SetDraining {
+        /// Draining or not.
+        on: bool,
+    },
 }
 
 /// A change an operator asks the planners for.
@@ -128,6 +135,7 @@ impl Request {
             Self::Read { .. } => "read",
             Self::Pull(_) => "pull",
             Self::PlanPreview(_) => "plan_preview",
+            Self::SetDraining { .. } => "set_draining",
         }
     }
 }
@@ -178,6 +186,11 @@ pub enum Response {
     },
     /// What a plan request would do.
     PlanPreview(PlanPreview),
+    /// The site's draining flag, as now stored.
+    Draining {
+        /// Draining or not.
+        on: bool,
+    },
 }
 
 /// An entry as a read returns it.

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use cairn_gossip::view::DbView;
 use cairn_inventory::{Plan, PlanOrigin, SiteId, Step};
 
-use super::{AUTOMATIC_PRIORITY, Candidate, SitePlans, plan_id, stable_hash};
+use super::{AUTOMATIC_PRIORITY, Candidate, SitePlans, best_new_holder, plan_id};
 
 /// Where each shard's replicas go: shard index → sites.
 pub type Placement = Vec<Vec<SiteId>>;
@@ -29,23 +29,8 @@ pub fn place(db: &DbView, candidates: &[Candidate]) -> Placement {
         let mut chosen: Vec<SiteId> = Vec::new();
         let mut zones: BTreeSet<&str> = BTreeSet::new();
         for _ in 0..db.replication {
-            let best = sites.iter().filter(|c| !chosen.contains(&c.site)).min_by(|a, b| {
-                let key = |c: &Candidate| {
-                    let new_zone = !zones.contains(c.zone.as_str());
-                    let tie = stable_hash(&[
-                        db.name.as_str().as_bytes(),
-                        &shard.to_be_bytes(),
-                        &c.site.0.to_be_bytes(),
-                    ]);
-                    (!new_zone, load[&c.site], c.capacity, tie)
-                };
-                let (ka, kb) = (key(a), key(b));
-                // Compare load per capacity without division: la/ca vs lb/cb.
-                ka.0.cmp(&kb.0)
-                    .then((u128::from(ka.1) * u128::from(kb.2)).cmp(&(u128::from(kb.1) * u128::from(ka.2))))
-                    .then(kb.2.cmp(&ka.2))
-                    .then(ka.3.cmp(&kb.3))
-            });
+            let key: [&[u8]; 2] = [db.name.as_str().as_bytes(), &shard.to_be_bytes()];
+            let best = best_new_holder(sites.iter().copied(), &load, &chosen, &zones, &key);
             let Some(best) = best else { break };
             chosen.push(best.site);
             zones.insert(best.zone.as_str());
@@ -130,6 +115,7 @@ mod tests {
                     zone: format!("z{zone}"),
                     capacity,
                     load,
+                    draining: false,
                 })
                 .collect()
         })
@@ -165,7 +151,7 @@ mod tests {
         #[test]
         fn equal_sites_stay_balanced_within_one(n in 1..20usize, load in 0..5u64, shards in 1..128u32, r in 1..4u32) {
             let sites: Vec<Candidate> = (0..n)
-                .map(|i| Candidate { site: SiteId(i as u128 + 1), zone: String::new(), capacity: 1, load })
+                .map(|i| Candidate { site: SiteId(i as u128 + 1), zone: String::new(), capacity: 1, load, draining: false })
                 .collect();
             let placement = place(&db(shards, r), &sites);
             let counts = counts(&placement);
@@ -191,7 +177,7 @@ mod tests {
             let sites: Vec<Candidate> = caps
                 .iter()
                 .enumerate()
-                .map(|(i, cap)| Candidate { site: SiteId(i as u128 + 1), zone: String::new(), capacity: *cap, load: 0 })
+                .map(|(i, cap)| Candidate { site: SiteId(i as u128 + 1), zone: String::new(), capacity: *cap, load: 0, draining: false })
                 .collect();
             let counts = counts(&place(&db(shards, 1), &sites));
             for a in &sites {
@@ -223,7 +209,13 @@ mod tests {
     #[test]
     fn another_db_or_placement_gets_another_plan_id() {
         let sites: Vec<Candidate> = (1..=3)
-            .map(|i| Candidate { site: SiteId(i), zone: String::new(), capacity: 1, load: 0 })
+            .map(|i| Candidate {
+                site: SiteId(i),
+                zone: String::new(),
+                capacity: 1,
+                load: 0,
+                draining: false,
+            })
             .collect();
         let id = |d: &DbView, s: &[Candidate]| allocate(d, s, SiteId(1)).values().next().unwrap().plan_id;
         let base = id(&db(4, 2), &sites);

@@ -8,6 +8,7 @@
 
 pub mod allocate;
 pub mod operator;
+pub mod repair;
 pub mod reshape;
 
 use std::collections::BTreeMap;
@@ -35,9 +36,12 @@ pub struct Candidate {
     pub capacity: u32,
     /// Replicas it holds now, over all dbs.
     pub load: u64,
+    /// Being decommissioned: takes no new replicas, gives its own away.
+    pub draining: bool,
 }
 
-/// The live core sites of a view, by site id, with their loads.
+/// The live core sites of a view, by site id, with their loads (draining ones included:
+/// they hold replicas that planners move; [`best_new_holder`] never picks them).
 pub fn candidates(view: &ClusterView) -> Vec<Candidate> {
     let mut load: BTreeMap<SiteId, u64> = BTreeMap::new();
     for shard in view.dbs.iter().flat_map(|d| &d.placement) {
@@ -53,8 +57,42 @@ pub fn candidates(view: &ClusterView) -> Vec<Candidate> {
             zone: s.zone.clone().unwrap_or_default(),
             capacity: s.capacity.max(1),
             load: load.get(&s.site_id).copied().unwrap_or(0),
+            draining: s.draining,
         })
         .collect()
+}
+
+/// The best new holder of one shard among `sites`, skipping those in `holding` and
+/// draining ones: one
+/// that adds a zone the shard lacks (`zones`), then the lowest load per unit of
+/// capacity, then the larger capacity, then a tie-break hashed from `key` and the site,
+/// so ties do not always favour the same sites.
+pub fn best_new_holder<'a>(
+    sites: impl IntoIterator<Item = &'a Candidate>,
+    load: &BTreeMap<SiteId, u64>,
+    holding: &[SiteId],
+    zones: &std::collections::BTreeSet<&str>,
+    key: &[&[u8]],
+) -> Option<&'a Candidate> {
+    let rank = |c: &Candidate| {
+        let mut parts = key.to_vec();
+        let site = c.site.0.to_be_bytes();
+        parts.push(&site);
+        (
+            zones.contains(c.zone.as_str()),
+            load.get(&c.site).copied().unwrap_or(0),
+            c.capacity,
+            stable_hash(&parts),
+        )
+    };
+    sites.into_iter().filter(|c| !holding.contains(&c.site) && !c.draining).min_by(|a, b| {
+        let (ka, kb) = (rank(a), rank(b));
+        // Load per capacity without division: la/ca vs lb/cb.
+        ka.0.cmp(&kb.0)
+            .then((u128::from(ka.1) * u128::from(kb.2)).cmp(&(u128::from(kb.1) * u128::from(ka.2))))
+            .then(kb.2.cmp(&ka.2))
+            .then(ka.3.cmp(&kb.3))
+    })
 }
 
 /// A stable 128-bit hash (FNV-1a, two lanes) of some byte strings: the same on every

@@ -132,8 +132,12 @@ fn targets(
     out
 }
 
-/// The moves that bring replica counts to their targets, with `leaving` sites emptied.
+/// The moves that bring replica counts to their targets, with `leaving` sites — and
+/// draining candidates — emptied.
 pub fn reshape(view: &ClusterView, candidates: &[Candidate], leaving: &BTreeSet<SiteId>) -> Reshape {
+    let mut leaving = leaving.clone();
+    leaving.extend(candidates.iter().filter(|c| c.draining).map(|c| c.site));
+    let leaving = &leaving;
     let mut layout = Layout::new(view, candidates);
     let counts: BTreeMap<SiteId, u64> =
         layout.by_site.iter().map(|(site, held)| (*site, held.len() as u64)).collect();
