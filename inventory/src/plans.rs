@@ -7,8 +7,8 @@ use crate::error::Result;
 use crate::ids::{DbName, PlanId};
 use crate::keys;
 use crate::plan_machine::{self, AdvanceOutcome, OfferOutcome, SlotChange, Transition};
-use crate::records::{PendingPlan, Plan, PlanEnd, PlanHistoryEntry};
-use crate::store::{Inventory, decode_or_skip, get_record, now_ms, put_record};
+use crate::records::{PendingPlan, Plan, PlanEnd, PlanHistoryEntry, ReplicaRecord, ReplicaState};
+use crate::store::{Inventory, decode_or_skip, decode_record, get_record, now_ms, put_record};
 
 impl Inventory {
     /// Offers a plan to this site: accepted, ignored or replacing the pending one, by
@@ -38,12 +38,32 @@ impl Inventory {
         })
     }
 
-    /// Cancels the pending plan of `db`, answering its id if there was one.
+    /// Cancels the pending plan of `db`, answering its id if there was one. In the same
+    /// transaction, this site's replicas of `db` that the plan had started handing over
+    /// take writes again (`ready`): a handover only ever runs as a plan's step, and
+    /// without its plan it would never finish. Replicas the plan added stay (they catch
+    /// up and turn ready; extras are trimmed like any other).
     pub fn cancel_plan(&self, db: &DbName) -> Result<Option<PlanId>> {
         let key = keys::db(db);
         self.write(|txn| {
             let current = self.pending_in(txn, &key)?;
-            self.apply(txn, db, plan_machine::cancel(current.as_ref(), now_ms()))
+            let cancelled = self.apply(txn, db, plan_machine::cancel(current.as_ref(), now_ms()))?;
+            if cancelled.is_some() {
+                let mut back = Vec::new();
+                for item in self.tables.replicas.prefix_iter(txn, &key)? {
+                    let (k, bytes) = item?;
+                    let mut record: ReplicaRecord = decode_record(bytes, || keys::describe("replicas", k))?;
+                    if matches!(record.state, ReplicaState::HandingOver { .. }) {
+                        record.state = ReplicaState::Ready;
+                        record.updated_ms = now_ms();
+                        back.push((k.to_vec(), record));
+                    }
+                }
+                for (k, record) in back {
+                    put_record(self.tables.replicas, txn, &k, &record, "replica record")?;
+                }
+            }
+            Ok(cancelled)
         })
     }
 

@@ -1,6 +1,6 @@
 //! Writes into replicas: group commit (`append_ready`: several publishes in one
-//! transaction, each checked against its replica's state inside it), and the empty log
-//! a new replica starts from.
+//! transaction, each checked against its replica's state inside it), the empty log
+//! a new replica starts from, and what cancelling a plan gives back.
 
 use cairn_inventory::{
     Append, ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, ReplicaState, Retention, SiteId,
@@ -92,4 +92,38 @@ fn a_new_replica_starts_from_an_empty_log_whatever_was_left_under_its_key() {
     // Its own seqs still move on: no id is ever reused.
     inv.set_replica(&d, 0, ReplicaState::Ready).unwrap();
     assert_eq!(inv.append(&d, 0, &[b"again"]).unwrap()[0].seq, 2);
+}
+
+#[test]
+fn cancelling_a_plan_gives_its_handing_over_replicas_back_their_writes() {
+    use cairn_inventory::{Plan, PlanId, PlanOrigin, Step};
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), ClusterId(3), InventoryConfig::default()).unwrap();
+    let d = db(&inv, "d", 2);
+    let other = db(&inv, "other", 1);
+    let to = SiteId(9);
+    inv.set_replica(&d, 0, ReplicaState::Ready).unwrap();
+    inv.set_replica(&d, 1, ReplicaState::Ready).unwrap();
+    inv.set_replica(&other, 0, ReplicaState::HandingOver { to }).unwrap();
+    let steps = vec![Step::HandoverReplica { shard: 0, to }, Step::HandoverReplica { shard: 1, to }];
+    let plan = Plan {
+        db: d.clone(),
+        plan_id: PlanId(5),
+        priority: 10,
+        origin: PlanOrigin::Operator { via: to },
+        steps,
+    };
+    inv.offer(&plan).unwrap();
+    // The executor has started the first handover.
+    inv.set_replica(&d, 0, ReplicaState::HandingOver { to }).unwrap();
+    assert_eq!(inv.cancel_plan(&d).unwrap(), Some(PlanId(5)));
+    assert_eq!(inv.replica(&d, 0).unwrap().unwrap().state, ReplicaState::Ready);
+    assert_eq!(inv.replica(&d, 1).unwrap().unwrap().state, ReplicaState::Ready);
+    // Another db's handover is not this plan's business.
+    assert_eq!(inv.replica(&other, 0).unwrap().unwrap().state, ReplicaState::HandingOver { to });
+    assert!(inv.pending_plan(&d).unwrap().is_none());
+    // Nothing to cancel: nothing changes.
+    inv.set_replica(&d, 1, ReplicaState::HandingOver { to }).unwrap();
+    assert_eq!(inv.cancel_plan(&d).unwrap(), None);
+    assert_eq!(inv.replica(&d, 1).unwrap().unwrap().state, ReplicaState::HandingOver { to });
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use cairn_gossip::ClusterView;
-use cairn_inventory::{SiteId, Step};
+use cairn_inventory::{DbName, SiteId, Step};
 use cairn_transport::{PlanPreview, PlanRequest, Request, Response};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -35,6 +35,18 @@ pub(crate) enum PlanCommand {
         #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
         format: Format,
     },
+    /// Cancel a db's running plan on every site that has one (handovers in progress
+    /// are undone; replicas already added stay and catch up).
+    Cancel {
+        /// The db.
+        db: DbName,
+    },
+    /// The plans in flight, as the node's view shows them.
+    Show {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -46,17 +58,43 @@ pub(crate) enum Change {
         /// The site: its id, a unique prefix of it (as `dump` shows), or its address.
         site: String,
     },
+    /// Move one replica of a shard from one site to another.
+    Move {
+        /// The db.
+        db: DbName,
+        /// The shard.
+        shard: u32,
+        /// The site holding the replica (id, prefix or address).
+        #[arg(long)]
+        from: String,
+        /// The site to take it (id, prefix or address).
+        #[arg(long)]
+        to: String,
+    },
+}
+
+impl Change {
+    /// The request, with site names resolved in `view`.
+    fn request(self, view: &ClusterView) -> anyhow::Result<PlanRequest> {
+        Ok(match self {
+            Self::Rebalance => PlanRequest::Rebalance,
+            Self::Decommission { site } => PlanRequest::Decommission { site: resolve_in(view, &site)? },
+            Self::Move { db, shard, from, to } => {
+                PlanRequest::Move { db, shard, from: resolve_in(view, &from)?, to: resolve_in(view, &to)? }
+            }
+        })
+    }
 }
 
 pub(crate) async fn run(client: &Client, command: PlanCommand) -> anyhow::Result<()> {
     let (change, format, apply) = match command {
         PlanCommand::Preview { request, format } => (request, format, false),
         PlanCommand::Apply { request, format } => (request, format, true),
+        PlanCommand::Cancel { db } => return cancel(client, &db).await,
+        PlanCommand::Show { format } => return show(client, format).await,
     };
-    let request = match change {
-        Change::Rebalance => PlanRequest::Rebalance,
-        Change::Decommission { site } => PlanRequest::Decommission { site: resolve(client, &site).await? },
-    };
+    let request =
+        change.request(&node_view(client).await?).with_context(|| format!("in {}'s view", client.node()))?;
     let preview = match client.request(&Request::PlanPreview(request.clone())).await? {
         Response::PlanPreview(preview) => preview,
         Response::Rejected { reason } => bail!("{} refused: {reason}", client.node()),
@@ -79,16 +117,73 @@ pub(crate) async fn run(client: &Client, command: PlanCommand) -> anyhow::Result
     Ok(())
 }
 
-/// A site id from an id, a unique id prefix, or an address in the node's view.
-async fn resolve(client: &Client, given: &str) -> anyhow::Result<SiteId> {
-    if let Ok(id) = given.parse::<SiteId>() {
-        return Ok(id);
-    }
-    let view: ClusterView = match client.request(&Request::Dump).await? {
-        Response::Dump { json } => serde_json::from_str(&json).context("the node's view")?,
+/// The node's cluster view.
+async fn node_view(client: &Client) -> anyhow::Result<ClusterView> {
+    match client.request(&Request::Dump).await? {
+        Response::Dump { json } => serde_json::from_str(&json).context("the node's view"),
         other => bail!("{} answered dump with {other:?}", client.node()),
-    };
-    resolve_in(&view, given).with_context(|| format!("in {}'s view", client.node()))
+    }
+}
+
+/// Cancels `db`'s plan on every site the node's view shows running one.
+async fn cancel(client: &Client, db: &DbName) -> anyhow::Result<()> {
+    let view = node_view(client).await?;
+    let running: Vec<_> = view.plans.iter().filter(|p| &p.db == db).collect();
+    if running.is_empty() {
+        println!("no plan of {db} is running (by {}'s view)", client.node());
+        return Ok(());
+    }
+    let mut failed = 0;
+    for plan in running {
+        let site = plan.site_id.short();
+        let Some(addr) = view.site(plan.site_id).and_then(|s| s.addr.parse::<SocketAddr>().ok()) else {
+            println!("{site}: no usable address in the view");
+            failed += 1;
+            continue;
+        };
+        match client.request_at(addr, &Request::CancelPlan { db: db.clone() }).await {
+            Ok(Response::Cancelled { plan: Some(id) }) => println!("{site}: cancelled plan {}", id.short()),
+            Ok(Response::Cancelled { plan: None }) => println!("{site}: no plan pending any more"),
+            Ok(other) => {
+                println!("{site}: unexpected answer {other:?}");
+                failed += 1;
+            }
+            Err(error) => {
+                println!("{site}: {error:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} sites could not be told; run the same cancel again");
+    }
+    Ok(())
+}
+
+/// The plans in flight in the node's view.
+async fn show(client: &Client, format: Format) -> anyhow::Result<()> {
+    let view = node_view(client).await?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&view.plans)?),
+        Format::Table => {
+            if view.plans.is_empty() {
+                println!("no plan in flight");
+            }
+            for p in &view.plans {
+                println!(
+                    "{:<16} {:<10} plan {} priority {:<4} step {}/{}  {}",
+                    p.db.as_str(),
+                    p.site_id.short(),
+                    p.plan_id.short(),
+                    p.priority,
+                    p.step,
+                    p.steps,
+                    p.status
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A site id from an id, a unique id prefix (4+ hex digits), or an address in `view`.
@@ -142,10 +237,7 @@ pub(crate) fn run_offline(command: OfflineCommand) -> anyhow::Result<()> {
         std::fs::read_to_string(&args.dump).with_context(|| format!("reading {}", args.dump.display()))?;
     let view: ClusterView = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a `cairn dump --format json` view", args.dump.display()))?;
-    let request = match args.request {
-        Change::Rebalance => PlanRequest::Rebalance,
-        Change::Decommission { site } => PlanRequest::Decommission { site: resolve_in(&view, &site)? },
-    };
+    let request = args.request.request(&view)?;
     let preview =
         cairn_node::planner::operator::preview(&view, &request, view.site).map_err(anyhow::Error::msg)?;
     match args.format {
@@ -157,10 +249,7 @@ pub(crate) fn run_offline(command: OfflineCommand) -> anyhow::Result<()> {
 
 /// Marks `site` as draining, at its address in the node's view.
 async fn drain(client: &Client, site: SiteId) -> anyhow::Result<()> {
-    let view: ClusterView = match client.request(&Request::Dump).await? {
-        Response::Dump { json } => serde_json::from_str(&json).context("the node's view")?,
-        other => bail!("{} answered dump with {other:?}", client.node()),
-    };
+    let view = node_view(client).await?;
     let Some(addr) = view.site(site).and_then(|s| s.addr.parse::<SocketAddr>().ok()) else {
         bail!("site {} has no usable address in {}'s view", site.short(), client.node());
     };

@@ -218,6 +218,16 @@ impl Service for SiteService {
                 }
                 None => Response::Error(WireError::new(WireErrorKind::Busy, "gossip is starting; try again")),
             },
+            Request::CancelPlan { db } => {
+                let d = db.clone();
+                match self.blocking(move |inv| inv.cancel_plan(&d)).await {
+                    Ok(plan) => {
+                        tracing::info!(%peer, %db, plan = ?plan.map(|p| p.short()), "plan cancelled");
+                        Response::Cancelled { plan }
+                    }
+                    Err(error) => internal(&error),
+                }
+            }
             Request::SetDraining { on } => match self.blocking(move |inv| inv.set_draining(on)).await {
                 Ok(()) => {
                     tracing::info!(%peer, draining = on, "draining set");

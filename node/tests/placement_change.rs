@@ -2,7 +2,8 @@
 //! the real CLI: a fourth site joins a three-site cluster holding data, `ctl plan
 //! preview rebalance` shows the fewest moves without changing anything, `ctl plan apply
 //! rebalance` balances it (`plan simulate` on a saved dump agrees with the preview);
-//! then `ctl plan apply decommission` empties a site. After each,
+//! then `ctl plan apply decommission` empties a site; then one replica is moved by hand
+//! (refused onto a draining site, done once `ctl drain --off` lifts the mark). After each,
 //! every shard has its full set of ready replicas on distinct sites, with identical
 //! content.
 
@@ -191,6 +192,35 @@ async fn rebalance_after_a_join_then_decommission() {
     let others: Vec<u32> = counts.iter().filter(|(s, _)| **s != leaving).map(|(_, n)| *n).collect();
     assert_eq!(others, vec![8, 8, 8], "{counts:?}");
     same_content(&client, &view).await;
+
+    // One replica moved by hand: not onto a draining site; once the drain is lifted, yes.
+    let db = view.db(&DbName::new(DB).unwrap()).unwrap();
+    let holder = db.placement[3].replicas[0].site_id.to_string();
+    let leaving_addr = addrs[0].to_string();
+    let moving = ["plan", "apply", "move", DB, "3", "--from", &holder, "--to", &leaving_addr];
+    let (ok, out) = ctl(&cluster, addrs[2], &moving);
+    assert!(!ok && out.contains("is draining"), "{out}");
+    let (ok, out) = ctl(&cluster, addrs[0], &["drain", "--off"]);
+    assert!(ok && out.contains("not draining"), "{out}");
+    wait_for("the drain lifted in the view", limit, async || {
+        let view = client.view(addrs[2]).await.ok()?;
+        (!view.site(leaving)?.draining).then_some(())
+    })
+    .await;
+    let (ok, out) = ctl(&cluster, addrs[2], &moving);
+    assert!(ok && out.contains("1 replicas would move"), "{out}");
+    let view = wait_for("the replica moved", Duration::from_secs(120), async || {
+        let view = client.view(addrs[2]).await.ok()?;
+        settled(&view)?;
+        let shard = &view.db(&DbName::new(DB).unwrap())?.placement[3];
+        shard.replicas.iter().any(|r| r.site_id == leaving).then_some(view)
+    })
+    .await;
+    same_content(&client, &view).await;
+    let (ok, out) = ctl(&cluster, addrs[2], &["plan", "show"]);
+    assert!(ok && out.contains("no plan in flight"), "{out}");
+    let (ok, out) = ctl(&cluster, addrs[2], &["plan", "cancel", DB]);
+    assert!(ok && out.contains("no plan of moves is running"), "{out}");
 
     // A site that is not there is refused with its name.
     let (ok, out) = ctl(&cluster, addrs[2], &["plan", "preview", "decommission", "ffffffff"]);

@@ -72,6 +72,12 @@ pub enum Request {
         /// Draining or not.
         on: bool,
     },
+    /// Cancel this site's pending plan for a db (its handovers in progress are undone).
+    /// Answered with [`Response::Cancelled`].
+    CancelPlan {
+        /// The db.
+        db: DbName,
+    },
 }
 
 /// A change an operator asks the planners for.
@@ -83,6 +89,17 @@ pub enum PlanRequest {
     Decommission {
         /// The site.
         site: SiteId,
+    },
+    /// Move one replica.
+    Move {
+        /// The db.
+        db: DbName,
+        /// The shard.
+        shard: u32,
+        /// The site holding it now.
+        from: SiteId,
+        /// The site to hold it instead.
+        to: SiteId,
     },
 }
 
@@ -136,6 +153,7 @@ impl Request {
             Self::Pull(_) => "pull",
             Self::PlanPreview(_) => "plan_preview",
             Self::SetDraining { .. } => "set_draining",
+            Self::CancelPlan { .. } => "cancel_plan",
         }
     }
 }
@@ -190,6 +208,11 @@ pub enum Response {
     Draining {
         /// Draining or not.
         on: bool,
+    },
+    /// The plan cancelled, if the site had one pending for the db.
+    Cancelled {
+        /// Its id.
+        plan: Option<cairn_inventory::PlanId>,
     },
 }
 
