@@ -37,6 +37,9 @@ pub(crate) enum CtlCommand {
     /// Preview or apply a change of placement (rebalance, decommission).
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Wait until a db is fully placed or its plans are done (exit 1 on timeout).
+    #[command(subcommand)]
+    Wait(crate::wait_cmd::WaitCommand),
     /// Mark the site as draining (planners move its replicas away and place nothing
     /// new there), or with --off, take it back into placement.
     Drain {
@@ -65,6 +68,12 @@ pub(crate) enum DbCommand {
         #[arg(long, value_name = "BYTES")]
         retention_bytes: Option<u64>,
     },
+    /// Every db in the node's view: settings, shards with all replicas ready, plans.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -73,6 +82,8 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Publish(publish) => crate::data_cmd::publish(client, publish).await,
         CtlCommand::Read(read) => crate::data_cmd::read(client, read).await,
         CtlCommand::Plan(plan) => crate::plan_cmd::run(client, plan).await,
+        CtlCommand::Wait(wait) => crate::wait_cmd::wait(client, wait).await,
+        CtlCommand::Db(DbCommand::List { format }) => crate::wait_cmd::list(client, format).await,
         CtlCommand::Drain { off } => match client.request(&Request::SetDraining { on: !off }).await? {
             Response::Draining { on } => {
                 println!("{} is {}", client.node(), if on { "draining" } else { "not draining" });

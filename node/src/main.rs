@@ -12,6 +12,7 @@ mod local_cmd;
 mod logging;
 mod plan_cmd;
 mod start_cmd;
+mod wait_cmd;
 
 use std::process::ExitCode;
 use std::sync::LazyLock;

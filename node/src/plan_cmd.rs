@@ -118,7 +118,7 @@ pub(crate) async fn run(client: &Client, command: PlanCommand) -> anyhow::Result
 }
 
 /// The node's cluster view.
-async fn node_view(client: &Client) -> anyhow::Result<ClusterView> {
+pub(crate) async fn node_view(client: &Client) -> anyhow::Result<ClusterView> {
     match client.request(&Request::Dump).await? {
         Response::Dump { json } => serde_json::from_str(&json).context("the node's view"),
         other => bail!("{} answered dump with {other:?}", client.node()),

@@ -104,6 +104,11 @@ async fn rebalance_after_a_join_then_decommission() {
     })
     .await;
     client.create_db(addrs[0], DB, SHARDS, 2).await;
+    // `ctl wait db` returns once every shard has its ready replicas (plain lines: not a terminal).
+    let (ok, out) = ctl(&cluster, addrs[1], &["wait", "db", DB, "--timeout", "60"]);
+    assert!(ok && out.contains(&format!("db {DB} ready: {SHARDS}/{SHARDS}")), "{out}");
+    let (ok, out) = ctl(&cluster, addrs[1], &["wait", "db", "nosuch", "--timeout", "1"]);
+    assert!(!ok && out.contains("timed out after 1 s waiting for db nosuch ready"), "{out}");
     let view = wait_for("the db placed", limit, async || {
         let view = client.view(addrs[0]).await.ok()?;
         settled(&view).map(|_| view)
@@ -170,6 +175,8 @@ async fn rebalance_after_a_join_then_decommission() {
     let (ok, applied) = ctl(&cluster, addrs[1], &["plan", "apply", "rebalance"]);
     assert!(ok, "{applied}");
     assert!(applied.contains("delivered"), "{applied}");
+    let (ok, out) = ctl(&cluster, addrs[1], &["wait", "plan", DB, "--timeout", "120"]);
+    assert!(ok, "{out}");
     let (view, counts) = wait_for("balanced after the rebalance", Duration::from_secs(120), async || {
         let view = client.view(addrs[2]).await.ok()?;
         let counts = settled(&view)?;
@@ -177,6 +184,11 @@ async fn rebalance_after_a_join_then_decommission() {
     })
     .await;
     assert!(counts.values().all(|n| *n == 6), "{counts:?}");
+    let (ok, out) = ctl(&cluster, addrs[2], &["db", "list", "--format", "json"]);
+    assert!(ok, "{out}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["name"], DB);
+    assert_eq!(list[0]["shards_ready"], SHARDS);
     same_content(&client, &view).await;
 
     // Decommission the first site, named by its address.
