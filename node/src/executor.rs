@@ -7,11 +7,12 @@
 //! writes, then is deleted once the cluster view shows the target ready and covering our
 //! frontier).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cairn_gossip::ClusterView;
-use cairn_inventory::{Frontier, Inventory, InventoryError, PendingPlan, ReplicaState, Step};
+use cairn_inventory::{DbName, Frontier, Inventory, InventoryError, PendingPlan, PlanId, ReplicaState, Step};
 use tokio::sync::watch;
 
 /// What one attempt at a plan's head step did.
@@ -87,6 +88,32 @@ pub fn run_head(
     Ok(StepResult::Advanced)
 }
 
+/// Why each db's plan is waiting, by the executor's last attempt at its head step:
+/// published as the plan's status, so `dump` and `plan show` say what a plan waits for.
+#[derive(Debug, Default)]
+pub struct StepNotes {
+    notes: Mutex<HashMap<DbName, (PlanId, String)>>,
+}
+
+impl StepNotes {
+    /// The status of `db`'s plan `plan`: `waiting: <why>` after a wait, else `running`.
+    pub fn status(&self, db: &DbName, plan: PlanId) -> String {
+        let notes = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        match notes.get(db) {
+            Some((id, why)) if *id == plan => format!("waiting: {why}"),
+            _ => "running".into(),
+        }
+    }
+
+    fn set(&self, db: &DbName, plan: PlanId, why: Option<String>) {
+        let mut notes = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        match why {
+            Some(why) => notes.insert(db.clone(), (plan, why)),
+            None => notes.remove(db),
+        };
+    }
+}
+
 /// Runs every pending plan's head step every `every`, until the task is dropped.
 /// `replicas_changed` is told whenever a step waits (e.g. on a replica it made to catch
 /// up), so the replicator looks at the replicas without waiting for its own tick.
@@ -95,13 +122,14 @@ pub async fn run(
     view: watch::Receiver<Arc<ClusterView>>,
     every: Duration,
     replicas_changed: Arc<tokio::sync::Notify>,
+    notes: Arc<StepNotes>,
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let current = view.borrow().clone();
-        let (inv, changed) = (inventory.clone(), replicas_changed.clone());
+        let (inv, changed, notes) = (inventory.clone(), replicas_changed.clone(), notes.clone());
         let result = tokio::task::spawn_blocking(move || -> Result<(), InventoryError> {
             for plan in inv.pending_plans()? {
                 // Run steps until one waits, so a plan of many quick steps does not take
@@ -109,10 +137,14 @@ pub async fn run(
                 let mut plan = Some(plan);
                 while let Some(p) = plan.take() {
                     match run_head(&inv, &current, &p)? {
-                        StepResult::Advanced => plan = inv.pending_plan(&p.db)?,
+                        StepResult::Advanced => {
+                            notes.set(&p.db, p.plan_id, None);
+                            plan = inv.pending_plan(&p.db)?;
+                        }
                         StepResult::Waiting(why) => {
                             changed.notify_one();
                             tracing::debug!(db = %p.db, %why, "plan step waiting");
+                            notes.set(&p.db, p.plan_id, Some(why));
                         }
                         StepResult::Failed(why) => tracing::warn!(db = %p.db, %why, "plan failed"),
                     }

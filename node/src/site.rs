@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::data::DataConfig;
 use crate::data::replicator::DataShared;
+use crate::executor::StepNotes;
 use crate::service::SiteService;
 use crate::snapshot::read_snapshot;
 
@@ -167,7 +168,7 @@ impl Site {
             leaving: false,
             draining: false,
         };
-        let snapshot = read_snapshot(&inventory, &summary, |_, _, _| None)?;
+        let snapshot = read_snapshot(&inventory, &summary, |_, _, _| None, |_, _| "running".into())?;
         let carriage = QuicCarriage::new(endpoint.clone(), inbox);
         let interval = options.gossip.interval;
         let gossip = Arc::new(
@@ -175,11 +176,13 @@ impl Site {
                 .await?,
         );
         service.attach_view(gossip.subscribe());
+        let notes = Arc::new(StepNotes::default());
         let publisher = tokio::spawn(publish_loop(
             inventory.clone(),
             gossip.clone(),
             summary.clone(),
             data.clone(),
+            notes.clone(),
             interval,
         ));
         // Shard data flows whatever `run_plans` says: replicas keep following each other.
@@ -195,6 +198,7 @@ impl Site {
                 gossip.subscribe(),
                 interval,
                 data.wake.clone(),
+                notes,
             )));
             workers.push(tokio::spawn(crate::automation::run(
                 identity.site_id,
@@ -237,8 +241,10 @@ impl Site {
         let _ = self.publisher.await;
         let inventory = self.inventory.clone();
         let summary = self.summary.clone();
-        let snapshot =
-            tokio::task::spawn_blocking(move || read_snapshot(&inventory, &summary, |_, _, _| None)).await;
+        let snapshot = tokio::task::spawn_blocking(move || {
+            read_snapshot(&inventory, &summary, |_, _, _| None, |_, _| "running".into())
+        })
+        .await;
         if let Ok(Ok(snapshot)) = snapshot {
             self.gossip.announce_leaving(&snapshot).await;
         }
@@ -257,15 +263,17 @@ async fn publish_loop(
     gossip: Arc<Gossip>,
     summary: SiteSummary,
     data: Arc<DataShared>,
+    notes: Arc<StepNotes>,
     every: Duration,
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let (inv, site, data) = (inventory.clone(), summary.clone(), data.clone());
+        let (inv, site, data, notes) = (inventory.clone(), summary.clone(), data.clone(), notes.clone());
         let progress = move |db: &_, shard, held| data.progress(db, shard, held);
-        match tokio::task::spawn_blocking(move || read_snapshot(&inv, &site, progress)).await {
+        let status = move |db: &_, plan| notes.status(db, plan);
+        match tokio::task::spawn_blocking(move || read_snapshot(&inv, &site, progress, status)).await {
             Ok(Ok(snapshot)) => {
                 gossip.publish(&snapshot).await;
             }

@@ -3,14 +3,15 @@
 use cairn_gossip::summary::{
     CatchUpProgress, PlanSummary, ReplicaPhase, ReplicaSummary, SiteSnapshot, SiteSummary, frontier_digest,
 };
-use cairn_inventory::{DbName, Inventory, InventoryError, ReplicaState};
+use cairn_inventory::{DbName, Inventory, InventoryError, PlanId, ReplicaState};
 
 /// The site's current summary: its dbs, replicas (with log sizes, frontiers and catch-up
-/// progress, which `progress` tells) and plans.
+/// progress, which `progress` tells) and plans (with the status `status` tells).
 pub fn read_snapshot(
     inventory: &Inventory,
     site: &SiteSummary,
     progress: impl Fn(&DbName, u32, u64) -> Option<CatchUpProgress>,
+    status: impl Fn(&DbName, PlanId) -> String,
 ) -> Result<SiteSnapshot, InventoryError> {
     let dbs = inventory.dbs()?;
     let mut replicas = Vec::new();
@@ -44,7 +45,7 @@ pub fn read_snapshot(
                 priority: p.priority,
                 step: p.done,
                 steps: p.total(),
-                status: "running".into(),
+                status: status(&p.db, p.plan_id),
             };
             (p.db, summary)
         })

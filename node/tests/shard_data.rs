@@ -219,11 +219,15 @@ async fn a_catching_up_site_killed_half_way_resumes_without_copying_twice() {
         load(&client, addrs[holder], "k", "k", 40_000, 200).await.into_iter().collect();
 
     client.schedule(addrs[new], &add_replica("k", vec![holder_id])).await;
-    wait_for("the catch-up 40 % done", Duration::from_secs(60), async || {
+    let v = wait_for("the catch-up 40 % done", Duration::from_secs(60), async || {
         let v = client.view(addrs[new]).await.ok()?;
-        (received(&v, "k", new_id)? >= 16_000).then_some(())
+        (received(&v, "k", new_id)? >= 16_000).then_some(v)
     })
     .await;
+    // The plan's status says what it waits for.
+    let plan =
+        v.plans.iter().find(|p| p.site_id == new_id && p.db.as_str() == "k").expect("the plan in the view");
+    assert_eq!(plan.status, "waiting: k/0 is catching up", "{plan:?}");
     procs[new].kill();
     procs[new].restart();
     wait_for("the new replica ready after the restart", Duration::from_secs(60), async || {
