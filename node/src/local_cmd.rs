@@ -132,6 +132,44 @@ pub(crate) fn run(args: LocalArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Waits (up to 30 s) for the demo db to be placed, then writes a few messages to each
+/// shard at one of its ready replicas. Answers how many.
+async fn write_demo(client: &Client) -> anyhow::Result<usize> {
+    let name = DbName::new(DEMO_DB)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let view: ClusterView = serde_json::from_str(&fetch(client).await?)?;
+        let placed = view.db(&name).is_some_and(|d| {
+            d.placement
+                .iter()
+                .all(|s| s.replicas.iter().any(|r| r.state == "ready" && view.is_live(r.site_id)))
+        });
+        if placed {
+            break view;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the demo db was not placed within 30 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut written = 0;
+    for shard in &view.db(&name).expect("placed above").placement {
+        let holder = shard.replicas.iter().find(|r| r.state == "ready" && view.is_live(r.site_id));
+        let Some(addr) = holder.and_then(|r| view.site(r.site_id)?.addr.parse().ok()) else { continue };
+        let messages: Vec<serde_bytes::ByteBuf> = ["hello", "from", "cairn"]
+            .iter()
+            .map(|w| serde_bytes::ByteBuf::from(format!("{w} (shard {})", shard.shard).into_bytes()))
+            .collect();
+        let n = messages.len();
+        match client
+            .request_at(addr, &Request::Publish { db: name.clone(), shard: shard.shard, messages })
+            .await?
+        {
+            Response::Published { .. } => written += n,
+            other => bail!("{addr} answered the demo publish with {other:?}"),
+        }
+    }
+    Ok(written)
+}
+
 /// Creates the demo db, then prints the view until a signal (or a site dies).
 async fn watch(conn: &ConnArgs, args: &LocalArgs, children: &mut Children) -> anyhow::Result<()> {
     let client = Client::new(conn)?;
@@ -143,12 +181,20 @@ async fn watch(conn: &ConnArgs, args: &LocalArgs, children: &mut Children) -> an
         retention: Retention::default(),
     };
     match client.request(&demo).await? {
-        Response::DbCreated { created: true } => println!("created db {DEMO_DB} (4 shards × {replication})"),
+        Response::DbCreated { created: true } => {
+            println!("created db {DEMO_DB} (4 shards × {replication})");
+            match write_demo(&client).await {
+                Ok(n) => println!(
+                    "wrote {n} demo messages; read them with: cairn ctl --node {} read {DEMO_DB} --shard 0",
+                    client.node()
+                ),
+                Err(error) => eprintln!("demo messages not written: {error:#}"),
+            }
+        }
         Response::DbCreated { created: false } => println!("db {DEMO_DB} is there from an earlier run"),
         Response::Rejected { reason } => println!("db {DEMO_DB} not created: {reason}"),
         other => bail!("unexpected answer to db create: {other:?}"),
     }
-    println!("(writes to dbs come with shard data, which is not built yet)");
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let terminal = std::io::stdout().is_terminal();

@@ -46,14 +46,20 @@ fn dump(base: u16, root: &Path) -> Option<ClusterView> {
     out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
-/// Waits for three live sites and the demo db; answers the site ids.
+/// Waits for three live sites and the demo db with its demo messages (three a shard, on
+/// every replica — written once, not again on a second run); answers the site ids.
 fn wait_up(base: u16, root: &Path) -> BTreeSet<String> {
     let start = Instant::now();
     loop {
         if let Some(view) = dump(base, root)
             && view.sites.len() == 3
             && view.sites.iter().all(|s| s.state == SiteState::Live)
-            && view.dbs.iter().any(|d| d.name.as_str() == "demo")
+            && view.dbs.iter().any(|d| {
+                d.name.as_str() == "demo"
+                    && d.placement
+                        .iter()
+                        .all(|s| !s.replicas.is_empty() && s.replicas.iter().all(|r| r.entries == 3))
+            })
         {
             return view.sites.iter().map(|s| s.site_id.to_string()).collect();
         }
