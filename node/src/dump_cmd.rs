@@ -110,17 +110,7 @@ pub(crate) fn render_table(view: &ClusterView) -> String {
     }
     let _ = writeln!(out, "\nPLANS ({})", view.plans.len());
     for p in &view.plans {
-        let _ = writeln!(
-            out,
-            "  {:<24} site {}  plan {}  priority {}  step {}/{}  {}",
-            p.db,
-            p.site_id.short(),
-            p.plan_id.short(),
-            p.priority,
-            p.step,
-            p.steps,
-            p.status
-        );
+        let _ = writeln!(out, "  {}", plan_row(p));
     }
     let _ = writeln!(out, "\nWARNINGS ({})", view.warnings.len());
     for w in &view.warnings {
@@ -134,4 +124,18 @@ pub(crate) fn render_table(view: &ClusterView) -> String {
         let _ = writeln!(out, "  {message}");
     }
     out
+}
+
+/// One plan in flight as a table row (dump, `ctl plan show`).
+pub(crate) fn plan_row(p: &cairn_gossip::view::PlanView) -> String {
+    format!(
+        "{:<24} site {}  plan {}  priority {}  step {}/{}  {}",
+        p.db.as_str(),
+        p.site_id.short(),
+        p.plan_id.short(),
+        p.priority,
+        p.step,
+        p.steps,
+        p.status
+    )
 }

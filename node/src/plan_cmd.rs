@@ -170,16 +170,7 @@ async fn show(client: &Client, format: Format) -> anyhow::Result<()> {
                 println!("no plan in flight");
             }
             for p in &view.plans {
-                println!(
-                    "{:<16} {:<10} plan {} priority {:<4} step {}/{}  {}",
-                    p.db.as_str(),
-                    p.site_id.short(),
-                    p.plan_id.short(),
-                    p.priority,
-                    p.step,
-                    p.steps,
-                    p.status
-                );
+                println!("{}", crate::dump_cmd::plan_row(p));
             }
         }
     }

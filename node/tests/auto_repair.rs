@@ -11,22 +11,19 @@ use std::time::Duration;
 
 use cairn_gossip::ClusterView;
 use cairn_inventory::{DbName, SiteId};
-use cairn_tests::{Client, SiteProc, SiteSpec, digest, free_port, new_cluster_dir, sorted, wait_for};
+use cairn_tests::{
+    Client, SiteProc, SiteSpec, digest, loopback_addrs, new_cluster_dir, sorted, wait_for, wait_live_sites,
+};
 
 const DB: &str = "auto";
 const SHARDS: u32 = 8;
 const FACTOR: usize = 2;
 
 fn start(root: &Path, cluster: &Path, i: usize, addr: SocketAddr, seed: SocketAddr) -> SiteProc {
-    SiteProc::start(&SiteSpec {
-        bin: env!("CARGO_BIN_EXE_cairn").into(),
-        data_dir: root.join(format!("s{i}")),
-        cluster_dir: cluster.to_owned(),
-        addr,
-        seeds: vec![seed],
-        extra: ["--lost-after-secs", "2"].map(String::from).to_vec(),
-        prefix: Vec::new(),
-    })
+    let bin = Path::new(env!("CARGO_BIN_EXE_cairn"));
+    let mut spec = SiteSpec::new(bin, root, &format!("s{i}"), cluster, addr, &[seed]);
+    spec.extra = ["--lost-after-secs", "2"].map(String::from).to_vec();
+    SiteProc::start(&spec)
 }
 
 /// Ready replicas per live site, when every shard has exactly `FACTOR` replicas, all
@@ -111,16 +108,12 @@ async fn write_everywhere(client: &Client, view: &ClusterView, written: &mut [us
 async fn lost_site_recovered_then_trimmed_and_a_join_rebalanced() {
     let root = tempfile::tempdir().unwrap();
     let cluster = new_cluster_dir(root.path());
-    let addrs: Vec<SocketAddr> = (0..5).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+    let addrs = loopback_addrs(5);
     let mut sites: Vec<SiteProc> =
         (0..4).map(|i| start(root.path(), &cluster, i, addrs[i], addrs[0])).collect();
     let client = Client::new(&cluster, addrs[0]);
     let limit = Duration::from_secs(90);
-    wait_for("four live sites", limit, async || {
-        let view = client.view(addrs[0]).await.ok()?;
-        (view.sites.iter().filter(|s| view.is_live(s.site_id)).count() == 4).then_some(())
-    })
-    .await;
+    wait_live_sites(&client, addrs[0], 4, limit).await;
     client.create_db(addrs[0], DB, SHARDS, FACTOR as u32).await;
     let view = wait_for("the db placed", limit, async || {
         let view = client.view(addrs[0]).await.ok()?;

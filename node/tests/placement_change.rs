@@ -15,30 +15,20 @@ use std::time::Duration;
 
 use cairn_gossip::ClusterView;
 use cairn_inventory::{DbName, SiteId};
-use cairn_tests::{Client, SiteProc, SiteSpec, digest, free_port, new_cluster_dir, sorted, wait_for};
+use cairn_tests::{
+    Client, SiteProc, SiteSpec, digest, loopback_addrs, new_cluster_dir, sorted, wait_for, wait_live_sites,
+};
 
 const DB: &str = "moves";
 const SHARDS: u32 = 12;
 const PER_SHARD: usize = 40;
 
 fn start(root: &Path, cluster: &Path, i: usize, addr: SocketAddr, seed: SocketAddr) -> SiteProc {
-    SiteProc::start(&SiteSpec {
-        bin: env!("CARGO_BIN_EXE_cairn").into(),
-        data_dir: root.join(format!("s{i}")),
-        cluster_dir: cluster.to_owned(),
-        addr,
-        seeds: vec![seed],
-        // The operator decides here: automation must not rebalance before the preview.
-        extra: ["--auto-rebalance", "false"].map(String::from).to_vec(),
-        prefix: match std::env::var("CAIRN_TEST_SITE_LOGS") {
-            Ok(dir) => {
-                ["sh", "-c", &format!("RUST_LOG=cairn_node=debug exec \"$0\" \"$@\" 2>>{dir}/s{i}.log")]
-                    .map(String::from)
-                    .to_vec()
-            }
-            Err(_) => Vec::new(),
-        },
-    })
+    let bin = Path::new(env!("CARGO_BIN_EXE_cairn"));
+    let mut spec = SiteSpec::new(bin, root, &format!("s{i}"), cluster, addr, &[seed]);
+    // The operator decides here: automation must not rebalance before the preview.
+    spec.extra = ["--auto-rebalance", "false"].map(String::from).to_vec();
+    SiteProc::start(&spec)
 }
 
 fn ctl(cluster: &Path, node: SocketAddr, args: &[&str]) -> (bool, String) {
@@ -93,16 +83,12 @@ async fn same_content(client: &Client, view: &ClusterView) {
 async fn rebalance_after_a_join_then_decommission() {
     let root = tempfile::tempdir().unwrap();
     let cluster = new_cluster_dir(root.path());
-    let addrs: Vec<SocketAddr> = (0..4).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+    let addrs = loopback_addrs(4);
     let mut sites: Vec<SiteProc> =
         (0..3).map(|i| start(root.path(), &cluster, i, addrs[i], addrs[0])).collect();
     let client = Client::new(&cluster, addrs[0]);
     let limit = Duration::from_secs(60);
-    wait_for("three live sites", limit, async || {
-        let view = client.view(addrs[0]).await.ok()?;
-        (view.sites.iter().filter(|s| view.is_live(s.site_id)).count() == 3).then_some(())
-    })
-    .await;
+    wait_live_sites(&client, addrs[0], 3, limit).await;
     client.create_db(addrs[0], DB, SHARDS, 2).await;
     // `ctl wait db` returns once every shard has its ready replicas (plain lines: not a terminal).
     let (ok, out) = ctl(&cluster, addrs[1], &["wait", "db", DB, "--timeout", "60"]);

@@ -14,17 +14,11 @@ use cairn_tests::netns::Hosts;
 use cairn_tests::{Client, SiteProc, SiteSpec, digest, free_port, new_cluster_dir, sorted, wait_for};
 
 fn spec(root: &Path, cluster: &Path, name: &str, addr: SocketAddr, seeds: &[SocketAddr]) -> SiteSpec {
-    SiteSpec {
-        bin: env!("CARGO_BIN_EXE_cairn").into(),
-        data_dir: root.join(name),
-        cluster_dir: cluster.to_owned(),
-        addr,
-        seeds: seeds.to_vec(),
-        // These tests place replicas by hand (extra replicas, a shard below its factor):
-        // automation must not repair or rebalance them meanwhile.
-        extra: ["--auto-repair", "false", "--auto-rebalance", "false"].map(String::from).to_vec(),
-        prefix: Vec::new(),
-    }
+    let mut spec = SiteSpec::new(Path::new(env!("CARGO_BIN_EXE_cairn")), root, name, cluster, addr, seeds);
+    // These tests place replicas by hand (extra replicas, a shard below its factor):
+    // automation must not repair or rebalance them meanwhile.
+    spec.extra = ["--auto-repair", "false", "--auto-rebalance", "false"].map(String::from).to_vec();
+    spec
 }
 
 fn loopback() -> SocketAddr {

@@ -182,15 +182,8 @@ async fn a_restarted_site_resets_old_connections_at_once() {
     let root = tempfile::tempdir().unwrap();
     let cluster = new_cluster_dir(root.path());
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut site = SiteProc::start(&SiteSpec {
-        bin: env!("CARGO_BIN_EXE_cairn").into(),
-        data_dir: root.path().join("s"),
-        cluster_dir: cluster.clone(),
-        addr,
-        seeds: Vec::new(),
-        extra: Vec::new(),
-        prefix: Vec::new(),
-    });
+    let bin = Path::new(env!("CARGO_BIN_EXE_cairn"));
+    let mut site = SiteProc::start(&SiteSpec::new(bin, root.path(), "s", &cluster, addr, &[]));
     let client = Client::new(&cluster, addr);
     let before = client.status(addr).await.unwrap();
     site.kill();

@@ -50,6 +50,37 @@ pub struct SiteSpec {
     pub prefix: Vec<String>,
 }
 
+impl SiteSpec {
+    /// Site `name` of a test: data dir `root/name`, listening at `addr`, seeded by
+    /// `seeds`, no extra flags. With `CAIRN_TEST_SITE_LOGS=DIR` in the environment its
+    /// debug log goes to `DIR/<name>.log`, to look into a failing test.
+    pub fn new(
+        bin: &Path,
+        root: &Path,
+        name: &str,
+        cluster: &Path,
+        addr: SocketAddr,
+        seeds: &[SocketAddr],
+    ) -> Self {
+        let prefix = match std::env::var("CAIRN_TEST_SITE_LOGS") {
+            Ok(dir) => {
+                let redirect = format!("RUST_LOG=cairn_node=debug exec \"$0\" \"$@\" 2>>{dir}/{name}.log");
+                ["sh".to_owned(), "-c".to_owned(), redirect].to_vec()
+            }
+            Err(_) => Vec::new(),
+        };
+        Self {
+            bin: bin.to_owned(),
+            data_dir: root.join(name),
+            cluster_dir: cluster.to_owned(),
+            addr,
+            seeds: seeds.to_vec(),
+            extra: Vec::new(),
+            prefix,
+        }
+    }
+}
+
 impl SiteProc {
     /// Starts a site and waits for its banner.
     pub fn start(spec: &SiteSpec) -> Self {
@@ -248,6 +279,20 @@ pub fn digest(sorted: &[Entry]) -> u64 {
         e.payload.hash(&mut h);
     }
     h.finish()
+}
+
+/// `n` free loopback addresses.
+pub fn loopback_addrs(n: usize) -> Vec<SocketAddr> {
+    (0..n).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect()
+}
+
+/// Waits until `at`'s view shows `n` live sites.
+pub async fn wait_live_sites(client: &Client, at: SocketAddr, n: usize, limit: Duration) {
+    wait_for(&format!("{n} live sites"), limit, async || {
+        let view = client.view(at).await.ok()?;
+        (view.sites.iter().filter(|s| view.is_live(s.site_id)).count() == n).then_some(())
+    })
+    .await;
 }
 
 /// Polls `f` every 200 ms until it answers `Some`, or panics after `limit` saying `what`.
