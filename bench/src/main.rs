@@ -3,6 +3,7 @@
 
 mod catchup;
 mod gossip;
+mod plans;
 mod publish;
 mod report;
 mod store;
@@ -23,6 +24,8 @@ enum Scenario {
     /// Catch-up MB/s of a new replica vs raw TCP copy and raw LMDB writes; publish
     /// throughput and replication lag.
     Catchup,
+    /// Time to place a new db and to rebalance onto a new site; bytes moved vs minimum.
+    Plans,
     /// Every scenario above, in order.
     All,
 }
@@ -65,6 +68,9 @@ fn main() -> anyhow::Result<()> {
     if all || args.scenario == Scenario::Catchup {
         catchup::run(&reporter, args.smoke)?;
         publish::run(&reporter, args.smoke)?;
+    }
+    if all || args.scenario == Scenario::Plans {
+        plans::run(&reporter, args.smoke)?;
     }
     println!("results appended under {}", dir.display());
     Ok(())

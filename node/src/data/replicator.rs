@@ -1,10 +1,11 @@
 //! Keeping this site's replicas filled from the other replicas of their shards.
 //!
 //! Every `reconcile_every` (and on each view change) the replicator works out which
-//! pull streams should run — for a replica catching up, one from each of its live
-//! upstreams; for a ready (or handing-over) replica, one from every other live site with
-//! a ready or handing-over replica of the shard — starts the missing ones and stops the
-//! rest. Each stream resumes from the stored frontier and cursor, so a stream cut at any
+//! pull streams should run — for a replica catching up, one from each upstream it has
+//! reached plus the first live one it has not (one upstream copied at a time, so the
+//! data crosses the network once); for a ready (or handing-over) replica, one from every
+//! other live site with a ready or handing-over replica of the shard — starts the
+//! missing ones and stops the rest. Each stream resumes from the stored frontier and cursor, so a stream cut at any
 //! point (upstream killed, connection lost, this site killed) continues where it was:
 //! nothing copied twice, nothing missed.
 //!
@@ -144,11 +145,16 @@ pub struct Source {
     pub catching_up: bool,
 }
 
-/// The pull streams `me` should run for `replicas`, by the view (pure).
+/// The pull streams `me` should run for `replicas`, by the view (pure). A catching-up
+/// replica copies from one upstream at a time — the upstreams it has `reached` keep
+/// streaming what is new, plus the first live one not reached yet — so its data crosses
+/// the network once rather than once per upstream: each next upstream is asked only
+/// for what lies beyond the frontier the earlier ones brought.
 pub fn sources(
     me: SiteId,
     replicas: &[ReplicaRecord],
     view: &ClusterView,
+    reached: impl Fn(&DbName, u32) -> HashSet<SiteId>,
 ) -> BTreeMap<(DbName, u32, SiteId), Source> {
     let addr = |site: SiteId| -> Option<SocketAddr> {
         let s = view.site(site)?;
@@ -157,7 +163,13 @@ pub fn sources(
     let mut out = BTreeMap::new();
     for r in replicas {
         let (sites, catching_up): (Vec<SiteId>, bool) = match &r.state {
-            ReplicaState::CatchingUp { upstreams } => (upstreams.clone(), true),
+            ReplicaState::CatchingUp { upstreams } => {
+                let done = reached(&r.db, r.shard);
+                let live = |u: &&SiteId| **u != me && addr(**u).is_some();
+                let next = upstreams.iter().filter(live).find(|u| !done.contains(u));
+                let sites = upstreams.iter().filter(|u| done.contains(u)).chain(next).copied().collect();
+                (sites, true)
+            }
             ReplicaState::Ready | ReplicaState::HandingOver { .. } => {
                 let holders = view
                     .db(&r.db)
@@ -222,7 +234,10 @@ pub async fn run(
             Err(_) => continue,
         };
         finish_catch_ups(&shared, &inventory, me, &replicas, &current).await;
-        let wanted = sources(me, &replicas, &current);
+        let reached = |db: &DbName, shard: u32| {
+            shared.with_progress(db, shard, |p| p.reached.clone()).unwrap_or_default()
+        };
+        let wanted = sources(me, &replicas, &current, reached);
         streams.retain(|key, (source, task)| {
             let keep = wanted.get(key) == Some(source) && !task.is_finished();
             if !keep {

@@ -1,0 +1,52 @@
+//! Which pull streams the replicator runs (`sources`, pure): a catching-up replica copies
+//! from one upstream at a time — those already reached keep streaming, plus the first
+//! live one not reached yet — and a ready replica follows every other live holder.
+
+use std::collections::HashSet;
+
+use cairn_gossip::SiteState;
+use cairn_inventory::{DbName, ReplicaRecord, ReplicaState, SiteId};
+use cairn_node::data::replicator::sources;
+
+mod common;
+use common::{Shape, build};
+
+#[test]
+fn a_catching_up_replica_pulls_from_one_new_upstream_at_a_time() {
+    let mut view = build(&Shape { old: 4, new: 0, zones: 1, capacities: false, dbs: vec![(1, 3)], dead: 0 });
+    let ids: Vec<SiteId> = view.sites.iter().map(|s| s.site_id).collect();
+    let (me, a, b, c) = (ids[0], ids[1], ids[2], ids[3]);
+    let db = DbName::new("db0").unwrap();
+    let record = |state| ReplicaRecord { db: db.clone(), shard: 0, state, created_ms: 0, updated_ms: 0 };
+    let catching = [record(ReplicaState::CatchingUp { upstreams: vec![a, b, c] })];
+    let streams = |view: &_, reached: &HashSet<SiteId>| -> Vec<SiteId> {
+        sources(me, &catching, view, |_, _| reached.clone()).keys().map(|k| k.2).collect()
+    };
+    assert_eq!(streams(&view, &HashSet::new()), vec![a], "first, only the first upstream");
+    assert_eq!(streams(&view, &HashSet::from([a])), vec![a, b], "then the next, the first still following");
+    // A dead upstream is skipped.
+    view.sites.iter_mut().find(|s| s.site_id == b).unwrap().state = SiteState::Dead;
+    let mut got = streams(&view, &HashSet::from([a]));
+    got.sort();
+    let mut want = vec![a, c];
+    want.sort();
+    assert_eq!(got, want);
+    // Every upstream reached: all (live) stream on.
+    let mut got = streams(&view, &HashSet::from([a, c]));
+    got.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_ready_replica_follows_every_other_live_holder() {
+    let view = build(&Shape { old: 3, new: 0, zones: 1, capacities: false, dbs: vec![(1, 3)], dead: 0 });
+    let ids: Vec<SiteId> = view.sites.iter().map(|s| s.site_id).collect();
+    let db = DbName::new("db0").unwrap();
+    let ready = [ReplicaRecord { db, shard: 0, state: ReplicaState::Ready, created_ms: 0, updated_ms: 0 }];
+    let mut got: Vec<SiteId> =
+        sources(ids[0], &ready, &view, |_, _| HashSet::new()).keys().map(|k| k.2).collect();
+    got.sort();
+    let mut want = vec![ids[1], ids[2]];
+    want.sort();
+    assert_eq!(got, want);
+}
