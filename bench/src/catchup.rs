@@ -33,8 +33,9 @@ fn options(root: &std::path::Path, name: &str, cluster: &std::path::Path) -> Sit
     o
 }
 
-/// MB/s of a catch-up of `data` (batches of entries) from one site to another.
-async fn ours(data: &[Vec<Vec<u8>>]) -> anyhow::Result<f64> {
+/// MB/s of a catch-up of `data` (batches of entries) from one site to another, and the
+/// number of write transactions the receiver used (batches merge when the disk lags).
+async fn ours(data: &[Vec<Vec<u8>>]) -> anyhow::Result<(f64, u64)> {
     let root = tempfile::tempdir()?;
     let cluster = root.path().join("cluster");
     tls::init_cluster_dir(&cluster)?;
@@ -79,9 +80,10 @@ async fn ours(data: &[Vec<Vec<u8>>]) -> anyhow::Result<f64> {
     let elapsed = start.elapsed();
     let held = new.inventory.log_stats(&db, 0)?;
     anyhow::ensure!(held.bytes as usize == bytes, "the new replica holds {} of {bytes} bytes", held.bytes);
+    let transactions = new.data.counters().batches;
     new.shutdown().await;
     upstream.shutdown().await;
-    Ok(bytes as f64 / 1e6 / elapsed.as_secs_f64())
+    Ok((bytes as f64 / 1e6 / elapsed.as_secs_f64(), transactions))
 }
 
 pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
@@ -93,7 +95,7 @@ pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let tcp = runtime.block_on(crate::transport::tcp_bulk(total))?;
     let lmdb = crate::store::raw_heed(&data)? * ENTRY as f64 / 1e6;
-    let ours = runtime.block_on(ours(&data)).context("catch-up run")?;
+    let (ours, transactions) = runtime.block_on(ours(&data)).context("catch-up run")?;
     let baseline = tcp.min(lmdb);
     reporter.record(&Measurement {
         scenario: "catchup",
@@ -104,7 +106,8 @@ pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
         baseline,
         ratio: ours / baseline,
         aim: Some(0.7),
-        params: json!({ "bytes": total, "entry_bytes": ENTRY, "entries": entries, "per_txn": PER_TXN }),
+        params: json!({ "bytes": total, "entry_bytes": ENTRY, "entries": entries, "per_txn": PER_TXN,
+            "receiver_transactions": transactions }),
         runs: json!({ "ours": [ours], "tcp": [tcp], "lmdb": [lmdb] }),
     })
 }
