@@ -46,14 +46,21 @@ pub fn dbs_to_allocate(view: &ClusterView) -> Vec<&cairn_gossip::view::DbView> {
         .collect()
 }
 
-/// Sites dead for longer than `lost_after` by `view` at `now_ms` (a site never seen
-/// alive here is not judged).
-pub fn lost_sites(view: &ClusterView, now_ms: u64, lost_after: Duration) -> BTreeSet<SiteId> {
+/// Sites dead for longer than `lost_after` by `view` at `now_ms`. A dead site this
+/// process never saw alive (it died before this site started) counts as last seen at
+/// `started_ms`, so a whole-cluster restart does not leave a dead site unjudged.
+pub fn lost_sites(
+    view: &ClusterView,
+    now_ms: u64,
+    started_ms: u64,
+    lost_after: Duration,
+) -> BTreeSet<SiteId> {
     view.sites
         .iter()
         .filter(|s| s.state == SiteState::Dead)
         .filter(|s| {
-            s.last_seen_ms.is_some_and(|seen| now_ms.saturating_sub(seen) > lost_after.as_millis() as u64)
+            let seen = s.last_seen_ms.unwrap_or(started_ms);
+            now_ms.saturating_sub(seen) > lost_after.as_millis() as u64
         })
         .map(|s| s.site_id)
         .collect()
@@ -129,6 +136,7 @@ pub async fn run(
     let mut stable = 0u32;
     // Rounds with no plan in flight or undelivered.
     let mut quiet = 0u32;
+    let started_ms = cairn_inventory::now_ms();
     let mut ticker = tokio::time::interval(config.every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -153,7 +161,7 @@ pub async fn run(
         }
         quiet = if current.plans.is_empty() && undelivered.is_empty() { quiet.saturating_add(1) } else { 0 };
         if quiet >= STABLE_ROUNDS {
-            let lost = lost_sites(&current, cairn_inventory::now_ms(), config.lost_after);
+            let lost = lost_sites(&current, cairn_inventory::now_ms(), started_ms, config.lost_after);
             if let Some(change) = next_change(&current, me, &lost, &config) {
                 let lost_shards = change.lost_shards.len();
                 tracing::info!(

@@ -153,3 +153,21 @@ fn a_db_with_a_plan_in_flight_is_left_alone() {
     });
     assert!(repair(&view, &candidates, &lost, RECOVER).adds.is_empty());
 }
+
+#[test]
+fn a_site_is_lost_once_dead_for_long_enough_even_if_never_seen_alive_here() {
+    use cairn_node::automation::lost_sites;
+    use std::time::Duration;
+    let mut view =
+        build(&common::Shape { old: 3, new: 0, zones: 1, capacities: false, dbs: vec![(1, 2)], dead: 0 });
+    let (seen, unseen) = (view.sites[0].site_id, view.sites[1].site_id);
+    view.sites[0].state = SiteState::Dead;
+    view.sites[0].last_seen_ms = Some(10_000);
+    view.sites[1].state = SiteState::Dead;
+    view.sites[1].last_seen_ms = None;
+    let after = Duration::from_secs(60);
+    // This site started at 50 s: the one it never saw counts from then.
+    assert!(lost_sites(&view, 69_000, 50_000, after).is_empty());
+    assert_eq!(lost_sites(&view, 71_000, 50_000, after), BTreeSet::from([seen]));
+    assert_eq!(lost_sites(&view, 111_000, 50_000, after), BTreeSet::from([seen, unseen]));
+}
