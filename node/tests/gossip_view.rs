@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use cairn_gossip::{ClusterView, GossipConfig};
 use cairn_inventory::{DbName, DbRecord, Hlc, ReplicaState, Retention};
 use cairn_node::site::{Site, SiteOptions};
+use cairn_tests::free_port;
 use cairn_transport::tls;
 use cairn_transport::{Request, Response};
 
@@ -135,10 +136,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn spawn(data: &Path, cluster: &Path, port: u16, seed: Option<u16>) -> Proc {

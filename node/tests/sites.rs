@@ -2,6 +2,7 @@
 //! restart on the same data dir, and a third-party QUIC client without the cluster
 //! certificate.
 
+use cairn_tests::free_port;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -26,10 +27,6 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start(data: &Path, cluster: &Path, port: u16) -> Running {
@@ -178,7 +175,7 @@ fn a_third_party_quic_client_needs_the_cluster_certificate() {
 /// site's private key), so the client redials instead of waiting out a timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_site_resets_old_connections_at_once() {
-    use cairn_tests::{Client, SiteProc, SiteSpec, free_port, new_cluster_dir};
+    use cairn_tests::{Client, SiteProc, SiteSpec, new_cluster_dir};
     let root = tempfile::tempdir().unwrap();
     let cluster = new_cluster_dir(root.path());
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));

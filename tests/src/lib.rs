@@ -116,16 +116,25 @@ impl SiteProc {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running site");
         let all: Vec<&String> = self.prefix.iter().chain(&self.args).collect();
+        // The site's stderr (warnings and errors) goes next to its data dir, so a site
+        // that fails to start says why.
+        let stderr_path = self.data_dir.with_extension("stderr");
+        let stderr =
+            std::fs::OpenOptions::new().create(true).append(true).open(&stderr_path).expect("stderr file");
         let mut child = Command::new(all[0])
             .args(&all[1..])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn cairn");
         let mut banner = String::new();
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut banner).expect("banner");
-        self.site_id =
-            banner.split_whitespace().nth(1).unwrap_or_else(|| panic!("no banner: {banner:?}")).to_owned();
+        let Some(site_id) = banner.split_whitespace().nth(1) else {
+            let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            let tail: Vec<&str> = said.lines().rev().take(5).collect();
+            panic!("{} printed no banner; its stderr ends: {:?}", self.addr, tail);
+        };
+        self.site_id = site_id.to_owned();
         self.child = Some(child);
     }
 
@@ -151,7 +160,24 @@ impl Drop for SiteProc {
 
 /// A UDP port free on loopback now.
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    // Below the kernel's ephemeral range (32768 and up by default): a port picked from
+    // there could be taken, before the site binds it, by one of the many ephemeral
+    // sockets running sites open (gossip relays, client endpoints). Each test process
+    // walks its own stretch of the range, so parallel test binaries rarely meet.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (LOW + (base + step) % SPAN) as u16;
+        let free = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 /// Makes a cluster dir (CA and operator certificate) under `root`.
