@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use cairn_gossip::ClusterView;
 use cairn_transport::{Request, Response};
 use clap::Args;
@@ -32,6 +32,11 @@ pub(crate) async fn fetch(client: &Client) -> anyhow::Result<String> {
         Response::Dump { json } => Ok(json),
         other => bail!("{} answered dump with {other:?}", client.node()),
     }
+}
+
+/// The node's cluster view, parsed.
+pub(crate) async fn node_view(client: &Client) -> anyhow::Result<ClusterView> {
+    serde_json::from_str(&fetch(client).await?).context("the node's view")
 }
 
 pub(crate) fn run(args: DumpArgs) -> anyhow::Result<()> {

@@ -12,7 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use cairn_gossip::ClusterView;
 use cairn_inventory::{DbName, Retention};
 use cairn_transport::tls;
 use cairn_transport::{Request, Response};
@@ -20,7 +19,7 @@ use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::client::{Client, ConnArgs};
-use crate::dump_cmd::{fetch, render_table};
+use crate::dump_cmd::{node_view, render_table};
 
 #[derive(Debug, Args)]
 pub(crate) struct LocalArgs {
@@ -138,7 +137,7 @@ async fn write_demo(client: &Client) -> anyhow::Result<usize> {
     let name = DbName::new(DEMO_DB)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let view = loop {
-        let view: ClusterView = serde_json::from_str(&fetch(client).await?)?;
+        let view = node_view(client).await?;
         let placed = view.db(&name).is_some_and(|d| {
             d.placement
                 .iter()
@@ -204,7 +203,7 @@ async fn watch(conn: &ConnArgs, args: &LocalArgs, children: &mut Children) -> an
                 bail!("the site on port {port} exited ({status}); see its cairn.log");
             }
         }
-        match fetch(&client).await.and_then(|json| Ok(serde_json::from_str::<ClusterView>(&json)?)) {
+        match node_view(&client).await {
             Ok(view) => {
                 if terminal {
                     print!("\x1b[2J\x1b[H");

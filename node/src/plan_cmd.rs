@@ -14,6 +14,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::client::Client;
+use crate::dump_cmd::node_view;
 use crate::inventory_cmd::Format;
 
 #[derive(Debug, Subcommand)]
@@ -115,14 +116,6 @@ pub(crate) async fn run(client: &Client, command: PlanCommand) -> anyhow::Result
         bail!("{failed} of {} plans were not delivered; run the same apply again to retry", outcomes.len());
     }
     Ok(())
-}
-
-/// The node's cluster view.
-pub(crate) async fn node_view(client: &Client) -> anyhow::Result<ClusterView> {
-    match client.request(&Request::Dump).await? {
-        Response::Dump { json } => serde_json::from_str(&json).context("the node's view"),
-        other => bail!("{} answered dump with {other:?}", client.node()),
-    }
 }
 
 /// Cancels `db`'s plan on every site the node's view shows running one.

@@ -14,8 +14,8 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::client::Client;
+use crate::dump_cmd::node_view;
 use crate::inventory_cmd::Format;
-use crate::plan_cmd::node_view;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum WaitCommand {
