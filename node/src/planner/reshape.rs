@@ -92,7 +92,7 @@ impl<'a> Layout<'a> {
         let mut zones: BTreeSet<&str> = BTreeSet::new();
         for site in self.holders.get(key).into_iter().flatten().chain(with.as_ref()) {
             if Some(*site) != without {
-                // Sites that are not candidates (dead, replicant) count as their own zone.
+                // Sites that are not candidates (dead, replicant) count together as one zone.
                 zones.insert(self.zone.get(site).copied().unwrap_or("\u{0}other"));
             }
         }
