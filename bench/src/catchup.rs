@@ -49,6 +49,9 @@ async fn ours(data: &[Vec<Vec<u8>>]) -> anyhow::Result<(f64, u64)> {
         retention: Retention::default(),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin: up_id,
+        changed: Hlc { wall_ms: 1, logical: 0 },
+        dropped: false,
+        supersedes: None,
     })?;
     upstream.inventory.set_replica(&db, 0, ReplicaState::Ready)?;
     let mut bytes = 0;

@@ -105,6 +105,9 @@ fn the_change(k: usize) -> DbRecord {
         retention: Retention::default(),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin: SiteId(1),
+        changed: Hlc { wall_ms: 1, logical: 0 },
+        dropped: false,
+        supersedes: None,
     }
 }
 

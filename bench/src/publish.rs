@@ -122,6 +122,9 @@ async fn start_sites(root: &Path, cluster: &Path, db: &DbName) -> anyhow::Result
             retention: Retention::default(),
             created: Hlc { wall_ms: 1, logical: 0 },
             origin: site.inventory.identity().site_id,
+            changed: Hlc { wall_ms: 1, logical: 0 },
+            dropped: false,
+            supersedes: None,
         })?;
         site.inventory.set_replica(db, 0, ReplicaState::Ready)?;
         sites.push(site);

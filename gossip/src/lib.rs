@@ -4,11 +4,13 @@
 //!
 //! - [`summary`]: keys and values a site owns; pure snapshot → keys, and key diffs;
 //! - [`view`]: the cluster view, a pure function of chitchat's node states;
+//! - [`settings`]: which db settings win (creation, changes, drops), pure;
 //! - [`carriage`]: chitchat's `Transport` over the site's endpoint;
 //! - [`runtime`]: the running gossip: publish, view, change stream, leave.
 
 pub mod carriage;
 pub mod runtime;
+pub mod settings;
 pub mod summary;
 pub mod view;
 

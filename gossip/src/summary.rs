@@ -64,6 +64,12 @@ pub struct DbSummary {
     pub created: Hlc,
     /// Where it was created.
     pub origin: SiteId,
+    /// When the settings last changed (or the db was dropped).
+    pub changed: Hlc,
+    /// A tombstone: the db was dropped at `changed`.
+    pub dropped: bool,
+    /// The drop of an earlier db of this name that this one was created after.
+    pub supersedes: Option<Hlc>,
 }
 
 impl From<&DbRecord> for DbSummary {
@@ -74,6 +80,26 @@ impl From<&DbRecord> for DbSummary {
             retention: db.retention,
             created: db.created,
             origin: db.origin,
+            changed: db.changed,
+            dropped: db.dropped,
+            supersedes: db.supersedes,
+        }
+    }
+}
+
+impl DbSummary {
+    /// The record this summary describes, for db `name`.
+    pub fn record(&self, name: DbName) -> DbRecord {
+        DbRecord {
+            name,
+            shards: self.shards,
+            replication: self.replication,
+            retention: self.retention,
+            created: self.created,
+            origin: self.origin,
+            changed: self.changed,
+            dropped: self.dropped,
+            supersedes: self.supersedes,
         }
     }
 }

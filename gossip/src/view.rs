@@ -8,9 +8,11 @@
 //! - one entry per site id: the node with the highest generation (the newest process);
 //! - a site is `live` if chitchat's failure detector says so, else `left` if its last
 //!   summary said it was leaving, else `dead`;
-//! - a db's settings are the earliest creation by HLC, ties broken by the lower origin
-//!   site id — the same on every site whatever the clocks say; sites holding other
-//!   settings are listed as a `conflicting_db` warning.
+//! - a db's settings are resolved by [`crate::settings::resolve`]: drops end earlier
+//!   creations, then the earliest creation by HLC (ties: the lower origin site id), then
+//!   its latest change — the same on every site whatever the clocks say; sites holding
+//!   another creation's different settings are listed as a `conflicting_db` warning;
+//!   dropped names are listed in `dropped`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -128,6 +130,11 @@ pub struct DbView {
     pub created: Hlc,
     /// The creating site.
     pub origin: SiteId,
+    /// When the settings last changed (HLC; `created` if never).
+    pub changed: Hlc,
+    /// The latest drop of the name this db was created after, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<Hlc>,
     /// Every shard, in order, with its replicas.
     pub placement: Vec<ShardView>,
 }
@@ -143,8 +150,21 @@ impl DbView {
             retention: self.retention,
             created: self.created,
             origin: self.origin,
+            changed: self.changed,
+            dropped: false,
+            supersedes: self.supersedes,
         }
     }
+}
+
+/// A db name that was dropped: every record of it created at or before `at` is gone
+/// (a db of that name in `dbs` is a later creation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedDb {
+    /// The name.
+    pub name: DbName,
+    /// When the latest drop happened (HLC).
+    pub at: Hlc,
 }
 
 /// A plan some site is running.
@@ -227,6 +247,9 @@ pub struct ClusterView {
     pub sites: Vec<SiteView>,
     /// Every db, by name.
     pub dbs: Vec<DbView>,
+    /// Dropped db names, by name (tombstones sites still gossip).
+    #[serde(default)]
+    pub dropped: Vec<DroppedDb>,
     /// Plans in progress, by db then site.
     pub plans: Vec<PlanView>,
     /// What needs attention.
@@ -345,30 +368,34 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
     let live: BTreeMap<SiteId, bool> =
         sites.iter().map(|s| (s.site_id, s.state == SiteState::Live)).collect();
 
-    // Db settings: the earliest creation wins; other settings are conflicts.
-    let mut candidates: BTreeMap<DbName, Vec<(SiteId, &DbSummary)>> = BTreeMap::new();
+    // Db settings: see `crate::settings`.
+    let mut candidates: BTreeMap<DbName, Vec<(SiteId, cairn_inventory::DbRecord)>> = BTreeMap::new();
     for (id, (_, d)) in &decoded {
         for (name, summary) in &d.dbs {
-            candidates.entry(name.clone()).or_default().push((*id, summary));
+            candidates.entry(name.clone()).or_default().push((*id, summary.record(name.clone())));
         }
     }
     let mut dbs = Vec::new();
+    let mut dropped = Vec::new();
     for (name, holders) in candidates {
-        let Some(winner) = holders.iter().map(|(_, s)| *s).min_by_key(|s| (s.created, s.origin)) else {
-            continue;
-        };
-        for (site, summary) in &holders {
-            let same = (summary.shards, summary.replication, summary.retention)
-                == (winner.shards, winner.replication, winner.retention);
-            if !same {
+        let resolution = crate::settings::resolve(holders.iter().map(|(_, r)| r));
+        if let Some(at) = resolution.dropped_at {
+            dropped.push(DroppedDb { name: name.clone(), at });
+        }
+        let Some(winner) = resolution.current else { continue };
+        for (site, record) in &holders {
+            let other_creation = !record.dropped
+                && !crate::settings::ended_by(record, resolution.dropped_at)
+                && record.incarnation() != winner.incarnation();
+            if other_creation && !record.same_settings(&winner) {
                 warnings.push(Warning::ConflictingDb {
                     db: name.clone(),
                     site_id: *site,
                     message: format!(
                         "site {} holds db {name} as {} shards × {}; the cluster's settings are {} × {} (created first, by {})",
                         site.short(),
-                        summary.shards,
-                        summary.replication,
+                        record.shards,
+                        record.replication,
                         winner.shards,
                         winner.replication,
                         winner.origin.short()
@@ -378,7 +405,17 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
         }
         let mut placement: Vec<ShardView> =
             (0..winner.shards).map(|shard| ShardView { shard, replicas: Vec::new() }).collect();
+        // A site whose own record of the name was dropped (it has not deleted its
+        // replicas yet, or is down) holds replicas of the old db, not of this one.
+        let ended: Vec<SiteId> = holders
+            .iter()
+            .filter(|(_, r)| r.dropped || crate::settings::ended_by(r, resolution.dropped_at))
+            .map(|(site, _)| *site)
+            .collect();
         for (id, (_, d)) in &decoded {
+            if ended.contains(id) {
+                continue;
+            }
             for (db, shard, r) in &d.replicas {
                 if db != &name || *shard >= winner.shards {
                     continue;
@@ -445,6 +482,8 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
             retention: winner.retention,
             created: winner.created,
             origin: winner.origin,
+            changed: winner.changed,
+            supersedes: winner.supersedes,
             placement,
         });
     }
@@ -464,5 +503,5 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
         }
     }
     plans.sort_by(|a, b| (&a.db, a.site_id).cmp(&(&b.db, b.site_id)));
-    ClusterView { site: self_site, sites, dbs, plans, warnings }
+    ClusterView { site: self_site, sites, dbs, dropped, plans, warnings }
 }

@@ -75,6 +75,9 @@ async fn a_hundred_sites_converge() {
         retention: Retention::default(),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin: SiteId(8),
+        changed: Hlc { wall_ms: 1, logical: 0 },
+        dropped: false,
+        supersedes: None,
     });
     assert_eq!(sites[7].publish(&changed).await, 1, "only the new key is published");
     let name = DbName::new("orders").unwrap();

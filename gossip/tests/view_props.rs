@@ -63,6 +63,9 @@ fn input(s: &Spec) -> NodeInput {
             retention: Retention::default(),
             created: Hlc { wall_ms: wall, logical },
             origin: id,
+            changed: Hlc { wall_ms: wall, logical },
+            dropped: false,
+            supersedes: None,
         };
         kv.push((SummaryKey::Db(name.clone()).render(), encode_value(&db)));
     }

@@ -39,15 +39,27 @@ impl Inventory {
         self.write(|txn| put_record(self.tables.dbs, txn, &keys::db(&db.name), db, "db record"))
     }
 
-    /// A db's settings, if this site knows the db.
+    /// A db's settings, if this site knows the db and it is not dropped.
     pub fn db(&self, name: &DbName) -> Result<Option<DbRecord>> {
+        Ok(self.db_record(name)?.filter(|d| !d.dropped))
+    }
+
+    /// This site's record of a db, tombstone or not.
+    pub fn db_record(&self, name: &DbName) -> Result<Option<DbRecord>> {
         self.read(|txn| {
             get_record(self.tables.dbs, txn, &keys::db(name), &keys::describe("dbs", &keys::db(name)))
         })
     }
 
-    /// Every db this site knows, by name. Corrupt records are skipped with a warning.
+    /// Every db this site knows and has not dropped, by name. Corrupt records are
+    /// skipped with a warning.
     pub fn dbs(&self) -> Result<Vec<DbRecord>> {
+        Ok(self.db_records()?.into_iter().filter(|d| !d.dropped).collect())
+    }
+
+    /// Every db record this site keeps, tombstones of dropped dbs included (what it
+    /// gossips), by name.
+    pub fn db_records(&self) -> Result<Vec<DbRecord>> {
         self.read(|txn| {
             let mut out = Vec::new();
             for item in self.tables.dbs.iter(txn)? {
@@ -58,6 +70,27 @@ impl Inventory {
         })
     }
 
+    /// Drops a db here: its record becomes `tombstone` (which must say `dropped`), and
+    /// its replicas, shard logs and pending plan (cancelled, into the history) go, in
+    /// one transaction. Answers how many replicas were deleted.
+    pub fn drop_db(&self, tombstone: &DbRecord) -> Result<usize> {
+        if !tombstone.dropped {
+            return Err(InventoryError::InvalidSetting {
+                what: "tombstone",
+                why: format!("the record of db {} does not say dropped", tombstone.name),
+            });
+        }
+        let prefix = keys::db(&tombstone.name);
+        self.write(|txn| {
+            let pending = self.pending_in(txn, &prefix)?;
+            self.apply(txn, &tombstone.name, crate::plan_machine::cancel(pending.as_ref(), now_ms()))?;
+            let replicas = delete_prefix(self.tables.replicas, txn, &prefix)?;
+            self.drop_log_in(txn, &prefix)?;
+            put_record(self.tables.dbs, txn, &prefix, tombstone, "db record")?;
+            Ok(replicas as usize)
+        })
+    }
+
     /// Forgets a db: its settings, replicas, shard logs and pending plan, in one
     /// transaction. The plan history stays. Answers whether the db was known.
     pub fn remove_db(&self, name: &DbName) -> Result<bool> {
@@ -65,15 +98,8 @@ impl Inventory {
         self.write(|txn| {
             let known = self.tables.dbs.delete(txn, &prefix)?;
             self.tables.plans.delete(txn, &prefix)?;
-            for table in [
-                self.tables.replicas,
-                self.tables.log_entries,
-                self.tables.log_frontiers,
-                self.tables.log_early,
-            ] {
-                delete_prefix(table, txn, &prefix)?;
-            }
-            self.reset_shard_metas(txn, &prefix)?;
+            delete_prefix(self.tables.replicas, txn, &prefix)?;
+            self.drop_log_in(txn, &prefix)?;
             Ok(known)
         })
     }
@@ -87,6 +113,7 @@ impl Inventory {
         let key = keys::shard(db, shard);
         self.write(|txn| {
             let settings: DbRecord = get_record(self.tables.dbs, txn, &keys::db(db), "db record")?
+                .filter(|d: &DbRecord| !d.dropped)
                 .ok_or_else(|| InventoryError::UnknownDb(db.clone()))?;
             if shard >= settings.shards {
                 return Err(InventoryError::ShardOutOfRange {

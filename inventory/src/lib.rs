@@ -13,6 +13,7 @@ pub mod codec;
 mod error;
 mod ids;
 mod keys;
+mod migrate;
 pub mod plan_machine;
 mod plans;
 mod records;

@@ -99,7 +99,7 @@ impl Inventory {
         self.read(|txn| self.history_in(txn, db))
     }
 
-    fn pending_in(&self, txn: &heed::RoTxn<'_>, key: &[u8]) -> Result<Option<PendingPlan>> {
+    pub(crate) fn pending_in(&self, txn: &heed::RoTxn<'_>, key: &[u8]) -> Result<Option<PendingPlan>> {
         get_record(self.tables.plans, txn, key, &keys::describe("plans", key))
     }
 
@@ -113,7 +113,7 @@ impl Inventory {
     }
 
     /// Writes a transition's slot change and history entry.
-    fn apply<O>(&self, txn: &mut RwTxn<'_>, db: &DbName, transition: Transition<O>) -> Result<O> {
+    pub(crate) fn apply<O>(&self, txn: &mut RwTxn<'_>, db: &DbName, transition: Transition<O>) -> Result<O> {
         let key = keys::db(db);
         match &transition.slot {
             SlotChange::Unchanged => {}

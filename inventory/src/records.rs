@@ -77,12 +77,58 @@ pub struct DbRecord {
     pub created: Hlc,
     /// The site where the db was created.
     pub origin: SiteId,
+    /// When the settings were last changed (replication, retention, or the drop), on the
+    /// changing site's clock; `created` until then. Among the records of one creation
+    /// the latest change wins.
+    pub changed: Hlc,
+    /// A tombstone: the db was dropped at `changed`. Kept (without replicas) so the drop
+    /// is gossiped and wins over records of the db that sites still hold.
+    pub dropped: bool,
+    /// For a db created again after a drop of the name: that drop's HLC. It keeps the
+    /// drop in force when no site holds the tombstone any more (records of the name
+    /// created at or before it stay dropped).
+    pub supersedes: Option<Hlc>,
 }
 
 impl DbRecord {
+    /// A new db's record: created (and last changed) at `created` by `origin`.
+    pub fn new(
+        name: DbName,
+        shards: u32,
+        replication: u32,
+        retention: Retention,
+        created: Hlc,
+        origin: SiteId,
+    ) -> Self {
+        Self {
+            name,
+            shards,
+            replication,
+            retention,
+            created,
+            origin,
+            changed: created,
+            dropped: false,
+            supersedes: None,
+        }
+    }
+
     /// The same settings (shards, replication, retention), whoever created them when.
     pub fn same_settings(&self, other: &Self) -> bool {
         (self.shards, self.replication, self.retention) == (other.shards, other.replication, other.retention)
+    }
+
+    /// Which creation of the name this record belongs to: a db dropped and created again
+    /// is a new one.
+    pub fn incarnation(&self) -> (Hlc, SiteId) {
+        (self.created, self.origin)
+    }
+
+    /// Orders two records of one creation: the later change first, then (for changes
+    /// made at the same instant on two sites) a drop, then the higher settings, so every
+    /// site picks the same one.
+    pub fn version(&self) -> (Hlc, bool, u32, Option<u64>, Option<u64>) {
+        (self.changed, self.dropped, self.replication, self.retention.max_age_ms, self.retention.max_bytes)
     }
 }
 

@@ -24,7 +24,7 @@ use crate::records::Identity;
 
 /// The store format this build reads and writes. Bump it when a table's layout changes
 /// and teach `open` to migrate the older one.
-pub const STORE_FORMAT: u32 = 1;
+pub const STORE_FORMAT: u32 = 2;
 
 /// The lock file inside a data dir.
 pub const LOCK_FILE: &str = "cairn.lock";
@@ -159,7 +159,7 @@ impl Tables {
     }
 }
 
-const FORMAT_KEY: &[u8] = b"format";
+pub(crate) const FORMAT_KEY: &[u8] = b"format";
 const IDENTITY_KEY: &[u8] = b"identity";
 const DRAINING_KEY: &[u8] = b"draining";
 
@@ -438,6 +438,21 @@ fn check_identity(env: &Env<WithoutTls>, tables: &Tables, dir: &Path, mode: Open
             found: format,
             supported: STORE_FORMAT,
         });
+    }
+    if format < STORE_FORMAT {
+        drop(rtxn);
+        let rewritten = env
+            .write_txn()
+            .map_err(InventoryError::from)
+            .and_then(|mut wtxn| {
+                let n = crate::migrate::upgrade(tables, &mut wtxn, format)?;
+                put_record(tables.meta, &mut wtxn, FORMAT_KEY, &STORE_FORMAT, "format")?;
+                wtxn.commit()?;
+                Ok(n)
+            })
+            .map_err(|e| classify_err(e, dir))?;
+        tracing::info!(dir = %dir.display(), from = format, to = STORE_FORMAT, rewritten, "store format upgraded");
+        return check_identity(env, tables, dir, mode);
     }
     let identity: Identity = get_record(tables.meta, &rtxn, IDENTITY_KEY, "meta[identity]")?
         .ok_or_else(|| InventoryError::NotAnInventory { path: dir.to_owned() })?;

@@ -23,6 +23,9 @@ fn db(name: &str) -> DbRecord {
         retention: Retention::default(),
         created: Hlc::default(),
         origin: SiteId(1),
+        changed: Hlc::default(),
+        dropped: false,
+        supersedes: None,
     }
 }
 

@@ -136,6 +136,9 @@ fn with_db(inv: &Inventory, retention: Retention) -> DbName {
         retention,
         created: Hlc::default(),
         origin: SiteId(1),
+        changed: Hlc::default(),
+        dropped: false,
+        supersedes: None,
     })
     .unwrap();
     name
@@ -173,6 +176,9 @@ fn a_raised_frontier_counts_expired_entries_as_held() {
         retention: Retention::default(),
         created: Hlc::default(),
         origin: a,
+        changed: Hlc::default(),
+        dropped: false,
+        supersedes: None,
     };
     inv.put_db(&record).unwrap();
     inv.set_replica(&db, 0, cairn_inventory::ReplicaState::Ready).unwrap();

@@ -17,6 +17,9 @@ fn open(dir: &std::path::Path) -> Inventory {
         retention: Retention::default(),
         created: Hlc::default(),
         origin: SiteId(1),
+        changed: Hlc::default(),
+        dropped: false,
+        supersedes: None,
     };
     inv.put_db(&record).unwrap();
     if inv.replica(&db, 0).unwrap().is_none() {

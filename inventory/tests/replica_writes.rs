@@ -15,6 +15,9 @@ fn db(inv: &Inventory, name: &str, shards: u32) -> DbName {
         retention: Retention::default(),
         created: Hlc::default(),
         origin: SiteId(1),
+        changed: Hlc::default(),
+        dropped: false,
+        supersedes: None,
     })
     .unwrap();
     db

@@ -15,6 +15,9 @@ fn db(name: &str, shards: u32) -> DbRecord {
         retention: Retention::default(),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin: SiteId(1),
+        changed: Hlc { wall_ms: 1, logical: 0 },
+        dropped: false,
+        supersedes: None,
     }
 }
 
@@ -189,4 +192,64 @@ fn dbs_and_replicas_are_kept_across_reopen() {
     assert!(inv.remove_db(&name).unwrap());
     assert!(inv.replicas(None).unwrap().is_empty());
     assert!(inv.db(&name).unwrap().is_none());
+}
+
+#[test]
+fn a_dropped_db_leaves_a_tombstone_and_nothing_else_and_can_be_created_again() {
+    use cairn_inventory::{PlanEnd, PlanId, PlanOrigin, Step};
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap();
+    let orders = db("orders", 4);
+    let other = db("orders2", 4);
+    inv.put_db(&orders).unwrap();
+    inv.put_db(&other).unwrap();
+    for shard in 0..2 {
+        inv.set_replica(&orders.name, shard, ReplicaState::Ready).unwrap();
+        inv.append(&orders.name, shard, &[b"kept?".as_slice()]).unwrap();
+    }
+    inv.set_replica(&other.name, 0, ReplicaState::Ready).unwrap();
+    inv.append(&other.name, 0, &[b"stays".as_slice()]).unwrap();
+    let plan = cairn_inventory::Plan {
+        db: orders.name.clone(),
+        plan_id: PlanId(7),
+        priority: 1,
+        origin: PlanOrigin::Automatic { planner: SiteId(1) },
+        steps: vec![Step::RemoveReplica { shard: 3 }],
+    };
+    inv.offer(&plan).unwrap();
+
+    let mut tombstone = orders.clone();
+    assert!(inv.drop_db(&tombstone).is_err(), "a record that does not say dropped is no tombstone");
+    tombstone.dropped = true;
+    tombstone.changed = Hlc { wall_ms: 5, logical: 0 };
+    assert_eq!(inv.drop_db(&tombstone).unwrap(), 2);
+
+    assert_eq!(inv.db(&orders.name).unwrap(), None);
+    assert_eq!(inv.db_record(&orders.name).unwrap(), Some(tombstone.clone()));
+    assert_eq!(inv.dbs().unwrap(), vec![other.clone()]);
+    assert_eq!(inv.db_records().unwrap().len(), 2);
+    assert!(inv.replicas(Some(&orders.name)).unwrap().is_empty());
+    assert_eq!(inv.log_stats(&orders.name, 0).unwrap().entries, 0);
+    assert_eq!(inv.pending_plan(&orders.name).unwrap(), None);
+    assert_eq!(inv.plan_history(&orders.name).unwrap().last().unwrap().end, PlanEnd::Cancelled);
+    let err = inv.set_replica(&orders.name, 0, ReplicaState::Ready).unwrap_err();
+    assert!(matches!(err, InventoryError::UnknownDb(_)), "{err}");
+    // The other db (whose name starts with the dropped one's) is untouched.
+    assert_eq!(inv.log_stats(&other.name, 0).unwrap().entries, 1);
+    assert_eq!(inv.replicas(Some(&other.name)).unwrap().len(), 1);
+
+    // Dropping twice is the same as once; kept across reopen.
+    assert_eq!(inv.drop_db(&tombstone).unwrap(), 0);
+    drop(inv);
+    let inv = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap();
+    assert_eq!(inv.db_record(&orders.name).unwrap(), Some(tombstone));
+
+    // Created again (a later creation): a new, empty db.
+    let mut again = db("orders", 2);
+    again.created = Hlc { wall_ms: 6, logical: 0 };
+    again.changed = again.created;
+    inv.put_db(&again).unwrap();
+    assert_eq!(inv.db(&orders.name).unwrap(), Some(again));
+    inv.set_replica(&orders.name, 0, ReplicaState::Ready).unwrap();
+    assert_eq!(inv.log_stats(&orders.name, 0).unwrap().entries, 0);
 }

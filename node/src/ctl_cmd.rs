@@ -68,6 +68,33 @@ pub(crate) enum DbCommand {
         #[arg(long, value_name = "BYTES")]
         retention_bytes: Option<u64>,
     },
+    /// Change a db's replication factor or retention (shard counts never change).
+    /// Automation then adds or trims replicas to the new factor (with --auto-repair
+    /// false: `ctl plan apply repair`).
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)
+        .args(["replication", "retention_secs", "retention_bytes"])))]
+    Set {
+        /// The db.
+        name: DbName,
+        /// Ready replicas per shard (1-16).
+        #[arg(long)]
+        replication: Option<u32>,
+        /// Keep entries at most this many seconds (0: for ever).
+        #[arg(long, value_name = "SECONDS")]
+        retention_secs: Option<u64>,
+        /// Keep at most this many payload bytes per shard (0: no limit).
+        #[arg(long, value_name = "BYTES")]
+        retention_bytes: Option<u64>,
+    },
+    /// Drop a db: every site deletes its replicas of it and their data. The name can be
+    /// used again for a new db.
+    Drop {
+        /// The db.
+        name: DbName,
+        /// Confirm: the db's data on every site is deleted.
+        #[arg(long, required = true)]
+        yes: bool,
+    },
     /// Every db in the node's view: settings, shards with all replicas ready, plans.
     List {
         /// Output format.
@@ -91,6 +118,20 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
             other => bail!("{} answered drain with {other:?}", client.node()),
         },
+        CtlCommand::Db(DbCommand::Set { name, replication, retention_secs, retention_bytes }) => {
+            set_db(client, name, replication, retention_secs, retention_bytes).await
+        }
+        CtlCommand::Db(DbCommand::Drop { name, yes: _ }) => {
+            match client.request(&Request::DropDb { db: name.clone() }).await? {
+                Response::DbChanged { changed: true, .. } => {
+                    println!("dropped db {name}; every site deletes its replicas of it");
+                }
+                Response::DbChanged { changed: false, .. } => println!("db {name} is already dropped"),
+                Response::Rejected { reason } => bail!("{} refused: {reason}", client.node()),
+                other => bail!("{} answered db drop with {other:?}", client.node()),
+            }
+            Ok(())
+        }
         CtlCommand::Db(DbCommand::Create { name, shards, replication, retention_secs, retention_bytes }) => {
             let retention =
                 Retention { max_age_ms: retention_secs.map(|s| s * 1000), max_bytes: retention_bytes };
@@ -108,6 +149,38 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
             Ok(())
         }
     })
+}
+
+async fn set_db(
+    client: &Client,
+    name: DbName,
+    replication: Option<u32>,
+    retention_secs: Option<u64>,
+    retention_bytes: Option<u64>,
+) -> anyhow::Result<()> {
+    let retention = if retention_secs.is_some() || retention_bytes.is_some() {
+        // The request carries the whole retention: keep the part not given as it is.
+        let view = crate::dump_cmd::node_view(client).await?;
+        let Some(db) = view.db(&name) else { bail!("unknown db {name}: it is not in the cluster view") };
+        let limit = |v: u64| (v > 0).then_some(v);
+        Some(Retention {
+            max_age_ms: retention_secs.map_or(db.retention.max_age_ms, |s| limit(s.saturating_mul(1000))),
+            max_bytes: retention_bytes.map_or(db.retention.max_bytes, limit),
+        })
+    } else {
+        None
+    };
+    match client.request(&Request::AlterDb { db: name.clone(), replication, retention }).await? {
+        Response::DbChanged { changed: true, replication, .. } => {
+            println!(
+                "db {name} changed (replication {replication}); automation adds or trims replicas to match"
+            )
+        }
+        Response::DbChanged { changed: false, .. } => println!("db {name} already has these settings"),
+        Response::Rejected { reason } => bail!("{} refused: {reason}", client.node()),
+        other => bail!("{} answered db set with {other:?}", client.node()),
+    }
+    Ok(())
 }
 
 async fn status(client: &Client, format: Format) -> anyhow::Result<()> {

@@ -39,6 +39,11 @@ pub fn run_head(
             None => {
                 if inv.db(db)?.is_none() {
                     let Some(known) = view.db(db) else {
+                        if view.dropped.iter().any(|d| &d.name == db) {
+                            let why = format!("db {db} was dropped");
+                            inv.fail_plan(db, plan.plan_id, &why)?;
+                            return Ok(StepResult::Failed(why));
+                        }
                         return Ok(StepResult::Waiting(format!("db {db} is not in the cluster view yet")));
                     };
                     inv.put_db(&known.record())?;
@@ -131,6 +136,8 @@ pub async fn run(
         let current = view.borrow().clone();
         let (inv, changed, notes) = (inventory.clone(), replicas_changed.clone(), notes.clone());
         let result = tokio::task::spawn_blocking(move || -> Result<(), InventoryError> {
+            // Settings changes and drops first, so no step runs for a dropped db.
+            crate::db_settings::sync_local(&inv, &current)?;
             for plan in inv.pending_plans()? {
                 // Run steps until one waits, so a plan of many quick steps does not take
                 // one round per step.

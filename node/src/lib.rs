@@ -4,6 +4,7 @@
 //! - [`site`]: starting a site (inventory + endpoint) and stopping it;
 //! - [`planner`]: pure planners (view + request → plan per site);
 //! - [`executor`]: runs the head step of each pending plan;
+//! - [`db_settings`]: changing and dropping dbs, and each site taking such changes up;
 //! - [`automation`]: the planner of record turns the view into plans;
 //! - [`service`]: what a site answers to each request;
 //! - [`data`]: shard data: writes, reads, pull streams, catch-up and follow;
@@ -11,6 +12,7 @@
 
 pub mod automation;
 pub mod data;
+pub mod db_settings;
 pub mod executor;
 pub mod planner;
 pub mod service;

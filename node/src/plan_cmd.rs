@@ -59,6 +59,10 @@ pub(crate) enum Change {
         /// The site: its id, a unique prefix of it (as `dump` shows), or its address.
         site: String,
     },
+    /// Bring every shard to its db's replication factor (after `ctl db set
+    /// --replication`, when automation's repair is off): add replicas where short,
+    /// hand extras over. Replicas on dead sites still count.
+    Repair,
     /// Move one replica of a shard from one site to another.
     Move {
         /// The db.
@@ -79,6 +83,7 @@ impl Change {
     fn request(self, view: &ClusterView) -> anyhow::Result<PlanRequest> {
         Ok(match self {
             Self::Rebalance => PlanRequest::Rebalance,
+            Self::Repair => PlanRequest::Repair,
             Self::Decommission { site } => PlanRequest::Decommission { site: resolve_in(view, &site)? },
             Self::Move { db, shard, from, to } => {
                 PlanRequest::Move { db, shard, from: resolve_in(view, &from)?, to: resolve_in(view, &to)? }

@@ -17,6 +17,7 @@ use cairn_transport::{
 use crate::data::access;
 use crate::data::appender::Appender;
 use crate::data::replicator::DataShared;
+use crate::db_settings;
 use tokio::sync::watch;
 
 /// The site's request handler.
@@ -70,10 +71,16 @@ impl SiteService {
         }
     }
 
-    /// The next HLC reading: after our last one and after every creation seen in the view.
+    /// The next HLC reading: after our last one and after every creation, change and
+    /// drop seen in the view.
     fn tick(&self) -> Hlc {
-        let seen =
-            self.current_view().and_then(|v| v.dbs.iter().map(|d| d.created).max()).unwrap_or_default();
+        let seen = self
+            .current_view()
+            .map(|v| {
+                let dbs = v.dbs.iter().map(|d| d.created.max(d.changed));
+                dbs.chain(v.dropped.iter().map(|d| d.at)).max().unwrap_or_default()
+            })
+            .unwrap_or_default();
         let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
         *clock = (*clock).max(seen).tick(now_ms());
         *clock
@@ -94,25 +101,43 @@ impl SiteService {
     }
 
     async fn create_db(&self, name: DbName, shards: u32, replication: u32, retention: Retention) -> Response {
-        let record = DbRecord {
+        let view = self.current_view();
+        let mut record = DbRecord::new(
             name,
             shards,
             replication,
             retention,
-            created: self.tick(),
-            origin: self.inventory.identity().site_id,
-        };
+            self.tick(),
+            self.inventory.identity().site_id,
+        );
         if let Err(error) = record.validate() {
             return Response::Rejected { reason: error.to_string() };
         }
+        if let Some(existing) = view.as_ref().and_then(|v| v.db(&record.name)) {
+            // Created elsewhere already: the same settings are the same db.
+            return match existing.record().same_settings(&record) {
+                true => Response::DbCreated { created: false },
+                false => Response::Rejected { reason: exists(&existing.record()) },
+            };
+        }
+        // A name dropped before: the new db carries that drop, so records of the old
+        // one stay dropped even when no tombstone is left.
+        let view_drop = view.and_then(|v| v.dropped.iter().find(|d| d.name == record.name).map(|d| d.at));
         let result = self
-            .blocking(move |inv| match inv.db(&record.name)? {
-                Some(existing) if existing.same_settings(&record) => Ok(Ok(false)),
-                Some(existing) => Ok(Err(format!(
-                    "db {} already exists here with {} shards × {}",
-                    existing.name, existing.shards, existing.replication
-                ))),
-                None => inv.put_db(&record).map(|()| Ok(true)),
+            .blocking(move |inv| match inv.db_record(&record.name)? {
+                Some(existing) if !existing.dropped && existing.same_settings(&record) => Ok(Ok(false)),
+                Some(existing) if !existing.dropped => Ok(Err(exists(&existing))),
+                tombstone => {
+                    let drop = tombstone.map(|t| t.changed).max(view_drop);
+                    if let Some(at) = drop {
+                        record.supersedes = Some(at);
+                        if record.created <= at {
+                            record.created = at.tick(now_ms());
+                            record.changed = record.created;
+                        }
+                    }
+                    inv.put_db(&record).map(|()| Ok(true))
+                }
             })
             .await;
         match result {
@@ -123,7 +148,77 @@ impl SiteService {
     }
 }
 
+fn exists(db: &DbRecord) -> String {
+    format!("db {} already exists with {} shards × {}", db.name, db.shards, db.replication)
+}
+
 impl SiteService {
+    async fn alter_db(&self, db: DbName, replication: Option<u32>, retention: Option<Retention>) -> Response {
+        let base = match self.known_db(&db).await {
+            Some(Ok(base)) => base,
+            Some(Err(error)) => return internal(&error),
+            None => return unknown_db(&db),
+        };
+        let next = match db_settings::alter(&base, replication, retention, self.tick()) {
+            Ok(Some(next)) => next,
+            Ok(None) => {
+                return Response::DbChanged { changed: false, replication: base.replication, dropped: false };
+            }
+            Err(reason) => return Response::Rejected { reason },
+        };
+        let stored = next.clone();
+        match self.blocking(move |inv| inv.put_db(&stored)).await {
+            Ok(()) => {
+                tracing::info!(%db, replication = next.replication, "db settings changed by request");
+                Response::DbChanged { changed: true, replication: next.replication, dropped: false }
+            }
+            Err(error) => internal(&error),
+        }
+    }
+
+    async fn drop_db(&self, db: DbName) -> Response {
+        let base = match self.known_db(&db).await {
+            Some(Ok(base)) => base,
+            Some(Err(error)) => return internal(&error),
+            None => {
+                let gone = self.current_view().is_some_and(|v| v.dropped.iter().any(|d| d.name == db));
+                return match gone {
+                    true => Response::DbChanged { changed: false, replication: 0, dropped: true },
+                    false => unknown_db(&db),
+                };
+            }
+        };
+        let dead = db_settings::tombstone(&base, self.tick());
+        let replication = dead.replication;
+        match self.blocking(move |inv| inv.drop_db(&dead)).await {
+            Ok(replicas) => {
+                tracing::info!(%db, replicas, "db dropped by request");
+                Response::DbChanged { changed: true, replication, dropped: true }
+            }
+            Err(error) => internal(&error),
+        }
+    }
+
+    /// The db's settings as the cluster knows them: the view's, or this site's own
+    /// record if newer (a change made here and not gossiped back yet) or not yet in the
+    /// view (just created here); `None` when no such db is known.
+    async fn known_db(&self, db: &DbName) -> Option<Result<DbRecord, InventoryError>> {
+        let viewed = self.current_view().and_then(|v| v.db(db).map(|d| d.record()));
+        let d = db.clone();
+        let local = self.blocking(move |inv| inv.db(&d)).await;
+        let local = match local {
+            Ok(local) => local,
+            Err(error) => return Some(Err(error)),
+        };
+        match (viewed, local) {
+            (Some(v), Some(l)) if l.incarnation() == v.incarnation() && l.version() > v.version() => {
+                Some(Ok(l))
+            }
+            (Some(v), _) => Some(Ok(v)),
+            (None, local) => local.map(Ok),
+        }
+    }
+
     fn not_here(&self, db: &DbName, shard: u32, reason: String) -> Response {
         let me = self.inventory.identity().site_id;
         let holders =
@@ -165,6 +260,10 @@ impl SiteService {
             Err(error) => internal(&error),
         }
     }
+}
+
+fn unknown_db(db: &DbName) -> Response {
+    Response::Rejected { reason: format!("unknown db {db}: it is not in this site's cluster view") }
 }
 
 fn internal(error: &InventoryError) -> Response {
@@ -228,6 +327,10 @@ impl Service for SiteService {
                     Err(error) => internal(&error),
                 }
             }
+            Request::AlterDb { db, replication, retention } => {
+                self.alter_db(db, replication, retention).await
+            }
+            Request::DropDb { db } => self.drop_db(db).await,
             Request::SetDraining { on } => match self.blocking(move |inv| inv.set_draining(on)).await {
                 Ok(()) => {
                     tracing::info!(%peer, draining = on, "draining set");

@@ -13,7 +13,8 @@ pub fn read_snapshot(
     progress: impl Fn(&DbName, u32, u64) -> Option<CatchUpProgress>,
     status: impl Fn(&DbName, PlanId) -> String,
 ) -> Result<SiteSnapshot, InventoryError> {
-    let dbs = inventory.dbs()?;
+    // Tombstones too: a drop reaches the other sites as a gossiped tombstone.
+    let dbs = inventory.db_records()?;
     let mut replicas = Vec::new();
     for r in inventory.replicas(None)? {
         let stats = inventory.log_stats(&r.db, r.shard)?;

@@ -71,6 +71,9 @@ fn db() -> DbRecord {
         retention: Retention::default(),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin: UPSTREAM,
+        changed: Hlc { wall_ms: 1, logical: 0 },
+        dropped: false,
+        supersedes: None,
     }
 }
 

@@ -18,6 +18,9 @@ fn db_record(origin: SiteId) -> DbRecord {
         retention: Retention::default(),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin,
+        changed: Hlc { wall_ms: 1, logical: 0 },
+        dropped: false,
+        supersedes: None,
     }
 }
 

@@ -46,6 +46,9 @@ async fn a_site_with_2000_replicas_gossips_them_all() {
             retention: Retention::default(),
             created: Hlc { wall_ms: 1, logical: 0 },
             origin: me,
+            changed: Hlc { wall_ms: 1, logical: 0 },
+            dropped: false,
+            supersedes: None,
         })
         .unwrap();
     for shard in 0..2000 {

@@ -32,13 +32,7 @@ fn start(root: &Path, cluster: &Path, i: usize, addr: SocketAddr, seed: SocketAd
 }
 
 fn ctl(cluster: &Path, node: SocketAddr, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["ctl", "--node", &node.to_string(), "--cluster-dir", cluster.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    cairn_tests::ctl(Path::new(env!("CARGO_BIN_EXE_cairn")), cluster, node, args)
 }
 
 /// Ready replicas per live site, if every shard has exactly 2 ready replicas on distinct

@@ -332,3 +332,16 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Runs `cairn ctl --node NODE --cluster-dir CLUSTER ARGS...` with the binary `bin`:
+/// whether it exited 0, and its stdout then stderr.
+pub fn ctl(bin: &Path, cluster: &Path, node: SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin)
+        .args(["ctl", "--node", &node.to_string(), "--cluster-dir"])
+        .arg(cluster)
+        .args(args)
+        .output()
+        .expect("cairn ctl runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}

@@ -78,6 +78,26 @@ pub enum Request {
         /// The db.
         db: DbName,
     },
+    /// Change a db's replication factor and/or retention (shard counts never change).
+    /// This site records the change (a newer version of the db's settings) and gossips
+    /// it; every holder takes it up, and automation adds or trims replicas to the new
+    /// factor. Answered with [`Response::DbChanged`], or [`Response::Rejected`] naming
+    /// the unknown db or the setting out of range.
+    AlterDb {
+        /// The db.
+        db: DbName,
+        /// The new replication factor, if it changes.
+        replication: Option<u32>,
+        /// The new retention, if it changes.
+        retention: Option<Retention>,
+    },
+    /// Drop a db: this site records a tombstone and gossips it; every site holding the
+    /// db deletes its replicas, data and pending plan. Answered with
+    /// [`Response::DbChanged`], or [`Response::Rejected`] if no such db is in the view.
+    DropDb {
+        /// The db.
+        db: DbName,
+    },
 }
 
 /// A change an operator asks the planners for.
@@ -101,6 +121,10 @@ pub enum PlanRequest {
         /// The site to hold it instead.
         to: SiteId,
     },
+    /// Bring every shard to its db's replication factor on the live sites (add
+    /// replicas to shards below it, hand extras over), as automation's repair does but
+    /// without giving up on dead sites: their replicas still count.
+    Repair,
 }
 
 /// What a plan request would do.
@@ -154,6 +178,8 @@ impl Request {
             Self::PlanPreview(_) => "plan_preview",
             Self::SetDraining { .. } => "set_draining",
             Self::CancelPlan { .. } => "cancel_plan",
+            Self::AlterDb { .. } => "alter_db",
+            Self::DropDb { .. } => "drop_db",
         }
     }
 }
@@ -213,6 +239,16 @@ pub enum Response {
     Cancelled {
         /// Its id.
         plan: Option<cairn_inventory::PlanId>,
+    },
+    /// A db's settings as this site now records them (after [`Request::AlterDb`] or
+    /// [`Request::DropDb`]); `changed` is false when they already were so.
+    DbChanged {
+        /// Whether this request changed anything.
+        changed: bool,
+        /// The replication factor now (the last one, for a dropped db).
+        replication: u32,
+        /// Whether the db is dropped.
+        dropped: bool,
     },
 }
 

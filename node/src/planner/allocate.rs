@@ -101,6 +101,8 @@ mod tests {
             retention: Retention::default(),
             created: Hlc { wall_ms: 5, logical: 0 },
             origin: SiteId(1),
+            changed: Hlc { wall_ms: 5, logical: 0 },
+            supersedes: None,
             placement: Vec::new(),
         }
     }

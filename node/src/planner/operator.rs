@@ -9,6 +9,7 @@ use cairn_gossip::view::ClusterView;
 use cairn_inventory::{DbName, PlanOrigin, SiteId};
 use cairn_transport::{PlanPreview, PlanRequest, PlannedMove, SitePlan};
 
+use super::repair::{RepairKinds, repair};
 use super::reshape::{Move, plans_for, reshape};
 use super::{OPERATOR_PRIORITY, candidates};
 
@@ -32,6 +33,12 @@ pub fn preview(view: &ClusterView, request: &PlanRequest, via: SiteId) -> Result
         PlanRequest::Move { db, shard, from, to } => {
             let m = check_move(view, &candidates, db, *shard, *from, *to)?;
             Ok(finish(view, vec![m], BTreeMap::new(), "move", origin))
+        }
+        PlanRequest::Repair => {
+            let kinds = RepairKinds { recover: true, trim: true };
+            let fixed = repair(view, &candidates, &BTreeSet::new(), kinds);
+            let plans = super::repair::plans_for(&fixed, "repair", origin, OPERATOR_PRIORITY);
+            Ok(PlanPreview { moves: Vec::new(), stuck: Vec::new(), plans: site_plans(view, plans) })
         }
     }
 }
@@ -65,6 +72,19 @@ fn check_move(
     }
 }
 
+/// Plans per db and site, each with where to deliver it.
+fn site_plans(view: &ClusterView, plans: BTreeMap<DbName, super::SitePlans>) -> Vec<SitePlan> {
+    plans
+        .into_values()
+        .flatten()
+        .map(|(site, plan)| SitePlan {
+            site,
+            addr: view.site(site).map(|s| s.addr.clone()).unwrap_or_default(),
+            plan,
+        })
+        .collect()
+}
+
 /// A preview of `moves`: their plans, with where to deliver them.
 fn finish(
     view: &ClusterView,
@@ -73,15 +93,7 @@ fn finish(
     kind: &str,
     origin: PlanOrigin,
 ) -> PlanPreview {
-    let plans = plans_for(view, &moves, kind, origin, OPERATOR_PRIORITY)
-        .into_values()
-        .flatten()
-        .map(|(site, plan)| SitePlan {
-            site,
-            addr: view.site(site).map(|s| s.addr.clone()).unwrap_or_default(),
-            plan,
-        })
-        .collect();
+    let plans = site_plans(view, plans_for(view, &moves, kind, origin, OPERATOR_PRIORITY));
     let moves = moves
         .into_iter()
         .map(|m| PlannedMove { db: m.db, shard: m.shard, from: m.from, to: m.to, bytes: m.bytes })

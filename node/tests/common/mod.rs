@@ -45,6 +45,7 @@ pub fn build(shape: &Shape) -> ClusterView {
         site: SiteId(1),
         sites: (0..shape.old).map(|i| site(i, shape.zones, capacity(i), SiteState::Live)).collect(),
         dbs: Vec::new(),
+        dropped: Vec::new(),
         plans: Vec::new(),
         warnings: Vec::new(),
     };
@@ -56,6 +57,8 @@ pub fn build(shape: &Shape) -> ClusterView {
             retention: Retention::default(),
             created: Hlc { wall_ms: 1, logical: d as u32 },
             origin: SiteId(1),
+            changed: Hlc { wall_ms: 1, logical: d as u32 },
+            supersedes: None,
             placement: Vec::new(),
         };
         let placement = place(&db, &planner::candidates(&view));

@@ -1,0 +1,105 @@
+//! Db settings in the view: changes, drops, and a db created again after a drop.
+
+use std::net::SocketAddr;
+
+use cairn_gossip::summary::{DbSummary, ReplicaPhase, ReplicaSummary, SiteSummary, SummaryKey, encode_value};
+use cairn_gossip::view::{DroppedDb, NodeInput, build_view};
+use cairn_inventory::{DbName, DbRecord, Hlc, Retention, Role, SiteId};
+
+fn hlc(ms: u64) -> Hlc {
+    Hlc { wall_ms: ms, logical: 0 }
+}
+
+fn name() -> DbName {
+    DbName::new("d").unwrap()
+}
+
+/// Site `n` holding `record` (if any) and ready replicas of `shards`.
+fn node(n: u8, live: bool, record: Option<&DbRecord>, shards: &[u32]) -> NodeInput {
+    let summary = SiteSummary {
+        role: Role::Core,
+        addr: format!("127.0.0.1:{}", 7000 + u16::from(n)),
+        version: "t".into(),
+        started_ms: 0,
+        zone: None,
+        capacity: 100,
+        leaving: false,
+        draining: false,
+    };
+    let mut kv = vec![(SummaryKey::Site.render(), encode_value(&summary))];
+    if let Some(r) = record {
+        kv.push((SummaryKey::Db(name()).render(), encode_value(&DbSummary::from(r))));
+    }
+    for shard in shards {
+        let r = ReplicaSummary {
+            phase: ReplicaPhase::Ready,
+            entries: 1,
+            bytes: 1,
+            frontier_digest: 0,
+            frontier: vec![],
+            progress: None,
+        };
+        kv.push((SummaryKey::Replica(name(), *shard).render(), encode_value(&r)));
+    }
+    NodeInput {
+        site_id: SiteId(u128::from(n)),
+        generation: 1,
+        gossip_addr: SocketAddr::from(([127, 0, 0, 1], 7000 + u16::from(n))),
+        live,
+        last_seen_ms: None,
+        key_values: kv,
+    }
+}
+
+#[test]
+fn a_changed_replication_factor_wins_over_the_holders_older_records() {
+    let created = DbRecord::new(name(), 2, 2, Retention::default(), hlc(10), SiteId(1));
+    let mut raised = created.clone();
+    raised.replication = 3;
+    raised.changed = hlc(20);
+    let view = build_view(
+        SiteId(1),
+        &[
+            node(1, true, Some(&created), &[0, 1]),
+            node(2, true, Some(&raised), &[0, 1]),
+            node(3, true, None, &[]),
+        ],
+    );
+    let db = view.db(&name()).unwrap();
+    assert_eq!((db.replication, db.changed, db.created), (3, hlc(20), hlc(10)));
+    assert_eq!(db.record(), raised);
+    assert!(view.dropped.is_empty());
+    // Both shards are now short of the new factor; no conflict is reported.
+    assert!(view.warnings.iter().all(|w| !matches!(w, cairn_gossip::view::Warning::ConflictingDb { .. })));
+    assert!(view.warnings.iter().any(|w| matches!(w, cairn_gossip::view::Warning::UnderReplicated { .. })));
+}
+
+#[test]
+fn a_drop_hides_the_db_and_a_new_creation_ignores_the_old_replicas_of_a_site_that_was_down() {
+    let old = DbRecord::new(name(), 2, 2, Retention::default(), hlc(10), SiteId(1));
+    let mut tomb = old.clone();
+    tomb.dropped = true;
+    tomb.changed = hlc(30);
+    // Site 1 dropped it; site 2 was down and still holds the old db's replicas.
+    let dropped =
+        build_view(SiteId(1), &[node(1, true, Some(&tomb), &[]), node(2, false, Some(&old), &[0, 1])]);
+    assert!(dropped.db(&name()).is_none());
+    assert_eq!(dropped.dropped, vec![DroppedDb { name: name(), at: hlc(30) }]);
+
+    // Created again (after the drop) on site 3 with other settings.
+    let again = DbRecord::new(name(), 4, 1, Retention::default(), hlc(40), SiteId(3));
+    let view = build_view(
+        SiteId(1),
+        &[
+            node(1, true, Some(&tomb), &[]),
+            node(2, false, Some(&old), &[0, 1]),
+            node(3, true, Some(&again), &[2]),
+        ],
+    );
+    let db = view.db(&name()).unwrap();
+    assert_eq!((db.shards, db.replication, db.created), (4, 1, hlc(40)));
+    let holders: Vec<(u32, SiteId)> =
+        db.placement.iter().flat_map(|s| s.replicas.iter().map(move |r| (s.shard, r.site_id))).collect();
+    assert_eq!(holders, vec![(2, SiteId(3))], "site 2's replicas belong to the dropped db");
+    assert_eq!(view.dropped, vec![DroppedDb { name: name(), at: hlc(30) }]);
+}
