@@ -7,12 +7,14 @@ use crate::error::Result;
 use crate::ids::{DbName, PlanId};
 use crate::keys;
 use crate::plan_machine::{self, AdvanceOutcome, OfferOutcome, SlotChange, Transition};
-use crate::records::{PendingPlan, Plan, PlanEnd, PlanHistoryEntry, ReplicaRecord, ReplicaState};
+use crate::records::{PendingPlan, Plan, PlanEnd, PlanHistoryEntry, ReplicaRecord, ReplicaState, Step};
 use crate::store::{Inventory, decode_or_skip, decode_record, get_record, now_ms, put_record};
 
 impl Inventory {
     /// Offers a plan to this site: accepted, ignored or replacing the pending one, by
-    /// priority (see [`plan_machine::offer`]). One transaction.
+    /// priority (see [`plan_machine::offer`]). One transaction. A replaced plan's
+    /// handovers in progress are undone (the replicas take writes again) unless the new
+    /// plan hands the same shard over too: only a plan's step ever finishes a handover.
     pub fn offer(&self, plan: &Plan) -> Result<OfferOutcome> {
         let key = keys::db(&plan.db);
         self.write(|txn| {
@@ -24,7 +26,19 @@ impl Inventory {
                 plan.clone(),
                 now_ms(),
             )?;
-            self.apply(txn, &plan.db, transition)
+            let outcome = self.apply(txn, &plan.db, transition)?;
+            if let OfferOutcome::Replaced { .. } = outcome {
+                let still: Vec<u32> = plan
+                    .steps
+                    .iter()
+                    .filter_map(|s| match s {
+                        Step::HandoverReplica { shard, .. } => Some(*shard),
+                        _ => None,
+                    })
+                    .collect();
+                self.undo_handovers(txn, &key, &still)?;
+            }
+            Ok(outcome)
         })
     }
 
@@ -49,30 +63,46 @@ impl Inventory {
             let current = self.pending_in(txn, &key)?;
             let cancelled = self.apply(txn, db, plan_machine::cancel(current.as_ref(), now_ms()))?;
             if cancelled.is_some() {
-                let mut back = Vec::new();
-                for item in self.tables.replicas.prefix_iter(txn, &key)? {
-                    let (k, bytes) = item?;
-                    let mut record: ReplicaRecord = decode_record(bytes, || keys::describe("replicas", k))?;
-                    if matches!(record.state, ReplicaState::HandingOver { .. }) {
-                        record.state = ReplicaState::Ready;
-                        record.updated_ms = now_ms();
-                        back.push((k.to_vec(), record));
-                    }
-                }
-                for (k, record) in back {
-                    put_record(self.tables.replicas, txn, &k, &record, "replica record")?;
-                }
+                self.undo_handovers(txn, &key, &[])?;
             }
             Ok(cancelled)
         })
     }
 
-    /// Gives up on plan `plan_id` of `db`, recording why. Answers its id if it was pending.
+    /// Returns the db's handing-over replicas (except those of `keep` shards) to
+    /// `ready`, inside `txn`.
+    fn undo_handovers(&self, txn: &mut RwTxn<'_>, db_key: &[u8], keep: &[u32]) -> Result<()> {
+        let mut back = Vec::new();
+        for item in self.tables.replicas.prefix_iter(txn, db_key)? {
+            let (k, bytes) = item?;
+            let mut record: ReplicaRecord = decode_record(bytes, || keys::describe("replicas", k))?;
+            if matches!(record.state, ReplicaState::HandingOver { .. }) && !keep.contains(&record.shard) {
+                record.state = ReplicaState::Ready;
+                record.updated_ms = now_ms();
+                back.push((k.to_vec(), record));
+            }
+        }
+        for (k, record) in back {
+            put_record(self.tables.replicas, txn, &k, &record, "replica record")?;
+        }
+        Ok(())
+    }
+
+    /// Gives up on plan `plan_id` of `db`, recording why (its handovers in progress are
+    /// undone, as for a cancel). Answers its id if it was pending.
     pub fn fail_plan(&self, db: &DbName, plan_id: PlanId, reason: &str) -> Result<Option<PlanId>> {
         let key = keys::db(db);
         self.write(|txn| {
             let current = self.pending_in(txn, &key)?;
-            self.apply(txn, db, plan_machine::fail(current.as_ref(), plan_id, reason.to_owned(), now_ms()))
+            let failed = self.apply(
+                txn,
+                db,
+                plan_machine::fail(current.as_ref(), plan_id, reason.to_owned(), now_ms()),
+            )?;
+            if failed.is_some() {
+                self.undo_handovers(txn, &key, &[])?;
+            }
+            Ok(failed)
         })
     }
 

@@ -130,3 +130,37 @@ fn cancelling_a_plan_gives_its_handing_over_replicas_back_their_writes() {
     assert_eq!(inv.cancel_plan(&d).unwrap(), None);
     assert_eq!(inv.replica(&d, 1).unwrap().unwrap().state, ReplicaState::HandingOver { to });
 }
+
+#[test]
+fn a_replaced_or_failed_plan_gives_back_the_writes_of_handovers_the_new_plan_does_not_make() {
+    use cairn_inventory::{OfferOutcome, Plan, PlanId, PlanOrigin, Step};
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), ClusterId(3), InventoryConfig::default()).unwrap();
+    let d = db(&inv, "d", 3);
+    let to = SiteId(9);
+    for shard in 0..3 {
+        inv.set_replica(&d, shard, ReplicaState::Ready).unwrap();
+    }
+    let plan = |id: u128, priority: u32, shards: &[u32]| Plan {
+        db: d.clone(),
+        plan_id: PlanId(id),
+        priority,
+        origin: PlanOrigin::Operator { via: to },
+        steps: shards.iter().map(|s| Step::HandoverReplica { shard: *s, to }).collect(),
+    };
+    inv.offer(&plan(1, 10, &[0, 1])).unwrap();
+    inv.set_replica(&d, 0, ReplicaState::HandingOver { to }).unwrap();
+    inv.set_replica(&d, 1, ReplicaState::HandingOver { to }).unwrap();
+    // A higher-priority plan keeps shard 1's handover and drops shard 0's.
+    let outcome = inv.offer(&plan(2, 20, &[1, 2])).unwrap();
+    assert_eq!(outcome, OfferOutcome::Replaced { old: PlanId(1) });
+    assert_eq!(inv.replica(&d, 0).unwrap().unwrap().state, ReplicaState::Ready);
+    assert_eq!(inv.replica(&d, 1).unwrap().unwrap().state, ReplicaState::HandingOver { to });
+    // An offer that is ignored changes nothing.
+    inv.offer(&plan(3, 5, &[])).ok();
+    inv.offer(&plan(3, 5, &[0])).unwrap();
+    assert_eq!(inv.replica(&d, 1).unwrap().unwrap().state, ReplicaState::HandingOver { to });
+    // Failing the plan gives shard 1 its writes back.
+    assert_eq!(inv.fail_plan(&d, PlanId(2), "test").unwrap(), Some(PlanId(2)));
+    assert_eq!(inv.replica(&d, 1).unwrap().unwrap().state, ReplicaState::Ready);
+}
