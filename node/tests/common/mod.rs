@@ -93,7 +93,12 @@ pub fn build(shape: &Shape) -> ClusterView {
     view
 }
 
+/// Random cluster shapes of up to `max_sites` (old and new) sites and dbs of up to
+/// `max_shards` shards. With `CAIRN_PROPTEST_FULL=1`, the full ranges the planners must
+/// handle (50 sites, 512 shards) instead — slower, so opt-in.
 pub fn shape(max_sites: usize, max_shards: u32) -> impl Strategy<Value = Shape> {
+    let (max_sites, max_shards) =
+        if std::env::var_os("CAIRN_PROPTEST_FULL").is_some() { (50, 512) } else { (max_sites, max_shards) };
     (
         1..=max_sites,
         0..=4usize,
