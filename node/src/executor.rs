@@ -3,9 +3,9 @@
 //!
 //! Steps: `add_replica` makes the replica (ready at once when it has no upstreams — a new,
 //! empty shard — else `catching_up`, which the replicator copies and turns ready; the
-//! step waits for that); `remove_replica`; and `handover_replica` (the replica refuses
-//! writes, then is deleted once the cluster view shows the target ready and covering our
-//! frontier).
+//! step waits for that); `remove_replica`; and `handover_replica` (once the view shows
+//! the target ready, the replica refuses writes; it is deleted once the view shows the
+//! target covering our frontier).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -68,6 +68,18 @@ pub fn run_head(
             if let Some(replica) = inv.replica(db, *shard)? {
                 let handing_over = ReplicaState::HandingOver { to: *to };
                 if replica.state != handing_over {
+                    // Keep taking writes until the target is ready: the shard never has
+                    // fewer ready replicas than before the move.
+                    let target_ready = view.is_live(*to)
+                        && view.db(db).and_then(|d| d.placement.get(*shard as usize)).is_some_and(|s| {
+                            s.replicas.iter().any(|r| r.site_id == *to && r.state == "ready")
+                        });
+                    if !target_ready {
+                        return Ok(StepResult::Waiting(format!(
+                            "waiting for {} to be ready before handing over",
+                            to.short()
+                        )));
+                    }
                     inv.set_replica(db, *shard, handing_over)?;
                 }
                 let ours = inv.frontier(db, *shard)?;
