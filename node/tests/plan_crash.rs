@@ -116,7 +116,7 @@ async fn a_rebalance_survives_its_new_site_killed_mid_plan_and_never_leaves_a_sh
             .iter()
             .filter(|s| s.replicas.iter().any(|r| r.site_id == newcomer && r.state == "ready"))
             .count();
-        (running && holds >= 1 && holds < 6).then_some(())
+        (running && (1..6).contains(&holds)).then_some(())
     })
     .await;
     sites[3].kill();
