@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_gossip::ClusterView;
 use cairn_inventory::{DbName, Frontier, Inventory, InventoryError, PendingPlan, PlanId, ReplicaState, Step};
@@ -105,19 +105,37 @@ pub fn run_head(
     Ok(StepResult::Advanced)
 }
 
-/// Why each db's plan is waiting, by the executor's last attempt at its head step:
-/// published as the plan's status, so `dump` and `plan show` say what a plan waits for.
+/// The longest pause between two attempts at a failing step.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the executor's last attempt at a plan's head step found.
+#[derive(Debug, Clone)]
+enum Note {
+    /// The step waits for something (a catch-up, a handover's target).
+    Waiting(String),
+    /// The step failed `failures` times in a row; next attempt not before `retry_at`.
+    Failing { error: String, failures: u32, retry_at: Instant },
+}
+
+/// Why each db's plan is waiting or failing, by the executor's last attempt at its head
+/// step: published as the plan's status, so `dump` and `plan show` say what a plan waits
+/// for; and when a failing step may be tried again (backoff doubling from one round to
+/// [`MAX_BACKOFF`]).
 #[derive(Debug, Default)]
 pub struct StepNotes {
-    notes: Mutex<HashMap<DbName, (PlanId, String)>>,
+    notes: Mutex<HashMap<DbName, (PlanId, Note)>>,
 }
 
 impl StepNotes {
-    /// The status of `db`'s plan `plan`: `waiting: <why>` after a wait, else `running`.
+    /// The status of `db`'s plan `plan`: `waiting: <why>` after a wait, `error (failed
+    /// N times, retrying): <error>` after failures, else `running`.
     pub fn status(&self, db: &DbName, plan: PlanId) -> String {
         let notes = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
         match notes.get(db) {
-            Some((id, why)) if *id == plan => format!("waiting: {why}"),
+            Some((id, Note::Waiting(why))) if *id == plan => format!("waiting: {why}"),
+            Some((id, Note::Failing { error, failures, .. })) if *id == plan => {
+                format!("error (failed {failures} times, retrying): {error}")
+            }
             _ => "running".into(),
         }
     }
@@ -125,15 +143,86 @@ impl StepNotes {
     fn set(&self, db: &DbName, plan: PlanId, why: Option<String>) {
         let mut notes = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
         match why {
-            Some(why) => notes.insert(db.clone(), (plan, why)),
+            Some(why) => notes.insert(db.clone(), (plan, Note::Waiting(why))),
             None => notes.remove(db),
         };
     }
+
+    /// Whether `db`'s plan `plan` may be tried at `now` (not backing off after a failure).
+    fn may_run(&self, db: &DbName, plan: PlanId, now: Instant) -> bool {
+        let notes = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        !matches!(notes.get(db), Some((id, Note::Failing { retry_at, .. })) if *id == plan && now < *retry_at)
+    }
+
+    /// Records a failed attempt at `db`'s plan `plan` at `now`, with a backoff of
+    /// `every` × 2^(failures − 1), at most [`MAX_BACKOFF`].
+    fn failed(&self, db: &DbName, plan: PlanId, error: String, every: Duration, now: Instant) -> u32 {
+        let mut notes = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        let failures = match notes.get(db) {
+            Some((id, Note::Failing { failures, .. })) if *id == plan => failures + 1,
+            _ => 1,
+        };
+        let backoff = every.saturating_mul(1 << (failures - 1).min(16)).min(MAX_BACKOFF);
+        notes.insert(db.clone(), (plan, Note::Failing { error, failures, retry_at: now + backoff }));
+        failures
+    }
 }
 
-/// Runs every pending plan's head step every `every`, until the task is dropped.
+/// One executor round: takes up db setting changes and drops, then runs each pending
+/// plan's steps until one waits. A step that fails (an inventory error) is recorded in
+/// `notes` and tried again after a backoff; it does not stop the other dbs' plans.
 /// `replicas_changed` is told whenever a step waits (e.g. on a replica it made to catch
 /// up), so the replicator looks at the replicas without waiting for its own tick.
+pub fn run_round(
+    inv: &Inventory,
+    view: &ClusterView,
+    notes: &StepNotes,
+    every: Duration,
+    replicas_changed: &tokio::sync::Notify,
+) -> Result<(), InventoryError> {
+    // Settings changes and drops first, so no step runs for a dropped db.
+    crate::db_settings::sync_local(inv, view)?;
+    for plan in inv.pending_plans()? {
+        let (db, plan_id) = (plan.db.clone(), plan.plan_id);
+        if !notes.may_run(&db, plan_id, Instant::now()) {
+            continue;
+        }
+        if let Err(error) = run_plan(inv, view, plan, notes, replicas_changed) {
+            let failures = notes.failed(&db, plan_id, error.to_string(), every, Instant::now());
+            tracing::warn!(%db, plan = %plan_id.short(), %error, failures, "plan step failed; retrying with backoff");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `plan`'s steps until one waits, so a plan of many quick steps does not take one
+/// round per step.
+fn run_plan(
+    inv: &Inventory,
+    view: &ClusterView,
+    plan: PendingPlan,
+    notes: &StepNotes,
+    replicas_changed: &tokio::sync::Notify,
+) -> Result<(), InventoryError> {
+    let mut plan = Some(plan);
+    while let Some(p) = plan.take() {
+        match run_head(inv, view, &p)? {
+            StepResult::Advanced => {
+                notes.set(&p.db, p.plan_id, None);
+                plan = inv.pending_plan(&p.db)?;
+            }
+            StepResult::Waiting(why) => {
+                replicas_changed.notify_one();
+                tracing::debug!(db = %p.db, %why, "plan step waiting");
+                notes.set(&p.db, p.plan_id, Some(why));
+            }
+            StepResult::Failed(why) => tracing::warn!(db = %p.db, %why, "plan failed"),
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`run_round`] every `every`, until the task is dropped.
 pub async fn run(
     inventory: Arc<Inventory>,
     view: watch::Receiver<Arc<ClusterView>>,
@@ -147,31 +236,8 @@ pub async fn run(
         ticker.tick().await;
         let current = view.borrow().clone();
         let (inv, changed, notes) = (inventory.clone(), replicas_changed.clone(), notes.clone());
-        let result = tokio::task::spawn_blocking(move || -> Result<(), InventoryError> {
-            // Settings changes and drops first, so no step runs for a dropped db.
-            crate::db_settings::sync_local(&inv, &current)?;
-            for plan in inv.pending_plans()? {
-                // Run steps until one waits, so a plan of many quick steps does not take
-                // one round per step.
-                let mut plan = Some(plan);
-                while let Some(p) = plan.take() {
-                    match run_head(&inv, &current, &p)? {
-                        StepResult::Advanced => {
-                            notes.set(&p.db, p.plan_id, None);
-                            plan = inv.pending_plan(&p.db)?;
-                        }
-                        StepResult::Waiting(why) => {
-                            changed.notify_one();
-                            tracing::debug!(db = %p.db, %why, "plan step waiting");
-                            notes.set(&p.db, p.plan_id, Some(why));
-                        }
-                        StepResult::Failed(why) => tracing::warn!(db = %p.db, %why, "plan failed"),
-                    }
-                }
-            }
-            Ok(())
-        })
-        .await;
+        let result =
+            tokio::task::spawn_blocking(move || run_round(&inv, &current, &notes, every, &changed)).await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "executor round failed; retrying next round"),

@@ -146,3 +146,58 @@ fn handover_waits_until_the_target_covers_our_frontier() {
     assert!(inv.replica(&name, 0).unwrap().is_none());
     assert!(pending(&inv).is_none());
 }
+
+#[test]
+fn handover_keeps_taking_writes_until_the_target_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), ClusterId(1), InventoryConfig::default()).unwrap();
+    let me = inv.identity().site_id;
+    let name = DbName::new("d").unwrap();
+    inv.put_db(&db_record(me)).unwrap();
+    inv.set_replica(&name, 0, ReplicaState::Ready).unwrap();
+    inv.offer(&plan(vec![Step::HandoverReplica { shard: 0, to: SiteId(2) }])).unwrap();
+    let absent = view(me, SiteId(2), &[]);
+    let result = run_head(&inv, &absent, &pending(&inv).unwrap()).unwrap();
+    assert!(
+        matches!(result, StepResult::Waiting(ref why) if why.contains("before handing over")),
+        "{result:?}"
+    );
+    assert_eq!(inv.replica(&name, 0).unwrap().unwrap().state, ReplicaState::Ready);
+}
+
+#[test]
+fn a_failing_step_backs_off_and_does_not_hold_up_other_dbs() {
+    use cairn_node::executor::{StepNotes, run_round};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), ClusterId(1), InventoryConfig::default()).unwrap();
+    let me = inv.identity().site_id;
+    let v = view(me, SiteId(2), &[]);
+    // "a" sorts before "d": its plan runs first in each round, and its step fails (db
+    // "a" has 2 shards; there is no shard 5).
+    let mut a = db_record(me);
+    a.name = DbName::new("a").unwrap();
+    inv.put_db(&a).unwrap();
+    let mut bad = plan(vec![Step::AddReplica { shard: 5, upstreams: vec![] }]);
+    bad.db = a.name.clone();
+    bad.plan_id = PlanId(8);
+    inv.offer(&bad).unwrap();
+    inv.offer(&plan(vec![Step::AddReplica { shard: 0, upstreams: vec![] }])).unwrap();
+
+    let notes = StepNotes::default();
+    let notify = tokio::sync::Notify::new();
+    let every = Duration::from_millis(200);
+    run_round(&inv, &v, &notes, every, &notify).unwrap();
+    assert!(pending(&inv).is_none(), "db d's plan ran although db a's failed");
+    assert_eq!(inv.replicas(Some(&DbName::new("d").unwrap())).unwrap().len(), 1);
+    let status = notes.status(&a.name, PlanId(8));
+    assert!(status.starts_with("error (failed 1 times") && status.contains("shard 5"), "{status}");
+    // Backing off: the next round does not try it again.
+    run_round(&inv, &v, &notes, every, &notify).unwrap();
+    assert!(notes.status(&a.name, PlanId(8)).contains("failed 1 times"));
+    std::thread::sleep(every + Duration::from_millis(50));
+    run_round(&inv, &v, &notes, every, &notify).unwrap();
+    assert!(notes.status(&a.name, PlanId(8)).contains("failed 2 times"));
+    // The plan stays pending for an operator to cancel or replace.
+    assert!(inv.pending_plan(&a.name).unwrap().is_some());
+}
