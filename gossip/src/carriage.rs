@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
@@ -34,12 +35,38 @@ const MAX_DATAGRAM: usize = 65_507;
 pub struct QuicCarriage {
     endpoint: Endpoint,
     inbox: Mutex<Option<GossipInbox>>,
+    counters: Arc<GossipCounters>,
 }
 
 impl QuicCarriage {
     /// Gossip through `endpoint`, receiving from its `inbox`.
     pub fn new(endpoint: Endpoint, inbox: GossipInbox) -> Self {
-        Self { endpoint, inbox: Mutex::new(Some(inbox)) }
+        Self { endpoint, inbox: Mutex::new(Some(inbox)), counters: Arc::default() }
+    }
+
+    /// What this carriage has sent and received so far (shared, live).
+    pub fn counters(&self) -> Arc<GossipCounters> {
+        self.counters.clone()
+    }
+}
+
+/// Gossip messages and bytes a site sent and received, since it started.
+#[derive(Debug, Default)]
+pub struct GossipCounters {
+    /// Messages sent to peers.
+    pub messages_sent: AtomicU64,
+    /// Bytes of those messages.
+    pub bytes_sent: AtomicU64,
+    /// Messages received from peers.
+    pub messages_received: AtomicU64,
+    /// Bytes of those messages.
+    pub bytes_received: AtomicU64,
+}
+
+impl GossipCounters {
+    fn count(messages: &AtomicU64, bytes: &AtomicU64, len: usize) {
+        messages.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
 }
 
@@ -52,6 +79,7 @@ struct Relays {
 
 struct Shared {
     endpoint: Endpoint,
+    counters: Arc<GossipCounters>,
     /// chitchat's own socket address.
     inner_addr: SocketAddr,
     relays: Mutex<Relays>,
@@ -79,6 +107,8 @@ impl Shared {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             while let Ok((n, from)) = relay.recv_from(&mut buf).await {
                 if from == shared.inner_addr {
+                    let c = &shared.counters;
+                    GossipCounters::count(&c.messages_sent, &c.bytes_sent, n);
                     shared.endpoint.send_gossip(peer, buf[..n].to_vec());
                 }
             }
@@ -103,6 +133,7 @@ impl Transport for QuicCarriage {
         let inner = ChitchatUdp::open("127.0.0.1:0".parse()?).await?;
         let shared = Arc::new(Shared {
             endpoint: self.endpoint.clone(),
+            counters: self.counters.clone(),
             inner_addr: inner.local_addr()?,
             relays: Mutex::new(Relays::default()),
             tasks: Mutex::new(JoinSet::new()),
@@ -111,6 +142,8 @@ impl Transport for QuicCarriage {
         let incoming = shared.clone();
         shared.tasks.lock().unwrap_or_else(PoisonError::into_inner).spawn(async move {
             while let Some((peer, bytes)) = inbox.0.recv().await {
+                let c = &incoming.counters;
+                GossipCounters::count(&c.messages_received, &c.bytes_received, bytes.len());
                 match incoming.relay(peer).await {
                     Ok(relay) => {
                         let _ = relay.send_to(&bytes, incoming.inner_addr).await;

@@ -14,7 +14,7 @@ pub mod settings;
 pub mod summary;
 pub mod view;
 
-pub use carriage::QuicCarriage;
+pub use carriage::{GossipCounters, QuicCarriage};
 pub use runtime::{Gossip, GossipConfig, GossipError};
 pub use summary::SiteSnapshot;
 pub use view::{ClusterView, SiteState};

@@ -29,6 +29,7 @@ pub(crate) struct FileConfig {
     pub(crate) seeds: Option<Vec<String>>,
     pub(crate) zone: Option<String>,
     pub(crate) capacity: Option<u32>,
+    pub(crate) metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     pub(crate) gossip: GossipSection,
     #[serde(default)]
@@ -118,6 +119,7 @@ impl FileConfig {
             seeds: self.seeds.or(lower.seeds),
             zone: self.zone.or(lower.zone),
             capacity: self.capacity.or(lower.capacity),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
             gossip: GossipSection {
                 interval_ms: self.gossip.interval_ms.or(lower.gossip.interval_ms),
                 phi_threshold: self.gossip.phi_threshold.or(lower.gossip.phi_threshold),
@@ -181,6 +183,7 @@ impl FileConfig {
             seeds: Some(Vec::new()),
             zone: None,
             capacity: Some(100),
+            metrics_listen: None,
             gossip: GossipSection {
                 interval_ms: ms(g.interval),
                 phi_threshold: Some(g.phi_threshold),
@@ -233,6 +236,7 @@ impl FileConfig {
         o.role = self.role.unwrap_or_default();
         o.zone = self.zone.clone();
         o.capacity = self.capacity.unwrap_or(100);
+        o.metrics_listen = self.metrics_listen;
         if !(1..=10_000).contains(&o.capacity) {
             bail!("invalid capacity {}: must be between 1 and 10000", o.capacity);
         }

@@ -124,9 +124,15 @@ enum Note {
 #[derive(Debug, Default)]
 pub struct StepNotes {
     notes: Mutex<HashMap<DbName, (PlanId, Note)>>,
+    steps_done: std::sync::atomic::AtomicU64,
 }
 
 impl StepNotes {
+    /// Plan steps this site has completed since it started.
+    pub fn steps_done(&self) -> u64 {
+        self.steps_done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The status of `db`'s plan `plan`: `waiting: <why>` after a wait, `error (failed
     /// N times, retrying): <error>` after failures, else `running`.
     pub fn status(&self, db: &DbName, plan: PlanId) -> String {
@@ -208,6 +214,7 @@ fn run_plan(
     while let Some(p) = plan.take() {
         match run_head(inv, view, &p)? {
             StepResult::Advanced => {
+                notes.steps_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 notes.set(&p.db, p.plan_id, None);
                 plan = inv.pending_plan(&p.db)?;
             }

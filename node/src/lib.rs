@@ -7,6 +7,7 @@
 //! - [`db_settings`]: changing and dropping dbs, and each site taking such changes up;
 //! - [`automation`]: the planner of record turns the view into plans;
 //! - [`service`]: what a site answers to each request;
+//! - [`metrics`]: the Prometheus endpoint (`--metrics-listen`);
 //! - [`data`]: shard data: writes, reads, pull streams, catch-up and follow;
 //! - [`snapshot`]: what a site publishes, read from its inventory.
 
@@ -14,6 +15,7 @@ pub mod automation;
 pub mod data;
 pub mod db_settings;
 pub mod executor;
+pub mod metrics;
 pub mod planner;
 pub mod service;
 pub mod site;

@@ -2,6 +2,7 @@
 //!
 //! Inventory calls are blocking LMDB transactions, so they run on tokio's blocking pool.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
@@ -32,6 +33,8 @@ pub struct SiteService {
     view: OnceLock<watch::Receiver<Arc<ClusterView>>>,
     /// The last HLC reading this site handed out.
     clock: Mutex<Hlc>,
+    /// Requests answered, by kind and outcome (for metrics).
+    requests: Arc<RequestCounters>,
 }
 
 impl SiteService {
@@ -46,7 +49,13 @@ impl SiteService {
             started: Instant::now(),
             view: OnceLock::new(),
             clock: Mutex::new(Hlc::default()),
+            requests: Arc::default(),
         }
+    }
+
+    /// The requests this service has answered, by kind and outcome (shared, live).
+    pub fn requests(&self) -> Arc<RequestCounters> {
+        self.requests.clone()
     }
 
     /// Connects the gossip view (once).
@@ -271,8 +280,53 @@ fn internal(error: &InventoryError) -> Response {
     Response::Error(WireError::new(WireErrorKind::Internal, error.to_string()))
 }
 
+/// Requests a site answered since it started, by kind and outcome.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl RequestCounters {
+    /// `((kind, outcome), count)` for every pair seen; outcome is `ok`, `not_here`,
+    /// `rejected` (refused, e.g. bad input) or `error`.
+    pub fn snapshot(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    fn count(&self, kind: &'static str, response: &Response) {
+        let outcome = match response {
+            Response::Error(_) => "error",
+            Response::Rejected { .. } => "rejected",
+            Response::NotHere { .. } => "not_here",
+            _ => "ok",
+        };
+        self.count_outcome(kind, outcome);
+    }
+
+    fn count_outcome(&self, kind: &'static str, outcome: &'static str) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        *counts.entry((kind, outcome)).or_default() += 1;
+    }
+}
+
 impl Service for SiteService {
     async fn handle(&self, peer: SocketAddr, request: Request) -> Response {
+        let kind = request.kind();
+        let response = self.answer(peer, request).await;
+        self.requests.count(kind, &response);
+        response
+    }
+
+    async fn pull(&self, request: PullRequest, out: PullSender) {
+        self.requests.count_outcome("pull", "ok");
+        let (inv, signals, config) = (self.inventory.clone(), self.data.signals.clone(), self.data.config);
+        crate::data::upstream::serve(inv, signals, config, request, out).await;
+    }
+}
+
+impl SiteService {
+    async fn answer(&self, peer: SocketAddr, request: Request) -> Response {
         match request {
             Request::Status => Response::Status(self.status()),
             Request::Schedule(plan) => {
@@ -339,10 +393,5 @@ impl Service for SiteService {
                 Err(error) => internal(&error),
             },
         }
-    }
-
-    async fn pull(&self, request: PullRequest, out: PullSender) {
-        let (inv, signals, config) = (self.inventory.clone(), self.data.signals.clone(), self.data.config);
-        crate::data::upstream::serve(inv, signals, config, request, out).await;
     }
 }

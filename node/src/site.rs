@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::data::DataConfig;
 use crate::data::replicator::DataShared;
 use crate::executor::StepNotes;
+use crate::metrics::{MetricsServer, Sources};
 use crate::service::SiteService;
 use crate::snapshot::read_snapshot;
 
@@ -53,6 +54,8 @@ pub struct SiteOptions {
     pub auto_repair: bool,
     /// Whether automation rebalances (and empties draining sites) on its own.
     pub auto_rebalance: bool,
+    /// Where to serve Prometheus metrics over HTTP (`/metrics`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl SiteOptions {
@@ -73,6 +76,7 @@ impl SiteOptions {
             lost_after: DEFAULT_LOST_AFTER,
             auto_repair: true,
             auto_rebalance: true,
+            metrics_listen: None,
         }
     }
 }
@@ -92,6 +96,15 @@ pub enum StartError {
     /// Gossip could not start.
     #[error(transparent)]
     Gossip(#[from] cairn_gossip::GossipError),
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A started site. Call [`Site::shutdown`] to stop it cleanly.
@@ -105,6 +118,8 @@ pub struct Site {
     pub gossip: Arc<Gossip>,
     /// The data path's shared state (log growth signals, counters, progress).
     pub data: Arc<DataShared>,
+    /// Where metrics are served, if they are.
+    pub metrics_addr: Option<SocketAddr>,
     summary: SiteSummary,
     publisher: JoinHandle<()>,
     /// The executor and automation loops.
@@ -169,6 +184,12 @@ impl Site {
             draining: false,
         };
         let snapshot = read_snapshot(&inventory, &summary, |_, _, _| None, |_, _| "running".into())?;
+        let metrics = match options.metrics_listen {
+            Some(addr) => {
+                Some(MetricsServer::bind(addr).await.map_err(|source| StartError::Metrics { addr, source })?)
+            }
+            None => None,
+        };
         let carriage = QuicCarriage::new(endpoint.clone(), inbox);
         let interval = options.gossip.interval;
         let gossip = Arc::new(
@@ -192,6 +213,19 @@ impl Site {
             endpoint.clone(),
             gossip.subscribe(),
         ))];
+        let metrics_addr = metrics.as_ref().and_then(|m| m.local_addr().ok());
+        if let Some(server) = metrics {
+            let sources = Sources {
+                inventory: inventory.clone(),
+                view: gossip.subscribe(),
+                data: data.clone(),
+                gossip: carriage.counters(),
+                steps: notes.clone(),
+                requests: service.requests(),
+            };
+            workers.push(tokio::spawn(server.serve(sources)));
+            tracing::info!(addr = ?metrics_addr, "serving metrics at /metrics");
+        }
         if options.run_plans {
             workers.push(tokio::spawn(crate::executor::run(
                 inventory.clone(),
@@ -216,7 +250,7 @@ impl Site {
         tracing::info!(
             site = %identity.site_id, cluster = %identity.cluster_id, %addr, role = %options.role, "site started"
         );
-        Ok(Self { inventory, endpoint, gossip, data, summary, publisher, workers })
+        Ok(Self { inventory, endpoint, gossip, data, metrics_addr, summary, publisher, workers })
     }
 
     /// The view as this site holds it now.

@@ -33,6 +33,9 @@ pub(crate) struct StartArgs {
     /// A site to start gossiping with (repeat, or separate with commas).
     #[arg(long = "seed", value_name = "HOST:PORT", env = "CAIRN_SEEDS", value_delimiter = ',')]
     seeds: Vec<String>,
+    /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics [default: off].
+    #[arg(long, value_name = "HOST:PORT", env = "CAIRN_METRICS_LISTEN", value_parser = parse_addr)]
+    metrics_listen: Option<SocketAddr>,
     /// Failure-domain label (rack, zone) used to spread replicas.
     #[arg(long, env = "CAIRN_ZONE")]
     zone: Option<String>,
@@ -77,6 +80,7 @@ impl StartArgs {
             seeds: (!self.seeds.is_empty()).then(|| self.seeds.clone()),
             zone: self.zone.clone(),
             capacity: self.capacity,
+            metrics_listen: self.metrics_listen,
             gossip: GossipSection { interval_ms: self.gossip_interval_ms, ..GossipSection::default() },
             data: DataSection { catch_up_limit_kib: self.catch_up_limit, ..DataSection::default() },
             placement: PlacementSection {

@@ -104,6 +104,7 @@ fn cairn_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         "CAIRN_CAPACITY",
         "CAIRN_GOSSIP_INTERVAL_MS",
         "CAIRN_CONFIG",
+        "CAIRN_METRICS_LISTEN",
     ] {
         cmd.env_remove(key);
     }
@@ -117,12 +118,17 @@ fn settings_come_from_flags_then_env_then_file_then_defaults() {
     let file = dir.path().join("cairn.toml");
     std::fs::write(
         &file,
-        "data_dir = \"/from/file\"\nlisten = \"10.0.0.1:1\"\ncapacity = 5\nzone = \"file-zone\"\n[gossip]\ninterval_ms = 300\n",
+        "data_dir = \"/from/file\"\nlisten = \"10.0.0.1:1\"\ncapacity = 5\nzone = \"file-zone\"\n\
+         metrics_listen = \"127.0.0.1:9200\"\n[gossip]\ninterval_ms = 300\n",
     )
     .unwrap();
     let out = cairn_env(
         &["start", "--print-config", "--config", file.to_str().unwrap(), "--capacity", "9"],
-        &[("CAIRN_LISTEN", "127.0.0.1:9000"), ("CAIRN_CAPACITY", "7")],
+        &[
+            ("CAIRN_LISTEN", "127.0.0.1:9000"),
+            ("CAIRN_CAPACITY", "7"),
+            ("CAIRN_METRICS_LISTEN", "127.0.0.1:9300"),
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
     let merged: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
@@ -130,6 +136,7 @@ fn settings_come_from_flags_then_env_then_file_then_defaults() {
     assert_eq!(merged["listen"].as_str(), Some("127.0.0.1:9000"), "env over file");
     assert_eq!(merged["zone"].as_str(), Some("file-zone"), "file over default");
     assert_eq!(merged["data_dir"].as_str(), Some("/from/file"));
+    assert_eq!(merged["metrics_listen"].as_str(), Some("127.0.0.1:9300"), "env over file");
     assert_eq!(merged["gossip"]["interval_ms"].as_integer(), Some(300));
     assert_eq!(merged["role"].as_str(), Some("core"), "default");
     assert_eq!(merged["transport"]["request_timeout_ms"].as_integer(), Some(10_000), "default");
@@ -157,6 +164,10 @@ fn bad_settings_name_themselves_with_exit_code_2() {
     let out = cairn_env(&["start", "--data-dir", data, "--listen", "nowhere"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("--listen"), "{}", text(&out));
+
+    let out = cairn_env(&["start", "--data-dir", data, "--metrics-listen", "port9"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--metrics-listen"), "{}", text(&out));
 
     let out = cairn_env(&["start"], &[]);
     assert_eq!(out.status.code(), Some(2));
