@@ -1,5 +1,6 @@
-//! `cairn local`: a whole cluster in one command, stopped cleanly by SIGTERM, and the
-//! same sites again on a second run.
+//! `cairn local`: a whole cluster in one command, driven with `cairn ctl` (create, wait,
+//! publish, read), stopped cleanly by Ctrl-C (SIGINT) or SIGTERM, and the same sites
+//! again on a second run.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -68,9 +69,22 @@ fn wait_up(base: u16, root: &Path) -> BTreeSet<String> {
     }
 }
 
-fn stop(mut local: Child, base: u16) {
+/// `cairn ctl` against the local cluster's site at `port`: (exit 0?, stdout, stderr).
+fn ctl(root: &Path, port: u16, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["ctl", "--node", &format!("127.0.0.1:{port}"), "--cluster-dir"])
+        .arg(root.join("cluster"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Stops `cairn local` with `signal` (SIGINT is Ctrl-C) and checks every site stopped.
+fn stop(mut local: Child, base: u16, signal: libc::c_int) {
     // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(local.id() as libc::pid_t, libc::SIGTERM) };
+    unsafe { libc::kill(local.id() as libc::pid_t, signal) };
     let asked = Instant::now();
     let status = loop {
         if let Some(status) = local.try_wait().unwrap() {
@@ -92,9 +106,31 @@ fn a_local_cluster_comes_up_stops_and_comes_back_the_same() {
     let base = free_ports(3);
     let local = start_local(root.path(), base);
     let ids = wait_up(base, root.path());
-    stop(local, base);
+
+    // The operator's round trip: create, wait, publish through one site, read at another.
+    let (ok, out, err) =
+        ctl(root.path(), base, &["db", "create", "events", "--shards", "4", "--replication", "2"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = ctl(root.path(), base + 1, &["wait", "db", "events", "--timeout", "30"]);
+    assert!(ok && out.contains("ready: 4/4"), "{out}{err}");
+    let (ok, out, err) = ctl(root.path(), base + 2, &["publish", "events", "--shard", "1", "a", "b", "c"]);
+    assert!(ok, "{out}{err}");
+    // Read through every site (a site without the shard sends the CLI to one with it); a
+    // replica may take a moment to receive the write.
+    for port in base..base + 3 {
+        let asked = Instant::now();
+        loop {
+            let (ok, out, err) = ctl(root.path(), port, &["read", "events", "--shard", "1"]);
+            if ok && out == "a\nb\nc\n" {
+                break;
+            }
+            assert!(asked.elapsed() < Duration::from_secs(10), "read at {port}: {out:?} {err}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    stop(local, base, libc::SIGINT);
 
     let local = start_local(root.path(), base);
     assert_eq!(wait_up(base, root.path()), ids, "a second run reuses the same sites");
-    stop(local, base);
+    stop(local, base, libc::SIGTERM);
 }
