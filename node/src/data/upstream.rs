@@ -6,6 +6,9 @@
 //! follow stream then waits for the log to grow and pushes what is new; when there is
 //! nothing to say for a while it sends `Idle`, so the receiver can tell a quiet upstream
 //! from a dead one.
+//!
+//! A blocking reader thread reads and seals batches up to the log's end, a few batches
+//! ahead of the network, so LMDB reads, encoding and checksums overlap the sending.
 
 use std::sync::Arc;
 
@@ -91,53 +94,33 @@ async fn stream(
     };
     out.send(&PullFrame::Start(start)).await.map_err(StreamEnd::Receiver)?;
     // A cursor from beyond our log's end cannot be ours (a log rebuilt elsewhere): scan all.
-    let mut cursor = if request.cursor > stats.next_arrival { 0 } else { request.cursor };
-    // The cursor the receiver last got.
-    let mut told = cursor;
-    let theirs = Arc::new(request.frontier.clone());
-    let (receiver, receiver_own) = (request.receiver, request.receiver_own_seq);
-    let limits = PullLimits {
-        max_entries: config.batch_entries,
-        max_bytes: config.batch_bytes,
-        max_scanned: config.batch_entries * 4,
+    let cursor = if request.cursor > stats.next_arrival { 0 } else { request.cursor };
+    let mut scan = Scan {
+        cursor,
+        told: cursor,
+        start_arrival: stats.next_arrival,
+        theirs: request.frontier.clone(),
+        receiver: request.receiver,
+        receiver_own: request.receiver_own_seq,
+        limits: PullLimits {
+            max_entries: config.batch_entries,
+            max_bytes: config.batch_bytes,
+            max_scanned: config.batch_entries * 4,
+        },
     };
-    let read = |cursor: u64| {
-        let (inv, d, t) = (inventory.clone(), db.clone(), theirs.clone());
-        tokio::task::spawn_blocking(move || {
-            inv.read_beyond(
-                &d,
-                shard,
-                cursor,
-                // Their own entries above what they had written when they asked are
-                // entries they wrote since: they hold them.
-                |id| id.seq > t.get(id.origin) && !(id.origin == receiver && id.seq > receiver_own),
-                limits,
-            )
-        })
-    };
-    // The next batch is read from the log while the current one is sent.
-    let mut ahead = None;
     loop {
-        let reading = ahead.take().unwrap_or_else(|| read(cursor));
-        let (entries, next) = match reading.await {
-            Ok(result) => result.map_err(StreamEnd::Inventory)?,
+        // A reader thread reads and seals batches up to the log's end, up to
+        // READ_AHEAD batches ahead of the network.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let (inv, d) = (inventory.clone(), db.clone());
+        let reader = tokio::task::spawn_blocking(move || scan.to_end(&inv, &d, shard, &tx).map(|()| scan));
+        while let Some(batch) = rx.recv().await {
+            out.send(&PullFrame::Batch(batch)).await.map_err(StreamEnd::Receiver)?;
+        }
+        scan = match reader.await {
+            Ok(result) => result?,
             Err(join) => return Err(task_failed(join)),
         };
-        if next > cursor {
-            cursor = next;
-            ahead = Some(read(cursor));
-            // A batch with no entries only moves the receiver's cursor (a write there):
-            // sent when it reaches what we held at the start (the receiver then has
-            // caught up with us), and otherwise only every so often, so that a resumed
-            // stream rescans little.
-            let reaches_start = told < stats.next_arrival && next >= stats.next_arrival;
-            if !entries.is_empty() || reaches_start || next - told >= limits.max_scanned as u64 {
-                let batch = SealedBatch::seal(&entries, next).map_err(StreamEnd::Receiver)?;
-                out.send(&PullFrame::Batch(batch)).await.map_err(StreamEnd::Receiver)?;
-                told = next;
-            }
-            continue;
-        }
         // Everything held so far is sent.
         if !request.follow {
             return Ok(());
@@ -151,6 +134,67 @@ async fn stream(
                 out.send(&idle).await.map_err(StreamEnd::Receiver)?;
             }
             () = out.stopped() => return Ok(()),
+        }
+    }
+}
+
+/// Batches sealed ahead of the one being sent.
+const READ_AHEAD: usize = 4;
+
+/// Where a stream's scan of the log stands.
+struct Scan {
+    /// The next arrival number to read.
+    cursor: u64,
+    /// The cursor the receiver last got.
+    told: u64,
+    /// Our log's next arrival number when the stream started.
+    start_arrival: u64,
+    /// The receiver's frontier when it asked.
+    theirs: cairn_inventory::Frontier,
+    receiver: cairn_inventory::SiteId,
+    receiver_own: u64,
+    limits: PullLimits,
+}
+
+impl Scan {
+    /// Reads, seals and queues batches from the cursor to the log's end (blocking). Stops
+    /// early, without error, when the stream's sender is gone.
+    fn to_end(
+        &mut self,
+        inv: &Inventory,
+        db: &cairn_inventory::DbName,
+        shard: u32,
+        tx: &tokio::sync::mpsc::Sender<SealedBatch>,
+    ) -> Result<(), StreamEnd> {
+        let (theirs, receiver, receiver_own) = (&self.theirs, self.receiver, self.receiver_own);
+        loop {
+            let (entries, next) = inv
+                .read_beyond(
+                    db,
+                    shard,
+                    self.cursor,
+                    // Their own entries above what they had written when they asked
+                    // are entries they wrote since: they hold them.
+                    |id| id.seq > theirs.get(id.origin) && !(id.origin == receiver && id.seq > receiver_own),
+                    self.limits,
+                )
+                .map_err(StreamEnd::Inventory)?;
+            if next <= self.cursor {
+                return Ok(());
+            }
+            self.cursor = next;
+            // A batch with no entries only moves the receiver's cursor (a write there):
+            // sent when it reaches what we held at the start (the receiver then has
+            // caught up with us), and otherwise only every so often, so that a resumed
+            // stream rescans little.
+            let reaches_start = self.told < self.start_arrival && next >= self.start_arrival;
+            if !entries.is_empty() || reaches_start || next - self.told >= self.limits.max_scanned as u64 {
+                let batch = SealedBatch::seal(&entries, next).map_err(StreamEnd::Receiver)?;
+                if tx.blocking_send(batch).is_err() {
+                    return Ok(());
+                }
+                self.told = next;
+            }
         }
     }
 }
