@@ -113,7 +113,7 @@ async fn stream(
         // READ_AHEAD batches ahead of the network.
         let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
         let (inv, d) = (inventory.clone(), db.clone());
-        let reader = tokio::task::spawn_blocking(move || scan.to_end(&inv, &d, shard, &tx).map(|()| scan));
+        let reader = tokio::task::spawn_blocking(move || scan.read_to_end(&inv, &d, shard, &tx).map(|()| scan));
         while let Some(batch) = rx.recv().await {
             out.send(&PullFrame::Batch(batch)).await.map_err(StreamEnd::Receiver)?;
         }
@@ -159,7 +159,7 @@ struct Scan {
 impl Scan {
     /// Reads, seals and queues batches from the cursor to the log's end (blocking). Stops
     /// early, without error, when the stream's sender is gone.
-    fn to_end(
+    fn read_to_end(
         &mut self,
         inv: &Inventory,
         db: &cairn_inventory::DbName,
