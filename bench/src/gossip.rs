@@ -24,6 +24,7 @@ use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransp
 use chitchat::{ChitchatConfig, ChitchatEnvelope, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use serde_json::json;
 
+use crate::plot::Series;
 use crate::report::{Measurement, Reporter, median};
 
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -268,6 +269,9 @@ pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
         Err(_) => vec![10, 50],
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // (N, ours, plain chitchat) for the plots.
+    let mut rounds = Vec::new();
+    let mut bytes = Vec::new();
     runtime.block_on(async {
         let ca = ClusterCa::generate()?;
         for &n in &sizes {
@@ -278,6 +282,8 @@ pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
                 "sites": n, "interval_ms": INTERVAL.as_millis() as u64, "seeds": 3, "changes": CHANGES,
             });
             let (ours_rounds, plain_rounds) = (median(&our_secs) / interval, median(&plain_secs) / interval);
+            rounds.push((n as f64, ours_rounds, plain_rounds));
+            bytes.push((n as f64, our_bytes, plain_bytes));
             reporter.record(&Measurement {
                 scenario: "gossip",
                 name: format!("one key everywhere, N={n} (rounds)"),
@@ -304,6 +310,25 @@ pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
                 runs: json!({}),
             })?;
         }
-        Ok(())
-    })
+        anyhow::Ok(())
+    })?;
+    let series = |figures: &[(f64, f64, f64)]| {
+        let ours = figures.iter().map(|f| (f.0, f.1)).collect();
+        let plain = figures.iter().map(|f| (f.0, f.2)).collect();
+        [
+            Series { label: "cairn (chitchat over QUIC)", points: ours },
+            Series { label: "plain chitchat/UDP", points: plain },
+        ]
+    };
+    let dir = reporter.dir();
+    let title = "Gossip: rounds until one key is everywhere";
+    crate::plot::scaling(
+        &dir.join("gossip-rounds.svg"),
+        title,
+        "sites (N)",
+        "gossip rounds",
+        &series(&rounds),
+    )?;
+    let title = "Gossip: bytes sent per site per second";
+    crate::plot::scaling(&dir.join("gossip-bytes.svg"), title, "sites (N)", "B/s per site", &series(&bytes))
 }

@@ -4,6 +4,7 @@
 mod catchup;
 mod gossip;
 mod plans;
+mod plot;
 mod publish;
 mod report;
 mod store;

@@ -94,6 +94,11 @@ impl Reporter {
         Ok(Self { dir: dir.to_owned(), machine: Machine::detect(), commit: commit(), smoke })
     }
 
+    /// Where results (and plots) go.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Prints the summary line and appends the JSON object.
     pub(crate) fn record(&self, m: &Measurement) -> anyhow::Result<()> {
         let verdict = match m.aim {

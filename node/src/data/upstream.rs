@@ -113,7 +113,8 @@ async fn stream(
         // READ_AHEAD batches ahead of the network.
         let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
         let (inv, d) = (inventory.clone(), db.clone());
-        let reader = tokio::task::spawn_blocking(move || scan.read_to_end(&inv, &d, shard, &tx).map(|()| scan));
+        let reader =
+            tokio::task::spawn_blocking(move || scan.read_to_end(&inv, &d, shard, &tx).map(|()| scan));
         while let Some(batch) = rx.recv().await {
             out.send(&PullFrame::Batch(batch)).await.map_err(StreamEnd::Receiver)?;
         }
