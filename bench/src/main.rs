@@ -2,11 +2,13 @@
 //! figure with a baseline measured in the same run (see bench/README.md).
 
 mod catchup;
+mod failure;
 mod gossip;
 mod plans;
 mod plot;
 mod publish;
 mod report;
+mod soak;
 mod store;
 mod transport;
 
@@ -27,8 +29,13 @@ enum Scenario {
     Catchup,
     /// Time to place a new db and to rebalance onto a new site; bytes moved vs minimum.
     Plans,
+    /// Time from SIGKILL to dead in every view, and to replication restored.
+    Failure,
     /// Every scenario above, in order.
     All,
+    /// Opt-in, not part of `all`: a mixed load for CAIRN_BENCH_SOAK_SECS (300) with a
+    /// site killed and restarted every 20 s; RSS sampled.
+    Soak,
 }
 
 /// cairn's load harness.
@@ -72,6 +79,12 @@ fn main() -> anyhow::Result<()> {
     }
     if all || args.scenario == Scenario::Plans {
         plans::run(&reporter, args.smoke)?;
+    }
+    if all || args.scenario == Scenario::Failure {
+        failure::run(&reporter, args.smoke)?;
+    }
+    if args.scenario == Scenario::Soak {
+        soak::run(&reporter)?;
     }
     println!("results appended under {}", dir.display());
     Ok(())

@@ -146,6 +146,11 @@ impl SiteProc {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process runs.
     pub fn running(&self) -> bool {
         self.child.is_some()
