@@ -186,8 +186,11 @@ pub fn run_round(
     every: Duration,
     replicas_changed: &tokio::sync::Notify,
 ) -> Result<(), InventoryError> {
-    // Settings changes and drops first, so no step runs for a dropped db.
-    crate::db_settings::sync_local(inv, view)?;
+    // Settings changes and drops first, so no step runs for a dropped db. A failure
+    // here is retried next round; it does not hold up the plans.
+    if let Err(error) = crate::db_settings::sync_local(inv, view) {
+        tracing::warn!(%error, "taking up db setting changes failed; retrying next round");
+    }
     for plan in inv.pending_plans()? {
         let (db, plan_id) = (plan.db.clone(), plan.plan_id);
         if !notes.may_run(&db, plan_id, Instant::now()) {
