@@ -45,7 +45,9 @@ pub(crate) fn cairn_binary() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
         .current_dir(&workspace)
-        .args(["build", "--release", "--locked", "-p", "cairn-node", "--bin", "cairn"])
+        // With the bench in the selection, features resolve as for the bench itself, so the
+        // dependencies it was built with are reused and only the `cairn` binary is linked.
+        .args(["build", "--release", "--locked", "-p", "cairn-bench", "-p", "cairn-node"])
         .status()
         .context("running cargo to build the cairn binary (or set CAIRN_BIN)")?;
     if !status.success() {
