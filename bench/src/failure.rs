@@ -118,9 +118,10 @@ async fn measure(bin: &Path, per_shard: usize) -> anyhow::Result<(f64, f64)> {
     let db = view.db(&DbName::new(DB)?).context("db in view")?;
     for shard in &db.placement {
         let at: SocketAddr = view.site(shard.replicas[0].site_id).context("holder")?.addr.parse()?;
-        for chunk in (0..per_shard).collect::<Vec<_>>().chunks(1024) {
+        for first in (0..per_shard).step_by(1024) {
+            let count = (per_shard - first).min(1024);
             let messages: Vec<Vec<u8>> =
-                chunk.iter().map(|_| (0..ENTRY).map(|_| rand::random()).collect()).collect();
+                (0..count).map(|_| (0..ENTRY).map(|_| rand::random()).collect()).collect();
             client.publish(at, DB, shard.shard, &messages).await.map_err(anyhow::Error::msg)?;
         }
     }

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use cairn_gossip::ClusterView;
-use cairn_inventory::{DbName, Frontier, Inventory, InventoryError, PendingPlan, PlanId, ReplicaState, Step};
+use cairn_gossip::view::ReplicaView;
+use cairn_inventory::{
+    DbName, Frontier, Inventory, InventoryError, PendingPlan, PlanId, ReplicaState, SiteId, Step,
+};
 use tokio::sync::watch;
 
 /// What one attempt at a plan's head step did.
@@ -67,14 +70,11 @@ pub fn run_head(
         Step::HandoverReplica { shard, to } => {
             if let Some(replica) = inv.replica(db, *shard)? {
                 let handing_over = ReplicaState::HandingOver { to: *to };
+                let target = ready_target(view, db, *shard, *to);
                 if replica.state != handing_over {
                     // Keep taking writes until the target is ready: the shard never has
                     // fewer ready replicas than before the move.
-                    let target_ready = view.is_live(*to)
-                        && view.db(db).and_then(|d| d.placement.get(*shard as usize)).is_some_and(|s| {
-                            s.replicas.iter().any(|r| r.site_id == *to && r.state == "ready")
-                        });
-                    if !target_ready {
+                    if target.is_none() {
                         return Ok(StepResult::Waiting(format!(
                             "waiting for {} to be ready before handing over",
                             to.short()
@@ -83,14 +83,8 @@ pub fn run_head(
                     inv.set_replica(db, *shard, handing_over)?;
                 }
                 let ours = inv.frontier(db, *shard)?;
-                let covered = view.is_live(*to)
-                    && view.db(db).and_then(|d| d.placement.get(*shard as usize)).is_some_and(|s| {
-                        s.replicas.iter().any(|r| {
-                            r.site_id == *to
-                                && r.state == "ready"
-                                && Frontier(r.frontier.iter().copied().collect()).covers(&ours)
-                        })
-                    });
+                let covered =
+                    target.is_some_and(|r| Frontier(r.frontier.iter().copied().collect()).covers(&ours));
                 if !covered {
                     return Ok(StepResult::Waiting(format!(
                         "waiting for {} to be ready and cover us",
@@ -103,6 +97,15 @@ pub fn run_head(
     }
     inv.advance(db, plan.plan_id, plan.done)?;
     Ok(StepResult::Advanced)
+}
+
+/// `to`'s replica of `db`/`shard`, if the view shows it live and ready.
+fn ready_target<'v>(view: &'v ClusterView, db: &DbName, shard: u32, to: SiteId) -> Option<&'v ReplicaView> {
+    if !view.is_live(to) {
+        return None;
+    }
+    let placement = view.db(db)?.placement.get(shard as usize)?;
+    placement.replicas.iter().find(|r| r.site_id == to && r.state == "ready")
 }
 
 /// The longest pause between two attempts at a failing step.

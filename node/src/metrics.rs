@@ -198,19 +198,17 @@ impl Metrics {
     }
 
     fn read_inventory(&self, inv: &Inventory) -> Result<(), InventoryError> {
-        let replicas = inv.replicas(None)?;
-        for name in ["catching_up", "ready", "handing_over"] {
-            let n = replicas
-                .iter()
-                .filter(|r| {
-                    name == match r.state {
-                        ReplicaState::CatchingUp { .. } => "catching_up",
-                        ReplicaState::Ready => "ready",
-                        ReplicaState::HandingOver { .. } => "handing_over",
-                    }
-                })
-                .count();
-            self.replicas.get_or_create(&vec![("state", name.to_owned())]).set(n as i64);
+        let mut by_state = [("catching_up", 0i64), ("ready", 0), ("handing_over", 0)];
+        for r in inv.replicas(None)? {
+            let i = match r.state {
+                ReplicaState::CatchingUp { .. } => 0,
+                ReplicaState::Ready => 1,
+                ReplicaState::HandingOver { .. } => 2,
+            };
+            by_state[i].1 += 1;
+        }
+        for (name, n) in by_state {
+            self.replicas.get_or_create(&vec![("state", name.to_owned())]).set(n);
         }
         self.plans_running.set(inv.pending_plans()?.len() as i64);
         let size = std::fs::metadata(inv.dir().join("data.mdb")).map(|m| m.len()).unwrap_or(0);
