@@ -66,11 +66,11 @@ struct Outcome {
     max_rss: Vec<f64>,
 }
 
-/// Resident memory of a process, MiB.
+/// Anonymous resident memory of a process (`RssAnon`), MiB.
 fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+        status.lines().find_map(|l| l.strip_prefix("RssAnon:"))?.split_whitespace().next()?.parse().ok()?;
     Some(kib / 1024.0)
 }
 
