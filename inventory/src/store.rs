@@ -513,12 +513,32 @@ pub(crate) fn decode_or_skip<T: DeserializeOwned>(table: &str, key: &[u8], bytes
 /// Turns LMDB errors that users can act on into their own variants.
 fn classify(err: heed::Error, dir: &Path) -> InventoryError {
     match err {
-        heed::Error::Io(io) if io.raw_os_error() == Some(28) => {
+        heed::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+            InventoryError::NoSpace { path: dir.to_owned() }
+        }
+        // LMDB reports a short write as EIO (`mdb_page_flush`), and a disk that fills up
+        // part-way through a commit writes short: EIO with no room left is a full disk.
+        heed::Error::Io(io) if io.raw_os_error() == Some(libc::EIO) && nearly_full(dir) => {
             InventoryError::NoSpace { path: dir.to_owned() }
         }
         heed::Error::Io(io) => InventoryError::Io { path: dir.to_owned(), source: io },
         other => InventoryError::Lmdb(other),
     }
+}
+
+/// Whether the filesystem holding `dir` has less than 1 MiB left for us.
+fn nearly_full(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` is valid for writes of a
+    // `statvfs`, which the call fills in when it answers 0.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statvfs answered 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    (stat.f_bavail as u128) * (stat.f_frsize as u128) < 1 << 20
 }
 
 fn classify_err(err: InventoryError, dir: &Path) -> InventoryError {
