@@ -15,6 +15,8 @@ use cairn_gossip::ClusterView;
 use cairn_inventory::{DbName, Entry, EntryId, Plan, Retention};
 use cairn_transport::{Credentials, Endpoint, Request, Response, SiteStatus, TransportConfig, tls};
 
+pub mod decoders;
+pub mod hosted;
 pub mod netns;
 
 /// A `cairn start` child process. Killed (SIGKILL) when dropped.
@@ -144,6 +146,22 @@ impl SiteProc {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the process stays, frozen, until [`Self::thaw`].
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let pid = self.pid().expect("signal to a running site").to_string();
+        let status = Command::new("kill").args([which, &pid]).status().expect("kill");
+        assert!(status.success(), "kill {which} {pid} failed");
     }
 
     /// The process id, while it runs.

@@ -1,9 +1,13 @@
 //! Sites on separate hosts: one network namespace per site, joined by veth pairs to a
 //! bridge in the test's namespace (which reaches every site, as an operator's machine
-//! would). A cut between two sites is a pair of blackhole routes inside their
-//! namespaces; healing deletes them.
+//! would). Faults:
+//! - a cut between two sites is a pair of blackhole routes inside their namespaces
+//!   (healing deletes them); a partition cuts every pair across two groups;
+//! - loss and delay are a `tc netem` queue on a host's interface, so they apply to
+//!   everything the host sends;
+//! - [`Tmpfs`] is a small filesystem for a data dir that fills up.
 //!
-//! Needs root and iproute2. [`Hosts::create`] answers `Err` with the reason when the
+//! Needs root and iproute2 (tc is part of it). [`Hosts::create`] answers `Err` with the reason when the
 //! machine cannot make namespaces, so a test can say it skipped and why.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,11 +22,15 @@ pub struct Hosts {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    run("ip", args)
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -77,6 +85,71 @@ impl Hosts {
     pub fn heal(&self, a: usize, b: usize) -> Result<(), String> {
         ip(&["netns", "exec", &self.ns(a), "ip", "route", "del", "blackhole", &self.addr(b).to_string()])?;
         ip(&["netns", "exec", &self.ns(b), "ip", "route", "del", "blackhole", &self.addr(a).to_string()])
+    }
+
+    /// Cuts every host of `left` from every host of `right`.
+    pub fn partition(&self, left: &[usize], right: &[usize]) -> Result<(), String> {
+        left.iter().flat_map(|a| right.iter().map(move |b| (*a, *b))).try_for_each(|(a, b)| self.cut(a, b))
+    }
+
+    /// Undoes [`Self::partition`].
+    pub fn heal_partition(&self, left: &[usize], right: &[usize]) -> Result<(), String> {
+        left.iter().flat_map(|a| right.iter().map(move |b| (*a, *b))).try_for_each(|(a, b)| self.heal(a, b))
+    }
+
+    /// Everything host `i` sends is lost with probability `loss_percent` and delayed by
+    /// `delay_ms` (replacing any earlier setting).
+    pub fn impair(&self, i: usize, loss_percent: u32, delay_ms: u32) -> Result<(), String> {
+        let (loss, delay) = (format!("{loss_percent}%"), format!("{delay_ms}ms"));
+        ip(&[
+            "netns",
+            "exec",
+            &self.ns(i),
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            "eth0",
+            "root",
+            "netem",
+            "loss",
+            &loss,
+            "delay",
+            &delay,
+        ])
+    }
+
+    /// Undoes [`Self::impair`].
+    pub fn unimpair(&self, i: usize) -> Result<(), String> {
+        ip(&["netns", "exec", &self.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root"])
+    }
+}
+
+/// A tmpfs of a set size mounted on a directory (made if missing). Unmounted on drop.
+#[derive(Debug)]
+pub struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts `size_kib` KiB of tmpfs on `dir`. Needs root.
+    pub fn mount(dir: &std::path::Path, size_kib: u64) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (size, path) = (format!("size={size_kib}k"), dir.display().to_string());
+        run("mount", &["-t", "tmpfs", "-o", &size, "tmpfs", &path])?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    /// Where it is mounted.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily: a site still holding files open must not keep the mount alive.
+        let _ = run("umount", &["-l", &self.dir.display().to_string()]);
     }
 }
 
