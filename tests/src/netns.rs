@@ -38,6 +38,7 @@ impl Hosts {
     /// Makes `count` hosts. `tag` (a few letters) keeps names apart between tests that
     /// run at once; `subnet` picks 10.231.`subnet`.0/24.
     pub fn create(tag: &str, subnet: u8, count: usize) -> Result<Self, String> {
+        remove_stale(subnet);
         let hosts = Self { tag: format!("{tag}{}", std::process::id() % 10_000), subnet, count };
         let bridge = hosts.bridge();
         ip(&["link", "add", &bridge, "type", "bridge"])?;
@@ -98,10 +99,12 @@ impl Hosts {
     }
 
     /// Everything host `i` sends is lost with probability `loss_percent` and delayed by
-    /// `delay_ms` (replacing any earlier setting).
+    /// `delay_ms` (replacing any earlier setting), with a `tc netem` queue. Kernels built
+    /// without netem (`CONFIG_NET_SCH_NETEM`) answer `Err`; loss alone then falls back to
+    /// an iptables rule ([`Self::drop_randomly`]).
     pub fn impair(&self, i: usize, loss_percent: u32, delay_ms: u32) -> Result<(), String> {
         let (loss, delay) = (format!("{loss_percent}%"), format!("{delay_ms}ms"));
-        ip(&[
+        let netem = ip(&[
             "netns",
             "exec",
             &self.ns(i),
@@ -116,12 +119,71 @@ impl Hosts {
             &loss,
             "delay",
             &delay,
+        ]);
+        match netem {
+            Err(e) if e.contains("qdisc kind is unknown") && delay_ms == 0 => {
+                self.drop_randomly(i, loss_percent)
+            }
+            Err(e) if e.contains("qdisc kind is unknown") => {
+                Err(format!("this kernel has no netem qdisc, so no delay can be added ({e})"))
+            }
+            other => other,
+        }
+    }
+
+    /// Host `i` drops each UDP datagram it sends with probability `percent` (iptables'
+    /// `statistic` match).
+    pub fn drop_randomly(&self, i: usize, percent: u32) -> Result<(), String> {
+        let p = format!("{:.4}", f64::from(percent) / 100.0);
+        ip(&[
+            "netns",
+            "exec",
+            &self.ns(i),
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-o",
+            "eth0",
+            "-p",
+            "udp",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &p,
+            "-j",
+            "DROP",
         ])
     }
 
     /// Undoes [`Self::impair`].
     pub fn unimpair(&self, i: usize) -> Result<(), String> {
-        ip(&["netns", "exec", &self.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root"])
+        let netem = ip(&["netns", "exec", &self.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root"]);
+        let rules = ip(&["netns", "exec", &self.ns(i), "iptables", "-F", "OUTPUT"]);
+        netem.or(rules)
+    }
+}
+
+/// Removes what a test killed before its clean-up left on `subnet` (its bridge holds
+/// 10.231.`subnet`.1; its namespaces share the bridge's tag), so routes do not clash.
+fn remove_stale(subnet: u8) {
+    let Ok(out) = Command::new("ip").args(["-o", "-4", "addr", "show"]).output() else { return };
+    let gateway = format!("10.231.{subnet}.1/");
+    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&gateway)) {
+        let Some(tag) = line.split_whitespace().nth(1).and_then(|dev| dev.strip_suffix("br")) else {
+            continue;
+        };
+        if let Ok(list) = Command::new("ip").args(["netns", "list"]).output() {
+            for ns in
+                String::from_utf8_lossy(&list.stdout).lines().filter_map(|l| l.split_whitespace().next())
+            {
+                if ns.strip_prefix(tag).is_some_and(|rest| rest.starts_with('n')) {
+                    let _ = ip(&["netns", "del", ns]);
+                }
+            }
+        }
+        let _ = ip(&["link", "del", &format!("{tag}br")]);
     }
 }
 
