@@ -137,6 +137,7 @@ pub struct ReplicaSummary {
 
 /// How far a catching-up replica is, as published while it copies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CatchUpProgress {
     /// Entries received from upstreams so far (duplicates included).
     pub received_entries: u64,

@@ -56,6 +56,7 @@ pub enum SiteState {
 
 /// One site as the view shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SiteView {
     /// Its id.
     pub site_id: SiteId,
@@ -88,6 +89,7 @@ pub struct SiteView {
 
 /// One replica in a db's placement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReplicaView {
     /// The holding site.
     pub site_id: SiteId,
@@ -108,6 +110,7 @@ pub struct ReplicaView {
 
 /// One shard's replicas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ShardView {
     /// The shard index.
     pub shard: u32,
@@ -117,6 +120,7 @@ pub struct ShardView {
 
 /// One db.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DbView {
     /// Its name.
     pub name: DbName,
@@ -160,6 +164,7 @@ impl DbView {
 /// A db name that was dropped: every record of it created at or before `at` is gone
 /// (a db of that name in `dbs` is a later creation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DroppedDb {
     /// The name.
     pub name: DbName,
@@ -169,6 +174,7 @@ pub struct DroppedDb {
 
 /// A plan some site is running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlanView {
     /// The db.
     pub db: DbName,
@@ -188,7 +194,7 @@ pub struct PlanView {
 
 /// Something an operator should look at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Warning {
     /// Shards with fewer ready replicas on live sites than the replication factor.
     UnderReplicated {
@@ -240,6 +246,7 @@ pub enum Warning {
 
 /// The whole cluster as one site sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterView {
     /// The site whose view this is.
     pub site: SiteId,

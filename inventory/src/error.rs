@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::codec::CodecError;
-use crate::ids::{ClusterId, DbName};
+use crate::ids::{ClusterId, DbName, SiteId};
 use crate::plan_machine::PlanRejection;
 
 /// Everything that can go wrong in the inventory.
@@ -28,6 +28,24 @@ pub enum InventoryError {
         expected: ClusterId,
         /// The cluster stored there.
         found: ClusterId,
+    },
+    /// The data dir belongs to another site than the one asked for.
+    #[error("data dir {path} belongs to site {found}, not {expected}")]
+    WrongSite {
+        /// The data dir.
+        path: PathBuf,
+        /// The site asked for.
+        expected: SiteId,
+        /// The site stored there.
+        found: SiteId,
+    },
+    /// An imported placement contradicts what the inventory holds.
+    #[error("cannot import {entry}: {why}")]
+    ImportConflict {
+        /// Which entry, in words (`db NAME`, `db NAME shard N`).
+        entry: String,
+        /// What it contradicts.
+        why: String,
     },
     /// The data dir was written by a newer cairn with a store format this build cannot read.
     #[error("data dir {path} has store format {found}; this cairn reads format {supported}: upgrade cairn")]

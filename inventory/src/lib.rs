@@ -12,6 +12,7 @@ mod catalog;
 pub mod codec;
 mod error;
 mod ids;
+mod import;
 mod keys;
 mod migrate;
 pub mod plan_machine;
@@ -24,6 +25,7 @@ mod verify;
 pub use catalog::{MAX_REPLICATION, MAX_SHARDS};
 pub use error::{InventoryError, Result};
 pub use ids::{ClusterId, DbName, MAX_DB_NAME_LEN, PlanId, SiteId};
+pub use import::{ImportOutcome, ImportedDb};
 pub use plan_machine::{AdvanceOutcome, OfferOutcome, PlanRejection};
 pub use records::{
     DbRecord, Hlc, Identity, PendingPlan, Plan, PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord,

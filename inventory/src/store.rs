@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec;
 use crate::error::{InventoryError, Result};
-use crate::ids::ClusterId;
+use crate::ids::{ClusterId, SiteId};
 use crate::keys;
 use crate::records::Identity;
 
@@ -189,6 +189,9 @@ impl std::fmt::Debug for Inventory {
 enum OpenMode {
     /// Create the store if the data dir has none, for this cluster.
     CreateFor(ClusterId),
+    /// As `CreateFor`, with this site id (a site rebuilding a lost inventory); an
+    /// existing store must carry the same one.
+    CreateAs(ClusterId, SiteId),
     /// Only open a store that exists, whatever its cluster.
     Existing,
 }
@@ -199,6 +202,17 @@ impl Inventory {
     /// store format without writing anything.
     pub fn open(dir: impl AsRef<Path>, cluster: ClusterId, config: InventoryConfig) -> Result<Self> {
         Self::open_with(dir.as_ref(), OpenMode::CreateFor(cluster), config)
+    }
+
+    /// Like [`Self::open`], but a new store takes `site` as its id, and an existing one
+    /// must already have it: how a site whose inventory was lost comes back as itself.
+    pub fn open_as(
+        dir: impl AsRef<Path>,
+        cluster: ClusterId,
+        site: SiteId,
+        config: InventoryConfig,
+    ) -> Result<Self> {
+        Self::open_with(dir.as_ref(), OpenMode::CreateAs(cluster, site), config)
     }
 
     /// Opens the inventory that exists in `dir`, whatever cluster it belongs to (for
@@ -219,7 +233,9 @@ impl Inventory {
             OpenMode::Existing if !exists => {
                 return Err(InventoryError::NotAnInventory { path: dir.to_owned() });
             }
-            OpenMode::CreateFor(_) => std::fs::create_dir_all(dir).map_err(io_err(dir))?,
+            OpenMode::CreateFor(_) | OpenMode::CreateAs(..) => {
+                std::fs::create_dir_all(dir).map_err(io_err(dir))?
+            }
             OpenMode::Existing => {}
         }
         let lock = lock_dir(dir)?;
@@ -252,7 +268,10 @@ impl Inventory {
                 return Err(InventoryError::NotAnInventory { path: dir.to_owned() });
             }
             (None, OpenMode::CreateFor(cluster)) => {
-                create_store(&env, cluster).map_err(|e| classify_err(e, dir))?
+                create_store(&env, cluster, SiteId::random()).map_err(|e| classify_err(e, dir))?
+            }
+            (None, OpenMode::CreateAs(cluster, site)) => {
+                create_store(&env, cluster, site).map_err(|e| classify_err(e, dir))?
             }
         };
         tracing::debug!(dir = %dir.display(), site = %identity.site_id, "inventory open");
@@ -409,8 +428,8 @@ fn open_tables_once(env: &Env<WithoutTls>) -> Result<Option<Tables>> {
 }
 
 /// Creates every table, the format record and a fresh identity, in one transaction.
-fn create_store(env: &Env<WithoutTls>, cluster_id: ClusterId) -> Result<(Tables, Identity)> {
-    let identity = Identity { site_id: crate::ids::SiteId::random(), cluster_id, created_ms: now_ms() };
+fn create_store(env: &Env<WithoutTls>, cluster_id: ClusterId, site_id: SiteId) -> Result<(Tables, Identity)> {
+    let identity = Identity { site_id, cluster_id, created_ms: now_ms() };
     let wtxn = env.write_txn()?;
     let tables = env
         .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_> {
@@ -456,7 +475,12 @@ fn check_identity(env: &Env<WithoutTls>, tables: &Tables, dir: &Path, mode: Open
     }
     let identity: Identity = get_record(tables.meta, &rtxn, IDENTITY_KEY, "meta[identity]")?
         .ok_or_else(|| InventoryError::NotAnInventory { path: dir.to_owned() })?;
-    if let OpenMode::CreateFor(expected) = mode
+    let (expected, site) = match mode {
+        OpenMode::CreateFor(cluster) => (Some(cluster), None),
+        OpenMode::CreateAs(cluster, site) => (Some(cluster), Some(site)),
+        OpenMode::Existing => (None, None),
+    };
+    if let Some(expected) = expected
         && expected != identity.cluster_id
     {
         return Err(InventoryError::WrongCluster {
@@ -464,6 +488,11 @@ fn check_identity(env: &Env<WithoutTls>, tables: &Tables, dir: &Path, mode: Open
             expected,
             found: identity.cluster_id,
         });
+    }
+    if let Some(expected) = site
+        && expected != identity.site_id
+    {
+        return Err(InventoryError::WrongSite { path: dir.to_owned(), expected, found: identity.site_id });
     }
     Ok(identity)
 }

@@ -9,12 +9,14 @@
 //! - [`service`]: what a site answers to each request;
 //! - [`metrics`]: the Prometheus endpoint (`--metrics-listen`);
 //! - [`data`]: shard data: writes, reads, pull streams, catch-up and follow;
-//! - [`snapshot`]: what a site publishes, read from its inventory.
+//! - [`snapshot`]: what a site publishes, read from its inventory;
+//! - [`import`]: the records of a view that belong to one site (`cairn import`).
 
 pub mod automation;
 pub mod data;
 pub mod db_settings;
 pub mod executor;
+pub mod import;
 pub mod metrics;
 pub mod planner;
 pub mod service;

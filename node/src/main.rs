@@ -7,6 +7,7 @@ mod config;
 mod ctl_cmd;
 mod data_cmd;
 mod dump_cmd;
+mod import_cmd;
 mod inventory_cmd;
 mod local_cmd;
 mod logging;
@@ -45,6 +46,8 @@ enum Command {
     /// Look after a site's local inventory (its LMDB store) directly.
     #[command(subcommand)]
     Inventory(inventory_cmd::InventoryCommand),
+    /// Rebuild a stopped site's inventory from a placement (a dump file or a live site).
+    Import(import_cmd::ImportArgs),
     /// Try the planners offline against a saved view.
     #[command(subcommand)]
     Plan(plan_cmd::OfflineCommand),
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Cluster(cmd) => cluster_cmd::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Inventory(cmd) => inventory_cmd::run(cmd),
         Command::Plan(cmd) => plan_cmd::run_offline(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Import(args) => import_cmd::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

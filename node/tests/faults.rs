@@ -65,8 +65,8 @@ async fn write_all_shards(
     }
 }
 
-/// Every plan id in a stopped site's history of `db`, with how often it ended there and
-/// whether a completed plan ran every step.
+/// A stopped site's history of `db`: each ended plan's id, how it ended, and its steps
+/// done of its total.
 fn plan_history(data_dir: &Path, db: &str) -> Vec<(String, PlanEnd, u32, u32)> {
     let inv = Inventory::open_existing(data_dir, InventoryConfig::default()).expect("open a stopped site");
     inv.plan_history(&DbName::new(db).unwrap())

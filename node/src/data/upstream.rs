@@ -2,7 +2,8 @@
 //!
 //! The stream starts with what this replica holds (`Start`), then sends, in this site's
 //! arrival order from the receiver's cursor, every entry the receiver lacks: those above
-//! its frontier, except its own entries written after it asked (it holds those). A
+//! its frontier, except its own entries written after it asked (it holds those; its
+//! entries this replica held when the stream started are not among them). A
 //! follow stream then waits for the log to grow and pushes what is new; when there is
 //! nothing to say for a while it sends `Idle`, so the receiver can tell a quiet upstream
 //! from a dead one.
@@ -85,6 +86,10 @@ async fn stream(
             return Ok(());
         }
     };
+    // The receiver's own entries we already hold were written before it asked, so they
+    // are never "newer than the request", whatever its counter says: a site rebuilt from
+    // a lost inventory (`cairn import`) asks with a counter of 0 and gets them back.
+    let receiver_own = request.receiver_own_seq.max(frontier.get(request.receiver));
     let start = PullStart {
         site: inventory.identity().site_id,
         frontier,
@@ -101,7 +106,7 @@ async fn stream(
         start_arrival: stats.next_arrival,
         theirs: request.frontier.clone(),
         receiver: request.receiver,
-        receiver_own: request.receiver_own_seq,
+        receiver_own,
         limits: PullLimits {
             max_entries: config.batch_entries,
             max_bytes: config.batch_bytes,
