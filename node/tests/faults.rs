@@ -76,6 +76,45 @@ fn plan_history(data_dir: &Path, db: &str) -> Vec<(String, PlanEnd, u32, u32)> {
         .collect()
 }
 
+/// Creates a db through site `at` and waits until every shard has `replication` ready
+/// replicas.
+async fn create_placed(c: &HostedCluster, at: usize, db: &str, shards: u32, replication: u32) {
+    c.client.create_db(c.addrs[at], db, shards, replication).await;
+    wait_for("the db placed", Duration::from_secs(60), async || {
+        settled(&c.client.view(c.addrs[0]).await.ok()?, db, replication as usize).then_some(())
+    })
+    .await;
+}
+
+/// Publishes `batch` to shard 0 of `db` at site 1 until it is refused (at most 64
+/// times), recording what was acknowledged; answers the refusal.
+async fn fill_until_refused(
+    c: &HostedCluster,
+    db: &str,
+    batch: &[Vec<u8>],
+    acked: &mut BTreeMap<u32, BTreeSet<EntryId>>,
+) -> String {
+    for _ in 0..64 {
+        match c.client.publish(c.addrs[1], db, 0, batch).await {
+            Ok(ids) => acked.entry(0).or_default().extend(ids),
+            Err(refused) => return refused,
+        }
+    }
+    panic!("64 batches into a filling site were never refused")
+}
+
+/// Site 1 stays up while full: live in site 0's view for several seconds (so it goes on
+/// gossiping), its process running, its replica of `db` still read.
+async fn still_serving(c: &HostedCluster, db: &str) {
+    let full_site = c.id(1);
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(c.client.view(c.addrs[0]).await.unwrap().is_live(full_site), "the full site was lost");
+    }
+    assert!(c.sites[1].running(), "the full site exited");
+    c.client.read_all(c.addrs[1], db, 0).await.expect("reads while full");
+}
+
 /// Scenario 4: a site frozen (SIGSTOP) mid-plan for longer than the failure detector's
 /// bound and `lost_after`, then resumed: it is marked dead, then live again; the cluster
 /// settles with every shard at its replication factor; every plan ended once on each
@@ -89,11 +128,7 @@ async fn a_frozen_site_is_marked_dead_then_live_and_no_plan_acts_twice() {
         c.launch(flags(&["--lost-after-secs", "3"]));
     }
     c.wait_live(0, 3, limit).await;
-    c.client.create_db(c.addrs[0], "frozen", 6, 2).await;
-    wait_for("the db placed", limit, async || {
-        settled(&c.client.view(c.addrs[0]).await.ok()?, "frozen", 2).then_some(())
-    })
-    .await;
+    create_placed(&c, 0, "frozen", 6, 2).await;
     let mut acked = BTreeMap::new();
     write_all_shards(&c, "frozen", "before", 100, 1000, &mut acked).await;
 
@@ -187,11 +222,7 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_when_space_is_freed() {
     c.launch(Vec::new());
     c.launch(Vec::new());
     c.wait_live(0, 2, limit).await;
-    c.client.create_db(c.addrs[0], "full", 1, 2).await;
-    wait_for("the db placed", limit, async || {
-        settled(&c.client.view(c.addrs[0]).await.ok()?, "full", 2).then_some(())
-    })
-    .await;
+    create_placed(&c, 0, "full", 1, 2).await;
     let mut acked: BTreeMap<u32, BTreeSet<EntryId>> = BTreeMap::new();
     let batch = messages("fill", 64, 4000);
     acked.entry(0).or_default().extend(c.client.publish(c.addrs[1], "full", 0, &batch).await.unwrap());
@@ -200,27 +231,9 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_when_space_is_freed() {
     let filler = disk.dir().join("filler");
     let free = fs_free_bytes(disk.dir());
     std::fs::write(&filler, vec![7u8; (free - (1 << 20)) as usize]).expect("filler");
-    let mut refused = None;
-    for _ in 0..64 {
-        match c.client.publish(c.addrs[1], "full", 0, &batch).await {
-            Ok(ids) => acked.entry(0).or_default().extend(ids),
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
-        }
-    }
-    let refused = refused.expect("writes to a full disk were never refused");
+    let refused = fill_until_refused(&c, "full", &batch, &mut acked).await;
     assert!(refused.contains("no space"), "the error does not say the disk is full: {refused}");
-
-    // The site stays up: live in the other's view over several seconds, still serving reads.
-    let full_site = c.id(1);
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(c.client.view(c.addrs[0]).await.unwrap().is_live(full_site), "the full site was lost");
-    }
-    assert!(c.sites[1].running(), "the full site exited");
-    c.client.read_all(c.addrs[1], "full", 0).await.expect("reads while full");
+    still_serving(&c, "full").await;
 
     // Space freed: writes succeed again.
     std::fs::remove_file(&filler).unwrap();
@@ -251,31 +264,12 @@ async fn a_full_map_with_growth_disabled_refuses_writes_clearly_and_loses_nothin
     c.launch(Vec::new());
     c.launch(config_flag.clone());
     c.wait_live(0, 2, limit).await;
-    c.client.create_db(c.addrs[0], "map", 1, 2).await;
-    wait_for("the db placed", limit, async || {
-        settled(&c.client.view(c.addrs[0]).await.ok()?, "map", 2).then_some(())
-    })
-    .await;
+    create_placed(&c, 0, "map", 1, 2).await;
     let mut acked: BTreeMap<u32, BTreeSet<EntryId>> = BTreeMap::new();
     let batch = messages("map", 64, 4000);
-    let mut refused = None;
-    for _ in 0..64 {
-        match c.client.publish(c.addrs[1], "map", 0, &batch).await {
-            Ok(ids) => acked.entry(0).or_default().extend(ids),
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
-        }
-    }
-    let refused = refused.expect("writes past an 8 MiB map were never refused");
+    let refused = fill_until_refused(&c, "map", &batch, &mut acked).await;
     assert!(refused.contains("map is full"), "the error does not say the map is full: {refused}");
-    let full_site = c.id(1);
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(c.client.view(c.addrs[0]).await.unwrap().is_live(full_site), "the full site was lost");
-    }
-    c.client.read_all(c.addrs[1], "map", 0).await.expect("reads while the map is full");
+    still_serving(&c, "map").await;
 
     // Restarted with a bigger map: writes again, nothing lost.
     std::fs::write(&config, "[inventory]\nmap_size_mib = 64\nmap_growth_mib = 0\n").unwrap();
@@ -324,11 +318,7 @@ async fn clocks_a_minute_off_lose_no_write_and_no_setting() {
     assert!((40_000..80_000).contains(&ahead), "site 1's clock is {ahead} ms ahead, not about 60 s");
     assert!((-80_000..-40_000).contains(&behind), "site 2's clock is {behind} ms off, not about -60 s");
 
-    c.client.create_db(c.addrs[1], "clock", 4, 3).await;
-    wait_for("the db placed", limit, async || {
-        settled(&c.client.view(c.addrs[0]).await.ok()?, "clock", 3).then_some(())
-    })
-    .await;
+    create_placed(&c, 1, "clock", 4, 3).await;
     let mut acked: BTreeMap<u32, BTreeSet<EntryId>> = BTreeMap::new();
     for (round, at) in [2, 0, 1, 2, 1, 0].into_iter().enumerate() {
         for shard in 0..4 {
@@ -390,11 +380,7 @@ async fn a_partition_mid_rebalance_heals_into_one_view_with_every_write() {
         c.launch(flags(&["--lost-after-secs", "10"]));
     }
     c.wait_live(0, 4, limit).await;
-    c.client.create_db(c.addrs[0], DB, 10, 3).await;
-    wait_for("the db placed", limit, async || {
-        settled(&c.client.view(c.addrs[0]).await.ok()?, DB, 3).then_some(())
-    })
-    .await;
+    create_placed(&c, 0, DB, 10, 3).await;
     let mut acked = BTreeMap::new();
     write_all_shards(&c, DB, "before", 100, 1000, &mut acked).await;
 
@@ -496,11 +482,7 @@ async fn writes_flow_through_a_site_killed_every_ten_seconds_and_none_is_lost() 
         c.launch(Vec::new());
     }
     c.wait_live(0, 4, limit).await;
-    c.client.create_db(c.addrs[0], DB, 8, 3).await;
-    wait_for("the db placed", limit, async || {
-        settled(&c.client.view(c.addrs[0]).await.ok()?, DB, 3).then_some(())
-    })
-    .await;
+    create_placed(&c, 0, DB, 8, 3).await;
 
     let mut seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
@@ -664,11 +646,7 @@ async fn rogues_cannot_join_or_change_anything_and_the_sites_keep_serving() {
         c.launch(Vec::new());
     }
     c.wait_live(0, 2, limit).await;
-    c.client.create_db(c.addrs[0], DB, 2, 2).await;
-    wait_for("the db placed", limit, async || {
-        settled(&c.client.view(c.addrs[0]).await.ok()?, DB, 2).then_some(())
-    })
-    .await;
+    create_placed(&c, 0, DB, 2, 2).await;
     let mut acked = BTreeMap::new();
     write_all_shards(&c, DB, "before", 50, 100, &mut acked).await;
     let before = c.wait_agreed(&[0, 1], limit).await;
