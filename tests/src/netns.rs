@@ -4,11 +4,15 @@
 //! - a cut between two sites is a pair of blackhole routes inside their namespaces
 //!   (healing deletes them); a partition cuts every pair across two groups;
 //! - loss and delay are a `tc netem` queue on a host's interface, so they apply to
-//!   everything the host sends;
+//!   everything the host sends (without netem in the kernel, loss alone is an iptables
+//!   rule);
 //! - [`Tmpfs`] is a small filesystem for a data dir that fills up.
 //!
-//! Needs root and iproute2 (tc is part of it). [`Hosts::create`] answers `Err` with the reason when the
-//! machine cannot make namespaces, so a test can say it skipped and why.
+//! Needs root and iproute2 (tc is part of it). [`Hosts::create`] answers `Err` with the
+//! reason when the machine cannot make namespaces, so a test can say it skipped and
+//! why. Each scenario owns a subnet (10.231.`subnet`.0/24); two test runs at once on one
+//! machine would fight over them (a new run clears what it finds on its subnet as left
+//! over from a killed run).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
