@@ -48,15 +48,23 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
         }
         (None, None) => unreachable!("clap requires a source"),
     };
-    let existing = args.data_dir.join("data.mdb").exists();
-    let site = site_of(&args, existing)?;
+    let existing = if args.data_dir.join("data.mdb").exists() {
+        Some(Inventory::open_existing(&args.data_dir, InventoryConfig::default())?)
+    } else {
+        None
+    };
+    let site = site_of(&args, existing.as_ref())?;
     let placement = placement_of(&view, site).map_err(|e| UsageError::from_err(&e.into()))?;
-    let inventory = open(&args, site, existing)?;
+    let made = existing.is_none();
+    let inventory = match existing {
+        Some(inventory) => inventory,
+        None => create(&args, site)?,
+    };
     let outcome = match inventory.import(&placement.dbs) {
         Ok(outcome) => outcome,
         Err(error) => {
             drop(inventory);
-            if !existing {
+            if made {
                 // The inventory made for this import goes too: nothing is left behind.
                 for file in ["data.mdb", "lock.mdb", cairn_inventory::LOCK_FILE] {
                     let _ = std::fs::remove_file(args.data_dir.join(file));
@@ -87,9 +95,9 @@ fn read_view(file: &std::path::Path) -> anyhow::Result<ClusterView> {
 }
 
 /// The site the data dir belongs to: its inventory's id, or `--site` where it holds none.
-fn site_of(args: &ImportArgs, existing: bool) -> anyhow::Result<SiteId> {
-    if existing {
-        let found = Inventory::open_existing(&args.data_dir, InventoryConfig::default())?.identity().site_id;
+fn site_of(args: &ImportArgs, existing: Option<&Inventory>) -> anyhow::Result<SiteId> {
+    if let Some(inventory) = existing {
+        let found = inventory.identity().site_id;
         if let Some(site) = args.site
             && site != found
         {
@@ -108,12 +116,8 @@ fn site_of(args: &ImportArgs, existing: bool) -> anyhow::Result<SiteId> {
     })
 }
 
-/// Opens the data dir's inventory, or makes one for `site` in the cluster of
-/// `--cluster-dir`.
-fn open(args: &ImportArgs, site: SiteId, existing: bool) -> anyhow::Result<Inventory> {
-    if existing {
-        return Ok(Inventory::open_existing(&args.data_dir, InventoryConfig::default())?);
-    }
+/// Makes an inventory for `site` in the cluster of `--cluster-dir`.
+fn create(args: &ImportArgs, site: SiteId) -> anyhow::Result<Inventory> {
     let cluster = Credentials::load(&args.cluster_dir)
         .with_context(|| format!("loading the cluster's credentials from {}", args.cluster_dir.display()))?
         .cluster_id();

@@ -115,6 +115,27 @@ async fn still_serving(c: &HostedCluster, db: &str) {
     c.client.read_all(c.addrs[1], db, 0).await.expect("reads while full");
 }
 
+/// Site 1 takes `batch` into shard 0 of `db` again (waiting until it does), and then
+/// both replicas hold every acknowledged write; answers the entries checked.
+async fn writes_again(
+    c: &HostedCluster,
+    db: &str,
+    batch: &[Vec<u8>],
+    acked: &mut BTreeMap<u32, BTreeSet<EntryId>>,
+) -> usize {
+    let limit = Duration::from_secs(60);
+    let ids = wait_for("a write accepted again", limit, async || {
+        c.client.publish(c.addrs[1], db, 0, batch).await.ok()
+    })
+    .await;
+    acked.entry(0).or_default().extend(ids);
+    wait_for("every acknowledged write on both replicas", limit, async || {
+        let view = c.client.view(c.addrs[0]).await.ok()?;
+        check_replicas(&c.client, &view, db, acked).await.ok()
+    })
+    .await
+}
+
 /// Scenario 4: a site frozen (SIGSTOP) mid-plan for longer than the failure detector's
 /// bound and `lost_after`, then resumed: it is marked dead, then live again; the cluster
 /// settles with every shard at its replication factor; every plan ended once on each
@@ -237,16 +258,7 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_when_space_is_freed() {
 
     // Space freed: writes succeed again.
     std::fs::remove_file(&filler).unwrap();
-    let ids = wait_for("a write accepted after space was freed", limit, async || {
-        c.client.publish(c.addrs[1], "full", 0, &batch).await.ok()
-    })
-    .await;
-    acked.entry(0).or_default().extend(ids);
-    let view = c.client.view(c.addrs[0]).await.unwrap();
-    let checked = wait_for("every acknowledged write on both replicas", limit, async || {
-        check_replicas(&c.client, &view, "full", &acked).await.ok()
-    })
-    .await;
+    let checked = writes_again(&c, "full", &batch, &mut acked).await;
     eprintln!("full disk: refused with {refused:?}; {checked} entries on both replicas after freeing space");
 }
 
@@ -260,9 +272,8 @@ async fn a_full_map_with_growth_disabled_refuses_writes_clearly_and_loses_nothin
     let limit = Duration::from_secs(60);
     let config = c.root().join("small-map.toml");
     std::fs::write(&config, "[inventory]\nmap_size_mib = 8\nmap_growth_mib = 0\n").unwrap();
-    let config_flag = flags(&["--config", config.to_str().unwrap()]);
     c.launch(Vec::new());
-    c.launch(config_flag.clone());
+    c.launch(flags(&["--config", config.to_str().unwrap()]));
     c.wait_live(0, 2, limit).await;
     create_placed(&c, 0, "map", 1, 2).await;
     let mut acked: BTreeMap<u32, BTreeSet<EntryId>> = BTreeMap::new();
@@ -275,16 +286,7 @@ async fn a_full_map_with_growth_disabled_refuses_writes_clearly_and_loses_nothin
     std::fs::write(&config, "[inventory]\nmap_size_mib = 64\nmap_growth_mib = 0\n").unwrap();
     c.sites[1].kill();
     c.sites[1].restart();
-    let ids = wait_for("a write accepted after the map was enlarged", limit, async || {
-        c.client.publish(c.addrs[1], "map", 0, &batch).await.ok()
-    })
-    .await;
-    acked.entry(0).or_default().extend(ids);
-    let checked = wait_for("every acknowledged write on both replicas", limit, async || {
-        let view = c.client.view(c.addrs[0]).await.ok()?;
-        check_replicas(&c.client, &view, "map", &acked).await.ok()
-    })
-    .await;
+    let checked = writes_again(&c, "map", &batch, &mut acked).await;
     eprintln!("full map: refused with {refused:?}; {checked} entries on both replicas after enlarging it");
 }
 

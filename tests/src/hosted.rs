@@ -34,23 +34,8 @@ pub struct HostedCluster {
 }
 
 impl HostedCluster {
-    /// Makes `n` hosts (`tag` and `subnet` as for [`Hosts::create`]) and starts a site on
-    /// each with the flags `extra(i)` gives. `Err` says why hosts could not be made.
-    pub fn start(
-        bin: &Path,
-        tag: &str,
-        subnet: u8,
-        n: usize,
-        extra: impl Fn(usize) -> Vec<String>,
-    ) -> Result<Self, String> {
-        let mut cluster = Self::hosts_only(bin, tag, subnet, n)?;
-        for i in 0..n {
-            cluster.launch(extra(i));
-        }
-        Ok(cluster)
-    }
-
-    /// Makes `n` hosts and no site yet ([`Self::launch`] starts them in order).
+    /// Makes `n` hosts (`tag` and `subnet` as for [`Hosts::create`]) and no site yet
+    /// ([`Self::launch`] starts them in order). `Err` says why hosts could not be made.
     pub fn hosts_only(bin: &Path, tag: &str, subnet: u8, n: usize) -> Result<Self, String> {
         let hosts = Hosts::create(tag, subnet, n)?;
         let root = tempfile::tempdir().map_err(|e| e.to_string())?;
