@@ -70,8 +70,12 @@ async fn a_site_whose_inventory_was_lost_is_rebuilt_from_a_peer_and_catches_up()
     .await;
     let mut acked: BTreeMap<u32, BTreeSet<EntryId>> = BTreeMap::new();
     let d = view.db(&DbName::new(DB).unwrap()).unwrap();
+    let lost: SiteId = sites[2].site_id.parse().unwrap();
     for shard in &d.placement {
-        let at = view.site(shard.replicas[0].site_id).unwrap().addr.parse().unwrap();
+        // Through the site to be lost where it holds the shard: its own entries must come
+        // back to it from the others.
+        let holder = shard.replicas.iter().find(|r| r.site_id == lost).unwrap_or(&shard.replicas[0]);
+        let at = view.site(holder.site_id).unwrap().addr.parse().unwrap();
         let messages: Vec<Vec<u8>> =
             (0..300).map(|i| format!("{}-{i}-{}", shard.shard, "p".repeat(500)).into_bytes()).collect();
         acked
@@ -79,7 +83,6 @@ async fn a_site_whose_inventory_was_lost_is_rebuilt_from_a_peer_and_catches_up()
             .or_default()
             .extend(client.publish(at, DB, shard.shard, &messages).await.unwrap());
     }
-    let lost: SiteId = sites[2].site_id.parse().unwrap();
     let held: BTreeSet<u32> = d
         .placement
         .iter()
@@ -87,6 +90,13 @@ async fn a_site_whose_inventory_was_lost_is_rebuilt_from_a_peer_and_catches_up()
         .map(|s| s.shard)
         .collect();
     assert!(!held.is_empty());
+
+    // Every write replicated before the loss (a publish is acknowledged once stored on
+    // the site that took it; what only the lost disk held is gone with it).
+    wait_for("every write on both replicas before the loss", limit, async || {
+        check_replicas(&client, &view, DB, &acked).await.ok()
+    })
+    .await;
 
     // Site 2 goes down and its data dir is lost.
     sites[2].kill();
