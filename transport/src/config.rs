@@ -1,6 +1,7 @@
 //! The transport's limits and timeouts, each with a default and a checked range.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::TransportError;
@@ -52,6 +53,42 @@ pub struct TransportConfig {
     /// endpoint is on loopback (where it doubles bulk throughput), else quinn's 1452,
     /// safe on any Ethernet path. Above ~8000, loopback transfers were seen to stall.
     pub mtu_upper_bound: Option<u16>,
+    /// The congestion controller of every connection.
+    pub congestion: Congestion,
+}
+
+/// A congestion controller (quinn's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Congestion {
+    /// CUBIC (quinn's default): backs off on every loss, so random loss on a long path
+    /// holds throughput far below the link's (about MSS / RTT × 1.2 / √loss).
+    #[default]
+    Cubic,
+    /// BBR (quinn marks it experimental): paces at the measured bottleneck bandwidth and
+    /// does not read random loss as congestion — for lossy, long paths.
+    Bbr,
+}
+
+impl std::fmt::Display for Congestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cubic => "cubic",
+            Self::Bbr => "bbr",
+        })
+    }
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cubic" => Ok(Self::Cubic),
+            "bbr" => Ok(Self::Bbr),
+            other => Err(format!("unknown congestion controller {other:?}: use cubic or bbr")),
+        }
+    }
 }
 
 /// The MTU bound used on loopback when none is set.
@@ -81,6 +118,7 @@ impl Default for TransportConfig {
             gossip_inbox: 1024,
             max_gossip_bytes: 256 << 10,
             mtu_upper_bound: None,
+            congestion: Congestion::Cubic,
         }
     }
 }
@@ -168,6 +206,14 @@ impl TransportConfig {
         let mut mtu = quinn::MtuDiscoveryConfig::default();
         mtu.upper_bound(self.mtu_for(addr));
         t.mtu_discovery_config(Some(mtu));
+        match self.congestion {
+            Congestion::Cubic => {
+                t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+            }
+            Congestion::Bbr => {
+                t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+            }
+        };
         Ok(t)
     }
 }

@@ -3,6 +3,10 @@
 //! The length is checked against the limit before anything is allocated, so a forged
 //! length costs the reader nothing.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The frame format this build speaks.
@@ -36,6 +40,12 @@ pub enum FrameError {
         len: usize,
         /// The limit.
         max: usize,
+    },
+    /// No byte arrived for this long, in the middle of a frame or before it.
+    #[error("no byte arrived for {after:?}")]
+    Silent {
+        /// The silence allowed.
+        after: Duration,
     },
     /// The stream failed.
     #[error("stream error: {0}")]
@@ -97,6 +107,58 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
+/// One frame, as [`read_frame`], or [`FrameError::Silent`] once no byte has arrived
+/// for `silence` — however long the whole frame takes while bytes keep coming.
+pub async fn read_frame_within<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+    silence: Duration,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut watched =
+        Watchdog { inner: reader, silence, sleep: Box::pin(tokio::time::sleep(silence)), timed_out: false };
+    let frame = read_frame(&mut watched, max).await;
+    match watched.timed_out {
+        true => Err(FrameError::Silent { after: silence }),
+        false => frame,
+    }
+}
+
+/// A reader that fails once no byte has arrived for `silence` (each byte read resets
+/// the clock).
+struct Watchdog<'a, R> {
+    inner: &'a mut R,
+    silence: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    timed_out: bool,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Watchdog<'_, R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut *this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + this.silence;
+                    this.sleep.as_mut().reset(next);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    this.timed_out = true;
+                    Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no byte arrived")))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
 /// The header for a payload of `len` bytes.
 pub fn header(len: usize) -> Result<[u8; HEADER_LEN], FrameError> {
     let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge { len, max: u32::MAX as usize })?;
@@ -127,6 +189,8 @@ mod tests {
 
         let mut r = &buf[..];
         assert_eq!(read_frame(&mut r, 4).await, Err(FrameError::TooLarge { len: 5, max: 4 }));
+        let mut r = &buf[..];
+        assert_eq!(read_frame_within(&mut r, 100, Duration::from_secs(1)).await.unwrap().unwrap(), b"hello");
         let mut r = &buf[..7];
         assert_eq!(read_frame(&mut r, 100).await, Err(FrameError::Truncated { got: 7, expected: 10 }));
         let mut r = &buf[..3];
@@ -144,5 +208,29 @@ mod tests {
         let forged = [FRAME_VERSION, 0xff, 0xff, 0xff, 0xff];
         let mut r = &forged[..];
         assert!(matches!(read_frame(&mut r, 16 << 20).await, Err(FrameError::TooLarge { .. })));
+    }
+
+    #[tokio::test]
+    async fn silence_is_no_byte_for_a_while_not_a_slow_frame() {
+        let silence = Duration::from_millis(300);
+        // A 40-byte frame trickling in a byte every 20 ms takes 900 ms: read whole.
+        let (mut tx, mut rx) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            let mut frame = Vec::new();
+            write_frame(&mut frame, &[7u8; 40]).await.unwrap();
+            for b in frame {
+                tx.write_all(&[b]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tx
+        });
+        assert_eq!(read_frame_within(&mut rx, 100, silence).await.unwrap().unwrap(), vec![7u8; 40]);
+        let mut tx = writer.await.unwrap();
+        // Half a header, then nothing: silent.
+        tx.write_all(&[FRAME_VERSION, 0]).await.unwrap();
+        assert_eq!(
+            read_frame_within(&mut rx, 100, silence).await,
+            Err(FrameError::Silent { after: silence })
+        );
     }
 }

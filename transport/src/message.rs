@@ -320,6 +320,9 @@ pub enum WireErrorKind {
     Timeout,
     /// The site failed while handling it.
     Internal,
+    /// The site could not get the request done elsewhere (a replicant forwarding a
+    /// write found no core site to take it); try again.
+    Unavailable,
 }
 
 impl WireError {

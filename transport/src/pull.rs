@@ -10,11 +10,14 @@
 //! back-pressure: an upstream writes only as fast as the receiver reads.
 //!
 //! A receiver that finds a bad batch stops the stream and pulls again from what it has
-//! stored; nothing of the bad batch is kept.
+//! stored; nothing of the bad batch is kept. A receiver calls an upstream silent when no
+//! byte arrives for a while ([`PullReceiver::next_within`]) — not when a whole frame
+//! takes long, which on a slow or lossy path a large batch does.
 //!
 //! [`Request::Pull`]: crate::Request::Pull
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use cairn_inventory::{DbName, Entry, Frontier, SiteId, codec};
 use serde::{Deserialize, Serialize};
@@ -212,6 +215,21 @@ impl PullReceiver {
             frame::read_frame(&mut self.recv, self.max_frame).await.map_err(|source| match source {
                 FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
                 source => TransportError::Frame { peer, source },
+            })?;
+        frame.map(|bytes| codec::decode(&bytes).map_err(TransportError::from)).transpose()
+    }
+
+    /// The next frame, as [`Self::next`], but [`TransportError::Timeout`] once no byte
+    /// at all has arrived for `silence` (the frame is then lost: stop the stream).
+    pub async fn next_within(&mut self, silence: Duration) -> Result<Option<PullFrame>, TransportError> {
+        let peer = self.peer;
+        let frame =
+            frame::read_frame_within(&mut self.recv, self.max_frame, silence).await.map_err(|source| {
+                match source {
+                    FrameError::Silent { after } => TransportError::Timeout { peer, after },
+                    FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
+                    source => TransportError::Frame { peer, source },
+                }
             })?;
         frame.map(|bytes| codec::decode(&bytes).map_err(TransportError::from)).transpose()
     }
