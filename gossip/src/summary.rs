@@ -116,6 +116,11 @@ pub enum ReplicaPhase {
         /// The site taking over.
         to: SiteId,
     },
+    /// A replicant's read-only copy (not part of the placement).
+    Following {
+        /// Whether it has caught up once (it serves reads).
+        caught_up: bool,
+    },
 }
 
 /// One replica this site holds.

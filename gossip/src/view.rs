@@ -12,7 +12,10 @@
 //!   creations, then the earliest creation by HLC (ties: the lower origin site id), then
 //!   its latest change — the same on every site whatever the clocks say; sites holding
 //!   another creation's different settings are listed as a `conflicting_db` warning;
-//!   dropped names are listed in `dropped`.
+//!   dropped names are listed in `dropped`;
+//! - a replicant's copies (phase `following`) are listed apart from the placement, as a
+//!   shard's `followers` with how many entries they lack, so nothing that counts
+//!   replicas (planners, warnings, handovers) ever sees them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -81,10 +84,17 @@ pub struct SiteView {
     pub started_ms: u64,
     /// When its heartbeat last advanced, as seen here.
     pub last_seen_ms: Option<u64>,
-    /// Replicas it holds.
+    /// Replicas it holds (placement replicas only; not a replicant's copies).
     pub replicas: u64,
-    /// Payload bytes it holds.
+    /// Payload bytes it holds (copies included).
     pub bytes: u64,
+    /// A replicant's read-only copies of shards it follows.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub following: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One replica in a db's placement.
@@ -116,6 +126,33 @@ pub struct ShardView {
     pub shard: u32,
     /// Its replicas, by site id.
     pub replicas: Vec<ReplicaView>,
+    /// Replicant sites' read-only copies, by site id: never counted as replicas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followers: Vec<FollowerView>,
+}
+
+/// A replicant's copy of a shard (state `following`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowerView {
+    /// The replicant site.
+    pub site_id: SiteId,
+    /// Always `following`.
+    pub state: String,
+    /// Whether it has caught up once; until then it serves no reads.
+    pub caught_up: bool,
+    /// Entries held.
+    pub entries: u64,
+    /// Payload bytes held.
+    pub bytes: u64,
+    /// Per origin site, the seq up to which everything is held.
+    pub frontier: Vec<(SiteId, u64)>,
+    /// Entries the most complete ready replica on a live site holds beyond this copy's
+    /// frontier (per origin, summed); `None` when no such replica is in the view.
+    pub lag_entries: Option<u64>,
+    /// While catching up: how far along it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<CatchUpProgress>,
 }
 
 /// One db.
@@ -320,7 +357,19 @@ fn phase_name(phase: ReplicaPhase) -> (&'static str, Option<SiteId>) {
         ReplicaPhase::CatchingUp => ("catching_up", None),
         ReplicaPhase::Ready => ("ready", None),
         ReplicaPhase::HandingOver { to } => ("handing_over", Some(to)),
+        ReplicaPhase::Following { .. } => ("following", None),
     }
+}
+
+fn is_following(r: &ReplicaSummary) -> bool {
+    matches!(r.phase, ReplicaPhase::Following { .. })
+}
+
+/// How many entries frontier `a` holds beyond frontier `b`: per origin, the seqs `a`
+/// covers above `b`'s, summed.
+pub fn entries_beyond(a: &[(SiteId, u64)], b: &[(SiteId, u64)]) -> u64 {
+    let theirs: BTreeMap<SiteId, u64> = b.iter().copied().collect();
+    a.iter().map(|(origin, seq)| seq.saturating_sub(theirs.get(origin).copied().unwrap_or(0))).sum()
 }
 
 /// Builds the view `self_site` holds from every node's state.
@@ -348,7 +397,8 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
             (false, true) => SiteState::Left,
             (false, false) => SiteState::Dead,
         };
-        let held = d.replicas.len() as u64;
+        let following = d.replicas.iter().filter(|(_, _, r)| is_following(r)).count() as u64;
+        let held = d.replicas.len() as u64 - following;
         if state == SiteState::Dead && held > 0 {
             warnings.push(Warning::DeadSiteHoldsReplicas {
                 site_id: *id,
@@ -370,6 +420,7 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
             last_seen_ms: node.last_seen_ms,
             replicas: held,
             bytes: d.replicas.iter().map(|(_, _, r)| r.bytes).sum(),
+            following,
         });
     }
     let live: BTreeMap<SiteId, bool> =
@@ -410,8 +461,9 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
                 });
             }
         }
-        let mut placement: Vec<ShardView> =
-            (0..winner.shards).map(|shard| ShardView { shard, replicas: Vec::new() }).collect();
+        let mut placement: Vec<ShardView> = (0..winner.shards)
+            .map(|shard| ShardView { shard, replicas: Vec::new(), followers: Vec::new() })
+            .collect();
         // A site whose own record of the name was dropped (it has not deleted its
         // replicas yet, or is down) holds replicas of the old db, not of this one.
         let ended: Vec<SiteId> = holders
@@ -427,8 +479,22 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
                 if db != &name || *shard >= winner.shards {
                     continue;
                 }
+                let slot = &mut placement[*shard as usize];
+                if let ReplicaPhase::Following { caught_up } = r.phase {
+                    slot.followers.push(FollowerView {
+                        site_id: *id,
+                        state: "following".to_owned(),
+                        caught_up,
+                        entries: r.entries,
+                        bytes: r.bytes,
+                        frontier: r.frontier.clone(),
+                        lag_entries: None,
+                        progress: r.progress,
+                    });
+                    continue;
+                }
                 let (state, to) = phase_name(r.phase);
-                placement[*shard as usize].replicas.push(ReplicaView {
+                slot.replicas.push(ReplicaView {
                     site_id: *id,
                     state: state.to_owned(),
                     to,
@@ -437,6 +503,14 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
                     frontier: r.frontier.clone(),
                     progress: r.progress,
                 });
+            }
+        }
+        for shard in &mut placement {
+            let complete: Vec<&ReplicaView> =
+                shard.replicas.iter().filter(|r| r.state == "ready" && live[&r.site_id]).collect();
+            for follower in &mut shard.followers {
+                follower.lag_entries =
+                    complete.iter().map(|r| entries_beyond(&r.frontier, &follower.frontier)).max();
             }
         }
         let short: Vec<u32> = placement

@@ -14,10 +14,9 @@ fn name() -> DbName {
     DbName::new("d").unwrap()
 }
 
-/// Site `n` holding `record` (if any) and ready replicas of `shards`.
-fn node(n: u8, live: bool, record: Option<&DbRecord>, shards: &[u32]) -> NodeInput {
+fn site(n: u8, role: Role) -> (String, String) {
     let summary = SiteSummary {
-        role: Role::Core,
+        role,
         addr: format!("127.0.0.1:{}", 7000 + u16::from(n)),
         version: "t".into(),
         started_ms: 0,
@@ -26,7 +25,12 @@ fn node(n: u8, live: bool, record: Option<&DbRecord>, shards: &[u32]) -> NodeInp
         leaving: false,
         draining: false,
     };
-    let mut kv = vec![(SummaryKey::Site.render(), encode_value(&summary))];
+    (SummaryKey::Site.render(), encode_value(&summary))
+}
+
+/// Site `n` holding `record` (if any) and ready replicas of `shards`.
+fn node(n: u8, live: bool, record: Option<&DbRecord>, shards: &[u32]) -> NodeInput {
+    let mut kv = vec![site(n, Role::Core)];
     if let Some(r) = record {
         kv.push((SummaryKey::Db(name()).render(), encode_value(&DbSummary::from(r))));
     }
@@ -102,4 +106,69 @@ fn a_drop_hides_the_db_and_a_new_creation_ignores_the_old_replicas_of_a_site_tha
         db.placement.iter().flat_map(|s| s.replicas.iter().map(move |r| (s.shard, r.site_id))).collect();
     assert_eq!(holders, vec![(2, SiteId(3))], "site 2's replicas belong to the dropped db");
     assert_eq!(view.dropped, vec![DroppedDb { name: name(), at: hlc(30) }]);
+}
+
+/// Site `n` as a replicant holding a copy of `d`/0 with `frontier`.
+fn replicant(n: u8, live: bool, record: &DbRecord, frontier: Vec<(SiteId, u64)>) -> NodeInput {
+    let mut node = node(n, live, Some(record), &[]);
+    node.key_values[0] = site(n, Role::Replicant);
+    let copy = ReplicaSummary {
+        phase: ReplicaPhase::Following { caught_up: true },
+        entries: 7,
+        bytes: 70,
+        frontier_digest: 0,
+        frontier,
+        progress: None,
+    };
+    node.key_values.push((SummaryKey::Replica(name(), 0).render(), encode_value(&copy)));
+    node
+}
+
+#[test]
+fn a_replicants_copies_are_followers_with_their_lag_never_replicas() {
+    let created = DbRecord::new(name(), 1, 2, Retention::default(), hlc(10), SiteId(1));
+    let with_frontier = |mut n: NodeInput, frontier: Vec<(SiteId, u64)>| {
+        let r = ReplicaSummary {
+            phase: ReplicaPhase::Ready,
+            entries: 1,
+            bytes: 1,
+            frontier_digest: 0,
+            frontier,
+            progress: None,
+        };
+        n.key_values.retain(|(k, _)| !k.starts_with("r:"));
+        n.key_values.push((SummaryKey::Replica(name(), 0).render(), encode_value(&r)));
+        n
+    };
+    let (a, b) = (SiteId(1), SiteId(2));
+    let core = [
+        with_frontier(node(1, true, Some(&created), &[0]), vec![(a, 10)]),
+        with_frontier(node(2, true, Some(&created), &[0]), vec![(a, 10), (b, 5)]),
+    ];
+    let copy = replicant(3, true, &created, vec![(a, 7)]);
+    let view = build_view(SiteId(1), &[core[0].clone(), core[1].clone(), copy]);
+    let shard = &view.db(&name()).unwrap().placement[0];
+    assert_eq!(shard.replicas.len(), 2, "the copy is not a replica");
+    assert_eq!(shard.followers.len(), 1);
+    let f = &shard.followers[0];
+    assert_eq!((f.site_id, f.state.as_str(), f.caught_up), (SiteId(3), "following", true));
+    // Behind site 2 by 3 of a's entries and all 5 of b's.
+    assert_eq!(f.lag_entries, Some(8));
+    let site = view.site(SiteId(3)).unwrap();
+    assert_eq!((site.role, site.replicas, site.following), (Role::Replicant, 0, 1));
+    assert!(view.warnings.is_empty(), "{:?}", view.warnings);
+
+    // A dead replicant: no warning, nothing under-replicated; with no live ready
+    // replica, the lag cannot be told.
+    let dead = replicant(3, false, &created, vec![(a, 7)]);
+    let view = build_view(SiteId(1), &[core[0].clone(), core[1].clone(), dead.clone()]);
+    assert!(view.warnings.is_empty(), "{:?}", view.warnings);
+    let mut alone = core[0].clone();
+    alone.live = false;
+    let view = build_view(SiteId(3), &[alone, dead]);
+    assert_eq!(view.db(&name()).unwrap().placement[0].followers[0].lag_entries, None);
+    // The JSON round-trips (readers refuse unknown fields).
+    let json = serde_json::to_string(&view).unwrap();
+    assert!(json.contains("\"followers\"") && json.contains("\"lag_entries\":null"), "{json}");
+    assert_eq!(serde_json::from_str::<cairn_gossip::ClusterView>(&json).unwrap(), view);
 }

@@ -154,7 +154,8 @@ impl Hlc {
     }
 }
 
-/// The state of a local replica: `CatchingUp` → `Ready` → `HandingOver` → gone.
+/// The state of a local replica: `CatchingUp` → `Ready` → `HandingOver` → gone on core
+/// sites; `Following` on replicant sites.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplicaState {
     /// Copying the shard's log from these upstream sites.
@@ -168,6 +169,13 @@ pub enum ReplicaState {
     HandingOver {
         /// The site taking over.
         to: SiteId,
+    },
+    /// A replicant's read-only copy, filled and kept current from a core replica; never
+    /// part of the shard's placement, never takes writes.
+    Following {
+        /// Whether it has once held everything its upstream held when it started
+        /// copying; until then it serves no reads.
+        caught_up: bool,
     },
 }
 

@@ -26,6 +26,8 @@ pub(crate) struct FileConfig {
     pub(crate) listen: Option<SocketAddr>,
     pub(crate) cluster_dir: Option<PathBuf>,
     pub(crate) role: Option<Role>,
+    /// Dbs a replicant keeps a read-only copy of.
+    pub(crate) follow: Option<Vec<String>>,
     pub(crate) seeds: Option<Vec<String>>,
     pub(crate) zone: Option<String>,
     pub(crate) capacity: Option<u32>,
@@ -89,6 +91,8 @@ pub(crate) struct TransportSection {
     pub(crate) request_timeout_ms: Option<u64>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) mtu_upper_bound: Option<u16>,
+    /// `cubic` or `bbr`.
+    pub(crate) congestion: Option<cairn_transport::Congestion>,
 }
 
 /// `[inventory]`.
@@ -116,6 +120,7 @@ impl FileConfig {
             listen: self.listen.or(lower.listen),
             cluster_dir: self.cluster_dir.or(lower.cluster_dir),
             role: self.role.or(lower.role),
+            follow: self.follow.or(lower.follow),
             seeds: self.seeds.or(lower.seeds),
             zone: self.zone.or(lower.zone),
             capacity: self.capacity.or(lower.capacity),
@@ -150,6 +155,7 @@ impl FileConfig {
                 request_timeout_ms: self.transport.request_timeout_ms.or(lower.transport.request_timeout_ms),
                 max_connections: self.transport.max_connections.or(lower.transport.max_connections),
                 mtu_upper_bound: self.transport.mtu_upper_bound.or(lower.transport.mtu_upper_bound),
+                congestion: self.transport.congestion.or(lower.transport.congestion),
             },
             inventory: InventorySection {
                 map_size_mib: self.inventory.map_size_mib.or(lower.inventory.map_size_mib),
@@ -180,6 +186,7 @@ impl FileConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 7001))),
             cluster_dir: Some(PathBuf::from("./cairn-data/cluster")),
             role: Some(Role::Core),
+            follow: Some(Vec::new()),
             seeds: Some(Vec::new()),
             zone: None,
             capacity: Some(100),
@@ -202,6 +209,7 @@ impl FileConfig {
                 request_timeout_ms: ms(t.request_timeout),
                 max_connections: Some(t.max_connections),
                 mtu_upper_bound: t.mtu_upper_bound,
+                congestion: Some(t.congestion),
             },
             inventory: InventorySection {
                 map_size_mib: Some(i.map_size / MIB),
@@ -234,6 +242,18 @@ impl FileConfig {
             self.cluster_dir.clone().or(d.cluster_dir).unwrap_or_default(),
         );
         o.role = self.role.unwrap_or_default();
+        for name in self.follow.iter().flatten() {
+            let db = cairn_inventory::DbName::new(name)
+                .map_err(|e| anyhow::anyhow!("invalid --follow {name:?}: {e}"))?;
+            if !o.follow.contains(&db) {
+                o.follow.push(db);
+            }
+        }
+        if !o.follow.is_empty() && o.role != Role::Replicant {
+            bail!(
+                "--follow is for replicant sites: add --role replicant (core sites hold the replicas planners give them)"
+            );
+        }
         o.zone = self.zone.clone();
         o.capacity = self.capacity.unwrap_or(100);
         o.metrics_listen = self.metrics_listen;
@@ -266,6 +286,7 @@ impl FileConfig {
             request_timeout: pick(t.request_timeout_ms, dt.request_timeout_ms),
             max_connections: t.max_connections.unwrap_or(base.max_connections),
             mtu_upper_bound: t.mtu_upper_bound,
+            congestion: t.congestion.unwrap_or(base.congestion),
             ..base
         };
         o.transport.validate()?;

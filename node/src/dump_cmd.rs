@@ -97,6 +97,9 @@ pub(crate) fn render_table(view: &ClusterView) -> String {
             db.replication,
             db.origin.short()
         );
+        for line in follower_lines(db) {
+            let _ = writeln!(out, "    {line}");
+        }
         for shard in &db.placement {
             for r in &shard.replicas {
                 let Some(p) = r.progress else { continue };
@@ -129,6 +132,30 @@ pub(crate) fn render_table(view: &ClusterView) -> String {
         let _ = writeln!(out, "  {message}");
     }
     out
+}
+
+/// Per replicant following `db`: its copies, how many have caught up, and the entries
+/// they lack (summed over shards; `?` where no live ready replica tells).
+fn follower_lines(db: &cairn_gossip::view::DbView) -> Vec<String> {
+    let mut by_site: std::collections::BTreeMap<_, (usize, usize, u64, bool)> = Default::default();
+    for f in db.placement.iter().flat_map(|s| &s.followers) {
+        let row = by_site.entry(f.site_id).or_default();
+        row.0 += 1;
+        row.1 += usize::from(f.caught_up);
+        row.2 += f.lag_entries.unwrap_or(0);
+        row.3 |= f.lag_entries.is_none();
+    }
+    by_site
+        .into_iter()
+        .map(|(site, (copies, caught_up, lag, unknown))| {
+            format!(
+                "replicant {}: following {copies} of {} shards ({caught_up} caught up), lag {lag}{} entries",
+                site.short(),
+                db.shards,
+                if unknown { "+?" } else { "" }
+            )
+        })
+        .collect()
 }
 
 /// One plan in flight as a table row (dump, `ctl plan show`).

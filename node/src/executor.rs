@@ -62,6 +62,16 @@ pub fn run_head(
             Some(ReplicaState::CatchingUp { .. }) => {
                 return Ok(StepResult::Waiting(format!("{db}/{shard} is catching up")));
             }
+            // A copy kept from when this site was a replicant: what it holds is the
+            // shard's data, so it catches up the rest like any new replica.
+            Some(ReplicaState::Following { .. }) => {
+                let state = match upstreams.is_empty() {
+                    true => ReplicaState::Ready,
+                    false => ReplicaState::CatchingUp { upstreams: upstreams.clone() },
+                };
+                inv.set_replica(db, *shard, state)?;
+                return Ok(StepResult::Waiting(format!("{db}/{shard} is catching up")));
+            }
             Some(ReplicaState::Ready | ReplicaState::HandingOver { .. }) => {}
         },
         Step::RemoveReplica { shard } => {
@@ -235,22 +245,31 @@ fn run_plan(
     Ok(())
 }
 
-/// Runs [`run_round`] every `every`, until the task is dropped.
+/// Runs [`run_round`] every `every`, then keeps a replicant's copies of the dbs in
+/// `follow` ([`crate::follow::sync`]), until the task is dropped.
 pub async fn run(
     inventory: Arc<Inventory>,
     view: watch::Receiver<Arc<ClusterView>>,
     every: Duration,
     replicas_changed: Arc<tokio::sync::Notify>,
     notes: Arc<StepNotes>,
+    follow: Arc<[DbName]>,
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let current = view.borrow().clone();
-        let (inv, changed, notes) = (inventory.clone(), replicas_changed.clone(), notes.clone());
-        let result =
-            tokio::task::spawn_blocking(move || run_round(&inv, &current, &notes, every, &changed)).await;
+        let (inv, changed, notes, follow) =
+            (inventory.clone(), replicas_changed.clone(), notes.clone(), follow.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            run_round(&inv, &current, &notes, every, &changed)?;
+            if crate::follow::sync(&inv, &follow, &current)? {
+                changed.notify_one();
+            }
+            Ok::<(), InventoryError>(())
+        })
+        .await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "executor round failed; retrying next round"),

@@ -88,6 +88,8 @@ fn state_name(state: &ReplicaState) -> String {
         }
         ReplicaState::Ready => "ready".into(),
         ReplicaState::HandingOver { to } => format!("handing_over to {}", to.short()),
+        ReplicaState::Following { caught_up: true } => "following".into(),
+        ReplicaState::Following { caught_up: false } => "following (catching up)".into(),
     }
 }
 

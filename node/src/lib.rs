@@ -4,6 +4,7 @@
 //! - [`site`]: starting a site (inventory + endpoint) and stopping it;
 //! - [`planner`]: pure planners (view + request → plan per site);
 //! - [`executor`]: runs the head step of each pending plan;
+//! - [`follow`]: which shards a replicant keeps a read-only copy of;
 //! - [`db_settings`]: changing and dropping dbs, and each site taking such changes up;
 //! - [`automation`]: the planner of record turns the view into plans;
 //! - [`service`]: what a site answers to each request;
@@ -16,6 +17,7 @@ pub mod automation;
 pub mod data;
 pub mod db_settings;
 pub mod executor;
+pub mod follow;
 pub mod import;
 pub mod metrics;
 pub mod planner;

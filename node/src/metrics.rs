@@ -198,12 +198,13 @@ impl Metrics {
     }
 
     fn read_inventory(&self, inv: &Inventory) -> Result<(), InventoryError> {
-        let mut by_state = [("catching_up", 0i64), ("ready", 0), ("handing_over", 0)];
+        let mut by_state = [("catching_up", 0i64), ("ready", 0), ("handing_over", 0), ("following", 0)];
         for r in inv.replicas(None)? {
             let i = match r.state {
                 ReplicaState::CatchingUp { .. } => 0,
                 ReplicaState::Ready => 1,
                 ReplicaState::HandingOver { .. } => 2,
+                ReplicaState::Following { .. } => 3,
             };
             by_state[i].1 += 1;
         }

@@ -35,6 +35,11 @@ pub struct SiteService {
     clock: Mutex<Hlc>,
     /// Requests answered, by kind and outcome (for metrics).
     requests: Arc<RequestCounters>,
+    /// The site's endpoint, for a replicant's forwarded writes (set once it is bound;
+    /// taken away at shutdown, since the endpoint holds this service).
+    endpoint: Mutex<Option<cairn_transport::Endpoint>>,
+    /// Forwarded writes so far: where the next one starts among the holders.
+    forwarded: std::sync::atomic::AtomicUsize,
 }
 
 impl SiteService {
@@ -50,7 +55,19 @@ impl SiteService {
             view: OnceLock::new(),
             clock: Mutex::new(Hlc::default()),
             requests: Arc::default(),
+            endpoint: Mutex::new(None),
+            forwarded: Default::default(),
         }
+    }
+
+    /// Gives the service the site's endpoint (a replicant forwards writes with it).
+    pub fn attach_endpoint(&self, endpoint: cairn_transport::Endpoint) {
+        *self.endpoint.lock().unwrap_or_else(PoisonError::into_inner) = Some(endpoint);
+    }
+
+    /// Takes the endpoint back (at shutdown: it holds this service).
+    pub fn detach_endpoint(&self) {
+        self.endpoint.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 
     /// The requests this service has answered, by kind and outcome (shared, live).
@@ -239,6 +256,9 @@ impl SiteService {
         if let Err(reason) = access::check_publish(&messages) {
             return Response::Rejected { reason };
         }
+        if self.role == Role::Replicant {
+            return self.forward_publish(db, shard, messages).await;
+        }
         match self.appender.append(db.clone(), shard, messages).await {
             Ok(Ok(ids)) => {
                 self.data.signals.notify(&db, shard);
@@ -253,6 +273,24 @@ impl SiteService {
                 other => internal(other),
             },
         }
+    }
+
+    /// A replicant's publish: done by a core site holding a ready replica.
+    async fn forward_publish(&self, db: DbName, shard: u32, messages: Vec<serde_bytes::ByteBuf>) -> Response {
+        let me = self.inventory.identity().site_id;
+        let holders =
+            self.current_view().map(|v| access::ready_holders(&v, me, &db, shard)).unwrap_or_default();
+        let endpoint = self.endpoint.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some(endpoint) = endpoint else {
+            return Response::Error(WireError::new(WireErrorKind::Busy, "the site is stopping"));
+        };
+        let first = self.forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request = Request::Publish { db: db.clone(), shard, messages };
+        let answer = crate::data::forward::forward(&endpoint, &holders, first, &request).await;
+        if let Response::Error(error) = &answer {
+            tracing::warn!(%db, shard, %error, "forwarding a write failed");
+        }
+        answer
     }
 
     async fn read(&self, db: DbName, shard: u32, from: u64, max: u32) -> Response {
@@ -329,6 +367,12 @@ impl SiteService {
     async fn answer(&self, peer: SocketAddr, request: Request) -> Response {
         match request {
             Request::Status => Response::Status(self.status()),
+            Request::Schedule(_) if self.role == Role::Replicant => Response::Rejected {
+                reason: format!(
+                    "site {} is a replicant: it holds no replicas, so it runs no plans",
+                    self.inventory.identity().site_id.short()
+                ),
+            },
             Request::Schedule(plan) => {
                 let (db, plan_id, priority) = (plan.db.clone(), plan.plan_id, plan.priority);
                 match self.blocking(move |inv| inv.offer(&plan)).await {

@@ -33,6 +33,8 @@ pub struct SiteOptions {
     pub cluster_dir: PathBuf,
     /// Core or replicant.
     pub role: Role,
+    /// For a replicant: the dbs it keeps a read-only copy of.
+    pub follow: Vec<cairn_inventory::DbName>,
     /// Failure-domain label.
     pub zone: Option<String>,
     /// Placement weight (100 = the usual).
@@ -66,6 +68,7 @@ impl SiteOptions {
             listen,
             cluster_dir,
             role: Role::Core,
+            follow: Vec::new(),
             zone: None,
             capacity: 100,
             inventory: InventoryConfig::default(),
@@ -96,6 +99,15 @@ pub enum StartError {
     /// Gossip could not start.
     #[error(transparent)]
     Gossip(#[from] cairn_gossip::GossipError),
+    /// A site asked to run as a replicant holds replicas that count toward placement.
+    #[error(
+        "this site holds {replicas} replicas; a replicant holds none — decommission it \
+         (cairn ctl plan apply decommission SITE) before starting it as a replicant"
+    )]
+    ReplicantHoldsReplicas {
+        /// How many.
+        replicas: usize,
+    },
     /// The metrics address could not be bound.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -121,6 +133,7 @@ pub struct Site {
     /// Where metrics are served, if they are.
     pub metrics_addr: Option<SocketAddr>,
     summary: SiteSummary,
+    service: Arc<SiteService>,
     publisher: JoinHandle<()>,
     /// The executor and automation loops.
     workers: Vec<JoinHandle<()>>,
@@ -166,11 +179,22 @@ impl Site {
             resolve_credentials(&options.cluster_dir, &options.data_dir).map_err(StartError::Credentials)?;
         let inventory =
             Arc::new(Inventory::open(&options.data_dir, credentials.cluster_id(), options.inventory)?);
+        if options.role == Role::Replicant {
+            let replicas = inventory
+                .replicas(None)?
+                .iter()
+                .filter(|r| !matches!(r.state, cairn_inventory::ReplicaState::Following { .. }))
+                .count();
+            if replicas > 0 {
+                return Err(StartError::ReplicantHoldsReplicas { replicas });
+            }
+        }
         let data = Arc::new(DataShared::new(options.data));
         let service = Arc::new(SiteService::new(inventory.clone(), options.role, data.clone()));
         let (endpoint, inbox) =
             Endpoint::serve(options.listen, &credentials, options.transport, service.clone())
                 .map_err(StartError::Transport)?;
+        service.attach_endpoint(endpoint.clone());
         let identity = inventory.identity();
         let addr = endpoint.local_addr();
         let summary = SiteSummary {
@@ -233,6 +257,7 @@ impl Site {
                 interval,
                 data.wake.clone(),
                 notes,
+                options.follow.clone().into(),
             )));
             workers.push(tokio::spawn(crate::automation::run(
                 identity.site_id,
@@ -250,7 +275,7 @@ impl Site {
         tracing::info!(
             site = %identity.site_id, cluster = %identity.cluster_id, %addr, role = %options.role, "site started"
         );
-        Ok(Self { inventory, endpoint, gossip, data, metrics_addr, summary, publisher, workers })
+        Ok(Self { inventory, endpoint, gossip, data, metrics_addr, summary, service, publisher, workers })
     }
 
     /// The view as this site holds it now.
@@ -286,6 +311,7 @@ impl Site {
             Ok(gossip) => gossip.shutdown().await,
             Err(_) => tracing::warn!("gossip is still shared at shutdown; it stops with the process"),
         }
+        self.service.detach_endpoint();
         self.endpoint.close().await;
         tracing::info!(site = %self.inventory.identity().site_id, "site stopped");
     }

@@ -23,6 +23,7 @@ pub fn read_snapshot(
             ReplicaState::CatchingUp { .. } => ReplicaPhase::CatchingUp,
             ReplicaState::Ready => ReplicaPhase::Ready,
             ReplicaState::HandingOver { to } => ReplicaPhase::HandingOver { to },
+            ReplicaState::Following { caught_up } => ReplicaPhase::Following { caught_up },
         };
         let summary = ReplicaSummary {
             phase,
@@ -31,7 +32,9 @@ pub fn read_snapshot(
             frontier_digest: frontier_digest(&frontier),
             frontier,
             progress: match r.state {
-                ReplicaState::CatchingUp { .. } => progress(&r.db, r.shard, stats.bytes),
+                ReplicaState::CatchingUp { .. } | ReplicaState::Following { caught_up: false } => {
+                    progress(&r.db, r.shard, stats.bytes)
+                }
                 _ => None,
             },
         };

@@ -13,7 +13,7 @@ use clap::Args;
 
 use crate::UsageError;
 use crate::addr::parse_addr;
-use crate::config::{DataSection, FileConfig, GossipSection, PlacementSection};
+use crate::config::{DataSection, FileConfig, GossipSection, PlacementSection, TransportSection};
 
 #[derive(Debug, Args)]
 pub(crate) struct StartArgs {
@@ -30,6 +30,11 @@ pub(crate) struct StartArgs {
     /// core sites hold replicas; replicant sites never do [default: core].
     #[arg(long, env = "CAIRN_ROLE")]
     role: Option<Role>,
+    /// For a replicant: a db to keep a read-only copy of, every shard, followed from the
+    /// core replicas (repeat, or separate with commas); a db created later is followed
+    /// once it exists.
+    #[arg(long = "follow", value_name = "DB", env = "CAIRN_FOLLOW", value_delimiter = ',')]
+    follow: Vec<String>,
     /// A site to start gossiping with (repeat, or separate with commas).
     #[arg(long = "seed", value_name = "HOST:PORT", env = "CAIRN_SEEDS", value_delimiter = ',')]
     seeds: Vec<String>,
@@ -61,6 +66,10 @@ pub(crate) struct StartArgs {
     /// [default: true].
     #[arg(long, value_name = "BOOL", env = "CAIRN_AUTO_REBALANCE")]
     auto_rebalance: Option<bool>,
+    /// Congestion controller of every QUIC connection: cubic, or bbr for lossy,
+    /// long paths (quinn marks its BBR experimental) [default: cubic].
+    #[arg(long, value_name = "CC", env = "CAIRN_CONGESTION")]
+    congestion: Option<cairn_transport::Congestion>,
     /// A TOML file with settings (flags and environment variables win over it).
     #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG")]
     config: Option<PathBuf>,
@@ -77,11 +86,13 @@ impl StartArgs {
             listen: self.listen,
             cluster_dir: self.cluster_dir.clone(),
             role: self.role,
+            follow: (!self.follow.is_empty()).then(|| self.follow.clone()),
             seeds: (!self.seeds.is_empty()).then(|| self.seeds.clone()),
             zone: self.zone.clone(),
             capacity: self.capacity,
             metrics_listen: self.metrics_listen,
             gossip: GossipSection { interval_ms: self.gossip_interval_ms, ..GossipSection::default() },
+            transport: TransportSection { congestion: self.congestion, ..TransportSection::default() },
             data: DataSection { catch_up_limit_kib: self.catch_up_limit, ..DataSection::default() },
             placement: PlacementSection {
                 lost_after_secs: self.lost_after_secs,

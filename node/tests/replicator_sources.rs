@@ -50,3 +50,45 @@ fn a_ready_replica_follows_every_other_live_holder() {
     want.sort();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_replicants_copy_follows_one_live_holder_and_keeps_it() {
+    let mut view = build(&Shape { old: 5, new: 0, zones: 1, capacities: false, dbs: vec![(1, 3)], dead: 0 });
+    let db = DbName::new("db0").unwrap();
+    let holders: Vec<SiteId> = view.dbs[0].placement[0].replicas.iter().map(|r| r.site_id).collect();
+    let copy = |caught_up| {
+        [ReplicaRecord {
+            db: db.clone(),
+            shard: 0,
+            state: ReplicaState::Following { caught_up },
+            created_ms: 0,
+            updated_ms: 0,
+        }]
+    };
+    let streams = |me: SiteId, view: &_, caught_up: bool| {
+        sources(me, &copy(caught_up), view, |_, _| HashSet::new()).into_values().collect::<Vec<_>>()
+    };
+    let me = SiteId(7);
+    let first = streams(me, &view, false);
+    assert_eq!(first.len(), 1, "one upstream: {first:?}");
+    assert!(holders.contains(&first[0].site) && first[0].catching_up);
+    // Once caught up, the same holder, no longer throttled as a catch-up.
+    let after = streams(me, &view, true);
+    assert_eq!((after.len(), after[0].site, after[0].catching_up), (1, first[0].site, false));
+    // Its holder dies: another one; it comes back: the first again.
+    let chosen = first[0].site;
+    view.sites.iter_mut().find(|s| s.site_id == chosen).unwrap().state = SiteState::Dead;
+    let moved = streams(me, &view, true);
+    assert_eq!(moved.len(), 1);
+    assert!(moved[0].site != chosen && holders.contains(&moved[0].site));
+    view.sites.iter_mut().find(|s| s.site_id == chosen).unwrap().state = SiteState::Live;
+    assert_eq!(streams(me, &view, true)[0].site, chosen);
+    // Many replicants spread over the holders.
+    let used: HashSet<SiteId> = (100..140).map(|i| streams(SiteId(i), &view, true)[0].site).collect();
+    assert_eq!(used.len(), holders.len(), "40 replicants use every holder");
+    // No live holder: nothing to pull from.
+    for s in view.sites.iter_mut() {
+        s.state = SiteState::Dead;
+    }
+    assert!(streams(me, &view, true).is_empty());
+}

@@ -40,6 +40,9 @@ pub fn not_writable(db: &DbName, shard: u32, state: Option<&ReplicaState>) -> St
         Some(ReplicaState::HandingOver { to }) => {
             format!("the replica of {db}/{shard} here is handing over to {}", to.short())
         }
+        Some(ReplicaState::Following { .. }) => {
+            format!("the copy of {db}/{shard} here is a replicant's read-only copy")
+        }
         None => format!("this site holds no replica of {db}/{shard}"),
     }
 }
@@ -47,9 +50,16 @@ pub fn not_writable(db: &DbName, shard: u32, state: Option<&ReplicaState>) -> St
 /// Whether this site's replica of `(db, shard)` serves reads (ready or handing over).
 pub fn readable(inv: &Inventory, db: &DbName, shard: u32) -> Result<Result<(), String>, InventoryError> {
     Ok(match inv.replica(db, shard)?.map(|r| r.state) {
-        Some(ReplicaState::Ready | ReplicaState::HandingOver { .. }) => Ok(()),
+        Some(
+            ReplicaState::Ready
+            | ReplicaState::HandingOver { .. }
+            | ReplicaState::Following { caught_up: true },
+        ) => Ok(()),
         Some(ReplicaState::CatchingUp { .. }) => {
             Err(format!("the replica of {db}/{shard} here is catching up"))
+        }
+        Some(ReplicaState::Following { caught_up: false }) => {
+            Err(format!("the copy of {db}/{shard} here is still catching up"))
         }
         None => Err(format!("this site holds no replica of {db}/{shard}")),
     })

@@ -2,10 +2,12 @@
 //! [`appender`]), serving pull streams to other
 //! replicas ([`upstream`]), and keeping local replicas filled from theirs
 //! ([`replicator`]: catch-up of new replicas, then follow). [`signals`] wakes follow
-//! streams when a log grows; [`throttle`] caps catch-up throughput.
+//! streams when a log grows; [`throttle`] caps catch-up throughput. A replicant's
+//! writes go to a core holder through [`forward`].
 
 pub mod access;
 pub mod appender;
+pub mod forward;
 pub mod replicator;
 pub mod signals;
 pub mod throttle;

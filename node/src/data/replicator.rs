@@ -13,6 +13,12 @@
 //! upstream held when its stream started — or the upstream is dead or gone from the
 //! cluster (at least one upstream must have been copied). Then it follows like any
 //! ready replica.
+//!
+//! A replicant's copy (`following`) pulls from one live core replica of the shard, ready
+//! or handing over — chosen by a hash of the replicant, the shard and the holder, so
+//! replicants spread over the holders and keep theirs while it stays — and switches when
+//! that one goes, resuming from its frontier. It counts as caught up (serves reads) once
+//! it holds what its first upstream held when the stream started.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -66,7 +72,9 @@ struct Progress {
     reached: HashSet<SiteId>,
     received_entries: u64,
     received_bytes: u64,
-    /// (when, received bytes then), over the last seconds, for the rate.
+    /// (when, received bytes then), over the last seconds — and the last one before
+    /// them, so a slow stream whose batches come further apart than the window still
+    /// has a rate.
     samples: VecDeque<(Instant, u64)>,
 }
 
@@ -77,9 +85,11 @@ impl Progress {
     fn published(&self, held_bytes: u64) -> CatchUpProgress {
         let (target_entries, target_bytes) =
             self.targets.values().fold((0, 0), |(e, b), (te, tb)| (e.max(*te), b.max(*tb)));
+        // Up to now, so a stalled stream's rate falls.
+        let now = Instant::now();
         let rate = match (self.samples.front(), self.samples.back()) {
-            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
-                ((b1 - b0) as f64 / t1.duration_since(*t0).as_secs_f64()) as u64
+            (Some((t0, b0)), Some((_, b1))) if now > *t0 => {
+                ((b1 - b0) as f64 / now.duration_since(*t0).as_secs_f64()) as u64
             }
             _ => 0,
         };
@@ -170,19 +180,14 @@ pub fn sources(
                 let sites = upstreams.iter().filter(|u| done.contains(u)).chain(next).copied().collect();
                 (sites, true)
             }
-            ReplicaState::Ready | ReplicaState::HandingOver { .. } => {
-                let holders = view
-                    .db(&r.db)
-                    .and_then(|d| d.placement.get(r.shard as usize))
-                    .map(|s| {
-                        s.replicas
-                            .iter()
-                            .filter(|x| x.state == "ready" || x.state == "handing_over")
-                            .map(|x| x.site_id)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (holders, false)
+            ReplicaState::Ready | ReplicaState::HandingOver { .. } => (holders(view, &r.db, r.shard), false),
+            ReplicaState::Following { caught_up } => {
+                let live: Vec<SiteId> = holders(view, &r.db, r.shard)
+                    .into_iter()
+                    .filter(|s| *s != me && addr(*s).is_some())
+                    .collect();
+                let chosen = live.into_iter().max_by_key(|holder| follow_rank(me, &r.db, r.shard, *holder));
+                (chosen.into_iter().collect(), !caught_up)
             }
         };
         for site in sites.into_iter().filter(|s| *s != me) {
@@ -192,6 +197,29 @@ pub fn sources(
         }
     }
     out
+}
+
+/// The sites holding a ready or handing-over replica of `db`/`shard`, by the view.
+fn holders(view: &ClusterView, db: &DbName, shard: u32) -> Vec<SiteId> {
+    let Some(placement) = view.db(db).and_then(|d| d.placement.get(shard as usize)) else {
+        return Vec::new();
+    };
+    placement
+        .replicas
+        .iter()
+        .filter(|x| x.state == "ready" || x.state == "handing_over")
+        .map(|x| x.site_id)
+        .collect()
+}
+
+/// Rendezvous hash: a follower pulls from the holder ranked highest, so each follower
+/// keeps its holder as long as that one stays, and followers spread over the holders.
+fn follow_rank(me: SiteId, db: &DbName, shard: u32, holder: SiteId) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys (not a `RandomState`): the choice must not change between rounds.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (me, db.as_str(), shard, holder).hash(&mut h);
+    h.finish()
 }
 
 /// Whether a replica catching up from `upstreams` may turn ready: every upstream is
@@ -264,8 +292,9 @@ pub async fn run(
     }
 }
 
-/// Turns ready the catching-up replicas that are done, and keeps progress entries for
-/// exactly the replicas still catching up.
+/// Turns ready the catching-up replicas that are done (and caught up the followers that
+/// reached their upstream), and keeps progress entries for exactly the replicas still
+/// catching up.
 async fn finish_catch_ups(
     shared: &DataShared,
     inventory: &Arc<Inventory>,
@@ -278,14 +307,25 @@ async fn finish_catch_ups(
         let mut progress = shared.progress.lock().unwrap_or_else(PoisonError::into_inner);
         let catching: HashSet<(DbName, u32)> = replicas
             .iter()
-            .filter(|r| matches!(r.state, ReplicaState::CatchingUp { .. }))
+            .filter(|r| {
+                matches!(
+                    r.state,
+                    ReplicaState::CatchingUp { .. } | ReplicaState::Following { caught_up: false }
+                )
+            })
             .map(|r| (r.db.clone(), r.shard))
             .collect();
         progress.retain(|key, _| catching.contains(key));
         for r in replicas {
-            let ReplicaState::CatchingUp { upstreams } = &r.state else { continue };
-            let p = progress.entry((r.db.clone(), r.shard)).or_default();
-            if caught_up(me, upstreams, &p.reached, view) {
+            if !catching.contains(&(r.db.clone(), r.shard)) {
+                continue;
+            }
+            let reached = &progress.entry((r.db.clone(), r.shard)).or_default().reached;
+            let done_now = match &r.state {
+                ReplicaState::CatchingUp { upstreams } => caught_up(me, upstreams, reached, view),
+                _ => !reached.is_empty(),
+            };
+            if done_now {
                 done.push(r.clone());
             }
         }
@@ -297,7 +337,11 @@ async fn finish_catch_ups(
             // Only if nothing changed it meanwhile (a plan, a removal).
             match inv.replica(&db, shard)? {
                 Some(now) if now.state == state => {
-                    inv.set_replica(&db, shard, ReplicaState::Ready)?;
+                    let next = match state {
+                        ReplicaState::Following { .. } => ReplicaState::Following { caught_up: true },
+                        _ => ReplicaState::Ready,
+                    };
+                    inv.set_replica(&db, shard, next)?;
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -311,7 +355,8 @@ async fn finish_catch_ups(
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .remove(&(r.db.clone(), r.shard));
-                tracing::info!(db = %r.db, shard = r.shard, "replica caught up: ready");
+                tracing::info!(db = %r.db, shard = r.shard, following = matches!(r.state, ReplicaState::Following { .. }),
+                    "replica caught up");
             }
             Ok(Ok(false)) => {}
             Ok(Err(error)) => {
@@ -396,14 +441,15 @@ impl StreamCtx {
     }
 }
 
-/// The next frame, or [`PullError::Silent`] after `silence` without one.
+/// The next frame, or [`PullError::Silent`] once no byte has come for `silence` (a
+/// large batch on a slow path may take far longer than that, and still be arriving).
 async fn next_frame(
     stream: &mut cairn_transport::PullReceiver,
     silence: Duration,
 ) -> Result<Option<PullFrame>, PullError> {
-    match tokio::time::timeout(silence, stream.next()).await {
-        Ok(frame) => Ok(frame?),
-        Err(_) => Err(PullError::Silent(silence)),
+    match stream.next_within(silence).await {
+        Err(TransportError::Timeout { .. }) => Err(PullError::Silent(silence)),
+        frame => Ok(frame?),
     }
 }
 
@@ -543,7 +589,7 @@ impl StreamCtx {
             p.received_bytes += bytes;
             let now = Instant::now();
             p.samples.push_back((now, p.received_bytes));
-            while p.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW) {
+            while p.samples.get(1).is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW) {
                 p.samples.pop_front();
             }
         });

@@ -36,6 +36,7 @@ pub fn site(i: usize, zones: u8, capacity: u32, state: SiteState) -> SiteView {
         last_seen_ms: None,
         replicas: 0,
         bytes: 0,
+        following: 0,
     }
 }
 
@@ -67,6 +68,7 @@ pub fn build(shape: &Shape) -> ClusterView {
             .enumerate()
             .map(|(shard, sites)| ShardView {
                 shard: shard as u32,
+                followers: Vec::new(),
                 replicas: sites
                     .into_iter()
                     .map(|site_id| ReplicaView {
