@@ -16,6 +16,7 @@ use cairn_inventory::{DbName, Entry, EntryId, Plan, Retention};
 use cairn_transport::{Credentials, Endpoint, Request, Response, SiteStatus, TransportConfig, tls};
 
 pub mod decoders;
+pub mod delay;
 pub mod hosted;
 pub mod netns;
 

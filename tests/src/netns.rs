@@ -4,8 +4,9 @@
 //! - a cut between two sites is a pair of blackhole routes inside their namespaces
 //!   (healing deletes them); a partition cuts every pair across two groups;
 //! - loss and delay are a `tc netem` queue on a host's interface, so they apply to
-//!   everything the host sends (without netem in the kernel, loss alone is an iptables
-//!   rule);
+//!   everything the host sends (without netem in the kernel, an iptables rule queues
+//!   what the host sends to a [`Delayer`] thread in its namespace, which drops and
+//!   delays it);
 //! - [`Tmpfs`] is a small filesystem for a data dir that fills up.
 //!
 //! Needs root and iproute2 (tc is part of it). [`Hosts::create`] answers `Err` with the
@@ -16,6 +17,10 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::delay::{self, Delayer};
 
 /// K namespaces on one bridge. Deleted on drop.
 #[derive(Debug)]
@@ -23,6 +28,8 @@ pub struct Hosts {
     tag: String,
     subnet: u8,
     count: usize,
+    /// Per host, its delay thread where netem is missing.
+    delayers: Mutex<Vec<(usize, Delayer)>>,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -43,7 +50,8 @@ impl Hosts {
     /// run at once; `subnet` picks 10.231.`subnet`.0/24.
     pub fn create(tag: &str, subnet: u8, count: usize) -> Result<Self, String> {
         remove_stale(subnet);
-        let hosts = Self { tag: format!("{tag}{}", std::process::id() % 10_000), subnet, count };
+        let tag = format!("{tag}{}", std::process::id() % 10_000);
+        let hosts = Self { tag, subnet, count, delayers: Mutex::default() };
         let bridge = hosts.bridge();
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&["addr", "add", &format!("10.231.{subnet}.1/24"), "dev", &bridge])?;
@@ -103,10 +111,11 @@ impl Hosts {
     }
 
     /// Everything host `i` sends is lost with probability `loss_percent` and delayed by
-    /// `delay_ms` (replacing any earlier setting), with a `tc netem` queue. Kernels built
-    /// without netem (`CONFIG_NET_SCH_NETEM`) answer `Err`; loss alone then falls back to
-    /// an iptables rule ([`Self::drop_randomly`]).
-    pub fn impair(&self, i: usize, loss_percent: u32, delay_ms: u32) -> Result<(), String> {
+    /// `delay_ms` (replacing any earlier setting), with a `tc netem` queue — or, on a
+    /// kernel built without netem (`CONFIG_NET_SCH_NETEM`), an iptables `NFQUEUE` rule
+    /// and a [`Delayer`] thread. Answers how: `"netem"` or `"nfqueue"`.
+    pub fn impair(&self, i: usize, loss_percent: u32, delay_ms: u32) -> Result<&'static str, String> {
+        self.unimpair(i)?;
         let (loss, delay) = (format!("{loss_percent}%"), format!("{delay_ms}ms"));
         let netem = ip(&[
             "netns",
@@ -125,47 +134,53 @@ impl Hosts {
             &delay,
         ]);
         match netem {
-            Err(e) if e.contains("qdisc kind is unknown") && delay_ms == 0 => {
-                self.drop_randomly(i, loss_percent)
-            }
+            Ok(()) => Ok("netem"),
             Err(e) if e.contains("qdisc kind is unknown") => {
-                Err(format!("this kernel has no netem qdisc, so no delay can be added ({e})"))
+                // The queue is bound before the rule sends packets to it (an NFQUEUE rule
+                // with nobody listening drops everything).
+                let delay = Duration::from_millis(delay_ms.into());
+                let delayer = Delayer::start(&self.ns(i), delay, f64::from(loss_percent) / 100.0)
+                    .map_err(|why| format!("no netem qdisc ({e}), and no NFQUEUE: {why}"))?;
+                self.delayers.lock().unwrap_or_else(PoisonError::into_inner).push((i, delayer));
+                let queue = delay::QUEUE.to_string();
+                ip(&[
+                    "netns",
+                    "exec",
+                    &self.ns(i),
+                    "iptables",
+                    "-A",
+                    "OUTPUT",
+                    "-o",
+                    "eth0",
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    &queue,
+                ])?;
+                Ok("nfqueue")
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
-    /// Host `i` drops each UDP datagram it sends with probability `percent` (iptables'
-    /// `statistic` match).
-    pub fn drop_randomly(&self, i: usize, percent: u32) -> Result<(), String> {
-        let p = format!("{:.4}", f64::from(percent) / 100.0);
-        ip(&[
-            "netns",
-            "exec",
-            &self.ns(i),
-            "iptables",
-            "-A",
-            "OUTPUT",
-            "-o",
-            "eth0",
-            "-p",
-            "udp",
-            "-m",
-            "statistic",
-            "--mode",
-            "random",
-            "--probability",
-            &p,
-            "-j",
-            "DROP",
-        ])
+    /// Undoes [`Self::impair`] (packets still held are let go).
+    pub fn unimpair(&self, i: usize) -> Result<(), String> {
+        let _ = ip(&["netns", "exec", &self.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root"]);
+        let rules = ip(&["netns", "exec", &self.ns(i), "iptables", "-F", "OUTPUT"]);
+        self.delayers.lock().unwrap_or_else(PoisonError::into_inner).retain(|(host, _)| *host != i);
+        rules
     }
 
-    /// Undoes [`Self::impair`].
-    pub fn unimpair(&self, i: usize) -> Result<(), String> {
-        let netem = ip(&["netns", "exec", &self.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root"]);
-        let rules = ip(&["netns", "exec", &self.ns(i), "iptables", "-F", "OUTPUT"]);
-        netem.or(rules)
+    /// Packets host `i`'s delay thread let through and dropped so far (none without one).
+    pub fn delayed(&self, i: usize) -> (u64, u64) {
+        let delayers = self.delayers.lock().unwrap_or_else(PoisonError::into_inner);
+        delayers.iter().filter(|(host, _)| *host == i).fold((0, 0), |(p, d), (_, delayer)| {
+            let c = delayer.counts();
+            (
+                p + c.passed.load(std::sync::atomic::Ordering::Relaxed),
+                d + c.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
     }
 }
 
