@@ -282,7 +282,8 @@ impl SiteService {
             self.current_view().map(|v| access::ready_holders(&v, me, &db, shard)).unwrap_or_default();
         let endpoint = self.endpoint.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let Some(endpoint) = endpoint else {
-            return Response::Error(WireError::new(WireErrorKind::Busy, "the site is stopping"));
+            let why = "the site is starting or stopping and cannot forward writes now; try again";
+            return Response::Error(WireError::new(WireErrorKind::Busy, why));
         };
         let first = self.forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let request = Request::Publish { db: db.clone(), shard, messages };

@@ -194,7 +194,6 @@ impl Site {
         let (endpoint, inbox) =
             Endpoint::serve(options.listen, &credentials, options.transport, service.clone())
                 .map_err(StartError::Transport)?;
-        service.attach_endpoint(endpoint.clone());
         let identity = inventory.identity();
         let addr = endpoint.local_addr();
         let summary = SiteSummary {
@@ -272,6 +271,9 @@ impl Site {
                 },
             )));
         }
+        // Only now: the endpoint holds the service, so a start failing above must not
+        // leave the service holding the endpoint (it would never be dropped).
+        service.attach_endpoint(endpoint.clone());
         tracing::info!(
             site = %identity.site_id, cluster = %identity.cluster_id, %addr, role = %options.role, "site started"
         );
