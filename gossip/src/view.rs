@@ -366,10 +366,12 @@ fn is_following(r: &ReplicaSummary) -> bool {
 }
 
 /// How many entries frontier `a` holds beyond frontier `b`: per origin, the seqs `a`
-/// covers above `b`'s, summed.
+/// covers above `b`'s, summed (saturating: frontiers come from the network).
 pub fn entries_beyond(a: &[(SiteId, u64)], b: &[(SiteId, u64)]) -> u64 {
     let theirs: BTreeMap<SiteId, u64> = b.iter().copied().collect();
-    a.iter().map(|(origin, seq)| seq.saturating_sub(theirs.get(origin).copied().unwrap_or(0))).sum()
+    a.iter()
+        .map(|(origin, seq)| seq.saturating_sub(theirs.get(origin).copied().unwrap_or(0)))
+        .fold(0, u64::saturating_add)
 }
 
 /// Builds the view `self_site` holds from every node's state.
@@ -419,7 +421,7 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput]) -> ClusterView {
             started_ms: summary.map_or(0, |s| s.started_ms),
             last_seen_ms: node.last_seen_ms,
             replicas: held,
-            bytes: d.replicas.iter().map(|(_, _, r)| r.bytes).sum(),
+            bytes: d.replicas.iter().map(|(_, _, r)| r.bytes).fold(0, u64::saturating_add),
             following,
         });
     }

@@ -172,3 +172,12 @@ fn a_replicants_copies_are_followers_with_their_lag_never_replicas() {
     assert!(json.contains("\"followers\"") && json.contains("\"lag_entries\":null"), "{json}");
     assert_eq!(serde_json::from_str::<cairn_gossip::ClusterView>(&json).unwrap(), view);
 }
+
+#[test]
+fn lag_from_huge_frontiers_saturates_instead_of_overflowing() {
+    use cairn_gossip::view::entries_beyond;
+    let far = vec![(SiteId(1), u64::MAX), (SiteId(2), u64::MAX), (SiteId(3), 5)];
+    assert_eq!(entries_beyond(&far, &[]), u64::MAX);
+    assert_eq!(entries_beyond(&far, &far), 0);
+    assert_eq!(entries_beyond(&[(SiteId(3), 5)], &[(SiteId(3), 9)]), 0);
+}

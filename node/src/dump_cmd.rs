@@ -142,7 +142,7 @@ fn follower_lines(db: &cairn_gossip::view::DbView) -> Vec<String> {
         let row = by_site.entry(f.site_id).or_default();
         row.0 += 1;
         row.1 += usize::from(f.caught_up);
-        row.2 += f.lag_entries.unwrap_or(0);
+        row.2 = row.2.saturating_add(f.lag_entries.unwrap_or(0));
         row.3 |= f.lag_entries.is_none();
     }
     by_site
