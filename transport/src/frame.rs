@@ -108,14 +108,20 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// One frame, as [`read_frame`], or [`FrameError::Silent`] once no byte has arrived
-/// for `silence` — however long the whole frame takes while bytes keep coming.
+/// for `silence` (noticed within twice that) — however long the whole frame takes
+/// while bytes keep coming.
 pub async fn read_frame_within<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
     silence: Duration,
 ) -> Result<Option<Vec<u8>>, FrameError> {
-    let mut watched =
-        Watchdog { inner: reader, silence, sleep: Box::pin(tokio::time::sleep(silence)), timed_out: false };
+    let mut watched = Watchdog {
+        inner: reader,
+        silence,
+        sleep: Box::pin(tokio::time::sleep(silence)),
+        progressed: false,
+        timed_out: false,
+    };
     let frame = read_frame(&mut watched, max).await;
     match watched.timed_out {
         true => Err(FrameError::Silent { after: silence }),
@@ -123,12 +129,15 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
     }
 }
 
-/// A reader that fails once no byte has arrived for `silence` (each byte read resets
-/// the clock).
+/// A reader that fails once no byte has arrived for a whole `silence` period. Reads only
+/// note that bytes came; when the period ends with some, the next one starts (so the
+/// timer is touched once per period, not once per read, and silence is noticed after
+/// between one and two periods).
 struct Watchdog<'a, R> {
     inner: &'a mut R,
     silence: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    progressed: bool,
     timed_out: bool,
 }
 
@@ -142,18 +151,23 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watchdog<'_, R> {
         let this = &mut *self;
         match Pin::new(&mut *this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    let next = tokio::time::Instant::now() + this.silence;
-                    this.sleep.as_mut().reset(next);
-                }
+                this.progressed |= buf.filled().len() > before;
                 Poll::Ready(result)
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    this.timed_out = true;
-                    Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no byte arrived")))
+            Poll::Pending => loop {
+                match this.sleep.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) if this.progressed => {
+                        this.progressed = false;
+                        let next = tokio::time::Instant::now() + this.silence;
+                        this.sleep.as_mut().reset(next);
+                    }
+                    Poll::Ready(()) => {
+                        this.timed_out = true;
+                        let error = std::io::Error::new(std::io::ErrorKind::TimedOut, "no byte arrived");
+                        return Poll::Ready(Err(error));
+                    }
                 }
-                Poll::Pending => Poll::Pending,
             },
         }
     }
