@@ -257,21 +257,25 @@ pub async fn run(
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A site that follows nothing syncs once (removing copies left from a replicant
+    // past), not every round.
+    let mut synced_once = false;
     loop {
         ticker.tick().await;
         let current = view.borrow().clone();
         let (inv, changed, notes, follow) =
             (inventory.clone(), replicas_changed.clone(), notes.clone(), follow.clone());
+        let sync = !follow.is_empty() || !synced_once;
         let result = tokio::task::spawn_blocking(move || {
             run_round(&inv, &current, &notes, every, &changed)?;
-            if crate::follow::sync(&inv, &follow, &current)? {
+            if sync && crate::follow::sync(&inv, &follow, &current)? {
                 changed.notify_one();
             }
             Ok::<(), InventoryError>(())
         })
         .await;
         match result {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => synced_once = true,
             Ok(Err(error)) => tracing::warn!(%error, "executor round failed; retrying next round"),
             Err(error) => tracing::warn!(%error, "executor task failed"),
         }

@@ -47,15 +47,16 @@ impl Delayer {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (s, c, netns) = (stop.clone(), counts.clone(), netns.to_owned());
         let thread = std::thread::spawn(move || {
-            if let Err(why) = enter(&netns) {
-                let _ = ready_tx.send(Err(why));
-                return;
-            }
-            let queue = bind().map_err(|e| format!("NFQUEUE {QUEUE} in {netns}: {e}"));
-            let ok = queue.is_ok();
-            let _ = ready_tx.send(queue.as_ref().map(drop).map_err(Clone::clone));
-            if let (true, Ok(queue)) = (ok, queue) {
-                run(queue, delay, loss, &s, &c);
+            let bound =
+                enter(&netns).and_then(|()| bind().map_err(|e| format!("NFQUEUE {QUEUE} in {netns}: {e}")));
+            match bound {
+                Ok(queue) => {
+                    let _ = ready_tx.send(Ok(()));
+                    run(queue, delay, loss, &s, &c);
+                }
+                Err(why) => {
+                    let _ = ready_tx.send(Err(why));
+                }
             }
         });
         match ready_rx.recv() {

@@ -15,8 +15,10 @@
 //! machine would fight over them (a new run clears what it finds on its subnet as left
 //! over from a killed run).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ pub struct Hosts {
     subnet: u8,
     count: usize,
     /// Per host, its delay thread where netem is missing.
-    delayers: Mutex<Vec<(usize, Delayer)>>,
+    delayers: Mutex<BTreeMap<usize, Delayer>>,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -141,7 +143,7 @@ impl Hosts {
                 let delay = Duration::from_millis(delay_ms.into());
                 let delayer = Delayer::start(&self.ns(i), delay, f64::from(loss_percent) / 100.0)
                     .map_err(|why| format!("no netem qdisc ({e}), and no NFQUEUE: {why}"))?;
-                self.delayers.lock().unwrap_or_else(PoisonError::into_inner).push((i, delayer));
+                self.delayers.lock().unwrap_or_else(PoisonError::into_inner).insert(i, delayer);
                 let queue = delay::QUEUE.to_string();
                 ip(&[
                     "netns",
@@ -167,19 +169,15 @@ impl Hosts {
     pub fn unimpair(&self, i: usize) -> Result<(), String> {
         let _ = ip(&["netns", "exec", &self.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root"]);
         let rules = ip(&["netns", "exec", &self.ns(i), "iptables", "-F", "OUTPUT"]);
-        self.delayers.lock().unwrap_or_else(PoisonError::into_inner).retain(|(host, _)| *host != i);
+        self.delayers.lock().unwrap_or_else(PoisonError::into_inner).remove(&i);
         rules
     }
 
     /// Packets host `i`'s delay thread let through and dropped so far (none without one).
     pub fn delayed(&self, i: usize) -> (u64, u64) {
         let delayers = self.delayers.lock().unwrap_or_else(PoisonError::into_inner);
-        delayers.iter().filter(|(host, _)| *host == i).fold((0, 0), |(p, d), (_, delayer)| {
-            let c = delayer.counts();
-            (
-                p + c.passed.load(std::sync::atomic::Ordering::Relaxed),
-                d + c.dropped.load(std::sync::atomic::Ordering::Relaxed),
-            )
+        delayers.get(&i).map_or((0, 0), |d| {
+            (d.counts().passed.load(Ordering::Relaxed), d.counts().dropped.load(Ordering::Relaxed))
         })
     }
 }

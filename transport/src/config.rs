@@ -65,8 +65,8 @@ pub enum Congestion {
     /// holds throughput far below the link's (about MSS / RTT × 1.2 / √loss).
     #[default]
     Cubic,
-    /// BBR (quinn marks it experimental): paces at the measured bottleneck bandwidth and
-    /// does not read random loss as congestion — for lossy, long paths.
+    /// BBR (quinn marks it experimental): paces at the measured bottleneck bandwidth
+    /// instead of cutting its window on every loss — for lossy, long paths.
     Bbr,
 }
 

@@ -210,27 +210,27 @@ impl PullReceiver {
 
     /// The next frame; `None` when the upstream ended the stream cleanly.
     pub async fn next(&mut self) -> Result<Option<PullFrame>, TransportError> {
-        let peer = self.peer;
-        let frame =
-            frame::read_frame(&mut self.recv, self.max_frame).await.map_err(|source| match source {
-                FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
-                source => TransportError::Frame { peer, source },
-            })?;
-        frame.map(|bytes| codec::decode(&bytes).map_err(TransportError::from)).transpose()
+        let frame = frame::read_frame(&mut self.recv, self.max_frame).await;
+        self.decode(frame)
     }
 
     /// The next frame, as [`Self::next`], but [`TransportError::Timeout`] once no byte
     /// at all has arrived for `silence` (the frame is then lost: stop the stream).
     pub async fn next_within(&mut self, silence: Duration) -> Result<Option<PullFrame>, TransportError> {
+        let frame = frame::read_frame_within(&mut self.recv, self.max_frame, silence).await;
+        self.decode(frame)
+    }
+
+    fn decode(
+        &self,
+        frame: Result<Option<Vec<u8>>, FrameError>,
+    ) -> Result<Option<PullFrame>, TransportError> {
         let peer = self.peer;
-        let frame =
-            frame::read_frame_within(&mut self.recv, self.max_frame, silence).await.map_err(|source| {
-                match source {
-                    FrameError::Silent { after } => TransportError::Timeout { peer, after },
-                    FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
-                    source => TransportError::Frame { peer, source },
-                }
-            })?;
+        let frame = frame.map_err(|source| match source {
+            FrameError::Silent { after } => TransportError::Timeout { peer, after },
+            FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
+            source => TransportError::Frame { peer, source },
+        })?;
         frame.map(|bytes| codec::decode(&bytes).map_err(TransportError::from)).transpose()
     }
 

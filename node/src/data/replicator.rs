@@ -214,12 +214,10 @@ fn holders(view: &ClusterView, db: &DbName, shard: u32) -> Vec<SiteId> {
 
 /// Rendezvous hash: a follower pulls from the holder ranked highest, so each follower
 /// keeps its holder as long as that one stays, and followers spread over the holders.
-fn follow_rank(me: SiteId, db: &DbName, shard: u32, holder: SiteId) -> u64 {
-    use std::hash::{Hash, Hasher};
-    // Fixed keys (not a `RandomState`): the choice must not change between rounds.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (me, db.as_str(), shard, holder).hash(&mut h);
-    h.finish()
+fn follow_rank(me: SiteId, db: &DbName, shard: u32, holder: SiteId) -> u128 {
+    let parts: [&[u8]; 4] =
+        [&me.0.to_be_bytes(), db.as_str().as_bytes(), &shard.to_be_bytes(), &holder.0.to_be_bytes()];
+    crate::planner::stable_hash(&parts)
 }
 
 /// Whether a replica catching up from `upstreams` may turn ready: every upstream is
