@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cairn_inventory::{
-    DbName, DbRecord, Hlc, InventoryConfig, Plan, PlanId, PlanOrigin, ReplicaState, Retention, Step,
+    DbName, DbRecord, DbSettings, Hlc, InventoryConfig, Plan, PlanId, PlanOrigin, ReplicaState, Retention,
+    Step,
 };
 use cairn_node::site::{Site, SiteOptions};
 use cairn_transport::tls;
@@ -44,9 +45,7 @@ async fn ours(data: &[Vec<Vec<u8>>]) -> anyhow::Result<(f64, u64)> {
     let up_id = upstream.inventory.identity().site_id;
     upstream.inventory.put_db(&DbRecord {
         name: db.clone(),
-        shards: 1,
-        replication: 2,
-        retention: Retention::default(),
+        settings: DbSettings::new(1, 2, Retention::default()).expect("settings in range"),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin: up_id,
         changed: Hlc { wall_ms: 1, logical: 0 },

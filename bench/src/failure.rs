@@ -168,7 +168,7 @@ fn restored(view: &ClusterView) -> bool {
         && db
             .placement
             .iter()
-            .all(|s| s.replicas.iter().filter(|r| r.state == "ready" && view.is_live(r.site_id)).count() == 2)
+            .all(|s| s.replicas.iter().filter(|r| r.is_ready() && view.is_live(r.site_id)).count() == 2)
 }
 
 async fn wait(

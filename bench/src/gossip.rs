@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use cairn_gossip::summary::{DbSummary, SiteSummary, SummaryKey, encode_value};
+use cairn_gossip::summary::{DbSummary, Label, SiteSummary, SummaryKey, encode_value};
 use cairn_gossip::{Gossip, GossipConfig, QuicCarriage, SiteSnapshot, SiteState};
-use cairn_inventory::{ClusterId, DbName, DbRecord, Hlc, Retention, Role, SiteId};
+use cairn_inventory::{ClusterId, DbName, DbRecord, DbSettings, Hlc, Retention, Role, SiteId};
 use cairn_transport::tls::ClusterCa;
 use cairn_transport::{Credentials, Endpoint, Request, Response, Service, TransportConfig};
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransport};
@@ -84,8 +84,8 @@ fn snapshot(addr: SocketAddr) -> SiteSnapshot {
     SiteSnapshot {
         site: SiteSummary {
             role: Role::Core,
-            addr: addr.to_string(),
-            version: "bench".into(),
+            addr: Label::truncated(&addr.to_string()),
+            version: Label::truncated("bench"),
             started_ms: 0,
             zone: None,
             capacity: 100,
@@ -101,9 +101,7 @@ fn snapshot(addr: SocketAddr) -> SiteSnapshot {
 fn the_change(k: usize) -> DbRecord {
     DbRecord {
         name: DbName::new(format!("bench{k}")).expect("valid"),
-        shards: 4,
-        replication: 2,
-        retention: Retention::default(),
+        settings: DbSettings::new(4, 2, Retention::default()).expect("settings in range"),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin: SiteId(1),
         changed: Hlc { wall_ms: 1, logical: 0 },

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cairn_gossip::ClusterView;
-use cairn_inventory::{DbName, Retention, SiteId};
+use cairn_inventory::{DbName, DbSettings, Retention, SiteId};
 use cairn_node::site::{Site, SiteOptions};
 use cairn_transport::{Request, Response, tls};
 use serde_json::json;
@@ -75,7 +75,7 @@ fn settled(view: &ClusterView, db: &DbName, factor: usize) -> Option<BTreeMap<Si
     let mut counts = BTreeMap::new();
     for shard in &d.placement {
         let ready: Vec<_> =
-            shard.replicas.iter().filter(|r| r.state == "ready" && view.is_live(r.site_id)).collect();
+            shard.replicas.iter().filter(|r| r.is_ready() && view.is_live(r.site_id)).collect();
         if ready.len() != factor || shard.replicas.len() != factor {
             return None;
         }
@@ -87,8 +87,10 @@ fn settled(view: &ClusterView, db: &DbName, factor: usize) -> Option<BTreeMap<Si
 }
 
 async fn create(site: &Site, name: &DbName, shards: u32, replication: u32) -> anyhow::Result<()> {
-    let request =
-        Request::CreateDb { name: name.clone(), shards, replication, retention: Retention::default() };
+    let request = Request::CreateDb {
+        name: name.clone(),
+        settings: DbSettings::new(shards, replication, Retention::default()).expect("settings in range"),
+    };
     match site.endpoint.request(site.endpoint.local_addr(), &request).await? {
         Response::DbCreated { .. } => Ok(()),
         other => anyhow::bail!("create db answered {other:?}"),

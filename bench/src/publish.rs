@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cairn_inventory::{DbName, DbRecord, EntryId, Hlc, InventoryConfig, ReplicaState, Retention};
+use cairn_inventory::{DbName, DbRecord, DbSettings, EntryId, Hlc, InventoryConfig, ReplicaState, Retention};
 use cairn_node::site::{Site, SiteOptions};
 use cairn_transport::{Credentials, Endpoint, Request, Response, TransportConfig, tls};
 use serde_json::json;
@@ -117,9 +117,7 @@ async fn start_sites(root: &Path, cluster: &Path, db: &DbName) -> anyhow::Result
         let site = Site::start(o).await?;
         site.inventory.put_db(&DbRecord {
             name: db.clone(),
-            shards: 1,
-            replication: SITES as u32,
-            retention: Retention::default(),
+            settings: DbSettings::new(1, SITES as u32, Retention::default()).expect("settings in range"),
             created: Hlc { wall_ms: 1, logical: 0 },
             origin: site.inventory.identity().site_id,
             changed: Hlc { wall_ms: 1, logical: 0 },
@@ -141,7 +139,7 @@ async fn start_sites(root: &Path, cluster: &Path, db: &DbName) -> anyhow::Result
 
 fn ready_replicas(view: &cairn_gossip::ClusterView, db: &DbName) -> usize {
     let Some(shard) = view.db(db).and_then(|d| d.placement.first()) else { return 0 };
-    shard.replicas.iter().filter(|r| r.state == "ready" && view.is_live(r.site_id)).count()
+    shard.replicas.iter().filter(|r| r.is_ready() && view.is_live(r.site_id)).count()
 }
 
 fn client(credentials: &Credentials, target: SocketAddr) -> anyhow::Result<Endpoint> {

@@ -191,7 +191,7 @@ fn placed(view: &ClusterView) -> bool {
     view.db(&DbName::new(DB).expect("name")).is_some_and(|d| {
         d.placement
             .iter()
-            .all(|s| s.replicas.iter().filter(|r| r.state == "ready" && view.is_live(r.site_id)).count() >= 2)
+            .all(|s| s.replicas.iter().filter(|r| r.is_ready() && view.is_live(r.site_id)).count() >= 2)
     })
 }
 
@@ -203,6 +203,6 @@ fn holder(view: &ClusterView, shard: u32) -> Option<SocketAddr> {
         .get(shard as usize)?
         .replicas
         .iter()
-        .find(|r| r.state == "ready" && view.is_live(r.site_id))?;
+        .find(|r| r.is_ready() && view.is_live(r.site_id))?;
     view.site(r.site_id)?.addr.parse().ok()
 }

@@ -52,6 +52,7 @@ impl Service for StatusOnly {
             uptime_ms: 0,
             role: Role::Core,
             data: Default::default(),
+            retention: Default::default(),
         })
     }
 

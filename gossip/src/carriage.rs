@@ -12,12 +12,14 @@
 //! One relay socket per peer, on loopback; each accepts datagrams only from chitchat's
 //! socket, and chitchat's socket accepts only relay addresses (anything else local is
 //! dropped). Sending never waits for a peer: the endpoint queues the message or drops it,
-//! and gossip's anti-entropy makes up for what is lost.
+//! and gossip's anti-entropy makes up for what is lost. A relay that carried nothing for
+//! ten minutes (a peer that left, an address that changed) is closed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -25,7 +27,7 @@ use cairn_transport::{Endpoint, GossipInbox};
 use chitchat::ChitchatEnvelope;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket as ChitchatUdp};
 use tokio::net::UdpSocket;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 /// Largest datagram chitchat sends.
 const MAX_DATAGRAM: usize = 65_507;
@@ -70,11 +72,50 @@ impl GossipCounters {
     }
 }
 
+/// A relay closed after carrying nothing for this long…
+const RELAY_IDLE: Duration = Duration::from_secs(600);
+/// …looked for once a minute, when there are more relays than this.
+const PRUNE_ABOVE: usize = 64;
+
+/// One peer's relay socket, its forwarding task and when it last carried a datagram.
+struct Relay {
+    socket: Arc<UdpSocket>,
+    task: AbortHandle,
+    used: Instant,
+}
+
 /// The relay sockets, by peer and by local address.
 #[derive(Default)]
 struct Relays {
-    by_peer: HashMap<SocketAddr, Arc<UdpSocket>>,
+    by_peer: HashMap<SocketAddr, Relay>,
     by_local: HashMap<SocketAddr, SocketAddr>,
+    last_prune: Option<Instant>,
+}
+
+impl Relays {
+    /// Closes relays idle for [`RELAY_IDLE`], once a minute at most, when there are many.
+    fn prune(&mut self, now: Instant) {
+        if self.by_peer.len() <= PRUNE_ABOVE
+            || self.last_prune.is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.last_prune = Some(now);
+        let idle: Vec<SocketAddr> = self
+            .by_peer
+            .iter()
+            .filter(|(_, r)| now.duration_since(r.used) > RELAY_IDLE)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in idle {
+            if let Some(relay) = self.by_peer.remove(&peer) {
+                relay.task.abort();
+                if let Ok(local) = relay.socket.local_addr() {
+                    self.by_local.remove(&local);
+                }
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -89,31 +130,40 @@ struct Shared {
 impl Shared {
     /// The relay socket for `peer`, made (with its forwarding task) on first use.
     async fn relay(self: &Arc<Self>, peer: SocketAddr) -> anyhow::Result<Arc<UdpSocket>> {
-        if let Some(socket) = self.relays.lock().unwrap_or_else(PoisonError::into_inner).by_peer.get(&peer) {
-            return Ok(socket.clone());
+        if let Some(socket) = self.used(peer) {
+            return Ok(socket);
         }
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.context("binding a gossip relay socket")?);
         let local = socket.local_addr()?;
-        {
-            let mut relays = self.relays.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(existing) = relays.by_peer.get(&peer) {
-                return Ok(existing.clone());
-            }
-            relays.by_peer.insert(peer, socket.clone());
-            relays.by_local.insert(local, peer);
+        let mut relays = self.relays.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = relays.by_peer.get_mut(&peer) {
+            existing.used = Instant::now();
+            return Ok(existing.socket.clone());
         }
+        relays.prune(Instant::now());
         let (shared, relay) = (self.clone(), socket.clone());
-        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).spawn(async move {
+        let task = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             while let Ok((n, from)) = relay.recv_from(&mut buf).await {
                 if from == shared.inner_addr {
                     let c = &shared.counters;
                     GossipCounters::count(&c.messages_sent, &c.bytes_sent, n);
+                    shared.used(peer);
                     shared.endpoint.send_gossip(peer, buf[..n].to_vec());
                 }
             }
         });
+        relays.by_peer.insert(peer, Relay { socket: socket.clone(), task, used: Instant::now() });
+        relays.by_local.insert(local, peer);
         Ok(socket)
+    }
+
+    /// `peer`'s relay socket, if it has one, marked as used now.
+    fn used(&self, peer: SocketAddr) -> Option<Arc<UdpSocket>> {
+        let mut relays = self.relays.lock().unwrap_or_else(PoisonError::into_inner);
+        let relay = relays.by_peer.get_mut(&peer)?;
+        relay.used = Instant::now();
+        Some(relay.socket.clone())
     }
 
     fn peer_of(&self, relay: SocketAddr) -> Option<SocketAddr> {

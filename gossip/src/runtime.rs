@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_inventory::{ClusterId, SiteId, now_ms};
@@ -13,7 +15,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 use crate::summary::{Change, SiteSnapshot, diff, summarize};
-use crate::view::{ClusterView, NodeInput, build_view};
+use crate::view::{ClusterView, NodeInput, ViewContext, ViewLimits, build_view};
 
 /// Gossip settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +33,8 @@ pub struct GossipConfig {
     pub dead_site_grace: Duration,
     /// How long deleted keys keep their tombstones.
     pub tombstone_grace: Duration,
+    /// What the view takes in from peers (caps, clock drift).
+    pub limits: ViewLimits,
 }
 
 impl Default for GossipConfig {
@@ -42,6 +46,7 @@ impl Default for GossipConfig {
             sampling_window: 100,
             dead_site_grace: Duration::from_secs(3600),
             tombstone_grace: Duration::from_secs(3600),
+            limits: ViewLimits::default(),
         }
     }
 }
@@ -75,13 +80,35 @@ impl GossipConfig {
         if !(10..=10_000).contains(&self.sampling_window) {
             return bad("sampling_window", "must be between 10 and 10000");
         }
+        let limits = &self.limits;
+        if !(2..=100_000).contains(&limits.max_sites) {
+            return bad("max_sites", "must be between 2 and 100000");
+        }
+        if !(16..=10_000_000).contains(&limits.max_keys_per_site) {
+            return bad("max_keys_per_site", "must be between 16 and 10000000");
+        }
+        if !(1..=1_000_000).contains(&limits.max_dbs) {
+            return bad("max_dbs", "must be between 1 and 1000000");
+        }
+        if !(1_000..=86_400_000).contains(&limits.max_clock_drift_ms) {
+            return bad("max_clock_drift", "must be between 1 s and 1 day");
+        }
         Ok(())
     }
+}
+
+/// How the view's rebuilds went: a build that panics (a bug met by some peer's value)
+/// is counted and skipped, keeping the last good view.
+#[derive(Debug, Default)]
+struct ViewHealth {
+    panics: AtomicU64,
+    in_a_row: AtomicU64,
 }
 
 /// A site's gossip.
 pub struct Gossip {
     handle: ChitchatHandle,
+    health: Arc<ViewHealth>,
     site_id: SiteId,
     interval: Duration,
     published: Mutex<BTreeMap<String, String>>,
@@ -132,10 +159,19 @@ impl Gossip {
         let handle = chitchat::spawn_chitchat(chitchat_config, key_values, transport)
             .await
             .map_err(|e| GossipError::Chitchat(format!("{e:#}")))?;
-        let (tx, rx) = watch::channel(Arc::new(build_view(site_id, &[])));
-        let view_task = tokio::spawn(view_loop(handle.chitchat(), site_id, config.interval, tx));
+        let (tx, rx) = watch::channel(Arc::new(build_view(site_id, &[], &ViewContext::at(now_ms()))));
+        let health = Arc::new(ViewHealth::default());
+        let view_task = tokio::spawn(view_loop(
+            handle.chitchat(),
+            site_id,
+            config.interval,
+            config.limits,
+            tx,
+            health.clone(),
+        ));
         Ok(Self {
             handle,
+            health,
             site_id,
             interval: config.interval,
             published: Mutex::new(initial),
@@ -163,6 +199,16 @@ impl Gossip {
             *published = wanted;
         }
         changes.len()
+    }
+
+    /// View builds that panicked since the start (each was skipped).
+    pub fn view_panics(&self) -> u64 {
+        self.health.panics.load(Ordering::Relaxed)
+    }
+
+    /// View builds in a row that panicked (0 once one succeeds).
+    pub fn view_failures_in_a_row(&self) -> u64 {
+        self.health.in_a_row.load(Ordering::Relaxed)
     }
 
     /// The current view.
@@ -198,7 +244,9 @@ async fn view_loop(
     chitchat: Arc<Mutex<chitchat::Chitchat>>,
     site_id: SiteId,
     interval: Duration,
+    limits: ViewLimits,
     tx: watch::Sender<Arc<ClusterView>>,
+    health: Arc<ViewHealth>,
 ) {
     let mut heartbeats: HashMap<ChitchatId, (u64, u64)> = HashMap::new();
     let mut ticker = tokio::time::interval(interval);
@@ -226,9 +274,26 @@ async fn view_loop(
                     key_values: state.key_values().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
                 });
             }
+            // Forget heartbeats of nodes chitchat no longer holds.
+            if heartbeats.len() > inputs.len() {
+                let known: std::collections::HashSet<&ChitchatId> = chitchat.node_states().keys().collect();
+                heartbeats.retain(|id, _| known.contains(id));
+            }
             inputs
         };
-        let view = build_view(site_id, &inputs);
+        let ctx = ViewContext { now_ms: now_ms(), limits };
+        let view = match std::panic::catch_unwind(AssertUnwindSafe(|| build_view(site_id, &inputs, &ctx))) {
+            Ok(view) => {
+                health.in_a_row.store(0, Ordering::Relaxed);
+                view
+            }
+            Err(_) => {
+                health.panics.fetch_add(1, Ordering::Relaxed);
+                let in_a_row = health.in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(in_a_row, "building the cluster view panicked; keeping the last view");
+                continue;
+            }
+        };
         tx.send_if_modified(|current| {
             if **current == view {
                 false

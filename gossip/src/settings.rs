@@ -42,6 +42,7 @@ pub fn ended_by(record: &DbRecord, dropped_at: Option<Hlc>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use cairn_inventory::DbSettings;
     use cairn_inventory::{DbName, Retention, SiteId};
     use proptest::prelude::*;
 
@@ -52,12 +53,17 @@ mod tests {
     }
 
     fn record(created: u64, origin: SiteId) -> DbRecord {
-        DbRecord::new(DbName::new("d").unwrap(), 4, 2, Retention::default(), hlc(created), origin)
+        DbRecord::new(
+            DbName::new("d").unwrap(),
+            DbSettings::new(4, 2, Retention::default()).unwrap(),
+            hlc(created),
+            origin,
+        )
     }
 
     fn changed(mut r: DbRecord, at: u64, replication: u32) -> DbRecord {
         r.changed = hlc(at);
-        r.replication = replication;
+        r.settings.replication = cairn_inventory::Replication::new(replication).unwrap();
         r
     }
 

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cairn_inventory::{DbName, DbRecord, Hlc, PlanId, Retention, Role, SiteId, codec};
+use cairn_inventory::{DbName, DbRecord, DbSettings, Frontier, Hlc, PlanId, Role, SiteId, codec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -30,19 +30,74 @@ const DB_PREFIX: &str = "db:";
 const REPLICA_PREFIX: &str = "r:";
 const PLAN_PREFIX: &str = "plan:";
 
+/// Text from a peer, at most `MAX` bytes: decoding refuses anything longer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BoundedText<const MAX: usize>(String);
+
+impl<const MAX: usize> BoundedText<MAX> {
+    /// `text`, if it is at most `MAX` bytes.
+    pub fn new(text: impl Into<String>) -> Result<Self, String> {
+        let text = text.into();
+        if text.len() > MAX {
+            return Err(format!("{} bytes of text where at most {MAX} are allowed", text.len()));
+        }
+        Ok(Self(text))
+    }
+
+    /// `text` cut to at most `MAX` bytes (at a character boundary).
+    pub fn truncated(text: &str) -> Self {
+        let mut end = text.len().min(MAX);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self(text[..end].to_owned())
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<const MAX: usize> TryFrom<String> for BoundedText<MAX> {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl<const MAX: usize> From<BoundedText<MAX>> for String {
+    fn from(value: BoundedText<MAX>) -> Self {
+        value.0
+    }
+}
+
+impl<const MAX: usize> std::fmt::Display for BoundedText<MAX> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+/// A short label from a peer: an address, a version, a zone (at most 128 bytes).
+pub type Label = BoundedText<128>;
+/// A plan's status line (at most 1 KiB).
+pub type StatusText = BoundedText<1024>;
+
 /// The site itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteSummary {
     /// Core or replicant.
     pub role: Role,
     /// The address peers and the CLI reach it at.
-    pub addr: String,
+    pub addr: Label,
     /// cairn's version.
-    pub version: String,
+    pub version: Label,
     /// When this process started (ms since the Unix epoch).
     pub started_ms: u64,
     /// A failure-domain label (rack, zone), if set.
-    pub zone: Option<String>,
+    pub zone: Option<Label>,
     /// Relative capacity for placement (100 = the usual).
     pub capacity: u32,
     /// Set just before a clean shutdown, so peers show it as `left`, not `dead`.
@@ -51,15 +106,11 @@ pub struct SiteSummary {
     pub draining: bool,
 }
 
-/// A db as this site holds it.
+/// A db as this site holds it: its record without the name (the key carries it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbSummary {
-    /// Shard count.
-    pub shards: u32,
-    /// Replication factor.
-    pub replication: u32,
-    /// Retention.
-    pub retention: Retention,
+    /// Shards, replication factor, retention (decoded only when in range).
+    pub settings: DbSettings,
     /// When it was created (HLC), which decides between conflicting creations.
     pub created: Hlc,
     /// Where it was created.
@@ -75,9 +126,7 @@ pub struct DbSummary {
 impl From<&DbRecord> for DbSummary {
     fn from(db: &DbRecord) -> Self {
         Self {
-            shards: db.shards,
-            replication: db.replication,
-            retention: db.retention,
+            settings: db.settings,
             created: db.created,
             origin: db.origin,
             changed: db.changed,
@@ -92,15 +141,19 @@ impl DbSummary {
     pub fn record(&self, name: DbName) -> DbRecord {
         DbRecord {
             name,
-            shards: self.shards,
-            replication: self.replication,
-            retention: self.retention,
+            settings: self.settings,
             created: self.created,
             origin: self.origin,
             changed: self.changed,
             dropped: self.dropped,
             supersedes: self.supersedes,
         }
+    }
+
+    /// The latest wall-clock time any of its HLCs claims (to refuse clocks far ahead).
+    pub fn latest_wall_ms(&self) -> u64 {
+        let times = [Some(self.created), Some(self.changed), self.supersedes];
+        times.into_iter().flatten().map(|h| h.wall_ms).max().unwrap_or(0)
     }
 }
 
@@ -134,8 +187,8 @@ pub struct ReplicaSummary {
     pub bytes: u64,
     /// A digest of the frontier, so peers can tell equal frontiers apart cheaply.
     pub frontier_digest: u64,
-    /// Per origin site, the seq up to which everything is held.
-    pub frontier: Vec<(SiteId, u64)>,
+    /// Per origin site, the seq up to which everything is held (bounded on decode).
+    pub frontier: Frontier,
     /// While catching up: how far along it is.
     pub progress: Option<CatchUpProgress>,
 }
@@ -170,7 +223,7 @@ pub struct PlanSummary {
     /// Steps in all.
     pub steps: u32,
     /// `running`, or the last error of the head step.
-    pub status: String,
+    pub status: StatusText,
 }
 
 /// How much this site holds.
@@ -255,9 +308,9 @@ pub fn decode_value<T: DeserializeOwned>(text: &str) -> Result<T, String> {
 }
 
 /// A frontier's digest: FNV-1a over its (origin, seq) pairs in order.
-pub fn frontier_digest(frontier: &[(SiteId, u64)]) -> u64 {
+pub fn frontier_digest(frontier: &Frontier) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (origin, seq) in frontier {
+    for (origin, seq) in frontier.iter() {
         for byte in origin.0.to_be_bytes().into_iter().chain(seq.to_be_bytes()) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
@@ -276,7 +329,7 @@ pub fn summarize(snapshot: &SiteSnapshot) -> BTreeMap<String, String> {
     let mut load = LoadSummary::default();
     for (db, shard, replica) in &snapshot.replicas {
         load.replicas += 1;
-        load.bytes += replica.bytes;
+        load.bytes = load.bytes.saturating_add(replica.bytes);
         keys.insert(SummaryKey::Replica(db.clone(), *shard).render(), encode_value(replica));
     }
     for (db, plan) in &snapshot.plans {
@@ -367,7 +420,7 @@ mod tests {
         fn summaries_decode_to_what_was_encoded(entries in any::<u64>(), bytes in any::<u64>(), to in any::<u128>()) {
             let summary = ReplicaSummary {
                 phase: ReplicaPhase::HandingOver { to: SiteId(to) },
-                entries, bytes, frontier_digest: 9, frontier: vec![(SiteId(1), entries)],
+                entries, bytes, frontier_digest: 9, frontier: Frontier([(SiteId(1), entries.min(cairn_inventory::MAX_SEQ))].into()),
                 progress: Some(CatchUpProgress { received_bytes: bytes, eta_s: Some(3), ..CatchUpProgress::default() }),
             };
             prop_assert_eq!(decode_value::<ReplicaSummary>(&encode_value(&summary)).unwrap(), summary);

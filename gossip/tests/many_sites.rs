@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cairn_gossip::summary::SiteSummary;
+use cairn_gossip::summary::{Label, SiteSummary};
 use cairn_gossip::{Gossip, GossipConfig, SiteSnapshot, SiteState};
-use cairn_inventory::{ClusterId, DbName, DbRecord, Hlc, Retention, Role, SiteId};
+use cairn_inventory::{ClusterId, DbName, DbRecord, DbSettings, Hlc, Retention, Role, SiteId};
 use chitchat::transport::ChannelTransport;
 
 const N: usize = 100;
@@ -19,10 +19,10 @@ fn snapshot(i: usize) -> SiteSnapshot {
     SiteSnapshot {
         site: SiteSummary {
             role: Role::Core,
-            addr: addr(i).to_string(),
-            version: "test".into(),
+            addr: Label::truncated(&addr(i).to_string()),
+            version: Label::truncated("test"),
             started_ms: 0,
-            zone: Some(format!("z{}", i % 3)),
+            zone: Some(Label::truncated(&format!("z{}", i % 3))),
             capacity: 100,
             leaving: false,
             draining: false,
@@ -70,9 +70,7 @@ async fn a_hundred_sites_converge() {
     let mut changed = snapshot(7);
     changed.dbs.push(DbRecord {
         name: DbName::new("orders").unwrap(),
-        shards: 8,
-        replication: 3,
-        retention: Retention::default(),
+        settings: DbSettings::new(8, 3, Retention::default()).unwrap(),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin: SiteId(8),
         changed: Hlc { wall_ms: 1, logical: 0 },
@@ -82,7 +80,7 @@ async fn a_hundred_sites_converge() {
     assert_eq!(sites[7].publish(&changed).await, 1, "only the new key is published");
     let name = DbName::new("orders").unwrap();
     let took = wait_until("the new db is in every view", Duration::from_secs(30), || {
-        sites.iter().all(|g| g.view().db(&name).is_some_and(|d| d.shards == 8 && d.origin == SiteId(8)))
+        sites.iter().all(|g| g.view().db(&name).is_some_and(|d| d.shards() == 8 && d.origin == SiteId(8)))
     })
     .await;
     eprintln!("100 sites: one new key everywhere after {took:?}");

@@ -3,16 +3,18 @@
 
 use std::net::SocketAddr;
 
-use cairn_gossip::summary::{DbSummary, ReplicaPhase, ReplicaSummary, SiteSummary, SummaryKey, encode_value};
-use cairn_gossip::view::{NodeInput, SiteState, Warning, build_view};
-use cairn_inventory::{DbName, Hlc, Retention, Role, SiteId};
+use cairn_gossip::summary::{
+    DbSummary, Label, ReplicaPhase, ReplicaSummary, SiteSummary, SummaryKey, encode_value,
+};
+use cairn_gossip::view::{NodeInput, SiteState, ViewContext, Warning, build_view};
+use cairn_inventory::{DbName, DbSettings, Frontier, Hlc, Retention, Role, SiteId};
 use proptest::prelude::*;
 
 fn site_summary(leaving: bool) -> SiteSummary {
     SiteSummary {
         role: Role::Core,
-        addr: "127.0.0.1:1".into(),
-        version: "t".into(),
+        addr: Label::truncated("127.0.0.1:1"),
+        version: Label::truncated("t"),
         started_ms: 0,
         zone: None,
         capacity: 100,
@@ -52,15 +54,18 @@ fn spec() -> impl Strategy<Value = Spec> {
         })
 }
 
+/// Every HLC of the tests is far in the past of this clock.
+fn ctx() -> ViewContext {
+    ViewContext::at(1_000_000)
+}
+
 fn input(s: &Spec) -> NodeInput {
     let id = SiteId(u128::from(s.site) + 1);
     let mut kv = vec![(SummaryKey::Site.render(), encode_value(&site_summary(s.leaving)))];
     let name = DbName::new("d").unwrap();
     if let Some((shards, replication, wall, logical)) = s.db {
         let db = DbSummary {
-            shards,
-            replication,
-            retention: Retention::default(),
+            settings: DbSettings::new(shards, replication, Retention::default()).unwrap(),
             created: Hlc { wall_ms: wall, logical },
             origin: id,
             changed: Hlc { wall_ms: wall, logical },
@@ -75,7 +80,7 @@ fn input(s: &Spec) -> NodeInput {
             entries: 1,
             bytes: 1,
             frontier_digest: 0,
-            frontier: vec![],
+            frontier: Frontier::default(),
             progress: None,
         };
         kv.push((SummaryKey::Replica(name.clone(), *shard).render(), encode_value(&r)));
@@ -106,8 +111,8 @@ proptest! {
             state ^= state << 13; state ^= state >> 7; state ^= state << 17;
             shuffled.swap(i, (state % (i as u64 + 1)) as usize);
         }
-        let a = build_view(SiteId(1), &inputs);
-        let b = build_view(SiteId(1), &shuffled);
+        let a = build_view(SiteId(1), &inputs, &ctx());
+        let b = build_view(SiteId(1), &shuffled, &ctx());
         // Equal up to warning order is not enough: require exact equality, so every
         // site renders the same dump from the same state.
         let mut wa = a.warnings.clone(); let mut wb = b.warnings.clone();
@@ -121,7 +126,7 @@ proptest! {
     #[test]
     fn newest_generation_wins_and_states_follow_liveness(specs in prop::collection::vec(spec(), 1..10)) {
         let inputs: Vec<NodeInput> = specs.iter().map(input).collect();
-        let view = build_view(SiteId(1), &inputs);
+        let view = build_view(SiteId(1), &inputs, &ctx());
         for site in &view.sites {
             let newest = specs.iter().filter(|s| u128::from(s.site) + 1 == site.site_id.0).max_by_key(|s| s.generation).unwrap();
             prop_assert_eq!(site.generation, newest.generation);
@@ -143,7 +148,7 @@ proptest! {
         // One node per site, so every site's db record is seen.
         let mut seen = std::collections::BTreeSet::new();
         let specs: Vec<Spec> = specs.into_iter().filter(|s| seen.insert(s.site)).collect();
-        let view = build_view(SiteId(1), &specs.iter().map(input).collect::<Vec<_>>());
+        let view = build_view(SiteId(1), &specs.iter().map(input).collect::<Vec<_>>(), &ctx());
         let holders: Vec<(Hlc, SiteId, u32, u32)> = specs.iter().filter_map(|s| s.db.map(|(sh, r, w, l)| {
             (Hlc { wall_ms: w, logical: l }, SiteId(u128::from(s.site) + 1), sh, r)
         })).collect();
@@ -151,7 +156,7 @@ proptest! {
             None => prop_assert!(view.dbs.is_empty()),
             Some((hlc, origin, shards, replication)) => {
                 let db = &view.dbs[0];
-                prop_assert_eq!((db.created, db.origin, db.shards, db.replication), (*hlc, *origin, *shards, *replication));
+                prop_assert_eq!((db.created, db.origin, db.shards(), db.replication()), (*hlc, *origin, *shards, *replication));
                 let losers = holders.iter().filter(|h| (h.2, h.3) != (*shards, *replication)).count();
                 let conflicts = view.warnings.iter().filter(|w| matches!(w, Warning::ConflictingDb { .. })).count();
                 prop_assert_eq!(conflicts, losers);
@@ -169,7 +174,7 @@ fn under_replication_counts_only_ready_replicas_on_live_sites() {
         mk(1, true, vec![0], None),
         mk(2, false, vec![1], None),
     ];
-    let view = build_view(SiteId(1), &specs.iter().map(input).collect::<Vec<_>>());
+    let view = build_view(SiteId(1), &specs.iter().map(input).collect::<Vec<_>>(), &ctx());
     let under: Vec<&Warning> =
         view.warnings.iter().filter(|w| matches!(w, Warning::UnderReplicated { .. })).collect();
     assert_eq!(under.len(), 1);
@@ -184,21 +189,21 @@ fn under_replication_counts_only_ready_replicas_on_live_sites() {
 }
 
 #[test]
-fn an_undecodable_value_is_a_warning_and_the_rest_is_kept() {
+fn an_undecodable_value_is_an_invalid_warning_and_the_rest_is_kept() {
     let mut node =
         input(&Spec { site: 0, generation: 1, live: true, leaving: false, db: None, ready: vec![] });
     node.key_values.push(("db:x".into(), "not base64!".into()));
     node.key_values.push(("unrelated".into(), "ignored".into()));
-    let view = build_view(SiteId(1), &[node]);
+    let view = build_view(SiteId(1), &[node], &ctx());
     assert_eq!(view.sites.len(), 1);
-    assert!(matches!(&view.warnings[..], [Warning::Undecodable { key, .. }] if key == "db:x"));
+    assert!(matches!(&view.warnings[..], [Warning::Invalid { key, .. }] if key == "db:x"));
 }
 
 #[test]
 fn the_dump_json_has_the_documented_fields() {
     let specs =
         [Spec { site: 0, generation: 1, live: true, leaving: false, db: Some((2, 1, 5, 0)), ready: vec![0] }];
-    let view = build_view(SiteId(1), &specs.iter().map(input).collect::<Vec<_>>());
+    let view = build_view(SiteId(1), &specs.iter().map(input).collect::<Vec<_>>(), &ctx());
     let json: serde_json::Value = serde_json::to_value(&view).unwrap();
     assert_eq!(json["site"], SiteId(1).to_string());
     let site = &json["sites"][0];
@@ -209,7 +214,7 @@ fn the_dump_json_has_the_documented_fields() {
     assert_eq!(site["state"], "live");
     let db = &json["dbs"][0];
     assert_eq!(
-        (db["name"].as_str(), db["shards"].as_u64(), db["replication"].as_u64()),
+        (db["name"].as_str(), db["settings"]["shards"].as_u64(), db["settings"]["replication"].as_u64()),
         (Some("d"), Some(2), Some(1))
     );
     let replica = &db["placement"][0]["replicas"][0];

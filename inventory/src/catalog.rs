@@ -8,34 +8,9 @@ use crate::keys;
 use crate::records::{DbRecord, ReplicaRecord, ReplicaState};
 use crate::store::{Inventory, decode_or_skip, get_record, now_ms, put_record};
 
-/// The most shards a db may have.
-pub const MAX_SHARDS: u32 = 65_536;
-/// The highest replication factor.
-pub const MAX_REPLICATION: u32 = 16;
-
-impl DbRecord {
-    /// Checks the settings' ranges.
-    pub fn validate(&self) -> Result<()> {
-        if self.shards == 0 || self.shards > MAX_SHARDS {
-            return Err(InventoryError::InvalidSetting {
-                what: "shards",
-                why: format!("{} is out of range 1..={MAX_SHARDS}", self.shards),
-            });
-        }
-        if self.replication == 0 || self.replication > MAX_REPLICATION {
-            return Err(InventoryError::InvalidSetting {
-                what: "replication",
-                why: format!("{} is out of range 1..={MAX_REPLICATION}", self.replication),
-            });
-        }
-        Ok(())
-    }
-}
-
 impl Inventory {
     /// Stores a db's settings (creating or replacing them).
     pub fn put_db(&self, db: &DbRecord) -> Result<()> {
-        db.validate()?;
         self.write(|txn| put_record(self.tables.dbs, txn, &keys::db(&db.name), db, "db record"))
     }
 
@@ -115,11 +90,11 @@ impl Inventory {
             let settings: DbRecord = get_record(self.tables.dbs, txn, &keys::db(db), "db record")?
                 .filter(|d: &DbRecord| !d.dropped)
                 .ok_or_else(|| InventoryError::UnknownDb(db.clone()))?;
-            if shard >= settings.shards {
+            if !settings.settings.shards.contains(shard) {
                 return Err(InventoryError::ShardOutOfRange {
                     db: db.clone(),
                     shard,
-                    shards: settings.shards,
+                    shards: settings.settings.shards.get(),
                 });
             }
             let now = now_ms();

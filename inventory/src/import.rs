@@ -42,9 +42,6 @@ impl Inventory {
     /// range, a replica with no upstream — fails the whole import, naming the entry, and
     /// nothing is written.
     pub fn import(&self, dbs: &[ImportedDb]) -> Result<ImportOutcome> {
-        for db in dbs {
-            db.record.validate()?;
-        }
         self.write(|txn| {
             let mut outcome = ImportOutcome::default();
             for ImportedDb { record, replicas } in dbs {
@@ -73,10 +70,10 @@ impl Inventory {
                 }
                 for (shard, upstreams) in replicas {
                     let entry = || format!("db {name} shard {shard}");
-                    if *shard >= record.shards {
+                    if !record.settings.shards.contains(*shard) {
                         return Err(InventoryError::ImportConflict {
                             entry: entry(),
-                            why: format!("the db has {} shards", record.shards),
+                            why: format!("the db has {} shards", record.settings.shards),
                         });
                     }
                     if upstreams.is_empty() || upstreams.contains(&self.identity().site_id) {

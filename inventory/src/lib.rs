@@ -18,22 +18,23 @@ mod migrate;
 pub mod plan_machine;
 mod plans;
 mod records;
+mod settings;
 mod shard_log;
 mod store;
 mod verify;
 
-pub use catalog::{MAX_REPLICATION, MAX_SHARDS};
 pub use error::{InventoryError, Result};
 pub use ids::{ClusterId, DbName, MAX_DB_NAME_LEN, PlanId, SiteId};
 pub use import::{ImportOutcome, ImportedDb};
 pub use plan_machine::{AdvanceOutcome, OfferOutcome, PlanRejection};
 pub use records::{
     DbRecord, Hlc, Identity, PendingPlan, Plan, PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord,
-    ReplicaState, Retention, Role, Step,
+    ReplicaState, Role, Step,
 };
+pub use settings::{DbSettings, MAX_REPLICATION, MAX_SHARDS, Replication, Retention, ShardCount};
 pub use shard_log::{
-    Append, Appended, CleanupOutcome, Entry, EntryId, Frontier, InsertOutcome, LogEntry, MAX_PAYLOAD,
-    PullLimits, ReadBatch, ShardLogStats,
+    Append, Appended, CleanupOutcome, Entry, EntryId, Frontier, InsertOutcome, LogEntry,
+    MAX_FRONTIER_ORIGINS, MAX_PAYLOAD, MAX_SEQ, PullLimits, ReadBatch, ShardLogStats,
 };
 pub use store::{Inventory, InventoryConfig, LOCK_FILE, STORE_FORMAT, now_ms};
 pub use verify::{CorruptRecord, VerifyReport};

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::ids::{DbName, SiteId};
-use crate::records::{DbRecord, Hlc, Retention};
+use crate::records::{DbRecord, Hlc};
+use crate::settings::{DbSettings, Retention};
 use crate::store::{Tables, decode_record, put_record};
 
 /// A db record as format 1 stored it.
@@ -45,14 +46,13 @@ fn dbs_v1_to_v2(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
         records.push((key.to_vec(), old));
     }
     for (key, old) in &records {
-        let new = DbRecord::new(
-            old.name.clone(),
-            old.shards,
-            old.replication,
-            old.retention,
-            old.created,
-            old.origin,
-        );
+        let settings = DbSettings::new(old.shards, old.replication, old.retention).map_err(|e| {
+            crate::error::InventoryError::Corrupt {
+                record: crate::keys::describe("dbs", key),
+                source: crate::codec::CodecError::Decode(e.to_string()),
+            }
+        })?;
+        let new = DbRecord::new(old.name.clone(), settings, old.created, old.origin);
         put_record(tables.dbs, txn, key, &new, "db record")?;
     }
     Ok(records.len() as u64)
@@ -90,7 +90,12 @@ mod tests {
         let db = inv.db(&name).unwrap().expect("the db survives the upgrade");
         assert_eq!(
             db,
-            DbRecord::new(name.clone(), 8, 3, old.retention, old.created, old.origin),
+            DbRecord::new(
+                name.clone(),
+                DbSettings::new(8, 3, old.retention).unwrap(),
+                old.created,
+                old.origin
+            ),
             "changed = created, not dropped"
         );
         let format: u32 = inv

@@ -15,10 +15,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::PlanId;
-use crate::records::{PendingPlan, Plan, PlanEnd, PlanHistoryEntry};
+use crate::records::{PendingPlan, Plan, PlanEnd, PlanHistoryEntry, Step};
+use crate::settings::ShardCount;
 
 /// The most steps one plan may carry.
 pub const MAX_PLAN_STEPS: usize = 100_000;
+/// The most upstream sites one `add_replica` step may name.
+pub const MAX_UPSTREAMS: usize = 64;
 
 /// What a site answers to an offered plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +55,7 @@ pub enum PlanRejection {
     /// A plan must have at least one step.
     #[error("plan has no steps")]
     Empty,
-    /// A plan may have at most [`MAX_PLAN_STEPS`] steps.
+    /// A plan may have at most [`MAX_PLAN_STEPS`] steps, and two per shard of its db.
     #[error("plan has {steps} steps; at most {max} are allowed")]
     TooManySteps {
         /// Steps offered.
@@ -60,6 +63,54 @@ pub enum PlanRejection {
         /// The limit.
         max: usize,
     },
+    /// A step names a shard the db does not have.
+    #[error("a step names shard {shard}, but the db has {shards} shards")]
+    ShardOutOfRange {
+        /// The shard named.
+        shard: u32,
+        /// The db's shard count.
+        shards: u32,
+    },
+    /// An `add_replica` step names more upstreams than [`MAX_UPSTREAMS`].
+    #[error("a step for shard {shard} names {upstreams} upstreams; at most {max} are allowed")]
+    TooManyUpstreams {
+        /// The shard.
+        shard: u32,
+        /// Upstreams named.
+        upstreams: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Whether `plan` fits a db of `shards` shards: every step names one of its shards, no
+/// step names more than [`MAX_UPSTREAMS`] upstreams, and there are at most two steps per
+/// shard (a planner gives a site at most an add and a handover of each shard). A site
+/// checks this before it stores a plan, so a stored plan is bounded in size.
+pub fn check_fits(plan: &Plan, shards: ShardCount) -> Result<(), PlanRejection> {
+    let max = MAX_PLAN_STEPS.min(2 * shards.get() as usize);
+    if plan.steps.len() > max {
+        return Err(PlanRejection::TooManySteps { steps: plan.steps.len(), max });
+    }
+    for step in &plan.steps {
+        let shard = match step {
+            Step::AddReplica { shard, upstreams } => {
+                if upstreams.len() > MAX_UPSTREAMS {
+                    return Err(PlanRejection::TooManyUpstreams {
+                        shard: *shard,
+                        upstreams: upstreams.len(),
+                        max: MAX_UPSTREAMS,
+                    });
+                }
+                *shard
+            }
+            Step::HandoverReplica { shard, .. } | Step::RemoveReplica { shard } => *shard,
+        };
+        if !shards.contains(shard) {
+            return Err(PlanRejection::ShardOutOfRange { shard, shards: shards.get() });
+        }
+    }
+    Ok(())
 }
 
 /// What `advance` did.

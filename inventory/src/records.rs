@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ClusterId, DbName, PlanId, SiteId};
+use crate::settings::DbSettings;
 
 /// A site's identity, written once when its data dir is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,26 +52,13 @@ impl std::str::FromStr for Role {
     }
 }
 
-/// How long a db keeps its shard logs' entries. `None` means no limit of that kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Retention {
-    /// Entries older than this (by local arrival time) are removed by clean-up.
-    pub max_age_ms: Option<u64>,
-    /// Each shard's log is cut from its oldest end down to this many payload bytes.
-    pub max_bytes: Option<u64>,
-}
-
 /// A db as this site knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbRecord {
     /// The db's name.
     pub name: DbName,
-    /// Number of shards, numbered `0..shards`.
-    pub shards: u32,
-    /// How many ready replicas each shard should have.
-    pub replication: u32,
-    /// How long entries are kept.
-    pub retention: Retention,
+    /// Shards, replication factor and retention.
+    pub settings: DbSettings,
     /// When the db was created, on the creating site's hybrid logical clock. When two
     /// sites create the same name with different settings, the earliest creation wins
     /// (ties: the lower origin site id), the same way on every site.
@@ -92,30 +80,23 @@ pub struct DbRecord {
 
 impl DbRecord {
     /// A new db's record: created (and last changed) at `created` by `origin`.
-    pub fn new(
-        name: DbName,
-        shards: u32,
-        replication: u32,
-        retention: Retention,
-        created: Hlc,
-        origin: SiteId,
-    ) -> Self {
-        Self {
-            name,
-            shards,
-            replication,
-            retention,
-            created,
-            origin,
-            changed: created,
-            dropped: false,
-            supersedes: None,
-        }
+    pub fn new(name: DbName, settings: DbSettings, created: Hlc, origin: SiteId) -> Self {
+        Self { name, settings, created, origin, changed: created, dropped: false, supersedes: None }
+    }
+
+    /// The shard count.
+    pub fn shards(&self) -> u32 {
+        self.settings.shards.get()
+    }
+
+    /// The replication factor.
+    pub fn replication(&self) -> u32 {
+        self.settings.replication.get()
     }
 
     /// The same settings (shards, replication, retention), whoever created them when.
     pub fn same_settings(&self, other: &Self) -> bool {
-        (self.shards, self.replication, self.retention) == (other.shards, other.replication, other.retention)
+        self.settings == other.settings
     }
 
     /// Which creation of the name this record belongs to: a db dropped and created again
@@ -128,7 +109,8 @@ impl DbRecord {
     /// made at the same instant on two sites) a drop, then the higher settings, so every
     /// site picks the same one.
     pub fn version(&self) -> (Hlc, bool, u32, Option<u64>, Option<u64>) {
-        (self.changed, self.dropped, self.replication, self.retention.max_age_ms, self.retention.max_bytes)
+        let s = &self.settings;
+        (self.changed, self.dropped, s.replication.get(), s.retention.max_age_ms, s.retention.max_bytes)
     }
 }
 

@@ -20,11 +20,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::{InventoryError, Result};
 use crate::ids::{DbName, SiteId};
 use crate::keys;
-use crate::records::{ReplicaRecord, ReplicaState, Retention};
+use crate::records::{ReplicaRecord, ReplicaState};
+use crate::settings::Retention;
 use crate::store::{Inventory, decode_record, get_record, now_ms, put_record};
 
 /// The largest payload one entry may carry.
 pub const MAX_PAYLOAD: usize = 1 << 20;
+/// The highest origin seq a log takes: seqs above it are reserved, so counting on from
+/// any seq a log holds never overflows. Entries and frontiers beyond it are refused.
+pub const MAX_SEQ: u64 = 1 << 62;
+/// The most origin sites a frontier received from outside may list.
+pub const MAX_FRONTIER_ORIGINS: usize = 16_384;
 
 /// An entry's identity in every replica of its shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -57,8 +63,87 @@ pub struct LogEntry {
 }
 
 /// Per origin site, the seq up to which a log holds every entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Encoded as a map in binary formats and as a list of `[origin, seq]` pairs in JSON.
+/// Decoding refuses more than [`MAX_FRONTIER_ORIGINS`] origins, an origin listed twice
+/// and seqs above [`MAX_SEQ`], so a frontier from a peer or a file is always in range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frontier(pub BTreeMap<SiteId, u64>);
+
+impl Serialize for Frontier {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_seq(self.0.iter())
+        } else {
+            serializer.collect_map(self.0.iter())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Frontier {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+
+        impl Visit {
+            fn add<E: serde::de::Error>(
+                map: &mut BTreeMap<SiteId, u64>,
+                origin: SiteId,
+                seq: u64,
+            ) -> Result<(), E> {
+                if map.len() >= MAX_FRONTIER_ORIGINS {
+                    return Err(E::custom(format!(
+                        "a frontier lists at most {MAX_FRONTIER_ORIGINS} origins"
+                    )));
+                }
+                if seq > MAX_SEQ {
+                    return Err(E::custom(format!(
+                        "frontier seq {seq} of origin {origin} is above the maximum {MAX_SEQ}"
+                    )));
+                }
+                if map.insert(origin, seq).is_some() {
+                    return Err(E::custom(format!("frontier lists origin {origin} twice")));
+                }
+                Ok(())
+            }
+        }
+
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Frontier;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a frontier: at most {MAX_FRONTIER_ORIGINS} (origin, seq) pairs")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> std::result::Result<Frontier, A::Error> {
+                let mut map = BTreeMap::new();
+                while let Some((origin, seq)) = access.next_entry::<SiteId, u64>()? {
+                    Self::add(&mut map, origin, seq)?;
+                }
+                Ok(Frontier(map))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> std::result::Result<Frontier, A::Error> {
+                let mut map = BTreeMap::new();
+                while let Some((origin, seq)) = access.next_element::<(SiteId, u64)>()? {
+                    Self::add(&mut map, origin, seq)?;
+                }
+                Ok(Frontier(map))
+            }
+        }
+
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_seq(Visit)
+        } else {
+            deserializer.deserialize_map(Visit)
+        }
+    }
+}
 
 impl Frontier {
     /// The seq up to which `origin`'s entries are all held (0: none).
@@ -69,6 +154,27 @@ impl Frontier {
     /// Whether this frontier holds everything `other` holds.
     pub fn covers(&self, other: &Self) -> bool {
         other.0.iter().all(|(origin, seq)| self.get(*origin) >= *seq)
+    }
+
+    /// How many entries this frontier holds beyond `other`: per origin, the seqs it
+    /// covers above `other`'s, summed (saturating).
+    pub fn entries_beyond(&self, other: &Self) -> u64 {
+        self.0.iter().map(|(origin, seq)| seq.saturating_sub(other.get(*origin))).fold(0, u64::saturating_add)
+    }
+
+    /// `(origin, seq)` pairs in origin order.
+    pub fn iter(&self) -> impl Iterator<Item = (SiteId, u64)> + '_ {
+        self.0.iter().map(|(origin, seq)| (*origin, *seq))
+    }
+
+    /// How many origins it lists.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it lists no origin.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -229,9 +335,9 @@ impl<'i> LogTxn<'i> {
         self.key.truncate(self.shard_key.len());
         self.key.extend_from_slice(&self.meta.next_arrival.to_be_bytes());
         self.inv.tables.log_entries.put(txn, &self.key, &self.buf)?;
-        self.meta.next_arrival += 1;
-        self.meta.entries += 1;
-        self.meta.bytes += payload.len() as u64;
+        self.meta.next_arrival = self.meta.next_arrival.saturating_add(1);
+        self.meta.entries = self.meta.entries.saturating_add(1);
+        self.meta.bytes = self.meta.bytes.saturating_add(payload.len() as u64);
         if id.origin == self.inv.identity().site_id {
             self.meta.own_seq = self.meta.own_seq.max(id.seq);
         }
@@ -313,7 +419,15 @@ impl Inventory {
         let mut log = LogTxn::begin(self, txn, db, shard)?;
         let mut ids = Vec::with_capacity(payloads.len());
         for payload in payloads {
-            let seq = log.meta.own_seq.max(log.frontier(txn, me)?.contiguous) + 1;
+            let seq = log
+                .meta
+                .own_seq
+                .max(log.frontier(txn, me)?.contiguous)
+                .checked_add(1)
+                .filter(|seq| *seq <= MAX_SEQ)
+                .ok_or_else(|| InventoryError::InvalidEntry {
+                    why: format!("this site's seqs in {db}/{shard} reached the maximum {MAX_SEQ}"),
+                })?;
             let id = EntryId { origin: me, seq };
             log.put_entry(txn, id, log.now_ms, payload.as_ref())?;
             log.raise(txn, me, seq)?;
@@ -353,9 +467,9 @@ impl Inventory {
             let mut outcome = InsertOutcome::default();
             for entry in entries {
                 let EntryId { origin, seq } = entry.id;
-                if seq == 0 {
+                if seq == 0 || seq > MAX_SEQ {
                     return Err(InventoryError::InvalidEntry {
-                        why: "origin seq 0 (seqs start at 1)".into(),
+                        why: format!("origin seq {seq} of {origin} is out of range 1..={MAX_SEQ}"),
                     });
                 }
                 let contiguous = log.frontier(txn, origin)?.contiguous;
@@ -395,6 +509,11 @@ impl Inventory {
                 return Err(InventoryError::NoReplica { db: db.clone(), shard });
             }
             for (origin, seq) in &frontier.0 {
+                if *seq > MAX_SEQ {
+                    return Err(InventoryError::InvalidEntry {
+                        why: format!("frontier seq {seq} of {origin} is above the maximum {MAX_SEQ}"),
+                    });
+                }
                 log.raise(txn, *origin, *seq)?;
             }
             log.commit(txn)
@@ -499,21 +618,58 @@ impl Inventory {
     /// Reads up to `max` entries in arrival order, starting at arrival number `from`.
     /// A corrupt entry is an error naming it; read from its number + 1 to skip it.
     pub fn read_log(&self, db: &DbName, shard: u32, from: u64, max: usize) -> Result<ReadBatch> {
+        self.read_log_within(db, shard, from, max, usize::MAX)
+    }
+
+    /// [`Self::read_log`], stopping before an entry that would take the payload bytes
+    /// read past `max_bytes` (the first entry is always read): nothing beyond what the
+    /// answer carries is decoded.
+    pub fn read_log_within(
+        &self,
+        db: &DbName,
+        shard: u32,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<ReadBatch> {
         let prefix = keys::shard(db, shard);
         let start = keys::with_u64(&prefix, from);
         let end = keys::with_u64(&prefix, u64::MAX);
         self.read(|txn| {
             let mut entries = Vec::with_capacity(max.min(1024));
-            let mut next = from;
+            let (mut next, mut bytes) = (from, 0usize);
             let range = (Bound::Included(&start[..]), Bound::Included(&end[..]));
             for item in self.tables.log_entries.range(txn, &range)?.take(max) {
-                let (key, bytes) = item?;
+                let (key, value) = item?;
+                // The stored value bounds the payload's size before anything is decoded.
+                if !entries.is_empty() && bytes.saturating_add(value.len()) > max_bytes {
+                    break;
+                }
                 let arrival = keys::u64_suffix(&key[prefix.len()..]).unwrap_or(next);
-                let stored: StoredEntry = decode_record(bytes, || keys::describe("log_entries", key))?;
+                let stored: StoredEntry = decode_record(value, || keys::describe("log_entries", key))?;
+                bytes = bytes.saturating_add(value.len());
                 entries.push(LogEntry { arrival, entry: stored.entry });
-                next = arrival + 1;
+                next = arrival.saturating_add(1);
             }
             Ok(ReadBatch { entries, next })
+        })
+    }
+
+    /// The arrival number of the oldest entry the log still holds (what retention left),
+    /// or the next arrival number when it holds none.
+    pub fn log_start(&self, db: &DbName, shard: u32) -> Result<u64> {
+        let prefix = keys::shard(db, shard);
+        self.read(|txn| {
+            if let Some(item) = self.tables.log_entries.prefix_iter(txn, &prefix)?.next() {
+                let (key, _) = item?;
+                if let Some(arrival) = keys::u64_suffix(&key[prefix.len()..]) {
+                    return Ok(arrival);
+                }
+            }
+            let meta: ShardLogMeta =
+                get_record(self.tables.log_shards, txn, &prefix, &keys::describe("log_shards", &prefix))?
+                    .unwrap_or_default();
+            Ok(meta.next_arrival)
         })
     }
 

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use cairn_inventory::{
-    ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, InventoryError, Plan, PlanId, PlanOrigin,
-    Retention, SiteId, Step,
+    ClusterId, DbName, DbRecord, DbSettings, Hlc, Inventory, InventoryConfig, InventoryError, Plan, PlanId,
+    PlanOrigin, Retention, SiteId, Step,
 };
 use heed::types::Bytes;
 
@@ -18,9 +18,7 @@ fn open(dir: &Path) -> Inventory {
 fn db(name: &str) -> DbRecord {
     DbRecord {
         name: DbName::new(name).unwrap(),
-        shards: 2,
-        replication: 1,
-        retention: Retention::default(),
+        settings: DbSettings::new(2, 1, Retention::default()).expect("settings in range"),
         created: Hlc::default(),
         origin: SiteId(1),
         changed: Hlc::default(),

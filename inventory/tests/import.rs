@@ -2,13 +2,18 @@
 //! importing twice changing nothing.
 
 use cairn_inventory::{
-    ClusterId, DbName, DbRecord, Hlc, ImportedDb, Inventory, InventoryConfig, InventoryError, ReplicaState,
-    Retention, SiteId,
+    ClusterId, DbName, DbRecord, DbSettings, Hlc, ImportedDb, Inventory, InventoryConfig, InventoryError,
+    ReplicaState, Retention, SiteId,
 };
 
 fn record(name: &str, created_ms: u64) -> DbRecord {
     let created = Hlc { wall_ms: created_ms, logical: 0 };
-    DbRecord::new(DbName::new(name).unwrap(), 4, 2, Retention::default(), created, SiteId(9))
+    DbRecord::new(
+        DbName::new(name).unwrap(),
+        DbSettings::new(4, 2, Retention::default()).unwrap(),
+        created,
+        SiteId(9),
+    )
 }
 
 fn imported(name: &str, created_ms: u64, shards: &[u32]) -> ImportedDb {
@@ -80,11 +85,11 @@ fn an_import_keeps_the_newer_version_of_the_same_creation() {
     let dir = tempfile::tempdir().unwrap();
     let inv = Inventory::open_as(dir.path(), ClusterId(3), SiteId(42), InventoryConfig::default()).unwrap();
     let mut newer = imported("a", 100, &[0]);
-    newer.record.replication = 3;
+    newer.record.settings.replication = cairn_inventory::Replication::new(3).unwrap();
     newer.record.changed = Hlc { wall_ms: 900, logical: 0 };
     inv.import(&[newer]).unwrap();
     let older = imported("a", 100, &[0, 1]);
     let outcome = inv.import(&[older]).unwrap();
     assert_eq!((outcome.dbs_written, outcome.replicas_written), (0, 1));
-    assert_eq!(inv.db(&DbName::new("a").unwrap()).unwrap().unwrap().replication, 3);
+    assert_eq!(inv.db(&DbName::new("a").unwrap()).unwrap().unwrap().replication(), 3);
 }

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_inventory::{
-    ClusterId, DbName, DbRecord, Entry, EntryId, Frontier, Hlc, Inventory, InventoryConfig, Retention, SiteId,
+    ClusterId, DbName, DbRecord, DbSettings, Entry, EntryId, Frontier, Hlc, Inventory, InventoryConfig,
+    Retention, SiteId,
 };
 use proptest::prelude::*;
 
@@ -131,9 +132,7 @@ fn with_db(inv: &Inventory, retention: Retention) -> DbName {
     let name = DbName::new("ret").unwrap();
     inv.put_db(&DbRecord {
         name: name.clone(),
-        shards: 1,
-        replication: 1,
-        retention,
+        settings: DbSettings::new(1, 1, retention).expect("settings in range"),
         created: Hlc::default(),
         origin: SiteId(1),
         changed: Hlc::default(),
@@ -171,9 +170,7 @@ fn a_raised_frontier_counts_expired_entries_as_held() {
     assert_eq!(inv.frontier(&db, 0).unwrap().get(a), 0);
     let record = DbRecord {
         name: db.clone(),
-        shards: 1,
-        replication: 1,
-        retention: Retention::default(),
+        settings: DbSettings::new(1, 1, Retention::default()).expect("settings in range"),
         created: Hlc::default(),
         origin: a,
         changed: Hlc::default(),

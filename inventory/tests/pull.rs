@@ -2,8 +2,8 @@
 //! on the receiver, interrupted and resumed from the stored cursor, in random shapes.
 
 use cairn_inventory::{
-    ClusterId, DbName, DbRecord, Entry, Hlc, Inventory, InventoryConfig, InventoryError, PullLimits,
-    ReplicaState, Retention, SiteId,
+    ClusterId, DbName, DbRecord, DbSettings, Entry, Hlc, Inventory, InventoryConfig, InventoryError,
+    PullLimits, ReplicaState, Retention, SiteId,
 };
 use proptest::prelude::*;
 
@@ -12,9 +12,7 @@ fn open(dir: &std::path::Path) -> Inventory {
     let db = DbName::new("d").unwrap();
     let record = DbRecord {
         name: db.clone(),
-        shards: 1,
-        replication: 2,
-        retention: Retention::default(),
+        settings: DbSettings::new(1, 2, Retention::default()).expect("settings in range"),
         created: Hlc::default(),
         origin: SiteId(1),
         changed: Hlc::default(),

@@ -10,9 +10,8 @@ fn db(inv: &Inventory, name: &str, shards: u32) -> DbName {
     let db = DbName::new(name).unwrap();
     inv.put_db(&DbRecord {
         name: db.clone(),
-        shards,
-        replication: 1,
-        retention: Retention::default(),
+        settings: cairn_inventory::DbSettings::new(shards, 1, Retention::default())
+            .expect("settings in range"),
         created: Hlc::default(),
         origin: SiteId(1),
         changed: Hlc::default(),

@@ -10,9 +10,8 @@ const CLUSTER: ClusterId = ClusterId(0xc1);
 fn db(name: &str, shards: u32) -> DbRecord {
     DbRecord {
         name: DbName::new(name).unwrap(),
-        shards,
-        replication: 2,
-        retention: Retention::default(),
+        settings: cairn_inventory::DbSettings::new(shards, 2, Retention::default())
+            .expect("settings in range"),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin: SiteId(1),
         changed: Hlc { wall_ms: 1, logical: 0 },
@@ -154,11 +153,12 @@ fn bad_settings_name_themselves() {
     let err = Inventory::open(dir.path(), CLUSTER, config).unwrap_err();
     assert!(err.to_string().contains("map_size"), "{err}");
     let inv = Inventory::open(dir.path(), CLUSTER, InventoryConfig::default()).unwrap();
-    let err = inv.put_db(&db("x", 0)).unwrap_err();
+    drop(inv);
+    // Settings out of range cannot even be made.
+    let err = cairn_inventory::DbSettings::new(0, 2, Retention::default()).unwrap_err();
     assert!(err.to_string().contains("shards"), "{err}");
-    let mut r = db("x", 1);
-    r.replication = 99;
-    assert!(inv.put_db(&r).unwrap_err().to_string().contains("replication"));
+    let err = cairn_inventory::DbSettings::new(1, 99, Retention::default()).unwrap_err();
+    assert!(err.to_string().contains("replication"), "{err}");
 }
 
 #[test]

@@ -152,6 +152,11 @@ pub async fn run(
         for db in dbs_to_allocate(&current) {
             let plans = allocate(db, &candidates, me);
             let Some(plan_id) = plans.values().next().map(|p| p.plan_id) else { continue };
+            let change = BTreeMap::from([(db.name.clone(), plans.clone())]);
+            if let Err(why) = planner::check::check_change(&current, &change) {
+                tracing::error!(db = %db.name, %why, "an allocation plan is unsafe; not delivered");
+                continue;
+            }
             if let std::collections::btree_map::Entry::Vacant(slot) =
                 undelivered.entry((db.name.clone(), plan_id))
             {
@@ -162,7 +167,12 @@ pub async fn run(
         quiet = if current.plans.is_empty() && undelivered.is_empty() { quiet.saturating_add(1) } else { 0 };
         if quiet >= STABLE_ROUNDS {
             let lost = lost_sites(&current, cairn_inventory::now_ms(), started_ms, config.lost_after);
-            if let Some(change) = next_change(&current, me, &lost, &config) {
+            let change = next_change(&current, me, &lost, &config);
+            let unsafe_change =
+                change.as_ref().and_then(|c| planner::check::check_change(&current, &c.plans).err());
+            if let Some(why) = unsafe_change {
+                tracing::error!(%why, "a planned change is unsafe; not delivered");
+            } else if let Some(change) = change {
                 let lost_shards = change.lost_shards.len();
                 tracing::info!(
                     kind = change.kind,
@@ -195,10 +205,9 @@ async fn deliver(
         for (site, plan) in plans.iter() {
             let outcome = if *site == me {
                 let (inv, plan) = (inv.clone(), plan.clone());
-                match tokio::task::spawn_blocking(move || inv.offer(&plan)).await {
-                    Ok(Ok(outcome)) => Some(format!("{outcome:?}")),
-                    Ok(Err(error)) => Some(format!("rejected: {error}")),
-                    Err(_) => None,
+                match crate::supervisor::blocking(move || inv.offer(&plan)).await {
+                    Ok(outcome) => Some(format!("{outcome:?}")),
+                    Err(error) => Some(format!("rejected: {error}")),
                 }
             } else {
                 let Some(addr) = view.site(*site).and_then(|s| s.addr.parse().ok()) else { continue };

@@ -42,6 +42,34 @@ pub(crate) struct FileConfig {
     pub(crate) data: DataSection,
     #[serde(default)]
     pub(crate) placement: PlacementSection,
+    #[serde(default)]
+    pub(crate) limits: LimitsSection,
+}
+
+/// `[limits]`: what peers and clients may cost this site, and what it believes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsSection {
+    /// A peer's db settings whose clock reading is further ahead than this are ignored.
+    pub(crate) max_clock_drift_secs: Option<u64>,
+    /// Dbs in the view (dropped ones included); creations beyond are refused.
+    pub(crate) max_dbs: Option<usize>,
+    /// Sites in the view.
+    pub(crate) max_sites: Option<usize>,
+    /// Gossip keys read from one site.
+    pub(crate) max_keys_per_site: Option<usize>,
+    /// Pull streams served to one peer at once.
+    pub(crate) max_pulls_per_peer: Option<usize>,
+    /// Pull streams served at once.
+    pub(crate) max_pulls: Option<usize>,
+    /// Seconds a pull receiver may take no byte before its stream ends.
+    pub(crate) pull_stall_secs: Option<u64>,
+    /// Reads served to one peer at once.
+    pub(crate) max_reads_per_peer: Option<usize>,
+    /// Handshakes in progress from one source address.
+    pub(crate) max_handshakes_per_addr: Option<usize>,
+    /// Connections open from one source address.
+    pub(crate) max_connections_per_addr: Option<usize>,
 }
 
 /// `[placement]`: what automation does on its own.
@@ -172,6 +200,21 @@ impl FileConfig {
                 auto_repair: self.placement.auto_repair.or(lower.placement.auto_repair),
                 auto_rebalance: self.placement.auto_rebalance.or(lower.placement.auto_rebalance),
             },
+            limits: {
+                let (a, b) = (self.limits, lower.limits);
+                LimitsSection {
+                    max_clock_drift_secs: a.max_clock_drift_secs.or(b.max_clock_drift_secs),
+                    max_dbs: a.max_dbs.or(b.max_dbs),
+                    max_sites: a.max_sites.or(b.max_sites),
+                    max_keys_per_site: a.max_keys_per_site.or(b.max_keys_per_site),
+                    max_pulls_per_peer: a.max_pulls_per_peer.or(b.max_pulls_per_peer),
+                    max_pulls: a.max_pulls.or(b.max_pulls),
+                    pull_stall_secs: a.pull_stall_secs.or(b.pull_stall_secs),
+                    max_reads_per_peer: a.max_reads_per_peer.or(b.max_reads_per_peer),
+                    max_handshakes_per_addr: a.max_handshakes_per_addr.or(b.max_handshakes_per_addr),
+                    max_connections_per_addr: a.max_connections_per_addr.or(b.max_connections_per_addr),
+                }
+            },
         }
     }
 
@@ -226,6 +269,21 @@ impl FileConfig {
                 auto_repair: Some(true),
                 auto_rebalance: Some(true),
             },
+            limits: {
+                let (v, dc) = (g.limits, DataConfig::default());
+                LimitsSection {
+                    max_clock_drift_secs: Some(v.max_clock_drift_ms / 1000),
+                    max_dbs: Some(v.max_dbs),
+                    max_sites: Some(v.max_sites),
+                    max_keys_per_site: Some(v.max_keys_per_site),
+                    max_pulls_per_peer: Some(dc.max_pulls_per_peer),
+                    max_pulls: Some(dc.max_pulls),
+                    pull_stall_secs: Some(dc.pull_stall.as_secs()),
+                    max_reads_per_peer: Some(dc.max_reads_per_peer),
+                    max_handshakes_per_addr: Some(t.max_handshakes_per_addr),
+                    max_connections_per_addr: Some(t.max_connections_per_addr),
+                }
+            },
         }
     }
 
@@ -254,7 +312,13 @@ impl FileConfig {
                 "--follow is for replicant sites: add --role replicant (core sites hold the replicas planners give them)"
             );
         }
-        o.zone = self.zone.clone();
+        o.zone = match &self.zone {
+            Some(zone) => Some(
+                cairn_gossip::summary::Label::new(zone.clone())
+                    .map_err(|why| anyhow::anyhow!("invalid zone: {why}"))?,
+            ),
+            None => None,
+        };
         o.capacity = self.capacity.unwrap_or(100);
         o.metrics_listen = self.metrics_listen;
         if !(1..=10_000).contains(&o.capacity) {
@@ -270,6 +334,15 @@ impl FileConfig {
                 g.dead_site_grace_secs.or(dg.dead_site_grace_secs).unwrap_or(3600),
             ),
             ..GossipConfig::default()
+        };
+        let (l, view) = (&self.limits, o.gossip.limits);
+        o.gossip.limits = cairn_gossip::view::ViewLimits {
+            max_sites: l.max_sites.unwrap_or(view.max_sites),
+            max_keys_per_site: l.max_keys_per_site.unwrap_or(view.max_keys_per_site),
+            max_dbs: l.max_dbs.unwrap_or(view.max_dbs),
+            max_clock_drift_ms: l
+                .max_clock_drift_secs
+                .map_or(view.max_clock_drift_ms, |s| s.saturating_mul(1000)),
         };
         o.gossip.validate()?;
         let (t, dt) = (&self.transport, &d.transport);
@@ -287,6 +360,8 @@ impl FileConfig {
             max_connections: t.max_connections.unwrap_or(base.max_connections),
             mtu_upper_bound: t.mtu_upper_bound,
             congestion: t.congestion.unwrap_or(base.congestion),
+            max_handshakes_per_addr: l.max_handshakes_per_addr.unwrap_or(base.max_handshakes_per_addr),
+            max_connections_per_addr: l.max_connections_per_addr.unwrap_or(base.max_connections_per_addr),
             ..base
         };
         o.transport.validate()?;
@@ -306,8 +381,24 @@ impl FileConfig {
         o.data = DataConfig {
             batch_bytes: batch_kib * 1024,
             catch_up_limit: self.data.catch_up_limit_kib.filter(|k| *k > 0).map(|k| k.saturating_mul(1024)),
+            max_pulls_per_peer: l.max_pulls_per_peer.unwrap_or(base.max_pulls_per_peer),
+            max_pulls: l.max_pulls.unwrap_or(base.max_pulls),
+            pull_stall: l.pull_stall_secs.map_or(base.pull_stall, Duration::from_secs),
+            max_reads_per_peer: l.max_reads_per_peer.unwrap_or(base.max_reads_per_peer),
             ..base
         };
+        let data = &o.data;
+        if data.max_pulls_per_peer == 0 || data.max_pulls < data.max_pulls_per_peer {
+            bail!(
+                "invalid limits.max_pulls_per_peer / max_pulls: at least 1, and max_pulls at least max_pulls_per_peer"
+            );
+        }
+        if data.pull_stall.is_zero() {
+            bail!("invalid limits.pull_stall_secs 0: must be at least 1");
+        }
+        if data.max_reads_per_peer == 0 || data.max_reads < data.max_reads_per_peer {
+            bail!("invalid limits.max_reads_per_peer: between 1 and {}", data.max_reads);
+        }
         let lost_after = self.placement.lost_after_secs.unwrap_or(DEFAULT_LOST_AFTER.as_secs());
         if lost_after == 0 {
             bail!("invalid placement.lost_after_secs 0: must be at least 1");

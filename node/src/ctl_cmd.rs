@@ -1,7 +1,7 @@
 //! `cairn ctl --node HOST:PORT …`: operate a running site over QUIC.
 
 use anyhow::bail;
-use cairn_inventory::{DbName, Retention};
+use cairn_inventory::{DbName, DbSettings, Replication, Retention, ShardCount};
 use cairn_transport::{Request, Response};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -56,11 +56,11 @@ pub(crate) enum DbCommand {
         /// The db's name (1-64 of A-Z a-z 0-9 _ - . starting with a letter or digit).
         name: DbName,
         /// Number of shards (1-65536).
-        #[arg(long, default_value_t = 16)]
-        shards: u32,
+        #[arg(long, default_value = "16")]
+        shards: ShardCount,
         /// Ready replicas per shard (1-16).
-        #[arg(long, default_value_t = 2)]
-        replication: u32,
+        #[arg(long, default_value = "2")]
+        replication: Replication,
         /// Keep entries at most this many seconds (default: for ever).
         #[arg(long, value_name = "SECONDS")]
         retention_secs: Option<u64>,
@@ -78,7 +78,7 @@ pub(crate) enum DbCommand {
         name: DbName,
         /// Ready replicas per shard (1-16).
         #[arg(long)]
-        replication: Option<u32>,
+        replication: Option<Replication>,
         /// Keep entries at most this many seconds (0: for ever).
         #[arg(long, value_name = "SECONDS")]
         retention_secs: Option<u64>,
@@ -133,9 +133,14 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
             Ok(())
         }
         CtlCommand::Db(DbCommand::Create { name, shards, replication, retention_secs, retention_bytes }) => {
-            let retention =
-                Retention { max_age_ms: retention_secs.map(|s| s * 1000), max_bytes: retention_bytes };
-            let request = Request::CreateDb { name: name.clone(), shards, replication, retention };
+            // 0 is no limit, as for `db set`.
+            let limit = |v: u64| (v > 0).then_some(v);
+            let retention = Retention {
+                max_age_ms: retention_secs.and_then(|s| limit(s.saturating_mul(1000))),
+                max_bytes: retention_bytes.and_then(limit),
+            };
+            let settings = DbSettings { shards, replication, retention };
+            let request = Request::CreateDb { name: name.clone(), settings };
             match client.request(&request).await? {
                 Response::DbCreated { created: true } => {
                     println!("created db {name} ({shards} shards × {replication})")
@@ -154,7 +159,7 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
 async fn set_db(
     client: &Client,
     name: DbName,
-    replication: Option<u32>,
+    replication: Option<Replication>,
     retention_secs: Option<u64>,
     retention_bytes: Option<u64>,
 ) -> anyhow::Result<()> {
@@ -164,8 +169,9 @@ async fn set_db(
         let Some(db) = view.db(&name) else { bail!("unknown db {name}: it is not in the cluster view") };
         let limit = |v: u64| (v > 0).then_some(v);
         Some(Retention {
-            max_age_ms: retention_secs.map_or(db.retention.max_age_ms, |s| limit(s.saturating_mul(1000))),
-            max_bytes: retention_bytes.map_or(db.retention.max_bytes, limit),
+            max_age_ms: retention_secs
+                .map_or(db.settings.retention.max_age_ms, |s| limit(s.saturating_mul(1000))),
+            max_bytes: retention_bytes.map_or(db.settings.retention.max_bytes, limit),
         })
     } else {
         None

@@ -128,7 +128,9 @@ pub(crate) async fn publish(client: &Client, args: PublishArgs) -> anyhow::Resul
 pub(crate) async fn read(client: &Client, args: ReadArgs) -> anyhow::Result<()> {
     let request = Request::Read { db: args.db.clone(), shard: args.shard, from: args.from, max: args.max };
     let (at, response) = request_following(client, &request).await?;
-    let Response::Entries { entries, next } = response else { bail!("{at} answered read with {response:?}") };
+    let Response::Entries { entries, next, start } = response else {
+        bail!("{at} answered read with {response:?}")
+    };
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => {
@@ -144,9 +146,19 @@ pub(crate) async fn read(client: &Client, args: ReadArgs) -> anyhow::Result<()> 
                     })
                 })
                 .collect();
-            writeln!(out, "{}", json!({"site": at.to_string(), "entries": entries, "next": next}))?;
+            writeln!(
+                out,
+                "{}",
+                json!({"site": at.to_string(), "entries": entries, "next": next, "start": start})
+            )?;
         }
         Format::Table => {
+            if args.from < start {
+                eprintln!(
+                    "the log of {}/{} at {at} now starts at arrival {start}: entries before it were removed",
+                    args.db, args.shard
+                );
+            }
             for e in &entries {
                 out.write_all(&e.entry.payload)?;
                 out.write_all(b"\n")?;

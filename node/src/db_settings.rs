@@ -12,25 +12,24 @@
 
 use cairn_gossip::ClusterView;
 use cairn_gossip::settings::ended_by;
-use cairn_inventory::{DbRecord, Hlc, Inventory, InventoryError, Retention};
+use cairn_inventory::{DbRecord, Hlc, Inventory, InventoryError, Replication, Retention};
 
-/// `base` with a new replication factor and/or retention, changed at `at`; `Ok(None)`
-/// when that changes nothing; `Err` names the setting out of range.
+/// `base` with a new replication factor and/or retention, changed at `at`; `None` when
+/// that changes nothing.
 pub fn alter(
     base: &DbRecord,
-    replication: Option<u32>,
+    replication: Option<Replication>,
     retention: Option<Retention>,
     at: Hlc,
-) -> Result<Option<DbRecord>, String> {
+) -> Option<DbRecord> {
     let mut next = base.clone();
-    next.replication = replication.unwrap_or(base.replication);
-    next.retention = retention.unwrap_or(base.retention);
-    next.validate().map_err(|e| e.to_string())?;
+    next.settings.replication = replication.unwrap_or(base.settings.replication);
+    next.settings.retention = retention.unwrap_or(base.settings.retention);
     if next.same_settings(base) {
-        return Ok(None);
+        return None;
     }
     next.changed = after(at, base.changed);
-    Ok(Some(next))
+    Some(next)
 }
 
 /// `at`, or if the record was already changed at or after it (a clock behind), the next
@@ -86,7 +85,7 @@ pub fn sync_local(inv: &Inventory, view: &ClusterView) -> Result<usize, Inventor
     for update in &updates {
         match update {
             LocalUpdate::Adopt(record) => {
-                tracing::info!(db = %record.name, replication = record.replication, "db settings changed");
+                tracing::info!(db = %record.name, replication = record.settings.replication.get(), "db settings changed");
                 inv.put_db(record)?;
             }
             LocalUpdate::Drop(tombstone) => {
@@ -101,6 +100,7 @@ pub fn sync_local(inv: &Inventory, view: &ClusterView) -> Result<usize, Inventor
 #[cfg(test)]
 mod tests {
     use cairn_gossip::view::{DbView, DroppedDb};
+    use cairn_inventory::DbSettings;
     use cairn_inventory::{DbName, SiteId};
 
     use super::*;
@@ -110,7 +110,12 @@ mod tests {
     }
 
     fn record(name: &str, created: u64) -> DbRecord {
-        DbRecord::new(DbName::new(name).unwrap(), 4, 2, Retention::default(), hlc(created), SiteId(1))
+        DbRecord::new(
+            DbName::new(name).unwrap(),
+            DbSettings::new(4, 2, Retention::default()).unwrap(),
+            hlc(created),
+            SiteId(1),
+        )
     }
 
     fn view(dbs: &[&DbRecord], dropped: &[(&str, u64)]) -> ClusterView {
@@ -121,9 +126,7 @@ mod tests {
                 .iter()
                 .map(|r| DbView {
                     name: r.name.clone(),
-                    shards: r.shards,
-                    replication: r.replication,
-                    retention: r.retention,
+                    settings: r.settings,
                     created: r.created,
                     origin: r.origin,
                     changed: r.changed,
@@ -143,13 +146,16 @@ mod tests {
     #[test]
     fn alter_changes_only_what_is_given_and_always_moves_the_version_forward() {
         let base = record("a", 10);
-        assert_eq!(alter(&base, Some(2), None, hlc(20)), Ok(None), "same factor: nothing to change");
-        let raised = alter(&base, Some(3), None, hlc(20)).unwrap().unwrap();
-        assert_eq!((raised.replication, raised.changed, raised.retention), (3, hlc(20), base.retention));
+        let factor = |n| Some(Replication::new(n).unwrap());
+        assert_eq!(alter(&base, factor(2), None, hlc(20)), None, "same factor: nothing to change");
+        let raised = alter(&base, factor(3), None, hlc(20)).unwrap();
+        assert_eq!(
+            (raised.replication(), raised.changed, raised.settings.retention),
+            (3, hlc(20), base.settings.retention)
+        );
         // A clock behind the last change still orders after it.
-        let behind = alter(&raised, Some(1), None, hlc(5)).unwrap().unwrap();
+        let behind = alter(&raised, factor(1), None, hlc(5)).unwrap();
         assert!(behind.changed > raised.changed);
-        assert!(alter(&base, Some(0), None, hlc(20)).unwrap_err().contains("replication"));
         let dead = tombstone(&raised, hlc(30));
         assert!(dead.dropped && dead.changed == hlc(30) && dead.incarnation() == base.incarnation());
     }
@@ -158,7 +164,7 @@ mod tests {
     fn a_site_adopts_newer_settings_and_drops_what_the_view_dropped() {
         let kept = record("kept", 10);
         let mut newer = kept.clone();
-        newer.replication = 3;
+        newer.settings.replication = Replication::new(3).unwrap();
         newer.changed = hlc(20);
         let gone = record("gone", 10);
         let recreated = record("back", 40);

@@ -88,13 +88,13 @@ pub(crate) fn render_table(view: &ClusterView) -> String {
     let _ = writeln!(out, "\nDBS ({})", view.dbs.len());
     for db in &view.dbs {
         let placed = db.placement.iter().map(|s| s.replicas.len()).sum::<usize>();
-        let ready = db.placement.iter().flat_map(|s| &s.replicas).filter(|r| r.state == "ready").count();
+        let ready = db.placement.iter().flat_map(|s| &s.replicas).filter(|r| r.is_ready()).count();
         let _ = writeln!(
             out,
             "  {:<24} {} shards × {}   replicas {placed} ({ready} ready)   origin {}",
             db.name,
-            db.shards,
-            db.replication,
+            db.shards(),
+            db.replication(),
             db.origin.short()
         );
         for line in follower_lines(db) {
@@ -127,7 +127,7 @@ pub(crate) fn render_table(view: &ClusterView) -> String {
             | cairn_gossip::view::Warning::LostShards { message, .. }
             | cairn_gossip::view::Warning::ConflictingDb { message, .. }
             | cairn_gossip::view::Warning::DeadSiteHoldsReplicas { message, .. }
-            | cairn_gossip::view::Warning::Undecodable { message, .. } => message,
+            | cairn_gossip::view::Warning::Invalid { message, .. } => message,
         };
         let _ = writeln!(out, "  {message}");
     }
@@ -151,7 +151,7 @@ fn follower_lines(db: &cairn_gossip::view::DbView) -> Vec<String> {
             format!(
                 "replicant {}: following {copies} of {} shards ({caught_up} caught up), lag {lag}{} entries",
                 site.short(),
-                db.shards,
+                db.shards(),
                 if unknown { "+?" } else { "" }
             )
         })

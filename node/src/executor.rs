@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use cairn_gossip::ClusterView;
 use cairn_gossip::view::ReplicaView;
-use cairn_inventory::{
-    DbName, Frontier, Inventory, InventoryError, PendingPlan, PlanId, ReplicaState, SiteId, Step,
-};
+use cairn_inventory::{DbName, Inventory, InventoryError, PendingPlan, PlanId, ReplicaState, SiteId, Step};
 use tokio::sync::watch;
 
 /// What one attempt at a plan's head step did.
@@ -93,8 +91,7 @@ pub fn run_head(
                     inv.set_replica(db, *shard, handing_over)?;
                 }
                 let ours = inv.frontier(db, *shard)?;
-                let covered =
-                    target.is_some_and(|r| Frontier(r.frontier.iter().copied().collect()).covers(&ours));
+                let covered = target.is_some_and(|r| r.frontier.covers(&ours));
                 if !covered {
                     return Ok(StepResult::Waiting(format!(
                         "waiting for {} to be ready and cover us",
@@ -115,7 +112,7 @@ fn ready_target<'v>(view: &'v ClusterView, db: &DbName, shard: u32, to: SiteId) 
         return None;
     }
     let placement = view.db(db)?.placement.get(shard as usize)?;
-    placement.replicas.iter().find(|r| r.site_id == to && r.state == "ready")
+    placement.replicas.iter().find(|r| r.site_id == to && r.is_ready())
 }
 
 /// The longest pause between two attempts at a failing step.
@@ -266,7 +263,7 @@ pub async fn run(
         let (inv, changed, notes, follow) =
             (inventory.clone(), replicas_changed.clone(), notes.clone(), follow.clone());
         let sync = !follow.is_empty() || !synced_once;
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::supervisor::blocking(move || {
             run_round(&inv, &current, &notes, every, &changed)?;
             if sync && crate::follow::sync(&inv, &follow, &current)? {
                 changed.notify_one();
@@ -275,9 +272,8 @@ pub async fn run(
         })
         .await;
         match result {
-            Ok(Ok(())) => synced_once = true,
-            Ok(Err(error)) => tracing::warn!(%error, "executor round failed; retrying next round"),
-            Err(error) => tracing::warn!(%error, "executor task failed"),
+            Ok(()) => synced_once = true,
+            Err(error) => tracing::warn!(%error, "executor round failed; retrying next round"),
         }
     }
 }

@@ -54,7 +54,7 @@ pub fn changes(
             }
             _ => out.push(Change::LearnDb(wanted)),
         }
-        for shard in 0..db.shards {
+        for shard in 0..db.shards() {
             if !replicas.iter().any(|r| &r.db == name && r.shard == shard) {
                 out.push(Change::Add { db: name.clone(), shard });
             }
@@ -76,7 +76,7 @@ pub fn sync(inv: &Inventory, follow: &[DbName], view: &ClusterView) -> Result<bo
     for change in todo {
         match change {
             Change::LearnDb(record) => {
-                tracing::info!(db = %record.name, shards = record.shards, "following a db");
+                tracing::info!(db = %record.name, shards = record.settings.shards.get(), "following a db");
                 inv.put_db(&record)?;
             }
             Change::Add { db, shard } => {

@@ -43,17 +43,17 @@ pub fn placement_of(view: &ClusterView, site: SiteId) -> Result<SitePlacement, I
     for db in &view.dbs {
         let mut replicas = Vec::new();
         for shard in db.placement.iter().filter(|s| s.replicas.iter().any(|r| r.site_id == site)) {
-            if shard.shard >= db.shards {
+            if shard.shard >= db.shards() {
                 return Err(ImportError::BadShard {
                     db: db.name.to_string(),
                     shard: shard.shard,
-                    shards: db.shards,
+                    shards: db.shards(),
                 });
             }
             let upstreams: Vec<SiteId> = shard
                 .replicas
                 .iter()
-                .filter(|r| r.site_id != site && matches!(r.state.as_str(), "ready" | "handing_over"))
+                .filter(|r| r.site_id != site && r.is_complete())
                 .map(|r| r.site_id)
                 .collect();
             if upstreams.is_empty() {

@@ -108,8 +108,11 @@ fn show(inv: &Inventory, format: Format) -> anyhow::Result<()> {
             "cluster_id": id.cluster_id.to_string(),
             "created_ms": id.created_ms,
             "dbs": dbs.iter().map(|d| json!({
-                "name": d.name.as_str(), "shards": d.shards, "replication": d.replication,
-                "retention": { "max_age_ms": d.retention.max_age_ms, "max_bytes": d.retention.max_bytes },
+                "name": d.name.as_str(), "shards": d.settings.shards, "replication": d.settings.replication,
+                "retention": {
+                    "max_age_ms": d.settings.retention.max_age_ms,
+                    "max_bytes": d.settings.retention.max_bytes,
+                },
                 "created_ms": d.created.wall_ms, "origin": d.origin.to_string(),
             })).collect::<Vec<_>>(),
             "replicas": replicas.iter().zip(&stats).map(|(r, s)| json!({
@@ -127,7 +130,7 @@ fn show(inv: &Inventory, format: Format) -> anyhow::Result<()> {
     println!("site {}  cluster {}", id.site_id, id.cluster_id);
     println!("\nDBS ({})", dbs.len());
     for d in &dbs {
-        println!("  {:<24} shards {:>5}  replication {}", d.name, d.shards, d.replication);
+        println!("  {:<24} shards {:>5}  replication {}", d.name, d.settings.shards, d.settings.replication);
     }
     println!("\nREPLICAS ({})", replicas.len());
     for (r, s) in replicas.iter().zip(&stats) {

@@ -11,7 +11,8 @@
 //! - [`metrics`]: the Prometheus endpoint (`--metrics-listen`);
 //! - [`data`]: shard data: writes, reads, pull streams, catch-up and follow;
 //! - [`snapshot`]: what a site publishes, read from its inventory;
-//! - [`import`]: the records of a view that belong to one site (`cairn import`).
+//! - [`import`]: the records of a view that belong to one site (`cairn import`);
+//! - [`supervisor`]: runs the site's tasks, restarting those that panic.
 
 pub mod automation;
 pub mod data;
@@ -24,3 +25,4 @@ pub mod planner;
 pub mod service;
 pub mod site;
 pub mod snapshot;
+pub mod supervisor;

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use cairn_inventory::{DbName, Retention};
+use cairn_inventory::{DbName, DbSettings, Retention};
 use cairn_transport::tls;
 use cairn_transport::{Request, Response};
 use clap::Args;
@@ -139,9 +139,7 @@ async fn write_demo(client: &Client) -> anyhow::Result<usize> {
     let view = loop {
         let view = node_view(client).await?;
         let placed = view.db(&name).is_some_and(|d| {
-            d.placement
-                .iter()
-                .all(|s| s.replicas.iter().any(|r| r.state == "ready" && view.is_live(r.site_id)))
+            d.placement.iter().all(|s| s.replicas.iter().any(|r| r.is_ready() && view.is_live(r.site_id)))
         });
         if placed {
             break view;
@@ -151,7 +149,7 @@ async fn write_demo(client: &Client) -> anyhow::Result<usize> {
     };
     let mut written = 0;
     for shard in &view.db(&name).expect("placed above").placement {
-        let holder = shard.replicas.iter().find(|r| r.state == "ready" && view.is_live(r.site_id));
+        let holder = shard.replicas.iter().find(|r| r.is_ready() && view.is_live(r.site_id));
         let Some(addr) = holder.and_then(|r| view.site(r.site_id)?.addr.parse().ok()) else { continue };
         let messages: Vec<serde_bytes::ByteBuf> = ["hello", "from", "cairn"]
             .iter()
@@ -175,9 +173,7 @@ async fn watch(conn: &ConnArgs, args: &LocalArgs, children: &mut Children) -> an
     let replication = u32::from(args.nodes).min(2);
     let demo = Request::CreateDb {
         name: DbName::new(DEMO_DB)?,
-        shards: 4,
-        replication,
-        retention: Retention::default(),
+        settings: DbSettings::new(4, replication, Retention::default())?,
     };
     match client.request(&demo).await? {
         Response::DbCreated { created: true } => {

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use cairn_gossip::{ClusterView, GossipCounters, SiteState};
+use cairn_gossip::{ClusterView, Gossip, GossipCounters, SiteState};
 use cairn_inventory::{Inventory, InventoryError, ReplicaState};
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -25,8 +25,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::data::replicator::DataShared;
+use crate::data::retention::RetentionCounters;
 use crate::executor::StepNotes;
 use crate::service::RequestCounters;
+use crate::supervisor::Supervisor;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -45,6 +47,12 @@ pub struct Sources {
     pub steps: Arc<StepNotes>,
     /// Its request handler's counters.
     pub requests: Arc<RequestCounters>,
+    /// Its task supervisor (restarts by task).
+    pub supervisor: Arc<Supervisor>,
+    /// Its gossip (view builds that panicked).
+    pub gossip_view_panics: Arc<Gossip>,
+    /// What retention removed.
+    pub retention: Arc<RetentionCounters>,
 }
 
 /// The metric families, registered once; [`Metrics::render`] fills them from the sources.
@@ -62,6 +70,8 @@ pub struct Metrics {
     gossip: Family<Labels, Counter>,
     requests: Family<Labels, Counter>,
     inventory_bytes: Gauge,
+    task_restarts: Family<Labels, Counter>,
+    retention_removed: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -86,6 +96,8 @@ impl Metrics {
             gossip: Family::default(),
             requests: Family::default(),
             inventory_bytes: Gauge::default(),
+            task_restarts: Family::default(),
+            retention_removed: Family::default(),
             registry: Registry::default(),
         };
         registry.register("sites", "Sites in this site's view, by state (live, dead, left)", m.sites.clone());
@@ -132,6 +144,16 @@ impl Metrics {
             "Size of this site's inventory file (data.mdb)",
             m.inventory_bytes.clone(),
         );
+        registry.register(
+            "task_restarts",
+            "Times a task of this site panicked and was started again, by task",
+            m.task_restarts.clone(),
+        );
+        registry.register(
+            "retention_removed",
+            "What retention removed from this site's replicas: entries, bytes",
+            m.retention_removed.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -163,6 +185,15 @@ impl Metrics {
         for ((kind, outcome), n) in sources.requests.snapshot() {
             let labels = vec![("kind", kind.to_owned()), ("outcome", outcome.to_owned())];
             set(&self.requests.get_or_create(&labels), n);
+        }
+        let mut restarts = sources.supervisor.restarts();
+        restarts.push(("gossip_view", sources.gossip_view_panics.view_panics()));
+        for (task, n) in restarts {
+            set(&self.task_restarts.get_or_create(&vec![("task", task.to_owned())]), n);
+        }
+        let r = sources.retention.totals();
+        for (what, n) in [("entries", r.entries), ("bytes", r.bytes)] {
+            set(&self.retention_removed.get_or_create(&vec![("what", what.to_owned())]), n);
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
@@ -241,7 +272,7 @@ impl MetricsServer {
     }
 
     /// Serves `GET /metrics` until the task is dropped; anything else is 404 or 405.
-    pub async fn serve(self, sources: Sources) {
+    pub async fn serve(self: Arc<Self>, sources: Sources) {
         let metrics = Arc::new(Metrics::new());
         let sources = Arc::new(sources);
         loop {

@@ -9,16 +9,19 @@ use std::time::Instant;
 
 use cairn_gossip::ClusterView;
 use cairn_inventory::{
-    DbName, DbRecord, Hlc, Inventory, InventoryError, Retention, Role, STORE_FORMAT, now_ms,
+    DbName, DbRecord, DbSettings, Hlc, Inventory, InventoryError, Replication, Retention, Role, STORE_FORMAT,
+    now_ms,
 };
 use cairn_transport::{
-    PullRequest, PullSender, Request, Response, Service, SiteStatus, WireError, WireErrorKind,
+    PullFrame, PullRequest, PullSender, Request, Response, Service, SiteStatus, WireError, WireErrorKind,
 };
 
 use crate::data::access;
 use crate::data::appender::Appender;
 use crate::data::replicator::DataShared;
+use crate::data::retention::RetentionCounters;
 use crate::db_settings;
+use crate::supervisor::Supervisor;
 use tokio::sync::watch;
 
 /// The site's request handler.
@@ -40,14 +43,28 @@ pub struct SiteService {
     endpoint: Mutex<Option<cairn_transport::Endpoint>>,
     /// Forwarded writes so far: where the next one starts among the holders.
     forwarded: std::sync::atomic::AtomicUsize,
+    /// What retention has removed (for `Status`).
+    retention: Arc<RetentionCounters>,
+    /// The most dbs (dropped ones included) the cluster may hold: creations beyond are
+    /// refused (the view ignores dbs beyond it anyway).
+    max_dbs: usize,
 }
 
 impl SiteService {
     /// A handler over the site's inventory (inside a tokio runtime: it starts the
     /// site's appender task).
-    pub fn new(inventory: Arc<Inventory>, role: Role, data: Arc<DataShared>) -> Self {
+    pub fn new(
+        inventory: Arc<Inventory>,
+        role: Role,
+        data: Arc<DataShared>,
+        supervisor: &Arc<Supervisor>,
+        retention: Arc<RetentionCounters>,
+        max_dbs: usize,
+    ) -> Self {
         Self {
-            appender: Appender::start(inventory.clone()),
+            retention,
+            max_dbs,
+            appender: Appender::start(&inventory, supervisor),
             inventory,
             data,
             role,
@@ -94,6 +111,7 @@ impl SiteService {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             role: self.role,
             data: self.data.counters(),
+            retention: self.retention.totals(),
         }
     }
 
@@ -126,25 +144,26 @@ impl SiteService {
         }
     }
 
-    async fn create_db(&self, name: DbName, shards: u32, replication: u32, retention: Retention) -> Response {
+    async fn create_db(&self, name: DbName, settings: DbSettings) -> Response {
         let view = self.current_view();
-        let mut record = DbRecord::new(
-            name,
-            shards,
-            replication,
-            retention,
-            self.tick(),
-            self.inventory.identity().site_id,
-        );
-        if let Err(error) = record.validate() {
-            return Response::Rejected { reason: error.to_string() };
-        }
+        let mut record = DbRecord::new(name, settings, self.tick(), self.inventory.identity().site_id);
         if let Some(existing) = view.as_ref().and_then(|v| v.db(&record.name)) {
             // Created elsewhere already: the same settings are the same db.
             return match existing.record().same_settings(&record) {
                 true => Response::DbCreated { created: false },
                 false => Response::Rejected { reason: exists(&existing.record()) },
             };
+        }
+        if let Some(v) = &view {
+            let known = v.dbs.len() + v.dropped.iter().filter(|d| v.db(&d.name).is_none()).count();
+            if known >= self.max_dbs {
+                return Response::Rejected {
+                    reason: format!(
+                        "the cluster holds {known} dbs (dropped ones included), its cap; drop one first or \
+                         raise max_dbs"
+                    ),
+                };
+            }
         }
         // A name dropped before: the new db carries that drop, so records of the old
         // one stay dropped even when no tombstone is left.
@@ -175,28 +194,37 @@ impl SiteService {
 }
 
 fn exists(db: &DbRecord) -> String {
-    format!("db {} already exists with {} shards × {}", db.name, db.shards, db.replication)
+    format!("db {} already exists with {} shards × {}", db.name, db.settings.shards, db.settings.replication)
 }
 
 impl SiteService {
-    async fn alter_db(&self, db: DbName, replication: Option<u32>, retention: Option<Retention>) -> Response {
+    async fn alter_db(
+        &self,
+        db: DbName,
+        replication: Option<Replication>,
+        retention: Option<Retention>,
+    ) -> Response {
         let base = match self.known_db(&db).await {
             Some(Ok(base)) => base,
             Some(Err(error)) => return internal(&error),
             None => return unknown_db(&db),
         };
         let next = match db_settings::alter(&base, replication, retention, self.tick()) {
-            Ok(Some(next)) => next,
-            Ok(None) => {
-                return Response::DbChanged { changed: false, replication: base.replication, dropped: false };
+            Some(next) => next,
+            None => {
+                return Response::DbChanged {
+                    changed: false,
+                    replication: base.settings.replication.get(),
+                    dropped: false,
+                };
             }
-            Err(reason) => return Response::Rejected { reason },
         };
         let stored = next.clone();
         match self.blocking(move |inv| inv.put_db(&stored)).await {
             Ok(()) => {
-                tracing::info!(%db, replication = next.replication, "db settings changed by request");
-                Response::DbChanged { changed: true, replication: next.replication, dropped: false }
+                let replication = next.settings.replication.get();
+                tracing::info!(%db, replication, "db settings changed by request");
+                Response::DbChanged { changed: true, replication, dropped: false }
             }
             Err(error) => internal(&error),
         }
@@ -215,7 +243,7 @@ impl SiteService {
             }
         };
         let dead = db_settings::tombstone(&base, self.tick());
-        let replication = dead.replication;
+        let replication = dead.settings.replication.get();
         match self.blocking(move |inv| inv.drop_db(&dead)).await {
             Ok(replicas) => {
                 tracing::info!(%db, replicas, "db dropped by request");
@@ -294,7 +322,16 @@ impl SiteService {
         answer
     }
 
-    async fn read(&self, db: DbName, shard: u32, from: u64, max: u32) -> Response {
+    async fn read(&self, peer: SocketAddr, db: DbName, shard: u32, from: u64, max: u32) -> Response {
+        let _ticket = match self.data.reads.try_take(peer, 1) {
+            Ok(ticket) => ticket,
+            Err(why) => {
+                return Response::Error(WireError::new(
+                    WireErrorKind::Busy,
+                    format!("too many reads: {why}"),
+                ));
+            }
+        };
         let (d, s) = (db.clone(), shard);
         let result = self
             .blocking(move |inv| match access::readable(inv, &d, s)? {
@@ -357,10 +394,25 @@ impl Service for SiteService {
         response
     }
 
-    async fn pull(&self, request: PullRequest, out: PullSender) {
+    async fn pull(&self, request: PullRequest, mut out: PullSender) {
+        let _ticket = match self.data.pulls.try_take(out.peer(), 1) {
+            Ok(ticket) => ticket,
+            Err(why) => {
+                self.requests.count_outcome("pull", "busy");
+                let reason = format!("too many pull streams: {why}; try again later");
+                let _ = out.send(&PullFrame::Refused { reason }).await;
+                out.finish();
+                return;
+            }
+        };
         self.requests.count_outcome("pull", "ok");
-        let (inv, signals, config) = (self.inventory.clone(), self.data.signals.clone(), self.data.config);
-        crate::data::upstream::serve(inv, signals, config, request, out).await;
+        let serving = crate::data::upstream::Serving {
+            inventory: self.inventory.clone(),
+            signals: self.data.signals.clone(),
+            config: self.data.config,
+            budget: self.data.pull_budget.clone(),
+        };
+        crate::data::upstream::serve(serving, request, out).await;
     }
 }
 
@@ -376,6 +428,20 @@ impl SiteService {
             },
             Request::Schedule(plan) => {
                 let (db, plan_id, priority) = (plan.db.clone(), plan.plan_id, plan.priority);
+                // Only plans for a db this site knows, within its shards: a plan may come
+                // before the db's gossip, so an unknown db is "not yet", and the planner
+                // delivers again.
+                let shards = match self.known_db(&db).await {
+                    Some(Ok(record)) => record.settings.shards,
+                    Some(Err(error)) => return internal(&error),
+                    None => {
+                        let why = format!("db {db} is not known here yet; deliver the plan again later");
+                        return Response::Error(WireError::new(WireErrorKind::Unavailable, why));
+                    }
+                };
+                if let Err(rejection) = cairn_inventory::plan_machine::check_fits(&plan, shards) {
+                    return Response::Rejected { reason: rejection.to_string() };
+                }
                 match self.blocking(move |inv| inv.offer(&plan)).await {
                     Ok(outcome) => {
                         tracing::info!(%peer, %db, plan = %plan_id.short(), priority, ?outcome, "plan offered");
@@ -394,11 +460,9 @@ impl SiteService {
                 },
                 None => Response::Error(WireError::new(WireErrorKind::Busy, "gossip is starting; try again")),
             },
-            Request::CreateDb { name, shards, replication, retention } => {
-                self.create_db(name, shards, replication, retention).await
-            }
+            Request::CreateDb { name, settings } => self.create_db(name, settings).await,
             Request::Publish { db, shard, messages } => self.publish(db, shard, messages).await,
-            Request::Read { db, shard, from, max } => self.read(db, shard, from, max).await,
+            Request::Read { db, shard, from, max } => self.read(peer, db, shard, from, max).await,
             Request::Pull(_) => Response::Error(WireError::new(
                 WireErrorKind::Undecodable,
                 "a pull is a stream, not a request",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_gossip::summary::SiteSummary;
+use cairn_gossip::summary::{Label, SiteSummary};
 use cairn_gossip::{ClusterView, Gossip, GossipConfig, QuicCarriage};
 use cairn_inventory::{Inventory, InventoryConfig, Role, now_ms};
 use cairn_transport::tls::{self, ClusterCa, Credentials};
@@ -16,10 +16,12 @@ use tokio::task::JoinHandle;
 
 use crate::data::DataConfig;
 use crate::data::replicator::DataShared;
+use crate::data::retention::{RetentionConfig, RetentionCounters};
 use crate::executor::StepNotes;
 use crate::metrics::{MetricsServer, Sources};
 use crate::service::SiteService;
 use crate::snapshot::read_snapshot;
+use crate::supervisor::{RestartPolicy, Supervisor};
 
 /// What a site needs to start.
 #[derive(Debug, Clone)]
@@ -36,7 +38,7 @@ pub struct SiteOptions {
     /// For a replicant: the dbs it keeps a read-only copy of.
     pub follow: Vec<cairn_inventory::DbName>,
     /// Failure-domain label.
-    pub zone: Option<String>,
+    pub zone: Option<Label>,
     /// Placement weight (100 = the usual).
     pub capacity: u32,
     /// Inventory settings.
@@ -58,6 +60,10 @@ pub struct SiteOptions {
     pub auto_rebalance: bool,
     /// Where to serve Prometheus metrics over HTTP (`/metrics`), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// How retention clean-up runs.
+    pub retention: RetentionConfig,
+    /// How the site's tasks are restarted when they panic.
+    pub restarts: RestartPolicy,
 }
 
 impl SiteOptions {
@@ -80,6 +86,8 @@ impl SiteOptions {
             auto_repair: true,
             auto_rebalance: true,
             metrics_listen: None,
+            retention: RetentionConfig::default(),
+            restarts: RestartPolicy::default(),
         }
     }
 }
@@ -132,10 +140,14 @@ pub struct Site {
     pub data: Arc<DataShared>,
     /// Where metrics are served, if they are.
     pub metrics_addr: Option<SocketAddr>,
+    /// The site's tasks (restarts, and why the site must stop if one keeps failing).
+    pub supervisor: Arc<Supervisor>,
+    /// What retention has removed.
+    pub retention: Arc<RetentionCounters>,
     summary: SiteSummary,
     service: Arc<SiteService>,
     publisher: JoinHandle<()>,
-    /// The executor and automation loops.
+    /// The executor, automation, replicator, retention and metrics loops.
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -189,8 +201,17 @@ impl Site {
                 return Err(StartError::ReplicantHoldsReplicas { replicas });
             }
         }
+        let supervisor = Supervisor::new(options.restarts);
         let data = Arc::new(DataShared::new(options.data));
-        let service = Arc::new(SiteService::new(inventory.clone(), options.role, data.clone()));
+        let retention = Arc::new(RetentionCounters::default());
+        let service = Arc::new(SiteService::new(
+            inventory.clone(),
+            options.role,
+            data.clone(),
+            &supervisor,
+            retention.clone(),
+            options.gossip.limits.max_dbs,
+        ));
         let (endpoint, inbox) =
             Endpoint::serve(options.listen, &credentials, options.transport, service.clone())
                 .map_err(StartError::Transport)?;
@@ -198,8 +219,8 @@ impl Site {
         let addr = endpoint.local_addr();
         let summary = SiteSummary {
             role: options.role,
-            addr: addr.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+            addr: Label::truncated(&addr.to_string()),
+            version: Label::truncated(env!("CARGO_PKG_VERSION")),
             started_ms: now_ms(),
             zone: options.zone,
             capacity: options.capacity,
@@ -221,21 +242,39 @@ impl Site {
         );
         service.attach_view(gossip.subscribe());
         let notes = Arc::new(StepNotes::default());
-        let publisher = tokio::spawn(publish_loop(
-            inventory.clone(),
-            gossip.clone(),
-            summary.clone(),
-            data.clone(),
-            notes.clone(),
-            interval,
-        ));
+        let publisher = {
+            let (inv, gossip, summary, data, notes) =
+                (inventory.clone(), gossip.clone(), summary.clone(), data.clone(), notes.clone());
+            supervisor.spawn("publisher", move || {
+                publish_loop(
+                    inv.clone(),
+                    gossip.clone(),
+                    summary.clone(),
+                    data.clone(),
+                    notes.clone(),
+                    interval,
+                )
+            })
+        };
         // Shard data flows whatever `run_plans` says: replicas keep following each other.
-        let mut workers = vec![tokio::spawn(crate::data::replicator::run(
-            data.clone(),
-            inventory.clone(),
-            endpoint.clone(),
-            gossip.subscribe(),
-        ))];
+        let mut workers = Vec::new();
+        {
+            let (data, inv, endpoint, view) =
+                (data.clone(), inventory.clone(), endpoint.clone(), gossip.subscribe());
+            workers.push(supervisor.spawn("replicator", move || {
+                crate::data::replicator::run(data.clone(), inv.clone(), endpoint.clone(), view.clone())
+            }));
+        }
+        {
+            let (inv, config, counters) = (inventory.clone(), options.retention, retention.clone());
+            workers.push(supervisor.spawn("retention", move || {
+                crate::data::retention::run(inv.clone(), config, counters.clone())
+            }));
+        }
+        workers.push(supervisor.spawn("gossip_view", {
+            let (gossip, supervisor) = (gossip.clone(), supervisor.clone());
+            move || watch_view_health(gossip.clone(), supervisor.clone())
+        }));
         let metrics_addr = metrics.as_ref().and_then(|m| m.local_addr().ok());
         if let Some(server) = metrics {
             let sources = Sources {
@@ -245,31 +284,42 @@ impl Site {
                 gossip: carriage.counters(),
                 steps: notes.clone(),
                 requests: service.requests(),
+                supervisor: supervisor.clone(),
+                gossip_view_panics: gossip.clone(),
+                retention: retention.clone(),
             };
-            workers.push(tokio::spawn(server.serve(sources)));
+            let server = Arc::new(server);
+            workers.push(supervisor.spawn("metrics", move || server.clone().serve(sources.clone())));
             tracing::info!(addr = ?metrics_addr, "serving metrics at /metrics");
         }
         if options.run_plans {
-            workers.push(tokio::spawn(crate::executor::run(
+            let (inv, view, wake, follow) = (
                 inventory.clone(),
                 gossip.subscribe(),
-                interval,
                 data.wake.clone(),
-                notes,
-                options.follow.clone().into(),
-            )));
-            workers.push(tokio::spawn(crate::automation::run(
-                identity.site_id,
-                inventory.clone(),
-                endpoint.clone(),
-                gossip.subscribe(),
-                crate::automation::AutomationConfig {
-                    every: interval,
-                    lost_after: options.lost_after,
-                    repair: options.auto_repair,
-                    rebalance: options.auto_rebalance,
-                },
-            )));
+                Arc::<[_]>::from(options.follow.clone()),
+            );
+            workers.push(supervisor.spawn("executor", move || {
+                crate::executor::run(
+                    inv.clone(),
+                    view.clone(),
+                    interval,
+                    wake.clone(),
+                    notes.clone(),
+                    follow.clone(),
+                )
+            }));
+            let (inv, endpoint, view) = (inventory.clone(), endpoint.clone(), gossip.subscribe());
+            let config = crate::automation::AutomationConfig {
+                every: interval,
+                lost_after: options.lost_after,
+                repair: options.auto_repair,
+                rebalance: options.auto_rebalance,
+            };
+            let me = identity.site_id;
+            workers.push(supervisor.spawn("automation", move || {
+                crate::automation::run(me, inv.clone(), endpoint.clone(), view.clone(), config)
+            }));
         }
         // Only now: the endpoint holds the service, so a start failing above must not
         // leave the service holding the endpoint (it would never be dropped).
@@ -277,7 +327,19 @@ impl Site {
         tracing::info!(
             site = %identity.site_id, cluster = %identity.cluster_id, %addr, role = %options.role, "site started"
         );
-        Ok(Self { inventory, endpoint, gossip, data, metrics_addr, summary, service, publisher, workers })
+        Ok(Self {
+            inventory,
+            endpoint,
+            gossip,
+            data,
+            metrics_addr,
+            supervisor,
+            retention,
+            summary,
+            service,
+            publisher,
+            workers,
+        })
     }
 
     /// The view as this site holds it now.
@@ -288,6 +350,12 @@ impl Site {
     /// A receiver that wakes on every view change.
     pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
         self.gossip.subscribe()
+    }
+
+    /// Set when a task has failed too often for the site to go on: why. The caller
+    /// should stop the site and exit non-zero.
+    pub fn fatal(&self) -> watch::Receiver<Option<String>> {
+        self.supervisor.fatal()
     }
 
     /// Stops cleanly: tells peers the site is leaving (so it shows as `left`), stops
@@ -319,6 +387,26 @@ impl Site {
     }
 }
 
+/// Watches the gossip view's rebuilds (they run inside the gossip crate, which catches a
+/// panic per round and keeps the last good view): a view that fails to build round after
+/// round stops the site.
+async fn watch_view_health(gossip: Arc<Gossip>, supervisor: Arc<Supervisor>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let failing = gossip.view_failures_in_a_row();
+        if failing >= VIEW_FAILURES_TO_STOP {
+            supervisor.fail(format!(
+                "task gossip_view failed {failing} rounds in a row: the cluster view cannot be built"
+            ));
+            return;
+        }
+    }
+}
+
+/// Rounds in a row whose view build panics before the site stops.
+const VIEW_FAILURES_TO_STOP: u64 = 20;
+
 /// Publishes the site's summary every gossip round (only what changed goes out).
 async fn publish_loop(
     inventory: Arc<Inventory>,
@@ -335,12 +423,11 @@ async fn publish_loop(
         let (inv, site, data, notes) = (inventory.clone(), summary.clone(), data.clone(), notes.clone());
         let progress = move |db: &_, shard, held| data.progress(db, shard, held);
         let status = move |db: &_, plan| notes.status(db, plan);
-        match tokio::task::spawn_blocking(move || read_snapshot(&inv, &site, progress, status)).await {
-            Ok(Ok(snapshot)) => {
+        match crate::supervisor::blocking(move || read_snapshot(&inv, &site, progress, status)).await {
+            Ok(snapshot) => {
                 gossip.publish(&snapshot).await;
             }
-            Ok(Err(error)) => tracing::warn!(%error, "cannot read the inventory to publish it"),
-            Err(error) => tracing::warn!(%error, "publisher task failed"),
+            Err(error) => tracing::warn!(%error, "cannot read the inventory to publish it"),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Reading what a site publishes from its inventory.
 
 use cairn_gossip::summary::{
-    CatchUpProgress, PlanSummary, ReplicaPhase, ReplicaSummary, SiteSnapshot, SiteSummary, frontier_digest,
+    CatchUpProgress, PlanSummary, ReplicaPhase, ReplicaSummary, SiteSnapshot, SiteSummary, StatusText,
+    frontier_digest,
 };
 use cairn_inventory::{DbName, Inventory, InventoryError, PlanId, ReplicaState};
 
@@ -18,7 +19,7 @@ pub fn read_snapshot(
     let mut replicas = Vec::new();
     for r in inventory.replicas(None)? {
         let stats = inventory.log_stats(&r.db, r.shard)?;
-        let frontier: Vec<_> = inventory.frontier(&r.db, r.shard)?.0.into_iter().collect();
+        let frontier = inventory.frontier(&r.db, r.shard)?;
         let phase = match r.state {
             ReplicaState::CatchingUp { .. } => ReplicaPhase::CatchingUp,
             ReplicaState::Ready => ReplicaPhase::Ready,
@@ -49,7 +50,7 @@ pub fn read_snapshot(
                 priority: p.priority,
                 step: p.done,
                 steps: p.total(),
-                status: status(&p.db, p.plan_id),
+                status: StatusText::truncated(&status(&p.db, p.plan_id)),
             };
             (p.db, summary)
         })

@@ -13,7 +13,9 @@ use clap::Args;
 
 use crate::UsageError;
 use crate::addr::parse_addr;
-use crate::config::{DataSection, FileConfig, GossipSection, PlacementSection, TransportSection};
+use crate::config::{
+    DataSection, FileConfig, GossipSection, LimitsSection, PlacementSection, TransportSection,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct StartArgs {
@@ -70,6 +72,10 @@ pub(crate) struct StartArgs {
     /// long paths (quinn marks its BBR experimental) [default: cubic].
     #[arg(long, value_name = "CC", env = "CAIRN_CONGESTION")]
     congestion: Option<cairn_transport::Congestion>,
+    /// A peer's db settings whose clock reading is further ahead of this site's clock
+    /// than this are not believed (listed as `invalid` in the view) [default: 60].
+    #[arg(long, value_name = "SECS", env = "CAIRN_MAX_CLOCK_DRIFT_SECS")]
+    max_clock_drift_secs: Option<u64>,
     /// A TOML file with settings (flags and environment variables win over it).
     #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG")]
     config: Option<PathBuf>,
@@ -98,6 +104,10 @@ impl StartArgs {
                 lost_after_secs: self.lost_after_secs,
                 auto_repair: self.auto_repair,
                 auto_rebalance: self.auto_rebalance,
+            },
+            limits: LimitsSection {
+                max_clock_drift_secs: self.max_clock_drift_secs,
+                ..LimitsSection::default()
             },
             ..FileConfig::default()
         }
@@ -129,7 +139,19 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<()> {
             site.endpoint.local_addr(),
             identity.cluster_id,
         );
-        wait_for_signal().await?;
+        let mut fatal = site.fatal();
+        let failed = tokio::select! {
+            signal = wait_for_signal() => { signal?; None }
+            why = fatal.wait_for(Option::is_some) => why.ok().and_then(|w| w.clone()),
+        };
+        if let Some(why) = failed {
+            eprintln!("error: {why}; stopping the site");
+            tokio::select! {
+                () = site.shutdown() => {}
+                () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            }
+            std::process::exit(1);
+        }
         eprintln!("stopping (a second signal exits at once)");
         tokio::select! {
             () = site.shutdown() => {}

@@ -40,8 +40,8 @@ pub(crate) enum WaitCommand {
 /// Shards with their full set of ready replicas on live sites.
 fn shards_ready(view: &ClusterView, db: &DbView) -> u32 {
     let full = |s: &&cairn_gossip::view::ShardView| {
-        let ready = s.replicas.iter().filter(|r| r.state == "ready" && view.is_live(r.site_id)).count();
-        ready as u32 >= db.replication
+        let ready = s.replicas.iter().filter(|r| r.is_ready() && view.is_live(r.site_id)).count();
+        ready as u32 >= db.replication()
     };
     db.placement.iter().filter(full).count() as u32
 }
@@ -60,7 +60,7 @@ pub(crate) async fn wait(client: &Client, command: WaitCommand) -> anyhow::Resul
         if let Ok(view) = node_view(client).await {
             let (done, total) = match &command {
                 WaitCommand::Db { name, .. } => match view.db(name) {
-                    Some(db) => (u64::from(shards_ready(&view, db)), u64::from(db.shards)),
+                    Some(db) => (u64::from(shards_ready(&view, db)), u64::from(db.shards())),
                     None => (0, 1),
                 },
                 WaitCommand::Plan { db, .. } => {
@@ -138,8 +138,8 @@ pub(crate) async fn list(client: &Client, format: Format) -> anyhow::Result<()> 
                 .iter()
                 .map(|(db, ready, plans)| {
                     json!({
-                        "name": db.name, "shards": db.shards, "replication": db.replication,
-                        "retention": db.retention, "shards_ready": ready, "plans_in_flight": plans,
+                        "name": db.name, "shards": db.shards(), "replication": db.replication(),
+                        "retention": db.settings.retention, "shards_ready": ready, "plans_in_flight": plans,
                     })
                 })
                 .collect();
@@ -155,9 +155,9 @@ pub(crate) async fn list(client: &Client, format: Format) -> anyhow::Result<()> 
                 println!(
                     "{:<24} {:>7} {:>5} {:>13} {:>6}",
                     db.name.as_str(),
-                    db.shards,
-                    db.replication,
-                    format!("{ready}/{}", db.shards),
+                    db.shards(),
+                    db.replication(),
+                    format!("{ready}/{}", db.shards()),
                     plans
                 );
             }

@@ -37,7 +37,7 @@ fn settled(view: &ClusterView) -> Option<BTreeMap<SiteId, usize>> {
         view.sites.iter().filter(|s| view.is_live(s.site_id)).map(|s| (s.site_id, 0)).collect();
     for shard in &db.placement {
         let live: Vec<_> = shard.replicas.iter().filter(|r| view.is_live(r.site_id)).collect();
-        if live.len() != FACTOR || live.iter().any(|r| r.state != "ready") {
+        if live.len() != FACTOR || live.iter().any(|r| !r.is_ready()) {
             return None;
         }
         for r in live {
@@ -95,7 +95,7 @@ async fn wait_content(client: &Client, at: SocketAddr, written: &[usize], when: 
 async fn write_everywhere(client: &Client, view: &ClusterView, written: &mut [usize], tag: &str) {
     let db = view.db(&DbName::new(DB).unwrap()).unwrap();
     for shard in &db.placement {
-        let holder = shard.replicas.iter().find(|r| r.state == "ready" && view.is_live(r.site_id)).unwrap();
+        let holder = shard.replicas.iter().find(|r| r.is_ready() && view.is_live(r.site_id)).unwrap();
         let at: SocketAddr = view.site(holder.site_id).unwrap().addr.parse().unwrap();
         let messages: Vec<Vec<u8>> =
             (0..20).map(|i| format!("{tag}-{}-{i}", shard.shard).into_bytes()).collect();

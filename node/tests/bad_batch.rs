@@ -10,8 +10,8 @@ use std::time::Duration;
 use cairn_gossip::summary::{ReplicaPhase, ReplicaSummary, SiteSummary};
 use cairn_gossip::{Gossip, GossipConfig, QuicCarriage, SiteSnapshot};
 use cairn_inventory::{
-    DbName, DbRecord, Entry, EntryId, Frontier, Hlc, Plan, PlanId, PlanOrigin, ReplicaState, Retention, Role,
-    SiteId, Step, now_ms,
+    DbName, DbRecord, DbSettings, Entry, EntryId, Frontier, Hlc, Plan, PlanId, PlanOrigin, ReplicaState,
+    Retention, Role, SiteId, Step, now_ms,
 };
 use cairn_node::site::{Site, SiteOptions};
 use cairn_transport::{
@@ -66,9 +66,7 @@ impl Service for FaultyUpstream {
 fn db() -> DbRecord {
     DbRecord {
         name: DbName::new("crc").unwrap(),
-        shards: 1,
-        replication: 2,
-        retention: Retention::default(),
+        settings: DbSettings::new(1, 2, Retention::default()).expect("settings in range"),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin: UPSTREAM,
         changed: Hlc { wall_ms: 1, logical: 0 },
@@ -104,8 +102,8 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
     let snapshot = SiteSnapshot {
         site: SiteSummary {
             role: Role::Core,
-            addr: upstream_addr.to_string(),
-            version: "test".into(),
+            addr: cairn_gossip::summary::Label::truncated(&upstream_addr.to_string()),
+            version: cairn_gossip::summary::Label::truncated("test"),
             started_ms: now_ms(),
             zone: None,
             capacity: 100,
@@ -121,7 +119,7 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
                 entries: ENTRIES,
                 bytes: ENTRIES * 50,
                 frontier_digest: 0,
-                frontier: vec![(UPSTREAM, ENTRIES)],
+                frontier: Frontier([(UPSTREAM, ENTRIES)].into()),
                 progress: None,
             },
         )],

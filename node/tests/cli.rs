@@ -2,7 +2,9 @@
 
 use std::process::{Command, Output};
 
-use cairn_inventory::{ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, Retention, SiteId};
+use cairn_inventory::{
+    ClusterId, DbName, DbRecord, DbSettings, Hlc, Inventory, InventoryConfig, Retention, SiteId,
+};
 
 fn cairn(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).output().unwrap()
@@ -36,9 +38,7 @@ fn init_show_verify_round_trip() {
         let name = DbName::new("messages").unwrap();
         let record = DbRecord {
             name: name.clone(),
-            shards: 4,
-            replication: 2,
-            retention: Retention::default(),
+            settings: DbSettings::new(4, 2, Retention::default()).expect("settings in range"),
             created: Hlc { wall_ms: 1, logical: 0 },
             origin: SiteId(1),
             changed: Hlc { wall_ms: 1, logical: 0 },

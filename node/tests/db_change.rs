@@ -25,12 +25,12 @@ fn ctl(cluster: &Path, node: SocketAddr, args: &[&str]) -> (bool, String) {
 fn settled(view: &ClusterView, factor: usize) -> bool {
     let Some(db) = view.db(&DbName::new(DB).unwrap()) else { return false };
     view.plans.is_empty()
-        && db.replication as usize == factor
+        && db.replication() as usize == factor
         && db.placement.iter().all(|s| {
             let sites: BTreeSet<_> = s.replicas.iter().map(|r| r.site_id).collect();
             s.replicas.len() == factor
                 && sites.len() == factor
-                && s.replicas.iter().all(|r| r.state == "ready" && view.is_live(r.site_id))
+                && s.replicas.iter().all(|r| r.is_ready() && view.is_live(r.site_id))
         })
 }
 

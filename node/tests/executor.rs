@@ -5,17 +5,15 @@ use std::net::SocketAddr;
 use cairn_gossip::summary::{DbSummary, ReplicaPhase, ReplicaSummary, SiteSummary, SummaryKey, encode_value};
 use cairn_gossip::view::{ClusterView, NodeInput, build_view};
 use cairn_inventory::{
-    ClusterId, DbName, DbRecord, Hlc, Inventory, InventoryConfig, PlanId, PlanOrigin, ReplicaState,
-    Retention, Role, SiteId, Step,
+    ClusterId, DbName, DbRecord, DbSettings, Hlc, Inventory, InventoryConfig, PlanId, PlanOrigin,
+    ReplicaState, Retention, Role, SiteId, Step,
 };
 use cairn_node::executor::{StepResult, run_head};
 
 fn db_record(origin: SiteId) -> DbRecord {
     DbRecord {
         name: DbName::new("d").unwrap(),
-        shards: 2,
-        replication: 1,
-        retention: Retention::default(),
+        settings: DbSettings::new(2, 1, Retention::default()).expect("settings in range"),
         created: Hlc { wall_ms: 1, logical: 0 },
         origin,
         changed: Hlc { wall_ms: 1, logical: 0 },
@@ -28,8 +26,8 @@ fn db_record(origin: SiteId) -> DbRecord {
 fn view(me: SiteId, other: SiteId, replicas: &[(u32, Vec<(SiteId, u64)>)]) -> ClusterView {
     let site = SiteSummary {
         role: Role::Core,
-        addr: "127.0.0.1:1".into(),
-        version: "t".into(),
+        addr: cairn_gossip::summary::Label::truncated("127.0.0.1:1"),
+        version: cairn_gossip::summary::Label::truncated("t"),
         started_ms: 0,
         zone: None,
         capacity: 100,
@@ -49,7 +47,7 @@ fn view(me: SiteId, other: SiteId, replicas: &[(u32, Vec<(SiteId, u64)>)]) -> Cl
             entries: 0,
             bytes: 0,
             frontier_digest: 0,
-            frontier: frontier.clone(),
+            frontier: cairn_inventory::Frontier(frontier.iter().copied().collect()),
             progress: None,
         };
         kv.push((SummaryKey::Replica(DbName::new("d").unwrap(), *shard).render(), encode_value(&r)));
@@ -62,7 +60,7 @@ fn view(me: SiteId, other: SiteId, replicas: &[(u32, Vec<(SiteId, u64)>)]) -> Cl
         last_seen_ms: None,
         key_values: kv,
     };
-    build_view(me, &[node])
+    build_view(me, &[node], &cairn_gossip::view::ViewContext::at(1_000_000))
 }
 
 fn plan(steps: Vec<Step>) -> cairn_inventory::Plan {

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cairn_gossip::view::Warning;
 use cairn_inventory::{DbName, EntryId, Inventory, InventoryConfig, PlanEnd, SiteId};
 use cairn_tests::hosted::{HostedCluster, check_replicas, settled};
 use cairn_tests::netns::Tmpfs;
@@ -162,7 +163,7 @@ async fn a_frozen_site_is_marked_dead_then_live_and_no_plan_acts_twice() {
             .db(&DbName::new("frozen").unwrap())?
             .placement
             .iter()
-            .any(|s| s.replicas.iter().any(|r| r.site_id == frozen && r.state == "ready"));
+            .any(|s| s.replicas.iter().any(|r| r.site_id == frozen && r.is_ready()));
         (holds && view.plans.iter().any(|p| p.site_id == frozen)).then_some(())
     })
     .await;
@@ -290,21 +291,23 @@ async fn a_full_map_with_growth_disabled_refuses_writes_clearly_and_loses_nothin
     eprintln!("full map: refused with {refused:?}; {checked} entries on both replicas after enlarging it");
 }
 
-/// Scenario 7: one site's wall clock 60 s ahead and another's 60 s behind (libfaketime).
-/// Writes through every site and db setting changes made one after another through the
-/// skewed sites: every write is on every replica, and every site ends with the last
-/// change made — none is lost to a clock.
+/// Scenario 7: one site's wall clock 30 s ahead, another's 30 s behind (libfaketime,
+/// both within the 60 s `max_clock_drift`), and a fourth 10 minutes ahead. Writes through
+/// every site and db setting changes made one after another through the skewed sites:
+/// every write is on every replica, and every site within the drift ends with the last
+/// change made — none is lost to a clock. The far-ahead site's change is not believed:
+/// an `invalid` warning names it, it moves no one's clock, and later changes still win.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clocks_a_minute_off_lose_no_write_and_no_setting() {
+async fn clocks_off_lose_no_write_and_no_setting() {
     let _serial = SERIAL.lock().await;
     const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
     if !Path::new(FAKETIME).exists() {
         eprintln!("SKIPPED: {FAKETIME} is missing (Debian package faketime)");
         return;
     }
-    let Some(mut c) = hosts("ck", 54, 3) else { return };
+    let Some(mut c) = hosts("ck", 54, 4) else { return };
     let limit = Duration::from_secs(60);
-    for offset in [None, Some("+60s"), Some("-60s")] {
+    for offset in [None, Some("+30s"), Some("-30s"), Some("+600s")] {
         let mut spec = c.spec(c.sites.len());
         if let Some(offset) = offset {
             let env = ["env".to_owned(), format!("LD_PRELOAD={FAKETIME}"), format!("FAKETIME={offset}")];
@@ -312,17 +315,30 @@ async fn clocks_a_minute_off_lose_no_write_and_no_setting() {
         }
         c.sites.push(cairn_tests::SiteProc::start(&spec));
     }
-    c.wait_live(0, 3, limit).await;
+    c.wait_live(0, 4, limit).await;
     // The clocks really are off: each site's start time, by its own clock, in the view.
     let view = c.client.view(c.addrs[0]).await.unwrap();
     let started = |i: usize| view.site(c.id(i)).unwrap().started_ms as i64;
-    let (ahead, behind) = (started(1) - started(0), started(2) - started(0));
-    assert!((40_000..80_000).contains(&ahead), "site 1's clock is {ahead} ms ahead, not about 60 s");
-    assert!((-80_000..-40_000).contains(&behind), "site 2's clock is {behind} ms off, not about -60 s");
+    let offsets = [started(1) - started(0), started(2) - started(0), started(3) - started(0)];
+    assert!(
+        (20_000..40_000).contains(&offsets[0]),
+        "site 1's clock is {} ms ahead, not about 30 s",
+        offsets[0]
+    );
+    assert!(
+        (-40_000..-20_000).contains(&offsets[1]),
+        "site 2's clock is {} ms off, not about -30 s",
+        offsets[1]
+    );
+    assert!(
+        (580_000..620_000).contains(&offsets[2]),
+        "site 3's clock is {} ms off, not about +600 s",
+        offsets[2]
+    );
 
-    create_placed(&c, 1, "clock", 4, 3).await;
+    create_placed(&c, 1, "clock", 4, 4).await;
     let mut acked: BTreeMap<u32, BTreeSet<EntryId>> = BTreeMap::new();
-    for (round, at) in [2, 0, 1, 2, 1, 0].into_iter().enumerate() {
+    for (round, at) in [2, 0, 1, 3, 2, 1, 0].into_iter().enumerate() {
         for shard in 0..4 {
             let ids = c
                 .client
@@ -332,38 +348,65 @@ async fn clocks_a_minute_off_lose_no_write_and_no_setting() {
             acked.entry(shard).or_default().extend(ids);
         }
     }
-
-    // Settings changed one after another through the fast, slow and right clocks: after
-    // each, every site shows it.
-    let mut changes = 0;
-    for (at, secs) in [(1, 7200u64), (2, 3600), (0, 5400), (2, 1800), (1, 9000)] {
-        let request = cairn_transport::Request::AlterDb {
-            db: DbName::new("clock").unwrap(),
-            replication: None,
-            retention: Some(cairn_inventory::Retention { max_age_ms: Some(secs * 1000), max_bytes: None }),
-        };
-        let answer = c.client.request(c.addrs[at], &request).await.unwrap();
-        assert!(matches!(answer, cairn_transport::Response::DbChanged { .. }), "{answer:?}");
-        changes += 1;
-        wait_for(&format!("retention {secs} s everywhere"), limit, async || {
+    let retention = |secs: u64| cairn_inventory::Retention { max_age_ms: Some(secs * 1000), max_bytes: None };
+    let alter = |secs: u64| cairn_transport::Request::AlterDb {
+        db: DbName::new("clock").unwrap(),
+        replication: None,
+        retention: Some(retention(secs)),
+    };
+    let seen_on_sane_sites = async |secs: u64| {
+        wait_for(&format!("retention {secs} s on sites 0-2"), limit, async || {
             for i in 0..3 {
                 let view = c.client.view(c.addrs[i]).await.ok()?;
-                if view.db(&DbName::new("clock").unwrap())?.retention.max_age_ms != Some(secs * 1000) {
+                if view.db(&DbName::new("clock").unwrap())?.settings.retention != retention(secs) {
                     return None;
                 }
             }
             Some(())
         })
         .await;
+    };
+
+    // Settings changed one after another through the fast, slow and right clocks: after
+    // each, every site within the drift shows it.
+    let mut changes = 0;
+    for (at, secs) in [(1, 7200u64), (2, 3600), (0, 5400), (2, 1800), (1, 9000)] {
+        let answer = c.client.request(c.addrs[at], &alter(secs)).await.unwrap();
+        assert!(matches!(answer, cairn_transport::Response::DbChanged { .. }), "{answer:?}");
+        changes += 1;
+        seen_on_sane_sites(secs).await;
     }
+    // A change through the site 10 minutes ahead: flagged, not believed, and it does not
+    // poison anyone's clock — the next change through a right clock still wins.
+    let answer = c.client.request(c.addrs[3], &alter(600)).await.unwrap();
+    assert!(matches!(answer, cairn_transport::Response::DbChanged { .. }), "{answer:?}");
+    let far = c.id(3);
+    wait_for("the far-ahead change listed as invalid on sites 0-2", limit, async || {
+        for i in 0..3 {
+            let view = c.client.view(c.addrs[i]).await.ok()?;
+            let flagged = view.warnings.iter().any(|w| {
+                matches!(w, Warning::Invalid { site_id, key, message }
+                    if *site_id == far && key == "db:clock" && message.contains("ahead of this site's clock"))
+            });
+            if !flagged || view.db(&DbName::new("clock").unwrap())?.settings.retention != retention(9000) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let answer = c.client.request(c.addrs[0], &alter(4000)).await.unwrap();
+    assert!(matches!(answer, cairn_transport::Response::DbChanged { changed: true, .. }), "{answer:?}");
+    seen_on_sane_sites(4000).await;
     let view = c.wait_agreed(&[0, 1, 2], limit).await;
     let checked = check_replicas(&c.client, &view, "clock", &acked).await.unwrap();
-    let sites: Vec<SiteId> = (0..3).map(|i| c.id(i)).collect();
+    let sites: Vec<SiteId> = (0..4).map(|i| c.id(i)).collect();
     eprintln!(
-        "clocks +60 s / -60 s on {} / {}: {changes} setting changes each seen everywhere, {checked} entries \
-         checked on every replica",
+        "clocks +30 s / -30 s / +600 s on {} / {} / {}: {changes} setting changes each seen everywhere, the \
+         far-ahead one flagged and ignored, {checked} entries checked on every replica",
         sites[1].short(),
-        sites[2].short()
+        sites[2].short(),
+        sites[3].short()
     );
 }
 
@@ -406,7 +449,7 @@ async fn a_partition_mid_rebalance_heals_into_one_view_with_every_write() {
             let Ok(view) = c.client.view(c.addrs[at]).await else { continue };
             let Some(d) = view.db(&DbName::new(DB).unwrap()) else { continue };
             for shard in &d.placement {
-                let held_here = shard.replicas.iter().any(|r| r.site_id == c.id(at) && r.state == "ready");
+                let held_here = shard.replicas.iter().any(|r| r.site_id == c.id(at) && r.is_ready());
                 if held_here
                     && let Ok(ids) = c
                         .client
@@ -611,7 +654,7 @@ async fn a_lossy_slow_network_converges_and_a_catch_up_completes() {
     assert_eq!(view.sites.iter().filter(|s| view.is_live(s.site_id)).count(), 3, "{view:?}");
     let request = cairn_transport::Request::AlterDb {
         db: DbName::new(DB).unwrap(),
-        replication: Some(3),
+        replication: Some(cairn_inventory::Replication::new(3).unwrap()),
         retention: None,
     };
     // Requests cross the lossy links too: retried as an operator would.

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_gossip::{ClusterView, GossipConfig};
-use cairn_inventory::{DbName, DbRecord, Hlc, ReplicaState, Retention};
+use cairn_inventory::{DbName, DbRecord, DbSettings, Hlc, ReplicaState, Retention};
 use cairn_node::site::{Site, SiteOptions};
 use cairn_tests::free_port;
 use cairn_transport::tls;
@@ -41,9 +41,7 @@ async fn a_site_with_2000_replicas_gossips_them_all() {
     a.inventory
         .put_db(&DbRecord {
             name: name.clone(),
-            shards: 2000,
-            replication: 1,
-            retention: Retention::default(),
+            settings: DbSettings::new(2000, 1, Retention::default()).expect("settings in range"),
             created: Hlc { wall_ms: 1, logical: 0 },
             origin: me,
             changed: Hlc { wall_ms: 1, logical: 0 },
@@ -86,9 +84,7 @@ async fn two_sites_creating_one_db_with_different_settings_agree_on_one() {
     let name = DbName::new("dup").unwrap();
     let create = |shards| Request::CreateDb {
         name: name.clone(),
-        shards,
-        replication: 1,
-        retention: Retention::default(),
+        settings: DbSettings::new(shards, 1, Retention::default()).expect("settings in range"),
     };
     // Both at the same moment, each through a different site, before either hears of the other's.
     let (four, eight) = (create(4), create(8));
@@ -121,8 +117,11 @@ async fn two_sites_creating_one_db_with_different_settings_agree_on_one() {
     let winner = va.db(&name).unwrap();
     let records = [a.inventory.db(&name).unwrap().unwrap(), b.inventory.db(&name).unwrap().unwrap()];
     let first = records.iter().min_by_key(|r| (r.created, r.origin)).unwrap();
-    assert_eq!((winner.shards, winner.origin, winner.created), (first.shards, first.origin, first.created));
-    assert_eq!(vb.db(&name).unwrap().shards, winner.shards);
+    assert_eq!(
+        (winner.shards(), winner.origin, winner.created),
+        (first.shards(), first.origin, first.created)
+    );
+    assert_eq!(vb.db(&name).unwrap().shards(), winner.shards());
     b.shutdown().await;
     a.shutdown().await;
 }
@@ -225,7 +224,7 @@ fn five_processes_share_one_view_through_kills_and_restarts() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let events = DbName::new("events").unwrap();
     let took = wait_views("the new db everywhere", Duration::from_secs(20), &ports, &cluster, |v| {
-        v.db(&events).is_some_and(|d| d.shards == 8 && d.origin.to_string() == ids[3])
+        v.db(&events).is_some_and(|d| d.shards() == 8 && d.origin.to_string() == ids[3])
     });
     eprintln!("5 processes: a db created on one site in every view after {took:?}");
 

@@ -134,7 +134,7 @@ async fn a_site_whose_inventory_was_lost_is_rebuilt_from_a_peer_and_catches_up()
         let back = d
             .placement
             .iter()
-            .filter(|s| s.replicas.iter().any(|r| r.site_id == lost && r.state == "ready"))
+            .filter(|s| s.replicas.iter().any(|r| r.site_id == lost && r.is_ready()))
             .count();
         (settled(&view, DB, 2) && back == held.len()).then_some(view)
     })

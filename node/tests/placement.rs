@@ -28,8 +28,10 @@ async fn three_sites_place_16_shards_times_2_balanced() {
         sites.push(Site::start(options).await.unwrap());
     }
     let name = DbName::new("events").unwrap();
-    let create =
-        Request::CreateDb { name: name.clone(), shards: 16, replication: 2, retention: Retention::default() };
+    let create = Request::CreateDb {
+        name: name.clone(),
+        settings: cairn_inventory::DbSettings::new(16, 2, Retention::default()).expect("settings in range"),
+    };
     let answer = sites[0].endpoint.request(sites[2].endpoint.local_addr(), &create).await.unwrap();
     assert_eq!(answer, Response::DbCreated { created: true });
 
@@ -37,7 +39,7 @@ async fn three_sites_place_16_shards_times_2_balanced() {
     let view = loop {
         let view = sites[1].view();
         let placed = view.db(&name).is_some_and(|d| {
-            d.placement.iter().all(|s| s.replicas.iter().filter(|r| r.state == "ready").count() == 2)
+            d.placement.iter().all(|s| s.replicas.iter().filter(|r| r.is_ready()).count() == 2)
         });
         if placed && view.plans.is_empty() {
             break view;

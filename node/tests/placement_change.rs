@@ -45,8 +45,7 @@ fn settled(view: &ClusterView) -> Option<BTreeMap<SiteId, u32>> {
     let mut counts: BTreeMap<SiteId, u32> =
         view.sites.iter().filter(|s| view.is_live(s.site_id)).map(|s| (s.site_id, 0)).collect();
     for shard in &db.placement {
-        let ready: Vec<SiteId> =
-            shard.replicas.iter().filter(|r| r.state == "ready").map(|r| r.site_id).collect();
+        let ready: Vec<SiteId> = shard.replicas.iter().filter(|r| r.is_ready()).map(|r| r.site_id).collect();
         if ready.len() != 2 || shard.replicas.len() != 2 || ready[0] == ready[1] {
             return None;
         }

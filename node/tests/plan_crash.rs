@@ -42,7 +42,7 @@ fn settled(view: &ClusterView) -> Option<BTreeMap<SiteId, usize>> {
         let sites: BTreeSet<SiteId> = shard.replicas.iter().map(|r| r.site_id).collect();
         let ok = shard.replicas.len() == 2
             && sites.len() == 2
-            && shard.replicas.iter().all(|r| r.state == "ready" && view.is_live(r.site_id));
+            && shard.replicas.iter().all(|r| r.is_ready() && view.is_live(r.site_id));
         if !ok {
             return None;
         }
@@ -58,7 +58,7 @@ fn settled(view: &ClusterView) -> Option<BTreeMap<SiteId, usize>> {
 /// copy before its replacement is ready).
 fn fewest_ready(view: &ClusterView) -> Option<usize> {
     let db = view.db(&DbName::new(DB).unwrap())?;
-    db.placement.iter().map(|s| s.replicas.iter().filter(|r| r.state == "ready").count()).min()
+    db.placement.iter().map(|s| s.replicas.iter().filter(|r| r.is_ready()).count()).min()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +114,7 @@ async fn a_rebalance_survives_its_new_site_killed_mid_plan_and_never_leaves_a_sh
         let holds = db
             .placement
             .iter()
-            .filter(|s| s.replicas.iter().any(|r| r.site_id == newcomer && r.state == "ready"))
+            .filter(|s| s.replicas.iter().any(|r| r.site_id == newcomer && r.is_ready()))
             .count();
         (running && (1..6).contains(&holds)).then_some(())
     })

@@ -1,10 +1,13 @@
 //! Plan delivery between real sites on loopback (in one process): the receiver stores
-//! the plan in its inventory and answers by priority.
+//! the plan in its inventory and answers by priority — for dbs it knows and shards they
+//! have; a plan for a db it has not heard of is "not yet", one beyond the db's shards
+//! is refused.
 
 use std::sync::Arc;
 
 use cairn_inventory::{
-    DbName, Inventory, InventoryConfig, OfferOutcome, Plan, PlanId, PlanOrigin, SiteId, Step,
+    DbName, DbRecord, DbSettings, Hlc, Inventory, InventoryConfig, OfferOutcome, Plan, PlanId, PlanOrigin,
+    Retention, SiteId, Step,
 };
 use cairn_node::site::{Site, SiteOptions};
 use cairn_transport::tls;
@@ -32,6 +35,14 @@ async fn schedule(from: &Site, to: &Site, plan: &Plan) -> Response {
     from.endpoint.request(to.endpoint.local_addr(), &Request::Schedule(plan.clone())).await.unwrap()
 }
 
+/// `site` learns of db `name` (4 shards), as gossip or a creation would tell it.
+fn know(site: &Site, name: &str) {
+    let settings = DbSettings::new(4, 2, Retention::default()).unwrap();
+    let record =
+        DbRecord::new(DbName::new(name).unwrap(), settings, Hlc { wall_ms: 1, logical: 0 }, SiteId(1));
+    site.inventory.put_db(&record).unwrap();
+}
+
 async fn cluster(n: usize) -> (tempfile::TempDir, Vec<Site>) {
     let root = tempfile::tempdir().unwrap();
     let cluster = root.path().join("cluster");
@@ -49,7 +60,20 @@ async fn two_sites_equal_lower_and_higher_priority() {
     let (a, b) = (&sites[0], &sites[1]);
     let me = a.inventory.identity().site_id;
 
+    // Not known yet: the sender is told to come back (a transport error, so automation
+    // delivers again next round), and nothing is stored.
     let first = plan("orders", 1, 5, me);
+    let early = a.endpoint.request(b.endpoint.local_addr(), &Request::Schedule(first.clone())).await;
+    let error = early.unwrap_err().to_string();
+    assert!(error.contains("not known here yet"), "{error}");
+    assert!(b.inventory.pending_plan(&DbName::new("orders").unwrap()).unwrap().is_none());
+    know(b, "orders");
+    // A step beyond the db's shards is refused outright.
+    let mut wide = plan("orders", 9, 5, me);
+    wide.steps.push(Step::RemoveReplica { shard: 4 });
+    let refused = schedule(a, b, &wide).await;
+    assert!(matches!(&refused, Response::Rejected { reason } if reason.contains("shard 4")), "{refused:?}");
+
     assert_eq!(schedule(a, b, &first).await, Response::Scheduled(OfferOutcome::Accepted));
     assert_eq!(
         schedule(a, b, &first).await,
@@ -87,6 +111,9 @@ async fn two_sites_equal_lower_and_higher_priority() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_sites_each_deliver_to_every_other() {
     let (_root, sites) = cluster(5).await;
+    for (i, site) in sites.iter().enumerate() {
+        know(site, &format!("d{i}"));
+    }
     let sites = Arc::new(sites);
     // Every site offers a plan for db "d<target>" to every other site; priorities rise
     // with the sender's index, so the last sender's plan wins everywhere.

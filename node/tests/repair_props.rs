@@ -54,7 +54,7 @@ proptest! {
                 let live_ready: BTreeSet<SiteId> = shard
                     .replicas
                     .iter()
-                    .filter(|r| r.state == "ready" && view.is_live(r.site_id))
+                    .filter(|r| r.is_ready() && view.is_live(r.site_id))
                     .map(|r| r.site_id)
                     .collect();
                 let adds: Vec<_> = plan.adds.iter().filter(|a| a.0 == db.name && a.1 == shard.shard).collect();
@@ -72,7 +72,7 @@ proptest! {
                     prop_assert!(holders.insert(*site), "{key:?} added twice on {site:?} or on a holder");
                     prop_assert_eq!(&upstreams.iter().copied().collect::<BTreeSet<_>>(), &live_ready);
                 }
-                let factor = db.replication as usize;
+                let factor = db.replication() as usize;
                 let restored = kept.len() + adds.len();
                 if plan.short.contains(&key) {
                     // Short only when every live core site already holds the shard.
@@ -118,9 +118,9 @@ proptest! {
         prop_assert!(plan.adds.is_empty());
         for db in &view.dbs {
             for shard in &db.placement {
-                let ready: Vec<SiteId> = shard.replicas.iter().filter(|r| r.state == "ready").map(|r| r.site_id).collect();
+                let ready: Vec<SiteId> = shard.replicas.iter().filter(|r| r.is_ready()).map(|r| r.site_id).collect();
                 let trims: Vec<_> = plan.trims.iter().filter(|t| t.0 == db.name && t.1 == shard.shard).collect();
-                let factor = db.replication as usize;
+                let factor = db.replication() as usize;
                 prop_assert_eq!(trims.len(), ready.len().saturating_sub(factor), "{}/{}", db.name, shard.shard);
                 let leaving: BTreeSet<SiteId> = trims.iter().map(|t| t.2).collect();
                 let staying: Vec<SiteId> = ready.iter().copied().filter(|s| !leaving.contains(s)).collect();

@@ -43,7 +43,7 @@ async fn write_each_shard(
     via: impl Fn(u32) -> SocketAddr,
     acked: &mut BTreeMap<u32, BTreeSet<EntryId>>,
 ) {
-    for shard in 0..view.db(&DbName::new(db).unwrap()).unwrap().shards {
+    for shard in 0..view.db(&DbName::new(db).unwrap()).unwrap().shards() {
         let messages: Vec<Vec<u8>> =
             (0..n).map(|i| format!("{db}-{shard}-{i}-{}", acked.len()).into_bytes()).collect();
         let ids = client.publish(via(shard), db, shard, &messages).await.unwrap();

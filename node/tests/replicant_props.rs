@@ -39,7 +39,7 @@ fn with_replicants(view: &ClusterView, n: usize, dead: usize) -> ClusterView {
                     caught_up: true,
                     entries: 10,
                     bytes: 1000,
-                    frontier: Vec::new(),
+                    frontier: cairn_inventory::Frontier::default(),
                     lag_entries: Some(0),
                     progress: None,
                 });
@@ -122,7 +122,7 @@ proptest! {
         for (i, db) in view.dbs.iter().enumerate() {
             if have_mask >> i & 1 == 1 {
                 records.push(db.record());
-                for shard in 0..db.shards {
+                for shard in 0..db.shards() {
                     if have_mask >> ((i * 5 + shard as usize) % 32) & 1 == 1 {
                         replicas.push(record(&db.name, shard, ReplicaState::Following { caught_up: shard % 2 == 0 }));
                     }
@@ -137,7 +137,7 @@ proptest! {
         }
         for (d, shard) in core {
             if let Some(db) = view.dbs.get(d) {
-                let shard = shard % db.shards;
+                let shard = shard % db.shards();
                 replicas.retain(|r| !(r.db == db.name && r.shard == shard));
                 replicas.push(record(&db.name, shard, ReplicaState::Ready));
             }
@@ -154,7 +154,7 @@ proptest! {
                     records.push(r);
                 }
                 Change::Add { db, shard } => {
-                    prop_assert!(records.iter().any(|r| r.name == db && shard < r.shards), "a copy of an unknown db");
+                    prop_assert!(records.iter().any(|r| r.name == db && shard < r.shards()), "a copy of an unknown db");
                     prop_assert!(!replicas.iter().any(|r| r.db == db && r.shard == shard), "a second copy");
                     replicas.push(record(&db, shard, ReplicaState::Following { caught_up: false }));
                 }
@@ -174,7 +174,7 @@ proptest! {
             .dbs
             .iter()
             .filter(|d| follow.contains(&d.name))
-            .flat_map(|d| (0..d.shards).map(|s| (d.name.clone(), s)))
+            .flat_map(|d| (0..d.shards()).map(|s| (d.name.clone(), s)))
             .collect();
         let held: BTreeSet<(DbName, u32)> = replicas.iter().map(|r| (r.db.clone(), r.shard)).collect();
         prop_assert!(wanted.is_subset(&held), "every shard of every followed db is held");

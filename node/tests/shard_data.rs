@@ -30,14 +30,14 @@ fn ready_holders(view: &ClusterView, db: &str) -> Vec<SiteId> {
     let name = DbName::new(db).unwrap();
     view.db(&name)
         .and_then(|d| d.placement.first())
-        .map(|s| s.replicas.iter().filter(|r| r.state == "ready").map(|r| r.site_id).collect())
+        .map(|s| s.replicas.iter().filter(|r| r.is_ready()).map(|r| r.site_id).collect())
         .unwrap_or_default()
 }
 
-fn replica_state(view: &ClusterView, db: &str, site: SiteId) -> Option<String> {
+fn replica_state(view: &ClusterView, db: &str, site: SiteId) -> Option<cairn_gossip::view::PlacementState> {
     let name = DbName::new(db).unwrap();
     let shard = view.db(&name)?.placement.first()?;
-    shard.replicas.iter().find(|r| r.site_id == site).map(|r| r.state.clone())
+    shard.replicas.iter().find(|r| r.site_id == site).map(|r| r.state)
 }
 
 /// Entries `site`'s replica of `db`/0 has received while catching up, by `view`.
@@ -175,7 +175,7 @@ async fn catch_up_from_two_upstreams_finishes_from_one_when_the_other_dies() {
     // The new replica finishes from the other upstream, while the killed one stays down.
     wait_for("the new replica ready", Duration::from_secs(60), async || {
         let v = client.view(addrs[new]).await.ok()?;
-        (replica_state(&v, "t", new_id).as_deref() == Some("ready")).then_some(())
+        (replica_state(&v, "t", new_id) == Some(cairn_gossip::view::PlacementState::Ready)).then_some(())
     })
     .await;
     assert!(!procs[h1].running(), "ready before the killed upstream came back");
@@ -226,7 +226,7 @@ async fn a_catching_up_site_killed_half_way_resumes_without_copying_twice() {
     procs[new].restart();
     wait_for("the new replica ready after the restart", Duration::from_secs(60), async || {
         let v = client.view(addrs[new]).await.ok()?;
-        (replica_state(&v, "k", new_id).as_deref() == Some("ready")).then_some(())
+        (replica_state(&v, "k", new_id) == Some(cairn_gossip::view::PlacementState::Ready)).then_some(())
     })
     .await;
     // What the restarted process received: only what the killed one had not stored.

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cairn_gossip::view::{NodeInput, build_view};
+use cairn_gossip::view::{NodeInput, ViewContext, build_view};
 use cairn_inventory::codec::{self, CHECKED_HEADER_LEN, FORMAT_VERSION};
 use cairn_inventory::plan_machine::{self, SlotChange};
 use cairn_inventory::{
@@ -75,7 +75,7 @@ pub fn gossip_values(data: &[u8]) {
         };
         nodes[n % 3].key_values.push((key, value));
     }
-    let view = build_view(SiteId(1), &nodes);
+    let view = build_view(SiteId(1), &nodes, &ViewContext::at(2_000));
     // The view is what `cairn dump --format json` prints: it must serialise.
     serde_json::to_string(&view).expect("a view serialises to JSON");
 }
@@ -125,6 +125,101 @@ pub fn plan_steps(data: &[u8]) {
             }
         }
     }
+}
+
+/// The nodes of a cluster view drawn from arbitrary bytes for the planners' fuzz target
+/// (`fuzz/fuzz_targets/planners.rs`, which checks every planner on the view they build):
+/// each byte picks the next choice — how many sites and dbs, each db's settings, each
+/// site's role, liveness, zone, capacity and draining flag, then replicas (db, shard,
+/// phase, handover target) and plans — so any input is a view that decodes, in any
+/// shape gossip could carry.
+pub fn planner_nodes(data: &[u8]) -> Vec<NodeInput> {
+    use cairn_gossip::summary::{
+        DbSummary, Label, PlanSummary, ReplicaPhase, ReplicaSummary, SiteSummary, StatusText, SummaryKey,
+        encode_value,
+    };
+    use cairn_inventory::{DbName, DbSettings, Hlc, PlanId, Retention, Role};
+    let mut bytes = data.iter().copied();
+    let mut next = move || bytes.next().unwrap_or(0);
+    let sites = usize::from(next() % 12) + 1;
+    let dbs: Vec<(u32, u32)> = (0..usize::from(next() % 3) + 1)
+        .map(|_| (u32::from(next() % 24) + 1, u32::from(next() % 16) + 1))
+        .collect();
+    let id = |i: usize| SiteId(((i as u128) + 1) << 96);
+    let name = |d: usize| DbName::new(format!("db{d}")).expect("a valid name");
+    let mut nodes = Vec::with_capacity(sites);
+    for i in 0..sites {
+        let flags = next();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 7000 + i as u16));
+        let summary = SiteSummary {
+            role: if flags & 1 == 1 { Role::Replicant } else { Role::Core },
+            addr: Label::truncated(&addr.to_string()),
+            version: Label::truncated("fuzz"),
+            started_ms: 0,
+            zone: Some(Label::truncated(&format!("z{}", (flags >> 1) % 3))),
+            capacity: u32::from(next()) + 1,
+            leaving: false,
+            draining: flags & 8 == 8,
+        };
+        let mut kv = vec![(SummaryKey::Site.render(), encode_value(&summary))];
+        for (d, (shards, replication)) in dbs.iter().enumerate() {
+            if flags & 32 == 0 || d > 0 {
+                let created = Hlc { wall_ms: 100 + u64::from(flags & 64 == 64) * i as u64, logical: 0 };
+                let record = DbSummary {
+                    settings: DbSettings::new(*shards, *replication, Retention::default()).expect("in range"),
+                    created,
+                    origin: id(0),
+                    changed: created,
+                    dropped: false,
+                    supersedes: None,
+                };
+                kv.push((SummaryKey::Db(name(d)).render(), encode_value(&record)));
+            }
+        }
+        let held = next() % 24;
+        let mut keys = std::collections::BTreeSet::new();
+        for _ in 0..held {
+            let (d, shard, phase) = (usize::from(next()) % dbs.len(), u32::from(next() % 28), next());
+            if !keys.insert((d, shard)) {
+                continue;
+            }
+            let phase = match phase % 4 {
+                0 => ReplicaPhase::CatchingUp,
+                1 => ReplicaPhase::Ready,
+                2 => ReplicaPhase::HandingOver { to: id(usize::from(phase >> 2) % 14) },
+                _ => ReplicaPhase::Following { caught_up: phase & 4 == 4 },
+            };
+            let seq = u64::from(next());
+            let replica = ReplicaSummary {
+                phase,
+                entries: seq,
+                bytes: seq * 10,
+                frontier_digest: 0,
+                frontier: Frontier([(id(i), seq)].into()),
+                progress: None,
+            };
+            kv.push((SummaryKey::Replica(name(d), shard).render(), encode_value(&replica)));
+        }
+        if flags & 16 == 16 {
+            let plan = PlanSummary {
+                plan_id: PlanId(1),
+                priority: 10,
+                step: 0,
+                steps: 1,
+                status: StatusText::truncated("running"),
+            };
+            kv.push((SummaryKey::Plan(name(usize::from(next()) % dbs.len())).render(), encode_value(&plan)));
+        }
+        nodes.push(NodeInput {
+            site_id: id(i),
+            generation: 1,
+            gossip_addr: addr,
+            live: flags & 4 == 0,
+            last_seen_ms: Some(0),
+            key_values: kv,
+        });
+    }
+    nodes
 }
 
 /// Decodes `bytes` as a `T` in the plain envelope; a value that decodes must round-trip.

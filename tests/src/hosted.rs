@@ -116,9 +116,9 @@ pub fn agreed(views: &[ClusterView]) -> bool {
                 let placement: Vec<Vec<_>> = d
                     .placement
                     .iter()
-                    .map(|s| s.replicas.iter().map(|r| (r.site_id, r.state.clone(), r.to)).collect())
+                    .map(|s| s.replicas.iter().map(|r| (r.site_id, r.state, r.to)).collect())
                     .collect();
-                (d.name.clone(), d.replication, d.retention, d.changed, placement)
+                (d.name.clone(), d.replication(), d.settings.retention, d.changed, placement)
             })
             .collect();
         let plans: Vec<_> = v.plans.iter().map(|p| (p.site_id, p.plan_id, p.step)).collect();
@@ -134,7 +134,7 @@ pub fn settled(view: &ClusterView, db: &str, replication: usize) -> bool {
         && view.db(&DbName::new(db).expect("name")).is_some_and(|d| {
             d.placement.iter().all(|s| {
                 s.replicas.len() >= replication
-                    && s.replicas.iter().all(|r| r.state == "ready" && view.is_live(r.site_id))
+                    && s.replicas.iter().all(|r| r.is_ready() && view.is_live(r.site_id))
             })
         })
 }

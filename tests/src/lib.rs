@@ -12,12 +12,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_gossip::ClusterView;
-use cairn_inventory::{DbName, Entry, EntryId, Plan, Retention};
+use cairn_inventory::{DbName, DbSettings, Entry, EntryId, Plan, Retention};
 use cairn_transport::{Credentials, Endpoint, Request, Response, SiteStatus, TransportConfig, tls};
 
 pub mod decoders;
 pub mod delay;
 pub mod hosted;
+pub mod hostile;
 pub mod netns;
 
 /// A `cairn start` child process. Killed (SIGKILL) when dropped.
@@ -254,9 +255,7 @@ impl Client {
     pub async fn create_db(&self, at: SocketAddr, name: &str, shards: u32, replication: u32) {
         let request = Request::CreateDb {
             name: DbName::new(name).expect("name"),
-            shards,
-            replication,
-            retention: Retention::default(),
+            settings: DbSettings::new(shards, replication, Retention::default()).expect("settings in range"),
         };
         match self.request(at, &request).await {
             Ok(Response::DbCreated { .. }) => {}
@@ -295,7 +294,7 @@ impl Client {
         loop {
             let request = Request::Read { db: DbName::new(db).expect("name"), shard, from, max: 10_000 };
             match self.request(at, &request).await? {
-                Response::Entries { entries, next } => {
+                Response::Entries { entries, next, .. } => {
                     if entries.is_empty() {
                         return Ok(out);
                     }

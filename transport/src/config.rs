@@ -39,6 +39,10 @@ pub struct TransportConfig {
     pub retry_above_handshakes: usize,
     /// Most open connections; more are refused.
     pub max_connections: usize,
+    /// Handshakes in progress from one source address; more are refused.
+    pub max_handshakes_per_addr: usize,
+    /// Connections open from one source address; more are refused.
+    pub max_connections_per_addr: usize,
     /// First wait after a failed connection attempt; doubles per failure.
     pub reconnect_backoff: Duration,
     /// Longest wait between connection attempts.
@@ -112,6 +116,8 @@ impl Default for TransportConfig {
             request_timeout: Duration::from_secs(10),
             retry_above_handshakes: 64,
             max_connections: 4096,
+            max_handshakes_per_addr: 8,
+            max_connections_per_addr: 16,
             reconnect_backoff: Duration::from_millis(100),
             max_reconnect_backoff: Duration::from_secs(5),
             max_gossip_in_flight: 256,
@@ -159,6 +165,9 @@ impl TransportConfig {
         }
         if self.max_connections == 0 || self.max_gossip_in_flight == 0 || self.gossip_inbox == 0 {
             return bad("max_connections / gossip limits", "must be above zero");
+        }
+        if self.max_handshakes_per_addr == 0 || self.max_connections_per_addr == 0 {
+            return bad("per-address limits", "must be above zero");
         }
         Ok(())
     }

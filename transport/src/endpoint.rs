@@ -22,6 +22,7 @@ use crate::config::TransportConfig;
 use crate::error::TransportError;
 use crate::frame::{self, FrameError};
 use crate::message::{Request, Response, WireError, WireErrorKind};
+use crate::per_addr::{PerAddr, Slot};
 use crate::pool::Pool;
 use crate::pull::{PullReceiver, PullRequest, PullSender};
 use crate::stats::{Stats, StatsSnapshot};
@@ -31,6 +32,8 @@ use crate::tls::Credentials;
 const STREAM_GOSSIP: u8 = 1;
 /// Application close code for a site shutting down.
 const CLOSE_LEAVING: u32 = 0;
+/// Application close code for a connection over the per-address cap.
+const CLOSE_TOO_MANY: u32 = 2;
 /// Stream stop code for a request we refused to read further.
 const STOP_BAD_REQUEST: u32 = 1;
 
@@ -57,6 +60,8 @@ struct Inner {
     /// Permits are KiB of request frames being buffered.
     request_budget: Semaphore,
     handshakes: AtomicUsize,
+    /// Handshakes and connections per source address.
+    per_addr: Arc<PerAddr>,
     /// Every task the endpoint spawns, so `close` can wait for them (and for the
     /// service handles they hold) to be gone.
     tasks: TaskTracker,
@@ -148,6 +153,7 @@ impl Endpoint {
         let inner = Inner {
             gossip_slots: Arc::new(Semaphore::new(config.max_gossip_in_flight)),
             request_budget: Semaphore::new(config.max_buffered_request_bytes.div_ceil(1024)),
+            per_addr: PerAddr::new(config.max_handshakes_per_addr, config.max_connections_per_addr),
             quinn,
             config,
             pool: Pool::default(),
@@ -336,7 +342,25 @@ async fn accept_loop<S: Service>(
             incoming.refuse();
             continue;
         }
-        inner.tasks.spawn(serve_connection(inner.clone(), service.clone(), gossip.clone(), incoming));
+        let peer = incoming.remote_address();
+        let slot = match inner.per_addr.handshake(peer) {
+            Ok(slot) => slot,
+            Err(why) => {
+                Stats::bump(&inner.stats.connections_refused);
+                refused(&inner, peer, &why);
+                incoming.refuse();
+                continue;
+            }
+        };
+        inner.tasks.spawn(serve_connection(inner.clone(), service.clone(), gossip.clone(), incoming, slot));
+    }
+}
+
+/// Logs a refused connection from `peer`, at most once a minute per address (refusals
+/// are always counted in the stats).
+fn refused(inner: &Inner, peer: SocketAddr, why: &str) {
+    if let Some(skipped) = inner.per_addr.should_log(peer) {
+        tracing::warn!(%peer, why, not_logged_since_last = skipped, "refused a connection");
     }
 }
 
@@ -371,6 +395,7 @@ async fn serve_connection<S: Service>(
     service: Arc<S>,
     gossip: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     incoming: quinn::Incoming,
+    slot: Slot,
 ) {
     let peer = incoming.remote_address();
     let conn = {
@@ -381,14 +406,23 @@ async fn serve_connection<S: Service>(
             Ok(Ok(conn)) => conn,
             Ok(Err(error)) => {
                 Stats::bump(&inner.stats.handshakes_refused);
-                tracing::warn!(%peer, %error, "refused a connection during the handshake");
+                refused(&inner, peer, &format!("the handshake failed: {error}"));
                 return;
             }
             Err(_) => {
                 Stats::bump(&inner.stats.handshakes_refused);
-                tracing::warn!(%peer, "refused a connection: handshake timed out");
+                refused(&inner, peer, "the handshake timed out");
                 return;
             }
+        }
+    };
+    let _slot = match slot.connected() {
+        Ok(slot) => slot,
+        Err(why) => {
+            Stats::bump(&inner.stats.connections_refused);
+            refused(&inner, peer, &why);
+            conn.close(CLOSE_TOO_MANY.into(), b"too many connections from this address");
+            return;
         }
     };
     Stats::bump(&inner.stats.handshakes_ok);

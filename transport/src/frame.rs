@@ -187,9 +187,58 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, payload: &[u8]) 
     writer.write_all(payload).await.map_err(|e| FrameError::Io(e.to_string()))
 }
 
+/// Writes one frame, as [`write_frame`], but [`FrameError::Silent`] once the writer has
+/// taken no byte for `stall` (a reader that stopped reading holds the stream's flow
+/// control shut) — however long the whole frame takes while bytes keep going.
+pub async fn write_frame_within<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    payload: &[u8],
+    stall: Duration,
+) -> Result<(), FrameError> {
+    let header = header(payload.len())?;
+    for mut part in [&header[..], payload] {
+        // Each write takes what the writer has room for: any byte taken is progress.
+        while !part.is_empty() {
+            match tokio::time::timeout(stall, writer.write(part)).await {
+                Ok(Ok(0)) => return Err(FrameError::Io("the stream takes no more bytes".into())),
+                Ok(Ok(n)) => part = &part[n..],
+                Ok(Err(e)) => return Err(FrameError::Io(e.to_string())),
+                Err(_) => return Err(FrameError::Silent { after: stall }),
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_writer_that_takes_nothing_for_the_stall_time_is_silent() {
+        // A pipe whose reader never reads takes its buffer's worth, then nothing.
+        let (mut writer, _reader) = tokio::io::duplex(1024);
+        let stall = Duration::from_millis(100);
+        let error = write_frame_within(&mut writer, &[7u8; 300_000], stall).await.unwrap_err();
+        assert_eq!(error, FrameError::Silent { after: stall });
+        // A reader that keeps reading, slowly, gets the whole frame however long it takes.
+        let (mut writer, mut reader) = tokio::io::duplex(1024);
+        let read = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                match reader.read(&mut buf).await.unwrap() {
+                    0 => return got,
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        write_frame_within(&mut writer, &[9u8; 200_000], stall).await.unwrap();
+        drop(writer);
+        let got = read.await.unwrap();
+        assert_eq!(got.len(), HEADER_LEN + 200_000);
+    }
 
     #[tokio::test]
     async fn frames_round_trip_and_bad_ones_are_named() {

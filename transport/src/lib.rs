@@ -16,6 +16,7 @@ mod endpoint;
 mod error;
 pub mod frame;
 pub mod message;
+mod per_addr;
 mod pool;
 pub mod pull;
 mod stats;
@@ -25,8 +26,8 @@ pub use config::{Congestion, DEFAULT_MTU, LOOPBACK_MTU, TransportConfig};
 pub use endpoint::{Endpoint, GossipInbox, Service};
 pub use error::TransportError;
 pub use message::{
-    DataCounters, PlanPreview, PlanRequest, PlannedMove, ReadEntry, Request, Response, SitePlan, SiteStatus,
-    WireError, WireErrorKind,
+    DataCounters, PlanPreview, PlanRequest, PlannedMove, ReadEntry, Request, Response, RetentionRemoved,
+    SitePlan, SiteStatus, WireError, WireErrorKind,
 };
 pub use pull::{BatchError, PullFrame, PullReceiver, PullRequest, PullSender, PullStart, SealedBatch};
 pub use stats::StatsSnapshot;

@@ -7,7 +7,9 @@
 
 use std::net::SocketAddr;
 
-use cairn_inventory::{ClusterId, DbName, Entry, EntryId, OfferOutcome, Plan, Retention, Role, SiteId};
+use cairn_inventory::{
+    ClusterId, DbName, DbSettings, Entry, EntryId, OfferOutcome, Plan, Replication, Retention, Role, SiteId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::pull::PullRequest;
@@ -28,12 +30,9 @@ pub enum Request {
     CreateDb {
         /// The name.
         name: DbName,
-        /// Shard count.
-        shards: u32,
-        /// Replication factor.
-        replication: u32,
-        /// Retention.
-        retention: Retention,
+        /// Shard count, replication factor and retention (in range, or the request does
+        /// not decode).
+        settings: DbSettings,
     },
     /// Append messages to a shard. Answered with [`Response::Published`] once they are
     /// durable here, or [`Response::NotHere`] if this site holds no writable replica.
@@ -87,7 +86,7 @@ pub enum Request {
         /// The db.
         db: DbName,
         /// The new replication factor, if it changes.
-        replication: Option<u32>,
+        replication: Option<Replication>,
         /// The new retention, if it changes.
         retention: Option<Retention>,
     },
@@ -227,6 +226,9 @@ pub enum Response {
         entries: Vec<ReadEntry>,
         /// The cursor for the next read.
         next: u64,
+        /// The arrival number of the oldest entry the replica still holds (what
+        /// retention left): a read from below it found nothing of what was there.
+        start: u64,
     },
     /// What a plan request would do.
     PlanPreview(PlanPreview),
@@ -278,6 +280,17 @@ pub struct SiteStatus {
     pub role: Role,
     /// What its pull streams received since it started.
     pub data: DataCounters,
+    /// What retention removed from its replicas since it started.
+    pub retention: RetentionRemoved,
+}
+
+/// What retention removed from a site's replicas since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionRemoved {
+    /// Entries removed.
+    pub entries: u64,
+    /// Payload bytes removed.
+    pub bytes: u64,
 }
 
 /// Totals of what a site's pull streams received, since it started.

@@ -18,6 +18,10 @@ use crate::tls::SERVER_NAME;
 /// closes a connection, which the peer may still be using) until they close, up to this
 /// many per peer.
 const MAX_SPARE: usize = 4;
+/// Peers with no open connection are forgotten once unused this long…
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// …when the pool holds more than this many peers (looked at once a minute at most).
+const PRUNE_ABOVE: usize = 64;
 
 #[derive(Debug, Default)]
 struct PeerSlot {
@@ -28,11 +32,14 @@ struct PeerSlot {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
+    /// When a request last asked for this peer.
+    last_used: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<PeerSlot>>>>,
+    last_prune: Mutex<Option<Instant>>,
 }
 
 impl Pool {
@@ -44,8 +51,10 @@ impl Pool {
         stats: &Stats,
         peer: SocketAddr,
     ) -> Result<(quinn::Connection, bool), TransportError> {
+        self.prune();
         let slot = self.peers.lock().unwrap_or_else(PoisonError::into_inner).entry(peer).or_default().clone();
         let mut slot = slot.lock().await;
+        slot.last_used = Some(Instant::now());
         if let Some(conn) = &slot.conn {
             if conn.close_reason().is_none() {
                 return Ok((conn.clone(), false));
@@ -110,6 +119,36 @@ impl Pool {
         }
     }
 
+    /// Forgets peers that have no open connection and were not used for a while (a site
+    /// that left, an address that changed), once a minute at most and only when the pool
+    /// holds many.
+    fn prune(&self) {
+        let now = Instant::now();
+        {
+            let mut last = self.last_prune.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| now.duration_since(at) < Duration::from_secs(60)) {
+                return;
+            }
+            if self.peers.lock().unwrap_or_else(PoisonError::into_inner).len() <= PRUNE_ABOVE {
+                return;
+            }
+            *last = Some(now);
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        peers.retain(|_, slot| {
+            // A slot someone is using (locked, or held elsewhere) stays.
+            let Ok(slot) = slot.try_lock() else { return true };
+            let open = slot.conn.as_ref().is_some_and(|c| c.close_reason().is_none())
+                || slot.spare.iter().any(|c| c.close_reason().is_none());
+            open || slot.last_used.is_some_and(|at| now.duration_since(at) < FORGET_AFTER)
+        });
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
     pub(crate) fn forget(&self, peer: SocketAddr, conn: &quinn::Connection) {
         let slot = self.peers.lock().unwrap_or_else(PoisonError::into_inner).get(&peer).cloned();
         if let Some(slot) = slot
@@ -149,6 +188,28 @@ fn backoff(config: &TransportConfig, failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_peers_without_connections_are_forgotten() {
+        let pool = Pool::default();
+        let long_ago = Instant::now().checked_sub(FORGET_AFTER * 2);
+        for port in 0..100u16 {
+            let slot = PeerSlot {
+                last_used: if port < 90 { long_ago } else { Some(Instant::now()) },
+                ..PeerSlot::default()
+            };
+            pool.peers
+                .lock()
+                .unwrap()
+                .insert(SocketAddr::from(([127, 0, 0, 1], port)), Arc::new(tokio::sync::Mutex::new(slot)));
+        }
+        pool.prune();
+        assert_eq!(pool.len(), 10, "the 90 idle ones are gone");
+        // Not again within the minute.
+        pool.peers.lock().unwrap().insert(SocketAddr::from(([127, 0, 0, 2], 1)), Arc::default());
+        pool.prune();
+        assert_eq!(pool.len(), 11);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

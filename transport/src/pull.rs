@@ -183,6 +183,18 @@ impl PullSender {
         })
     }
 
+    /// Sends one frame, as [`Self::send`], but [`TransportError::Timeout`] once the
+    /// receiver has taken no byte for `stall` (it stopped reading).
+    pub async fn send_within(&mut self, frame: &PullFrame, stall: Duration) -> Result<(), TransportError> {
+        let bytes = codec::encode(frame)?;
+        let peer = self.peer;
+        frame::write_frame_within(&mut self.send, &bytes, stall).await.map_err(|source| match source {
+            FrameError::Silent { after } => TransportError::Timeout { peer, after },
+            FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
+            source => TransportError::Frame { peer, source },
+        })
+    }
+
     /// Resolves when the receiver stops the stream or the connection ends.
     pub async fn stopped(&mut self) {
         let _ = self.send.stopped().await;

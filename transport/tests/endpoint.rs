@@ -28,6 +28,7 @@ impl Service for Counting {
                 uptime_ms: 0,
                 role: Role::Core,
                 data: Default::default(),
+                retention: Default::default(),
             }),
             _ => Response::Rejected { reason: "not here".into() },
         }

@@ -15,8 +15,9 @@ use cairn_transport::{ReadEntry, Response};
 pub const MAX_PUBLISH_MESSAGES: usize = 65_536;
 /// The most entries one read answers.
 pub const MAX_READ_ENTRIES: u32 = 10_000;
-/// A read answer stops growing past this many payload bytes.
-pub const MAX_READ_BYTES: usize = 8 << 20;
+/// A read answer stops growing past about this many bytes of entries: nothing beyond it
+/// is even decoded.
+pub const MAX_READ_BYTES: usize = 1 << 20;
 
 /// What a publish can be answered without touching the log.
 pub fn check_publish(messages: &[serde_bytes::ByteBuf]) -> Result<(), String> {
@@ -73,7 +74,7 @@ pub fn ready_holders(view: &ClusterView, me: SiteId, db: &DbName, shard: u32) ->
     placement
         .replicas
         .iter()
-        .filter(|r| r.state == "ready" && r.site_id != me && view.is_live(r.site_id))
+        .filter(|r| r.is_ready() && r.site_id != me && view.is_live(r.site_id))
         .filter_map(|r| view.site(r.site_id)?.addr.parse().ok())
         .collect()
 }
@@ -87,19 +88,10 @@ pub fn read_page(
     max: u32,
 ) -> Result<Response, InventoryError> {
     let max = max.clamp(1, MAX_READ_ENTRIES) as usize;
-    let batch = inv.read_log(db, shard, from, max)?;
-    let mut entries = Vec::with_capacity(batch.entries.len());
-    let (mut bytes, mut next) = (0, from);
-    for e in batch.entries {
-        if bytes > 0 && bytes + e.entry.payload.len() > MAX_READ_BYTES {
-            break;
-        }
-        bytes += e.entry.payload.len();
-        next = e.arrival + 1;
-        entries.push(ReadEntry { arrival: e.arrival, entry: e.entry });
-    }
-    if entries.is_empty() {
-        next = batch.next.max(from);
-    }
-    Ok(Response::Entries { entries, next })
+    let start = inv.log_start(db, shard)?;
+    let batch = inv.read_log_within(db, shard, from, max, MAX_READ_BYTES)?;
+    let next = batch.next.max(from);
+    let entries =
+        batch.entries.into_iter().map(|e| ReadEntry { arrival: e.arrival, entry: e.entry }).collect();
+    Ok(Response::Entries { entries, next, start })
 }

@@ -11,7 +11,9 @@ use std::sync::{Arc, Weak};
 
 use cairn_inventory::{Append, Appended, DbName, Inventory, InventoryError};
 use serde_bytes::ByteBuf;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::supervisor::Supervisor;
 
 /// Publishes queued for the next transaction; more wait in the request handlers.
 const QUEUE: usize = 1024;
@@ -39,13 +41,15 @@ impl std::fmt::Debug for Job {
 }
 
 impl Appender {
-    /// Starts the appender task of `inventory` (inside a tokio runtime). It ends when
-    /// every handle is dropped.
-    pub fn start(inventory: Arc<Inventory>) -> Self {
+    /// Starts the appender task of `inventory` under `supervisor` (inside a tokio
+    /// runtime): restarted if it panics, it takes up the queue where it was. It ends
+    /// when every handle is dropped.
+    pub fn start(inventory: &Arc<Inventory>, supervisor: &Arc<Supervisor>) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         // A weak handle: an idle appender does not keep the inventory open after the
         // site has let it go.
-        tokio::spawn(run(Arc::downgrade(&inventory), queue));
+        let (inventory, queue) = (Arc::downgrade(inventory), Arc::new(Mutex::new(queue)));
+        supervisor.spawn("appender", move || run(inventory.clone(), queue.clone()));
         Self { jobs }
     }
 
@@ -64,7 +68,8 @@ impl Appender {
     }
 }
 
-async fn run(inventory: Weak<Inventory>, mut queue: mpsc::Receiver<Job>) {
+async fn run(inventory: Weak<Inventory>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut queue = queue.lock().await;
     while let Some(first) = queue.recv().await {
         let mut bytes = size(&first);
         let mut group = vec![first];
@@ -75,17 +80,15 @@ async fn run(inventory: Weak<Inventory>, mut queue: mpsc::Receiver<Job>) {
             group.push(job);
         }
         let Some(inv) = inventory.upgrade() else { return };
-        let written = tokio::task::spawn_blocking(move || {
+        // A panic here ends this group's publishes unanswered (their writers see the
+        // site fail the request) and restarts the appender.
+        let (group, result) = crate::supervisor::blocking(move || {
             let members: Vec<_> =
                 group.iter().map(|j| Append { db: &j.db, shard: j.shard, payloads: &j.messages }).collect();
             let result = inv.append_ready(&members);
             (group, result)
         })
         .await;
-        let Ok((group, result)) = written else {
-            tracing::error!("the appender's write task panicked; its publishes get no answer");
-            continue;
-        };
         match result {
             Ok(outcomes) => {
                 for (job, outcome) in group.into_iter().zip(outcomes) {

@@ -1,14 +1,17 @@
 //! Shard data on a site: writes and reads ([`access`], with group commit in
 //! [`appender`]), serving pull streams to other
 //! replicas ([`upstream`]), and keeping local replicas filled from theirs
-//! ([`replicator`]: catch-up of new replicas, then follow). [`signals`] wakes follow
+//! ([`replicator`]: catch-up of new replicas, then follow), and applying retention
+//! ([`retention`]). [`signals`] wakes follow
 //! streams when a log grows; [`throttle`] caps catch-up throughput. A replicant's
 //! writes go to a core holder through [`forward`].
 
 pub mod access;
+pub mod admission;
 pub mod appender;
 pub mod forward;
 pub mod replicator;
+pub mod retention;
 pub mod signals;
 pub mod throttle;
 pub mod upstream;
@@ -30,6 +33,21 @@ pub struct DataConfig {
     pub catch_up_limit: Option<u64>,
     /// How often the replicator compares the streams it runs with those it should.
     pub reconcile_every: Duration,
+    /// Pull streams this site serves to one peer at once; more are refused.
+    pub max_pulls_per_peer: usize,
+    /// Pull streams this site serves at once, to all peers.
+    pub max_pulls: usize,
+    /// Payload bytes of batches read for one peer's pull streams and not yet sent; a
+    /// stream waits for room before reading more.
+    pub pull_bytes_per_peer: usize,
+    /// The same, for all peers.
+    pub pull_bytes: usize,
+    /// A pull stream whose receiver takes no byte for this long is ended.
+    pub pull_stall: Duration,
+    /// Reads served to one peer at once; more are answered `Busy`.
+    pub max_reads_per_peer: usize,
+    /// Reads served at once, to all peers.
+    pub max_reads: usize,
 }
 
 impl Default for DataConfig {
@@ -40,6 +58,13 @@ impl Default for DataConfig {
             idle_every: Duration::from_secs(2),
             catch_up_limit: None,
             reconcile_every: Duration::from_millis(500),
+            max_pulls_per_peer: 1024,
+            max_pulls: 8192,
+            pull_bytes_per_peer: 8 << 20,
+            pull_bytes: 64 << 20,
+            pull_stall: Duration::from_secs(30),
+            max_reads_per_peer: 8,
+            max_reads: 32,
         }
     }
 }

@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::DataConfig;
+use super::admission::Admission;
 use super::signals::LogSignals;
 use super::throttle::Throttle;
 
@@ -51,6 +52,12 @@ pub struct DataShared {
     counters: Counters,
     /// Wakes the replicator before its next tick (a replica added, an upstream reached).
     pub wake: Arc<tokio::sync::Notify>,
+    /// Pull streams served, per peer and in all.
+    pub pulls: Arc<Admission>,
+    /// KiB of pull batches read and not yet sent, per peer and in all.
+    pub pull_budget: Arc<Admission>,
+    /// Reads being answered, per peer and in all.
+    pub reads: Arc<Admission>,
 }
 
 #[derive(Debug, Default)]
@@ -115,6 +122,13 @@ impl DataShared {
             progress: Mutex::default(),
             counters: Counters::default(),
             wake: Arc::default(),
+            pulls: Admission::new("pull streams", config.max_pulls_per_peer, config.max_pulls),
+            pull_budget: Admission::new(
+                "KiB of pull batches in flight",
+                config.pull_bytes_per_peer.div_ceil(1024),
+                config.pull_bytes.div_ceil(1024),
+            ),
+            reads: Admission::new("reads in progress", config.max_reads_per_peer, config.max_reads),
         }
     }
 
@@ -204,12 +218,7 @@ fn holders(view: &ClusterView, db: &DbName, shard: u32) -> Vec<SiteId> {
     let Some(placement) = view.db(db).and_then(|d| d.placement.get(shard as usize)) else {
         return Vec::new();
     };
-    placement
-        .replicas
-        .iter()
-        .filter(|x| x.state == "ready" || x.state == "handing_over")
-        .map(|x| x.site_id)
-        .collect()
+    placement.replicas.iter().filter(|x| x.is_complete()).map(|x| x.site_id).collect()
 }
 
 /// Rendezvous hash: a follower pulls from the holder ranked highest, so each follower
@@ -251,13 +260,12 @@ pub async fn run(
         }
         let current = view.borrow_and_update().clone();
         let inv = inventory.clone();
-        let replicas = match tokio::task::spawn_blocking(move || inv.replicas(None)).await {
-            Ok(Ok(replicas)) => replicas,
-            Ok(Err(error)) => {
+        let replicas = match crate::supervisor::blocking(move || inv.replicas(None)).await {
+            Ok(replicas) => replicas,
+            Err(error) => {
                 tracing::warn!(%error, "replicator cannot read the replicas; retrying");
                 continue;
             }
-            Err(_) => continue,
         };
         finish_catch_ups(&shared, &inventory, me, &replicas, &current).await;
         let reached = |db: &DbName, shard: u32| {

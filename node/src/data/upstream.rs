@@ -8,29 +8,43 @@
 //! nothing to say for a while it sends `Idle`, so the receiver can tell a quiet upstream
 //! from a dead one.
 //!
-//! A blocking reader thread reads and seals batches up to the log's end, a few batches
-//! ahead of the network, so LMDB reads, encoding and checksums overlap the sending.
+//! Each batch is read and sealed by a short task on the blocking pool while the one
+//! before it is sent, so reading overlaps sending but no thread waits on the network.
+//! What a receiver can cost is bounded: bytes of batches read and not yet sent come from
+//! a per-peer and a site-wide budget ([`Admission`]) — a stream waits for room before it
+//! reads more — and a receiver that takes no byte for `pull_stall` loses its stream.
 
 use std::sync::Arc;
 
 use cairn_inventory::{Inventory, InventoryError, PullLimits};
-use cairn_transport::{PullFrame, PullRequest, PullSender, PullStart, SealedBatch};
+use cairn_transport::{PullFrame, PullRequest, PullSender, PullStart, SealedBatch, TransportError};
 
 use super::DataConfig;
+use super::admission::{Admission, Ticket};
 use super::signals::LogSignals;
 
+/// What a served stream draws on.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// The site's inventory.
+    pub inventory: Arc<Inventory>,
+    /// Log growth signals (follow streams wait on them).
+    pub signals: Arc<LogSignals>,
+    /// Stream settings.
+    pub config: DataConfig,
+    /// The byte budget for batches in flight (units: KiB).
+    pub budget: Arc<Admission>,
+}
+
 /// Serves one pull stream until it is done or the receiver goes away.
-pub async fn serve(
-    inventory: Arc<Inventory>,
-    signals: Arc<LogSignals>,
-    config: DataConfig,
-    request: PullRequest,
-    mut out: PullSender,
-) {
+pub async fn serve(serving: Serving, request: PullRequest, mut out: PullSender) {
     let peer = out.peer();
     let (db, shard) = (request.db.clone(), request.shard);
-    match stream(&inventory, &signals, config, &request, &mut out).await {
+    match stream(&serving, &request, &mut out).await {
         Ok(()) => out.finish(),
+        Err(StreamEnd::Receiver(TransportError::Timeout { after, .. })) => {
+            tracing::info!(%peer, %db, shard, ?after, "pull stream ended: the receiver stopped reading");
+        }
         Err(StreamEnd::Receiver(error)) => {
             tracing::debug!(%peer, %db, shard, %error, "pull stream ended by the receiver");
         }
@@ -44,7 +58,7 @@ pub async fn serve(
 }
 
 enum StreamEnd {
-    Receiver(cairn_transport::TransportError),
+    Receiver(TransportError),
     Inventory(InventoryError),
 }
 
@@ -63,15 +77,10 @@ fn task_failed(join: tokio::task::JoinError) -> StreamEnd {
     StreamEnd::Inventory(InventoryError::InvalidSetting { what: "pull task", why: join.to_string() })
 }
 
-async fn stream(
-    inventory: &Arc<Inventory>,
-    signals: &LogSignals,
-    config: DataConfig,
-    request: &PullRequest,
-    out: &mut PullSender,
-) -> Result<(), StreamEnd> {
+async fn stream(serving: &Serving, request: &PullRequest, out: &mut PullSender) -> Result<(), StreamEnd> {
+    let (inventory, config) = (&serving.inventory, serving.config);
     let (db, shard) = (request.db.clone(), request.shard);
-    let mut grew = signals.subscribe(&db, shard);
+    let mut grew = serving.signals.subscribe(&db, shard);
     let (d, s) = (db.clone(), shard);
     // Pulls are served by the replicas that serve reads (ready or handing over).
     let checked = blocking(inventory, move |inv| match super::access::readable(inv, &d, s)? {
@@ -97,10 +106,13 @@ async fn stream(
         entries: stats.entries,
         bytes: stats.bytes,
     };
-    out.send(&PullFrame::Start(start)).await.map_err(StreamEnd::Receiver)?;
+    let stall = config.pull_stall;
+    out.send_within(&PullFrame::Start(start), stall).await.map_err(StreamEnd::Receiver)?;
     // A cursor from beyond our log's end cannot be ours (a log rebuilt elsewhere): scan all.
     let cursor = if request.cursor > stats.next_arrival { 0 } else { request.cursor };
     let mut scan = Scan {
+        db: db.clone(),
+        shard,
         cursor,
         told: cursor,
         start_arrival: stats.next_arrival,
@@ -113,21 +125,17 @@ async fn stream(
             max_scanned: config.batch_entries * 4,
         },
     };
+    let batch_kib = config.batch_bytes.div_ceil(1024).max(1);
     loop {
-        // A reader thread reads and seals batches up to the log's end, up to
-        // READ_AHEAD batches ahead of the network.
-        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-        let (inv, d) = (inventory.clone(), db.clone());
-        let reader =
-            tokio::task::spawn_blocking(move || scan.read_to_end(&inv, &d, shard, &tx).map(|()| scan));
-        while let Some(batch) = rx.recv().await {
-            out.send(&PullFrame::Batch(batch)).await.map_err(StreamEnd::Receiver)?;
-        }
-        scan = match reader.await {
-            Ok(result) => result?,
-            Err(join) => return Err(task_failed(join)),
+        // Everything from the cursor to the log's end, the next batch read while one is
+        // sent.
+        let mut reading = read_next(serving, out.peer(), scan, batch_kib).await;
+        scan = loop {
+            let (returned, batch) = finish(reading).await?;
+            let Some((batch, _budget)) = batch else { break returned };
+            reading = read_next(serving, out.peer(), returned, batch_kib).await;
+            out.send_within(&PullFrame::Batch(batch), stall).await.map_err(StreamEnd::Receiver)?;
         };
-        // Everything held so far is sent.
         if !request.follow {
             return Ok(());
         }
@@ -137,18 +145,40 @@ async fn stream(
                 let d = db.clone();
                 let (frontier, stats) = blocking(inventory, move |inv| inv.log_position(&d, shard)).await?;
                 let idle = PullFrame::Idle { frontier, next_arrival: stats.next_arrival };
-                out.send(&idle).await.map_err(StreamEnd::Receiver)?;
+                out.send_within(&idle, stall).await.map_err(StreamEnd::Receiver)?;
             }
             () = out.stopped() => return Ok(()),
         }
     }
 }
 
-/// Batches sealed ahead of the one being sent.
-const READ_AHEAD: usize = 4;
+/// A read of the next batch, under way on the blocking pool: the scan as it ends, and
+/// the batch with the budget it holds (`None` at the log's end).
+type Reading = tokio::task::JoinHandle<Result<(Scan, Option<(SealedBatch, Ticket)>), StreamEnd>>;
+
+/// Takes budget for one batch (waiting for room), then starts reading it.
+async fn read_next(serving: &Serving, peer: std::net::SocketAddr, mut scan: Scan, kib: usize) -> Reading {
+    let budget = serving.budget.take(peer, kib).await;
+    let inv = serving.inventory.clone();
+    tokio::task::spawn_blocking(move || {
+        let batch = scan.next_batch(&inv)?;
+        Ok((scan, batch.map(|b| (b, budget))))
+    })
+}
+
+/// The read's outcome.
+async fn finish(reading: Reading) -> Result<(Scan, Option<(SealedBatch, Ticket)>), StreamEnd> {
+    match reading.await {
+        Ok(result) => result,
+        Err(join) => Err(task_failed(join)),
+    }
+}
 
 /// Where a stream's scan of the log stands.
+#[derive(Debug)]
 struct Scan {
+    db: cairn_inventory::DbName,
+    shard: u32,
     /// The next arrival number to read.
     cursor: u64,
     /// The cursor the receiver last got.
@@ -163,21 +193,15 @@ struct Scan {
 }
 
 impl Scan {
-    /// Reads, seals and queues batches from the cursor to the log's end (blocking). Stops
-    /// early, without error, when the stream's sender is gone.
-    fn read_to_end(
-        &mut self,
-        inv: &Inventory,
-        db: &cairn_inventory::DbName,
-        shard: u32,
-        tx: &tokio::sync::mpsc::Sender<SealedBatch>,
-    ) -> Result<(), StreamEnd> {
+    /// Reads and seals the next batch to send (blocking, bounded by the limits and by
+    /// how many empty pages are skipped), or `None` at the log's end.
+    fn next_batch(&mut self, inv: &Inventory) -> Result<Option<SealedBatch>, StreamEnd> {
         let (theirs, receiver, receiver_own) = (&self.theirs, self.receiver, self.receiver_own);
         loop {
             let (entries, next) = inv
                 .read_beyond(
-                    db,
-                    shard,
+                    &self.db,
+                    self.shard,
                     self.cursor,
                     // Their own entries above what they had written when they asked
                     // are entries they wrote since: they hold them.
@@ -186,7 +210,7 @@ impl Scan {
                 )
                 .map_err(StreamEnd::Inventory)?;
             if next <= self.cursor {
-                return Ok(());
+                return Ok(None);
             }
             self.cursor = next;
             // A batch with no entries only moves the receiver's cursor (a write there):
@@ -195,11 +219,8 @@ impl Scan {
             // stream rescans little.
             let reaches_start = self.told < self.start_arrival && next >= self.start_arrival;
             if !entries.is_empty() || reaches_start || next - self.told >= self.limits.max_scanned as u64 {
-                let batch = SealedBatch::seal(&entries, next).map_err(StreamEnd::Receiver)?;
-                if tx.blocking_send(batch).is_err() {
-                    return Ok(());
-                }
                 self.told = next;
+                return SealedBatch::seal(&entries, next).map(Some).map_err(StreamEnd::Receiver);
             }
         }
     }

@@ -24,11 +24,11 @@ pub fn place(db: &DbView, candidates: &[Candidate]) -> Placement {
     sites.sort_by_key(|c| c.site);
     sites.dedup_by_key(|c| c.site);
     let mut load: BTreeMap<SiteId, u64> = sites.iter().map(|c| (c.site, c.load)).collect();
-    let mut placement = Vec::with_capacity(db.shards as usize);
-    for shard in 0..db.shards {
+    let mut placement = Vec::with_capacity(db.shards() as usize);
+    for shard in 0..db.shards() {
         let mut chosen: Vec<SiteId> = Vec::new();
         let mut zones: BTreeSet<&str> = BTreeSet::new();
-        for _ in 0..db.replication {
+        for _ in 0..db.replication() {
             let key: [&[u8]; 2] = [db.name.as_str().as_bytes(), &shard.to_be_bytes()];
             let best = best_new_holder(sites.iter().copied(), &load, &chosen, &zones, &key);
             let Some(best) = best else { break };
@@ -96,9 +96,7 @@ mod tests {
     fn db(shards: u32, replication: u32) -> DbView {
         DbView {
             name: DbName::new("orders").unwrap(),
-            shards,
-            replication,
-            retention: Retention::default(),
+            settings: cairn_inventory::DbSettings::new(shards, replication, Retention::default()).unwrap(),
             created: Hlc { wall_ms: 5, logical: 0 },
             origin: SiteId(1),
             changed: Hlc { wall_ms: 5, logical: 0 },

@@ -3,10 +3,12 @@
 //! No I/O and no clock: the same view and request always give the same plans with the
 //! same plan id, on any site, so two sites that plan the same change at once agree.
 //! `allocate` places a new db; `reshape` moves replicas (rebalance, decommission);
-//! `operator` turns an operator's request into a preview with its plans. (Recover, trim
-//! and the remaining operator requests are still to come: issue 6.)
+//! `repair` recovers shards of lost sites and trims extras; `operator` turns an
+//! operator's request into a preview with its plans; `check` says whether plans are
+//! safe for the view they were made from.
 
 pub mod allocate;
+pub mod check;
 pub mod operator;
 pub mod repair;
 pub mod reshape;

@@ -54,16 +54,25 @@ fn check_move(
 ) -> Result<Move, String> {
     let Some(d) = view.db(db) else { return Err(format!("no db {db} in the cluster view")) };
     let Some(placement) = d.placement.get(shard as usize) else {
-        return Err(format!("db {db} has {} shards; there is no shard {shard}", d.shards));
+        return Err(format!("db {db} has {} shards; there is no shard {shard}", d.shards()));
     };
     let Some(held) = placement.replicas.iter().find(|r| r.site_id == from) else {
         return Err(format!("{} holds no replica of {db}/{shard}", from.short()));
     };
-    if held.state != "ready" {
+    if !held.is_ready() {
         return Err(format!("the replica of {db}/{shard} on {} is {}, not ready", from.short(), held.state));
     }
     if placement.replicas.iter().any(|r| r.site_id == to) {
         return Err(format!("{} already holds a replica of {db}/{shard}", to.short()));
+    }
+    // The new replica copies from the shard's ready replicas on live sites: with none,
+    // it would be ready at once, and empty.
+    if !placement.replicas.iter().any(|r| r.is_ready() && view.is_live(r.site_id)) {
+        return Err(format!(
+            "no live site holds a ready replica of {db}/{shard} to copy from; bring {} back, or repair once \
+             it is given up",
+            from.short()
+        ));
     }
     match candidates.iter().find(|c| c.site == to) {
         None => Err(format!("{} is not a live core site", to.short())),

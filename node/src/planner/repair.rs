@@ -45,10 +45,6 @@ pub struct RepairKinds {
     pub trim: bool,
 }
 
-fn is_copy(state: &str) -> bool {
-    state == "ready" || state == "handing_over"
-}
-
 /// Plans recovery and/or trimming for every db without a plan in flight.
 pub fn repair(
     view: &ClusterView,
@@ -68,7 +64,7 @@ pub fn repair(
                 shard
                     .replicas
                     .iter()
-                    .filter(|r| is_copy(&r.state) && view.is_live(r.site_id))
+                    .filter(|r| r.is_complete() && view.is_live(r.site_id))
                     .map(|r| r.site_id),
             );
             if sources.is_empty() {
@@ -79,10 +75,10 @@ pub fn repair(
                 shard
                     .replicas
                     .iter()
-                    .filter(|r| r.state != "handing_over" && !lost.contains(&r.site_id))
+                    .filter(|r| !r.is_handing_over() && !lost.contains(&r.site_id))
                     .map(|r| r.site_id),
             );
-            let factor = db.replication as usize;
+            let factor = db.replication() as usize;
             if kinds.recover && kept.len() < factor {
                 recover_shard(db, shard, candidates, &mut load, &kept, &sources, factor, &mut out);
             } else if kinds.trim {
@@ -131,9 +127,8 @@ fn trim_shard(
     factor: usize,
     out: &mut Repair,
 ) {
-    let mut ready: Vec<SiteId> = sorted(
-        shard.replicas.iter().filter(|r| r.state == "ready" && view.is_live(r.site_id)).map(|r| r.site_id),
-    );
+    let mut ready: Vec<SiteId> =
+        sorted(shard.replicas.iter().filter(|r| r.is_ready() && view.is_live(r.site_id)).map(|r| r.site_id));
     let zone_of = |s: &SiteId| candidates.iter().find(|c| c.site == *s).map_or("", |c| c.zone.as_str());
     while ready.len() > factor {
         // The extra whose zone another holder shares (so no zone is lost), then the

@@ -17,7 +17,8 @@
 //! handovers, so handovers (which wait for other sites' adds) never hold up an add.
 //!
 //! Only replicas on live core sites move; replicas handing over already are left alone
-//! (they are leaving) and not counted; dbs with a plan in flight are left alone.
+//! (they are leaving) and not counted; dbs with a plan in flight are left alone, and so
+//! are shards with no ready replica on a live site to copy from.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,6 +65,9 @@ struct Held {
 /// Where replicas are: per shard the holding sites, per site its movable replicas.
 struct Layout<'a> {
     holders: BTreeMap<(DbName, u32), BTreeSet<SiteId>>,
+    /// Per shard, sites with a replica handing over, or that gave theirs up in an
+    /// earlier move of this reshape: no move may go there.
+    leaving: BTreeSet<(DbName, u32, SiteId)>,
     by_site: BTreeMap<SiteId, Vec<Held>>,
     zone: BTreeMap<SiteId, &'a str>,
 }
@@ -73,19 +77,27 @@ impl<'a> Layout<'a> {
         let zone: BTreeMap<SiteId, &str> = candidates.iter().map(|c| (c.site, c.zone.as_str())).collect();
         let busy: BTreeSet<&DbName> = view.plans.iter().map(|p| &p.db).collect();
         let mut holders: BTreeMap<(DbName, u32), BTreeSet<SiteId>> = BTreeMap::new();
+        let mut leaving = BTreeSet::new();
         let mut by_site: BTreeMap<SiteId, Vec<Held>> = zone.keys().map(|s| (*s, Vec::new())).collect();
         for db in &view.dbs {
             for shard in &db.placement {
-                for r in shard.replicas.iter().filter(|r| r.state != "handing_over") {
+                // A move copies from the shard's ready replicas on live sites: a shard
+                // with none stays where it is (it counts, but does not move).
+                let copyable = shard.replicas.iter().any(|r| r.is_ready() && view.is_live(r.site_id));
+                for r in shard.replicas.iter().filter(|r| r.is_handing_over()) {
+                    leaving.insert((db.name.clone(), shard.shard, r.site_id));
+                }
+                for r in shard.replicas.iter().filter(|r| !r.is_handing_over()) {
                     holders.entry((db.name.clone(), shard.shard)).or_default().insert(r.site_id);
                     if let Some(held) = by_site.get_mut(&r.site_id) {
-                        let movable = !busy.contains(&db.name);
+                        // Only ready replicas move: a catching-up one is not a copy yet.
+                        let movable = !busy.contains(&db.name) && copyable && r.is_ready();
                         held.push(Held { db: db.name.clone(), shard: shard.shard, bytes: r.bytes, movable });
                     }
                 }
             }
         }
-        Self { holders, by_site, zone }
+        Self { holders, leaving, by_site, zone }
     }
 
     fn zones_of(&self, key: &(DbName, u32), without: Option<SiteId>, with: Option<SiteId>) -> usize {
@@ -171,8 +183,12 @@ pub fn reshape(view: &ClusterView, candidates: &[Candidate], leaving: &BTreeSet<
             }
             break;
         };
-        let held = layout.by_site.get_mut(&m.from).expect("a candidate").swap_remove(i);
+        let mut held = layout.by_site.get_mut(&m.from).expect("a candidate").swap_remove(i);
+        // The new replica counts where it goes; it does not move on in this reshape (it
+        // is not ready yet), and its shard does not come back to the site it left.
+        held.movable = false;
         layout.by_site.get_mut(&m.to).expect("a candidate").push(held);
+        layout.leaving.insert((m.db.clone(), m.shard, m.from));
         let holders = layout.holders.get_mut(&(m.db.clone(), m.shard)).expect("a held shard");
         holders.remove(&m.from);
         holders.insert(m.to);
@@ -204,7 +220,8 @@ fn best_move(
             let key = (held.db.clone(), held.shard);
             let before = layout.zones_of(&key, None, None);
             for to in under {
-                if layout.holders[&key].contains(to) {
+                if layout.holders[&key].contains(to) || layout.leaving.contains(&(key.0.clone(), key.1, *to))
+                {
                     continue;
                 }
                 let after = layout.zones_of(&key, Some(*from), Some(*to));
@@ -292,7 +309,7 @@ fn ready_holders(view: &ClusterView, db: &DbView, shard: u32) -> Vec<SiteId> {
         .get(shard as usize)
         .into_iter()
         .flat_map(|s| &s.replicas)
-        .filter(|r| r.state == "ready" && view.is_live(r.site_id))
+        .filter(|r| r.is_ready() && view.is_live(r.site_id))
         .map(|r| r.site_id)
         .collect();
     sites.sort();

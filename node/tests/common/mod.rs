@@ -4,8 +4,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 use cairn_gossip::SiteState;
-use cairn_gossip::view::{ClusterView, DbView, ReplicaView, ShardView, SiteView};
-use cairn_inventory::{DbName, Hlc, Retention, Role, SiteId};
+use cairn_gossip::view::{ClusterView, DbView, PlacementState, ReplicaView, ShardView, SiteView};
+use cairn_inventory::{DbName, DbSettings, Hlc, Retention, Role, SiteId};
 use cairn_node::planner;
 use cairn_node::planner::allocate::place;
 use proptest::prelude::*;
@@ -53,9 +53,8 @@ pub fn build(shape: &Shape) -> ClusterView {
     for (d, (shards, replication)) in shape.dbs.iter().enumerate() {
         let mut db = DbView {
             name: DbName::new(format!("db{d}")).unwrap(),
-            shards: *shards,
-            replication: *replication,
-            retention: Retention::default(),
+            settings: DbSettings::new(*shards, *replication, Retention::default())
+                .expect("settings in range"),
             created: Hlc { wall_ms: 1, logical: d as u32 },
             origin: SiteId(1),
             changed: Hlc { wall_ms: 1, logical: d as u32 },
@@ -73,11 +72,11 @@ pub fn build(shape: &Shape) -> ClusterView {
                     .into_iter()
                     .map(|site_id| ReplicaView {
                         site_id,
-                        state: "ready".into(),
+                        state: PlacementState::Ready,
                         to: None,
                         entries: 10,
                         bytes: 1000,
-                        frontier: Vec::new(),
+                        frontier: cairn_inventory::Frontier::default(),
                         progress: None,
                     })
                     .collect(),

@@ -1,0 +1,336 @@
+//! A hostile member: something holding a valid certificate of the cluster that gossips
+//! values no honest site would and floods a site with pulls, reads and half-open
+//! handshakes — to check that nothing a member says can crash a site, stop
+//! automation or fill its memory.
+//!
+//! It joins gossip as chitchat does (over the same QUIC carriage as real sites), with
+//! key/values it writes raw: encoded from mirror structs with plain numbers, so it can
+//! say what cairn's own types cannot hold (a shard count of `u32::MAX`, a replication
+//! factor of 0, a seq above the maximum).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cairn_gossip::QuicCarriage;
+use cairn_gossip::summary::{Label, ReplicaPhase, SiteSummary, SummaryKey, encode_value};
+use cairn_inventory::{ClusterId, DbName, Frontier, Hlc, Retention, Role, SiteId, codec, now_ms};
+use cairn_transport::{
+    Credentials, Endpoint, PullFrame, PullRequest, PullSender, Request, Response, Service, TransportConfig,
+};
+use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use serde::Serialize;
+
+/// A db summary as the wire carries it, with plain numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawDb {
+    /// Shard count (any number).
+    pub shards: u32,
+    /// Replication factor (any number).
+    pub replication: u32,
+    /// Retention.
+    pub retention: Retention,
+    /// Creation HLC.
+    pub created: Hlc,
+    /// Creating site.
+    pub origin: SiteId,
+    /// Last change.
+    pub changed: Hlc,
+    /// A tombstone.
+    pub dropped: bool,
+    /// Superseded drop.
+    pub supersedes: Option<Hlc>,
+}
+
+/// A replica summary as the wire carries it, with a frontier of any length and seqs.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawReplica {
+    /// Phase.
+    pub phase: ReplicaPhase,
+    /// Entries.
+    pub entries: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Digest.
+    pub frontier_digest: u64,
+    /// The frontier, as pairs (any length, any seq, duplicates allowed).
+    pub frontier: Vec<(SiteId, u64)>,
+    /// Progress.
+    pub progress: Option<()>,
+}
+
+/// Any serialisable value as a chitchat value (the codec's envelope in base64).
+pub fn raw_value<T: Serialize>(value: &T) -> String {
+    URL_SAFE_NO_PAD.encode(codec::encode(value).expect("encodes"))
+}
+
+/// A db record gossiped as `db:<name>`, created at `created`.
+pub fn raw_db(shards: u32, replication: u32, created: Hlc, origin: SiteId) -> String {
+    raw_value(&RawDb {
+        shards,
+        replication,
+        retention: Retention::default(),
+        created,
+        origin,
+        changed: created,
+        dropped: false,
+        supersedes: None,
+    })
+}
+
+/// A service that answers every request with a refusal and every pull with `Refused`.
+#[derive(Debug)]
+struct Refuses;
+
+impl Service for Refuses {
+    async fn handle(&self, _peer: SocketAddr, _request: Request) -> Response {
+        Response::Rejected { reason: "hostile member".into() }
+    }
+
+    async fn pull(&self, _request: PullRequest, mut out: PullSender) {
+        let _ = out.send(&PullFrame::Refused { reason: "hostile member".into() }).await;
+        out.finish();
+    }
+}
+
+/// The hostile member: its endpoint, gossip and id.
+pub struct HostileMember {
+    /// Its endpoint (serves refusals, makes floods).
+    pub endpoint: Endpoint,
+    /// Its site id, as it gossips it.
+    pub site_id: SiteId,
+    chitchat: ChitchatHandle,
+    credentials: Credentials,
+}
+
+impl std::fmt::Debug for HostileMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostileMember").field("site_id", &self.site_id).finish_non_exhaustive()
+    }
+}
+
+impl HostileMember {
+    /// Joins the cluster of `cluster_id` at `listen`, seeded by `seeds`, as a replicant
+    /// (so no planner gives it replicas), gossiping `values` besides its `site` key.
+    pub async fn join(
+        credentials: Credentials,
+        cluster_id: ClusterId,
+        listen: SocketAddr,
+        seeds: &[SocketAddr],
+        values: Vec<(String, String)>,
+    ) -> Self {
+        let (endpoint, inbox) =
+            Endpoint::serve(listen, &credentials, TransportConfig::default(), Arc::new(Refuses))
+                .expect("bind");
+        let site_id = SiteId::random();
+        let site = SiteSummary {
+            role: Role::Replicant,
+            addr: Label::truncated(&listen.to_string()),
+            version: Label::truncated("hostile"),
+            started_ms: now_ms(),
+            zone: None,
+            capacity: 100,
+            leaving: false,
+            draining: false,
+        };
+        let mut key_values = vec![(SummaryKey::Site.render(), encode_value(&site))];
+        key_values.extend(values);
+        let config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(site_id.to_string(), now_ms(), listen),
+            cluster_id: cluster_id.to_string(),
+            gossip_interval: Duration::from_millis(100),
+            listen_addr: listen,
+            seed_nodes: seeds.iter().map(ToString::to_string).collect(),
+            failure_detector_config: FailureDetectorConfig::default(),
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V0,
+        };
+        let carriage = QuicCarriage::new(endpoint.clone(), inbox);
+        let chitchat = chitchat::spawn_chitchat(config, key_values, &carriage).await.expect("chitchat");
+        Self { endpoint, site_id, chitchat, credentials }
+    }
+
+    /// Gossips `value` under `key` from now on.
+    pub async fn set(&self, key: &str, value: &str) {
+        self.chitchat.chitchat().lock().await.self_node_state().set(key, value);
+    }
+
+    /// Opens `n` pull streams of `db`/`shard` at `at` (in the background) and never
+    /// reads them: what an upstream must not let pin its threads or fill its memory.
+    /// Answers how many were opened; the streams stay open while the handles live.
+    pub async fn open_stalled_pulls(
+        &self,
+        at: SocketAddr,
+        db: &str,
+        shard: u32,
+        n: usize,
+    ) -> (usize, Vec<cairn_transport::PullReceiver>) {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            let request = PullRequest {
+                db: DbName::new(db).expect("name"),
+                shard,
+                frontier: Frontier::default(),
+                cursor: 0,
+                follow: true,
+                receiver: self.site_id,
+                receiver_own_seq: 0,
+            };
+            match self.endpoint.pull(at, &request).await {
+                Ok(stream) => held.push(stream),
+                Err(_) => break,
+            }
+        }
+        (held.len(), held)
+    }
+
+    /// Sends a pull request whose frontier lists `origins` origins (small ids, so the
+    /// frame stays under the size limit): answers what came back.
+    pub async fn pull_with_huge_frontier(&self, at: SocketAddr, db: &str, origins: u64) -> String {
+        #[derive(Serialize)]
+        struct RawPull {
+            db: DbName,
+            shard: u32,
+            frontier: Vec<(SiteId, u64)>,
+            cursor: u64,
+            follow: bool,
+            receiver: SiteId,
+            receiver_own_seq: u64,
+        }
+        // `Request::Pull` is variant 6 of the request enum: encode it by hand.
+        #[derive(Serialize)]
+        #[allow(dead_code)]
+        enum RawRequest {
+            Status,
+            Schedule,
+            Dump,
+            CreateDb,
+            Publish,
+            Read,
+            Pull(RawPull),
+        }
+        let raw = RawRequest::Pull(RawPull {
+            db: DbName::new(db).expect("name"),
+            shard: 0,
+            frontier: (1..=origins).map(|i| (SiteId(u128::from(i)), 1)).collect(),
+            cursor: 0,
+            follow: false,
+            receiver: self.site_id,
+            receiver_own_seq: 0,
+        });
+        let bytes = codec::encode(&raw).expect("encodes");
+        let connection = raw_quic(&self.credentials, at).await;
+        let Ok(conn) = connection else { return format!("no connection: {connection:?}") };
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            cairn_transport::frame::write_frame(&mut send, &bytes).await.map_err(|e| e.to_string())?;
+            let _ = send.finish();
+            let frame =
+                cairn_transport::frame::read_frame(&mut recv, 1 << 20).await.map_err(|e| e.to_string())?;
+            let frame = frame.ok_or_else(|| "no answer".to_owned())?;
+            Ok::<String, String>(match codec::decode::<Response>(&frame) {
+                Ok(response) => format!("{response:?}"),
+                Err(_) => format!("{:?}", codec::decode::<PullFrame>(&frame)),
+            })
+        };
+        match tokio::time::timeout(Duration::from_secs(20), exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => format!("error: {error}"),
+            Err(_) => "no answer within 20 s".into(),
+        }
+    }
+
+    /// Reads `db`/`shard` at `at` `n` times, `concurrency` at once: answers how many
+    /// were answered with entries and how many refused as busy.
+    pub async fn flood_reads(
+        &self,
+        at: SocketAddr,
+        db: &str,
+        shard: u32,
+        n: usize,
+        concurrency: usize,
+    ) -> (usize, usize) {
+        let request = Request::Read { db: DbName::new(db).expect("name"), shard, from: 0, max: 10_000 };
+        let (mut entries, mut busy) = (0, 0);
+        let mut rest = n;
+        while rest > 0 {
+            let batch = rest.min(concurrency);
+            rest -= batch;
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..batch {
+                let (endpoint, request) = (self.endpoint.clone(), request.clone());
+                tasks.spawn(async move { endpoint.request(at, &request).await });
+            }
+            while let Some(done) = tasks.join_next().await {
+                match done.expect("task") {
+                    Ok(Response::Entries { .. }) => entries += 1,
+                    Err(cairn_transport::TransportError::Remote { error, .. })
+                        if error.kind == cairn_transport::WireErrorKind::Busy =>
+                    {
+                        busy += 1
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (entries, busy)
+    }
+
+    /// Starts `n` handshakes at `at` from each of `sockets` UDP sockets and never
+    /// finishes them (each socket sends only the client's first flight): half-open
+    /// connections the site must cap per address and time out.
+    pub fn half_open_handshakes(&self, at: SocketAddr, sockets: usize, n: usize) -> usize {
+        let rustls = self.credentials.client_config().expect("client config");
+        let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(rustls).expect("TLS 1.3");
+        let client = quinn_proto::ClientConfig::new(Arc::new(crypto));
+        let mut sent = 0;
+        let mut held = Vec::new();
+        for _ in 0..sockets {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+            let mut endpoint = quinn_proto::Endpoint::new(
+                Arc::new(quinn_proto::EndpointConfig::default()),
+                None,
+                false,
+                None,
+            );
+            for _ in 0..n {
+                let now = Instant::now();
+                let Ok((_, mut conn)) =
+                    endpoint.connect(now, client.clone(), at, cairn_transport::tls::SERVER_NAME)
+                else {
+                    continue;
+                };
+                let mut buf = Vec::new();
+                if let Some(transmit) = conn.poll_transmit(now, 1, &mut buf)
+                    && socket.send_to(&buf[..transmit.size], at).is_ok()
+                {
+                    sent += 1;
+                }
+                held.push(conn);
+            }
+            held.clear();
+        }
+        sent
+    }
+
+    /// Stops gossiping and closes the endpoint.
+    pub async fn leave(self) {
+        let _ = self.chitchat.shutdown().await;
+        self.endpoint.close().await;
+    }
+}
+
+/// A plain quinn connection to `at` with `credentials` (to send hand-made frames).
+async fn raw_quic(credentials: &Credentials, at: SocketAddr) -> Result<quinn::Connection, String> {
+    let rustls = credentials.client_config().map_err(|e| e.to_string())?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls).map_err(|e| e.to_string())?;
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("literal")).map_err(|e| e.to_string())?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connecting = endpoint.connect(at, cairn_transport::tls::SERVER_NAME).map_err(|e| e.to_string())?;
+    connecting.await.map_err(|e| e.to_string())
+}
