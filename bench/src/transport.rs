@@ -136,11 +136,11 @@ async fn quic_bulk(ca: &ClusterCa, bytes: usize) -> anyhow::Result<f64> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_creds.server_config()?)?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let local: SocketAddr = "127.0.0.1:0".parse()?;
-    server_config.transport_config(Arc::new(config.quinn_transport(local)?));
+    server_config.transport_config(Arc::new(config.quinn_transport()?));
     let runtime = Arc::new(quinn::TokioRuntime);
     let socket = std::net::UdpSocket::bind(local)?;
     let server =
-        quinn::Endpoint::new(config.quinn_endpoint(local)?, Some(server_config), socket, runtime.clone())?;
+        quinn::Endpoint::new(config.quinn_endpoint()?, Some(server_config), socket, runtime.clone())?;
     let addr = server.local_addr()?;
     let receiver = tokio::spawn(async move {
         let conn = server.accept().await.context("no connection")?.await?;
@@ -155,9 +155,9 @@ async fn quic_bulk(ca: &ClusterCa, bytes: usize) -> anyhow::Result<f64> {
     let client_crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(creds(ca, "client")?.client_config()?)?;
     let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
-    client_config.transport_config(Arc::new(config.quinn_transport(local)?));
+    client_config.transport_config(Arc::new(config.quinn_transport()?));
     let socket = std::net::UdpSocket::bind(local)?;
-    let mut client = quinn::Endpoint::new(config.quinn_endpoint(local)?, None, socket, runtime)?;
+    let mut client = quinn::Endpoint::new(config.quinn_endpoint()?, None, socket, runtime)?;
     client.set_default_client_config(client_config);
     let conn = client.connect(addr, SERVER_NAME)?.await?;
     let chunk = vec![7u8; CHUNK];

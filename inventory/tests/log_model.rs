@@ -241,3 +241,76 @@ fn retention_by_age_uses_arrival_time() {
     inv.append(&db, 0, &[b"z"]).unwrap();
     assert_eq!(inv.read_log(&db, 0, 2, 10).unwrap().entries.len(), 1);
 }
+
+#[test]
+fn seqs_beyond_the_maximum_are_refused_and_a_raised_own_frontier_cannot_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = open(dir.path());
+    let db = with_db(&inv, Retention::default());
+    inv.set_replica(&db, 0, cairn_inventory::ReplicaState::Ready).unwrap();
+    let a = REMOTES[0];
+    for seq in [cairn_inventory::MAX_SEQ + 1, u64::MAX] {
+        let err = inv.insert_remote(&db, 0, &[remote(a, seq)]).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+        let err = inv.raise_frontier(&db, 0, &Frontier([(a, seq)].into())).unwrap_err();
+        assert!(err.to_string().contains("above the maximum"), "{err}");
+    }
+    assert_eq!(inv.frontier(&db, 0).unwrap().get(a), 0, "nothing of the refused batches was kept");
+    // A peer raises our own origin's frontier to the very top: our next write is refused
+    // with a clear error instead of overflowing (debug) or wrapping to seq 0 (release).
+    let me = inv.identity().site_id;
+    inv.raise_frontier(&db, 0, &Frontier([(me, cairn_inventory::MAX_SEQ)].into())).unwrap();
+    let err = inv.append(&db, 0, &[b"x"]).unwrap_err();
+    assert!(err.to_string().contains("reached the maximum"), "{err}");
+}
+
+#[test]
+fn frontiers_from_outside_are_bounded_when_decoded() {
+    use cairn_inventory::{MAX_FRONTIER_ORIGINS, MAX_SEQ, codec};
+    // As pairs, the way a peer could list them: too many, a seq too high, one twice.
+    let many: Vec<(SiteId, u64)> = (0..=MAX_FRONTIER_ORIGINS as u128).map(|i| (SiteId(i), 1)).collect();
+    let pairs_as_map = |pairs: &[(SiteId, u64)]| {
+        // A map and a list of pairs have the same encoding.
+        codec::encode(&pairs.to_vec()).unwrap()
+    };
+    let err = codec::decode::<Frontier>(&pairs_as_map(&many)).unwrap_err().to_string();
+    assert!(err.contains("at most 16384 origins"), "{err}");
+    let err = codec::decode::<Frontier>(&pairs_as_map(&[(SiteId(1), MAX_SEQ + 1)])).unwrap_err().to_string();
+    assert!(err.contains("above the maximum"), "{err}");
+    let err =
+        codec::decode::<Frontier>(&pairs_as_map(&[(SiteId(1), 1), (SiteId(1), 2)])).unwrap_err().to_string();
+    assert!(err.contains("twice"), "{err}");
+    let ok = Frontier([(SiteId(1), 5), (SiteId(2), MAX_SEQ)].into());
+    assert_eq!(codec::decode::<Frontier>(&codec::encode(&ok).unwrap()).unwrap(), ok);
+    // JSON (a dump file) lists pairs and is bounded the same way.
+    let json = serde_json::to_string(&ok).unwrap();
+    assert!(json.starts_with("[["), "{json}");
+    assert_eq!(serde_json::from_str::<Frontier>(&json).unwrap(), ok);
+    let bad = format!("[[\"{}\", {}]]", SiteId(1), u64::MAX);
+    assert!(serde_json::from_str::<Frontier>(&bad).unwrap_err().to_string().contains("above the maximum"));
+}
+
+#[test]
+fn a_bounded_read_decodes_no_more_than_its_answer_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = open(dir.path());
+    let db = with_db(&inv, Retention::default());
+    let payloads: Vec<Vec<u8>> = (0..100).map(|i| vec![i as u8; 1000]).collect();
+    inv.append(&db, 0, &payloads).unwrap();
+    let batch = inv.read_log_within(&db, 0, 0, 10_000, 10_000).unwrap();
+    assert!((8..=10).contains(&batch.entries.len()), "{} entries for 10 kB", batch.entries.len());
+    assert_eq!(batch.next, batch.entries.last().unwrap().arrival + 1);
+    // One entry bigger than the bound still comes alone, so a read always moves on.
+    let one = inv.read_log_within(&db, 0, 5, 10_000, 1).unwrap();
+    assert_eq!((one.entries.len(), one.next), (1, 6));
+    assert_eq!(inv.log_start(&db, 0).unwrap(), 0);
+    inv.clean_up(
+        &db,
+        0,
+        Retention { max_age_ms: None, max_bytes: Some(50_000) },
+        cairn_inventory::now_ms(),
+        1000,
+    )
+    .unwrap();
+    assert_eq!(inv.log_start(&db, 0).unwrap(), 50, "the oldest entry left is the 51st");
+}

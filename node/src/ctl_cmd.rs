@@ -200,6 +200,7 @@ async fn status(client: &Client, format: Format) -> anyhow::Result<()> {
                 "site_id": s.site_id.to_string(), "cluster_id": s.cluster_id.to_string(),
                 "version": s.version, "store_format": s.store_format, "uptime_ms": s.uptime_ms,
                 "role": s.role.to_string(), "addr": node.to_string(), "data": s.data,
+                "retention": s.retention,
             }))?
         ),
         Format::Table => {
@@ -213,6 +214,10 @@ async fn status(client: &Client, format: Format) -> anyhow::Result<()> {
             println!(
                 "pulled       {} entries ({} bytes, {} duplicate) in {} batches, {} refused; {} streams",
                 d.entries, d.bytes, d.duplicates, d.batches, d.refused_batches, d.streams_opened
+            );
+            println!(
+                "retention    removed {} entries ({} bytes) from this site's replicas",
+                s.retention.entries, s.retention.bytes
             );
         }
     }

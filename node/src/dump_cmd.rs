@@ -34,9 +34,23 @@ pub(crate) async fn fetch(client: &Client) -> anyhow::Result<String> {
     }
 }
 
-/// The node's cluster view, parsed.
+/// The node's cluster view, parsed and checked whole.
 pub(crate) async fn node_view(client: &Client) -> anyhow::Result<ClusterView> {
-    serde_json::from_str(&fetch(client).await?).context("the node's view")
+    let view: ClusterView = serde_json::from_str(&fetch(client).await?).context("the node's view")?;
+    view.check().map_err(|why| anyhow::anyhow!("the node's view is not whole: {why}"))?;
+    Ok(view)
+}
+
+/// A view saved by `cairn dump --format json` (or edited by hand): parsed into types
+/// that hold only values in range, then checked whole. A file that is neither is a
+/// usage error naming the file and what is wrong (a field, a line and column).
+pub(crate) fn read_view_file(file: &std::path::Path, what: &str) -> anyhow::Result<ClusterView> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let bad =
+        |why: String| crate::UsageError::from_err(&anyhow::anyhow!("{}: not {what}: {why}", file.display()));
+    let view: ClusterView = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    view.check().map_err(bad)?;
+    Ok(view)
 }
 
 pub(crate) fn run(args: DumpArgs) -> anyhow::Result<()> {

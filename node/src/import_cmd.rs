@@ -89,9 +89,7 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
 
 /// Reads and checks a placement file; errors name the file, line and column.
 fn read_view(file: &std::path::Path) -> anyhow::Result<ClusterView> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| UsageError::from_err(&anyhow::anyhow!("{}: not a cairn placement: {e}", file.display())))
+    crate::dump_cmd::read_view_file(file, "a cairn placement")
 }
 
 /// The site the data dir belongs to: its inventory's id, or `--site` where it holds none.

@@ -222,10 +222,7 @@ pub(crate) enum OfflineCommand {
 
 pub(crate) fn run_offline(command: OfflineCommand) -> anyhow::Result<()> {
     let OfflineCommand::Simulate(args) = command;
-    let text =
-        std::fs::read_to_string(&args.dump).with_context(|| format!("reading {}", args.dump.display()))?;
-    let view: ClusterView = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a `cairn dump --format json` view", args.dump.display()))?;
+    let view = crate::dump_cmd::read_view_file(&args.dump, "a `cairn dump --format json` view")?;
     let request = args.request.request(&view)?;
     let preview =
         cairn_node::planner::operator::preview(&view, &request, view.site).map_err(anyhow::Error::msg)?;

@@ -411,6 +411,7 @@ impl Service for SiteService {
             signals: self.data.signals.clone(),
             config: self.data.config,
             budget: self.data.pull_budget.clone(),
+            io: self.data.pull_io.clone(),
         };
         crate::data::upstream::serve(serving, request, out).await;
     }

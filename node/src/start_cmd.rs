@@ -114,6 +114,9 @@ impl StartArgs {
     }
 }
 
+/// Threads of the site's blocking pool (LMDB transactions).
+const MAX_BLOCKING_THREADS: usize = 64;
+
 pub(crate) fn run(args: StartArgs) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => FileConfig::load(path).map_err(|e| UsageError::from_err(&e))?,
@@ -127,7 +130,14 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<()> {
     let options = merged.to_options().map_err(|e| UsageError::from_err(&e))?;
     let role = options.role;
     let data_dir = options.data_dir.clone();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // Inventory calls run on the blocking pool. They are short, so a small pool does the
+    // work; and a burst of requests (a flood of pulls or reads) then costs at most this
+    // many threads' stacks rather than tokio's default of 512.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async move {
         let site = Site::start(options)
             .await

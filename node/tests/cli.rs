@@ -177,3 +177,115 @@ fn bad_settings_name_themselves_with_exit_code_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("core or replicant"), "{}", text(&out));
 }
+
+/// A small view as `cairn dump --format json` prints it: two live sites, db `d` of 4
+/// shards × 2 on both.
+fn dump_json() -> String {
+    use cairn_gossip::summary::{
+        DbSummary, Label, ReplicaPhase, ReplicaSummary, SiteSummary, SummaryKey, encode_value,
+    };
+    use cairn_gossip::view::{NodeInput, ViewContext, build_view};
+    let nodes: Vec<NodeInput> = (1..=2u8)
+        .map(|n| {
+            let site = SiteSummary {
+                role: cairn_inventory::Role::Core,
+                addr: Label::truncated(&format!("127.0.0.1:{}", 7000 + u16::from(n))),
+                version: Label::truncated("t"),
+                started_ms: 0,
+                zone: None,
+                capacity: 100,
+                leaving: false,
+                draining: false,
+            };
+            let at = Hlc { wall_ms: 5, logical: 0 };
+            let db = DbSummary {
+                settings: DbSettings::new(4, 2, Retention::default()).unwrap(),
+                created: at,
+                origin: SiteId(1),
+                changed: at,
+                dropped: false,
+                supersedes: None,
+            };
+            let name = DbName::new("d").unwrap();
+            let mut kv = vec![
+                (SummaryKey::Site.render(), encode_value(&site)),
+                (SummaryKey::Db(name.clone()).render(), encode_value(&db)),
+            ];
+            for shard in 0..4 {
+                let r = ReplicaSummary {
+                    phase: ReplicaPhase::Ready,
+                    entries: 1,
+                    bytes: 1,
+                    frontier_digest: 0,
+                    frontier: cairn_inventory::Frontier::default(),
+                    progress: None,
+                };
+                kv.push((SummaryKey::Replica(name.clone(), shard).render(), encode_value(&r)));
+            }
+            NodeInput {
+                site_id: SiteId(u128::from(n) << 96),
+                generation: 1,
+                gossip_addr: format!("127.0.0.1:{}", 7000 + u16::from(n)).parse().unwrap(),
+                live: true,
+                last_seen_ms: None,
+                key_values: kv,
+            }
+        })
+        .collect();
+    serde_json::to_string(&build_view(SiteId(1 << 96), &nodes, &ViewContext::at(1_000))).unwrap()
+}
+
+#[test]
+fn plan_simulate_and_import_refuse_an_edited_dump_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dump_json();
+    assert!(good.contains("\"replication\":2") && good.contains("\"shards\":4"), "{good}");
+    let cases = [
+        (
+            "replication 0",
+            good.replace("\"replication\":2", "\"replication\":0"),
+            "replication: 0 is out of range",
+        ),
+        (
+            "shards u32::MAX",
+            good.replace("\"shards\":4", "\"shards\":4294967295"),
+            "shards: 4294967295 is out of range",
+        ),
+        (
+            "shards 3 (placement lists 4)",
+            good.replace("\"shards\":4", "\"shards\":3"),
+            "placement lists 4 shards",
+        ),
+    ];
+    for (what, edited, says) in cases {
+        let file = dir.path().join("dump.json");
+        std::fs::write(&file, &edited).unwrap();
+        let file = file.to_str().unwrap();
+        for args in [
+            vec!["plan", "simulate", "--dump", file, "repair"],
+            vec![
+                "import",
+                "--data-dir",
+                dir.path().join("site").to_str().unwrap(),
+                "--from",
+                file,
+                "--site",
+                "00000001000000000000000000000000",
+            ],
+        ] {
+            let out = cairn(&args);
+            let said = text(&out);
+            assert!(
+                matches!(out.status.code(), Some(1 | 2)),
+                "{what}: {args:?} exited {:?}: {said}",
+                out.status
+            );
+            assert!(said.contains(says) && !said.contains("panicked"), "{what}: {args:?}: {said}");
+        }
+    }
+    // The good dump still simulates.
+    let file = dir.path().join("good.json");
+    std::fs::write(&file, &good).unwrap();
+    let out = cairn(&["plan", "simulate", "--dump", file.to_str().unwrap(), "repair"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -702,7 +702,7 @@ async fn rogues_cannot_join_or_change_anything_and_the_sites_keep_serving() {
     let mut acked = BTreeMap::new();
     write_all_shards(&c, DB, "before", 50, 100, &mut acked).await;
     let before = c.wait_agreed(&[0, 1], limit).await;
-    let rss_before = rss_anon_kib(c.sites[0].pid().unwrap());
+    let rss_before = cairn_tests::rss_anon_kib(c.sites[0].pid().unwrap());
 
     // 1. A real site of another cluster on host 2, seeded with site 0.
     let other = c.root().join("other-cluster");
@@ -811,7 +811,7 @@ async fn rogues_cannot_join_or_change_anything_and_the_sites_keep_serving() {
         cairn_tests::Client::new(&other, c.addrs[2]).view(c.addrs[2]).await.expect("the stranger's own view");
     assert_eq!(stranger_view.sites.len(), 1, "the stranger sees our sites: {stranger_view:?}");
     let checked = check_replicas(&c.client, &during, DB, &acked).await.unwrap();
-    let rss_after = rss_anon_kib(c.sites[0].pid().unwrap());
+    let rss_after = cairn_tests::rss_anon_kib(c.sites[0].pid().unwrap());
     drop(held);
     eprintln!(
         "rogues: another cluster's site and client, an expired certificate, {refused} certificate-less \
@@ -855,16 +855,6 @@ fn quick() -> cairn_transport::TransportConfig {
         request_timeout: Duration::from_secs(3),
         ..cairn_transport::TransportConfig::default()
     }
-}
-
-/// `RssAnon` of a process, KiB.
-fn rss_anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("RssAnon")
 }
 
 /// Free bytes on the filesystem holding `dir`.

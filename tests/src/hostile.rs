@@ -245,7 +245,7 @@ impl HostileMember {
     }
 
     /// Reads `db`/`shard` at `at` `n` times, `concurrency` at once: answers how many
-    /// were answered with entries and how many refused as busy.
+    /// were answered with entries, how many refused as busy, and how many otherwise.
     pub async fn flood_reads(
         &self,
         at: SocketAddr,
@@ -253,9 +253,9 @@ impl HostileMember {
         shard: u32,
         n: usize,
         concurrency: usize,
-    ) -> (usize, usize) {
+    ) -> (usize, usize, usize) {
         let request = Request::Read { db: DbName::new(db).expect("name"), shard, from: 0, max: 10_000 };
-        let (mut entries, mut busy) = (0, 0);
+        let (mut entries, mut busy, mut other) = (0, 0, 0);
         let mut rest = n;
         while rest > 0 {
             let batch = rest.min(concurrency);
@@ -273,11 +273,11 @@ impl HostileMember {
                     {
                         busy += 1
                     }
-                    _ => {}
+                    _ => other += 1,
                 }
             }
         }
-        (entries, busy)
+        (entries, busy, other)
     }
 
     /// Starts `n` handshakes at `at` from each of `sockets` UDP sockets and never

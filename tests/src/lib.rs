@@ -175,6 +175,25 @@ impl SiteProc {
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// Waits up to `limit` for the process to exit on its own: its exit status, or
+    /// `None` if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.as_mut()?.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// What the process wrote to stderr so far (kept next to its data dir).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("stderr")).unwrap_or_default()
+    }
 }
 
 impl Drop for SiteProc {
@@ -328,6 +347,57 @@ pub fn digest(sorted: &[Entry]) -> u64 {
         e.payload.hash(&mut h);
     }
     h.finish()
+}
+
+/// A process's anonymous resident memory (`RssAnon` in `/proc/PID/status`), in KiB:
+/// its heap and stacks, without the pages of files it maps (a site maps its LMDB file,
+/// whose pages are the data itself).
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("RssAnon")
+}
+
+/// Samples the anonymous memory of processes every 50 ms on a thread, keeping each
+/// one's peak, until [`RssPeaks::stop`].
+#[derive(Debug)]
+pub struct RssPeaks {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl RssPeaks {
+    /// Starts sampling `pids`.
+    pub fn start(pids: &[u32]) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (pids, flag) = (pids.to_vec(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut peaks = vec![0; pids.len()];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for (peak, pid) in peaks.iter_mut().zip(&pids) {
+                    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                    let now = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("RssAnon:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                        .unwrap_or(0);
+                    *peak = (*peak).max(now);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peaks
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops sampling: each process's peak, KiB (0 for one that was never seen).
+    pub fn stop(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("sampler")
+    }
 }
 
 /// `n` free loopback addresses.

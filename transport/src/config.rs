@@ -1,6 +1,5 @@
 //! The transport's limits and timeouts, each with a default and a checked range.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,9 +52,12 @@ pub struct TransportConfig {
     pub gossip_inbox: usize,
     /// Largest gossip message.
     pub max_gossip_bytes: usize,
-    /// Upper bound of path-MTU discovery (UDP payload bytes). `None`: 6000 when the
-    /// endpoint is on loopback (where it doubles bulk throughput), else quinn's 1452,
-    /// safe on any Ethernet path. Above ~8000, loopback transfers were seen to stall.
+    /// Upper bound of path-MTU discovery (UDP payload bytes). `None`: quinn's 1452,
+    /// safe on any Ethernet path. A larger bound also sizes quinn's receive buffer
+    /// (bound × 64 GRO segments × 32 datagrams, zeroed at start and touched by bursts of
+    /// inbound traffic: 12.3 MB at 6000 against 2.9 MB at 1452): on loopback 6000 doubles
+    /// bulk throughput, which a site, bound by its disk, does not use. Above ~8000,
+    /// loopback transfers were seen to stall.
     pub mtu_upper_bound: Option<u16>,
     /// The congestion controller of every connection.
     pub congestion: Congestion,
@@ -95,8 +97,6 @@ impl std::str::FromStr for Congestion {
     }
 }
 
-/// The MTU bound used on loopback when none is set.
-pub const LOOPBACK_MTU: u16 = 6000;
 /// The MTU bound used elsewhere when none is set (quinn's default).
 pub const DEFAULT_MTU: u16 = 1452;
 
@@ -108,15 +108,15 @@ impl Default for TransportConfig {
             max_concurrent_streams: 256,
             stream_receive_window: 8 * MIB,
             connection_receive_window: 16 * MIB,
-            send_window: 16 * MIB,
+            send_window: 4 * MIB,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
-            retry_above_handshakes: 64,
+            retry_above_handshakes: 16,
             max_connections: 4096,
-            max_handshakes_per_addr: 8,
+            max_handshakes_per_addr: 4,
             max_connections_per_addr: 16,
             reconnect_backoff: Duration::from_millis(100),
             max_reconnect_backoff: Duration::from_secs(5),
@@ -172,32 +172,27 @@ impl TransportConfig {
         Ok(())
     }
 
-    /// The MTU bound for an endpoint bound to (or, for a client, talking to) `addr`.
-    pub fn mtu_for(&self, addr: SocketAddr) -> u16 {
-        self.mtu_upper_bound.unwrap_or(if addr.ip().is_loopback() { LOOPBACK_MTU } else { DEFAULT_MTU })
+    /// The path-MTU bound.
+    pub fn mtu(&self) -> u16 {
+        self.mtu_upper_bound.unwrap_or(DEFAULT_MTU)
     }
 
-    /// quinn's endpoint config: UDP payloads up to the MTU bound for `addr`.
-    pub fn quinn_endpoint(&self, addr: SocketAddr) -> Result<quinn::EndpointConfig, TransportError> {
+    /// quinn's endpoint config: UDP payloads up to the MTU bound.
+    pub fn quinn_endpoint(&self) -> Result<quinn::EndpointConfig, TransportError> {
         let mut e = quinn::EndpointConfig::default();
-        self.configure_endpoint(&mut e, addr)?;
+        self.configure_endpoint(&mut e)?;
         Ok(e)
     }
 
-    /// Applies these settings to a quinn endpoint config for an endpoint at `addr`.
-    pub fn configure_endpoint(
-        &self,
-        e: &mut quinn::EndpointConfig,
-        addr: SocketAddr,
-    ) -> Result<(), TransportError> {
-        e.max_udp_payload_size(self.mtu_for(addr).max(DEFAULT_MTU))
+    /// Applies these settings to a quinn endpoint config.
+    pub fn configure_endpoint(&self, e: &mut quinn::EndpointConfig) -> Result<(), TransportError> {
+        e.max_udp_payload_size(self.mtu().max(DEFAULT_MTU))
             .map_err(|e| TransportError::InvalidSetting { what: "mtu_upper_bound", why: e.to_string() })?;
         Ok(())
     }
 
-    /// These settings as quinn's transport config (what every connection uses), for an
-    /// endpoint bound to (or talking to) `addr`.
-    pub fn quinn_transport(&self, addr: SocketAddr) -> Result<quinn::TransportConfig, TransportError> {
+    /// These settings as quinn's transport config (what every connection uses).
+    pub fn quinn_transport(&self) -> Result<quinn::TransportConfig, TransportError> {
         let varint = |what: &'static str, v: u64| {
             quinn::VarInt::from_u64(v)
                 .map_err(|_| TransportError::InvalidSetting { what, why: "too large".into() })
@@ -213,7 +208,7 @@ impl TransportConfig {
                 TransportError::InvalidSetting { what: "idle_timeout", why: "too large".into() }
             })?));
         let mut mtu = quinn::MtuDiscoveryConfig::default();
-        mtu.upper_bound(self.mtu_for(addr));
+        mtu.upper_bound(self.mtu());
         t.mtu_discovery_config(Some(mtu));
         match self.congestion {
             Congestion::Cubic => {

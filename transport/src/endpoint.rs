@@ -95,7 +95,7 @@ impl Endpoint {
         let crypto = QuicServerConfig::try_from(credentials.server_config()?)
             .map_err(|e| TransportError::Tls(format!("server config: {e}")))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(Arc::new(config.quinn_transport(listen)?));
+        server.transport_config(Arc::new(config.quinn_transport()?));
         server.max_incoming(config.max_connections.max(config.retry_above_handshakes * 2));
         let bind_err = |source| TransportError::Bind { addr: listen, source };
         let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
@@ -107,9 +107,9 @@ impl Endpoint {
         let mut endpoint = quinn::EndpointConfig::new(Arc::new(credentials.reset_key()));
         let cid_key = credentials.connection_id_key();
         endpoint.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
-        config.configure_endpoint(&mut endpoint, listen)?;
+        config.configure_endpoint(&mut endpoint)?;
         let mut quinn = quinn::Endpoint::new(endpoint, Some(server), socket, runtime).map_err(bind_err)?;
-        quinn.set_default_client_config(client_config(credentials, &config, listen)?);
+        quinn.set_default_client_config(client_config(credentials, &config)?);
         let (tx, rx) = mpsc::channel(config.gossip_inbox);
         let endpoint = Self::new(quinn, config);
         let weak: Weak<Inner> = Arc::downgrade(&endpoint.inner);
@@ -143,9 +143,9 @@ impl Endpoint {
         let bind_err = |source| TransportError::Bind { addr: bind, source };
         let socket = std::net::UdpSocket::bind(bind).map_err(bind_err)?;
         let runtime = Arc::new(quinn::TokioRuntime);
-        let mut quinn = quinn::Endpoint::new(config.quinn_endpoint(peer_family)?, None, socket, runtime)
-            .map_err(bind_err)?;
-        quinn.set_default_client_config(client_config(credentials, &config, peer_family)?);
+        let mut quinn =
+            quinn::Endpoint::new(config.quinn_endpoint()?, None, socket, runtime).map_err(bind_err)?;
+        quinn.set_default_client_config(client_config(credentials, &config)?);
         Ok(Self::new(quinn, config))
     }
 
@@ -314,12 +314,11 @@ impl Inner {
 fn client_config(
     credentials: &Credentials,
     config: &TransportConfig,
-    addr: SocketAddr,
 ) -> Result<quinn::ClientConfig, TransportError> {
     let crypto = QuicClientConfig::try_from(credentials.client_config()?)
         .map_err(|e| TransportError::Tls(format!("client config: {e}")))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::new(config.quinn_transport(addr)?));
+    client.transport_config(Arc::new(config.quinn_transport()?));
     Ok(client)
 }
 
@@ -352,7 +351,15 @@ async fn accept_loop<S: Service>(
                 continue;
             }
         };
-        inner.tasks.spawn(serve_connection(inner.clone(), service.clone(), gossip.clone(), incoming, slot));
+        let handshake = HandshakeGuard::new(&inner);
+        inner.tasks.spawn(serve_connection(
+            inner.clone(),
+            service.clone(),
+            gossip.clone(),
+            incoming,
+            slot,
+            handshake,
+        ));
     }
 }
 
@@ -364,12 +371,21 @@ fn refused(inner: &Inner, peer: SocketAddr, why: &str) {
     }
 }
 
-/// Decrements the in-progress handshake count when the handshake ends, however it ends.
-struct HandshakeGuard<'a>(&'a AtomicUsize);
+/// One handshake in progress, counted from the moment the accept loop takes it (so a
+/// burst of first flights cannot pass the retry threshold before their tasks run);
+/// uncounted when the handshake ends, however it ends.
+struct HandshakeGuard(Arc<Inner>);
 
-impl Drop for HandshakeGuard<'_> {
+impl HandshakeGuard {
+    fn new(inner: &Arc<Inner>) -> Self {
+        inner.handshakes.fetch_add(1, Ordering::Relaxed);
+        Self(inner.clone())
+    }
+}
+
+impl Drop for HandshakeGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.handshakes.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -396,11 +412,11 @@ async fn serve_connection<S: Service>(
     gossip: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     incoming: quinn::Incoming,
     slot: Slot,
+    handshake: HandshakeGuard,
 ) {
     let peer = incoming.remote_address();
     let conn = {
-        inner.handshakes.fetch_add(1, Ordering::Relaxed);
-        let _guard = HandshakeGuard(&inner.handshakes);
+        let _handshake = handshake;
         let handshake = async { incoming.accept()?.await };
         match tokio::time::timeout(inner.config.handshake_timeout, handshake).await {
             Ok(Ok(conn)) => conn,

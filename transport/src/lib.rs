@@ -22,7 +22,7 @@ pub mod pull;
 mod stats;
 pub mod tls;
 
-pub use config::{Congestion, DEFAULT_MTU, LOOPBACK_MTU, TransportConfig};
+pub use config::{Congestion, DEFAULT_MTU, TransportConfig};
 pub use endpoint::{Endpoint, GossipInbox, Service};
 pub use error::TransportError;
 pub use message::{

@@ -29,6 +29,8 @@ use crate::frame::{self, FrameError};
 pub const STOP_BAD_BATCH: u32 = 2;
 /// Stream stop code a receiver uses when it no longer wants the stream.
 pub const STOP_DONE: u32 = 3;
+/// Stream reset code of an upstream whose receiver stopped reading.
+pub const RESET_STALLED: u32 = 4;
 
 /// What a receiver asks of an upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +205,12 @@ impl PullSender {
     /// Ends the stream cleanly.
     pub fn finish(mut self) {
         let _ = self.send.finish();
+    }
+
+    /// Abandons the stream with `code`: whatever is buffered and not yet taken by the
+    /// receiver is dropped (for a receiver that stopped reading).
+    pub fn reset(mut self, code: u32) {
+        let _ = self.send.reset(code.into());
     }
 }
 

@@ -17,7 +17,7 @@ pub const MAX_PUBLISH_MESSAGES: usize = 65_536;
 pub const MAX_READ_ENTRIES: u32 = 10_000;
 /// A read answer stops growing past about this many bytes of entries: nothing beyond it
 /// is even decoded.
-pub const MAX_READ_BYTES: usize = 1 << 20;
+pub const MAX_READ_BYTES: usize = 256 << 10;
 
 /// What a publish can be answered without touching the log.
 pub fn check_publish(messages: &[serde_bytes::ByteBuf]) -> Result<(), String> {

@@ -49,6 +49,24 @@ impl Drop for Ticket {
     }
 }
 
+impl Ticket {
+    /// Gives back all but `units` (once what was taken for is known to need less).
+    pub fn shrink_to(&mut self, units: usize) {
+        if units >= self.units {
+            return;
+        }
+        let back = self.units - units;
+        let mut held = self.admission.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.total = held.total.saturating_sub(back);
+        if let Some(n) = held.by_peer.get_mut(&self.peer) {
+            *n = n.saturating_sub(back);
+        }
+        drop(held);
+        self.units = units;
+        self.admission.released.notify_waiters();
+    }
+}
+
 impl Admission {
     /// At most `per_peer` units to one peer and `total` to all, of `what` (for messages).
     pub fn new(what: &'static str, per_peer: usize, total: usize) -> Arc<Self> {
@@ -112,6 +130,11 @@ mod tests {
         assert!(a.try_take(peer(3), 1).unwrap_err().contains("all 3 streams"));
         drop((t1, t2));
         assert_eq!(a.peers(), 1, "a peer holding nothing is forgotten");
+        let mut big = a.try_take(peer(5), 2).unwrap();
+        assert!(a.try_take(peer(6), 1).is_err());
+        big.shrink_to(1);
+        let freed = a.try_take(peer(6), 1).unwrap();
+        drop((big, freed));
         drop(t3);
         assert_eq!(a.peers(), 0);
         // Asking for more than a peer may hold takes what it may.

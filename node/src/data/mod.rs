@@ -53,18 +53,18 @@ pub struct DataConfig {
 impl Default for DataConfig {
     fn default() -> Self {
         Self {
-            batch_bytes: 1 << 20,
+            batch_bytes: 256 << 10,
             batch_entries: 8192,
             idle_every: Duration::from_secs(2),
             catch_up_limit: None,
             reconcile_every: Duration::from_millis(500),
             max_pulls_per_peer: 1024,
             max_pulls: 8192,
-            pull_bytes_per_peer: 8 << 20,
-            pull_bytes: 64 << 20,
+            pull_bytes_per_peer: 512 << 10,
+            pull_bytes: 16 << 20,
             pull_stall: Duration::from_secs(30),
-            max_reads_per_peer: 8,
-            max_reads: 32,
+            max_reads_per_peer: 2,
+            max_reads: 16,
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct DataShared {
     pub pull_budget: Arc<Admission>,
     /// Reads being answered, per peer and in all.
     pub reads: Arc<Admission>,
+    /// Inventory reads of served pull streams running at once.
+    pub pull_io: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +86,9 @@ struct Progress {
     /// has a rate.
     samples: VecDeque<(Instant, u64)>,
 }
+
+/// Inventory reads of served pull streams at once (each holds a blocking thread).
+const PULL_IO: usize = 4;
 
 /// The rate is measured over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
@@ -129,6 +134,7 @@ impl DataShared {
                 config.pull_bytes.div_ceil(1024),
             ),
             reads: Admission::new("reads in progress", config.max_reads_per_peer, config.max_reads),
+            pull_io: Arc::new(tokio::sync::Semaphore::new(PULL_IO)),
         }
     }
 
@@ -561,7 +567,7 @@ async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
 }
 
 /// Received batches waiting for the writer.
-const QUEUED_BATCHES: usize = 4;
+const QUEUED_BATCHES: usize = 16;
 /// Queued batches are merged into one transaction up to about this many payload bytes.
 const MAX_TXN_BYTES: u64 = 8 << 20;
 

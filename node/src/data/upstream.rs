@@ -16,6 +16,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use cairn_inventory::{Inventory, InventoryError, PullLimits};
 use cairn_transport::{PullFrame, PullRequest, PullSender, PullStart, SealedBatch, TransportError};
 
@@ -34,6 +36,9 @@ pub struct Serving {
     pub config: DataConfig,
     /// The byte budget for batches in flight (units: KiB).
     pub budget: Arc<Admission>,
+    /// Permits to run an inventory read for a pull stream: few at once, so a burst of
+    /// streams does not grow the blocking pool (each thread costs a stack).
+    pub io: Arc<Semaphore>,
 }
 
 /// Serves one pull stream until it is done or the receiver goes away.
@@ -44,6 +49,7 @@ pub async fn serve(serving: Serving, request: PullRequest, mut out: PullSender) 
         Ok(()) => out.finish(),
         Err(StreamEnd::Receiver(TransportError::Timeout { after, .. })) => {
             tracing::info!(%peer, %db, shard, ?after, "pull stream ended: the receiver stopped reading");
+            out.reset(cairn_transport::pull::RESET_STALLED);
         }
         Err(StreamEnd::Receiver(error)) => {
             tracing::debug!(%peer, %db, shard, %error, "pull stream ended by the receiver");
@@ -63,11 +69,22 @@ enum StreamEnd {
 }
 
 async fn blocking<T: Send + 'static>(
-    inventory: &Arc<Inventory>,
+    serving: &Serving,
     f: impl FnOnce(&Inventory) -> Result<T, InventoryError> + Send + 'static,
 ) -> Result<T, StreamEnd> {
-    let inv = inventory.clone();
-    match tokio::task::spawn_blocking(move || f(&inv)).await {
+    let inv = serving.inventory.clone();
+    let Ok(permit) = serving.io.clone().acquire_owned().await else {
+        return Err(StreamEnd::Inventory(InventoryError::InvalidSetting {
+            what: "pull reads",
+            why: "closed".into(),
+        }));
+    };
+    match tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(&inv)
+    })
+    .await
+    {
         Ok(result) => result.map_err(StreamEnd::Inventory),
         Err(join) => Err(task_failed(join)),
     }
@@ -83,7 +100,7 @@ async fn stream(serving: &Serving, request: &PullRequest, out: &mut PullSender) 
     let mut grew = serving.signals.subscribe(&db, shard);
     let (d, s) = (db.clone(), shard);
     // Pulls are served by the replicas that serve reads (ready or handing over).
-    let checked = blocking(inventory, move |inv| match super::access::readable(inv, &d, s)? {
+    let checked = blocking(serving, move |inv| match super::access::readable(inv, &d, s)? {
         Ok(()) => Ok(Ok(inv.log_position(&d, s)?)),
         Err(reason) => Ok(Err(reason)),
     })
@@ -129,12 +146,30 @@ async fn stream(serving: &Serving, request: &PullRequest, out: &mut PullSender) 
     loop {
         // Everything from the cursor to the log's end, the next batch read while one is
         // sent.
-        let mut reading = read_next(serving, out.peer(), scan, batch_kib).await;
+        let peer = out.peer();
+        let mut reading = read_next(serving, peer, scan, batch_kib).await;
         scan = loop {
             let (returned, batch) = finish(reading).await?;
-            let Some((batch, _budget)) = batch else { break returned };
-            reading = read_next(serving, out.peer(), returned, batch_kib).await;
-            out.send_within(&PullFrame::Batch(batch), stall).await.map_err(StreamEnd::Receiver)?;
+            let Some((batch, budget)) = batch else { break returned };
+            // Read ahead only with budget free now: a stream holding a batch never waits
+            // for budget (streams holding one each and waiting for more would never go on).
+            let ahead = serving
+                .budget
+                .try_take(peer, batch_kib)
+                .ok()
+                .zip(serving.io.clone().try_acquire_owned().ok());
+            match ahead {
+                Some((ahead, permit)) => {
+                    reading = start_read(serving, returned, ahead, permit);
+                    out.send_within(&PullFrame::Batch(batch), stall).await.map_err(StreamEnd::Receiver)?;
+                    drop(budget);
+                }
+                None => {
+                    out.send_within(&PullFrame::Batch(batch), stall).await.map_err(StreamEnd::Receiver)?;
+                    drop(budget);
+                    reading = read_next(serving, peer, returned, batch_kib).await;
+                }
+            }
         };
         if !request.follow {
             return Ok(());
@@ -143,7 +178,7 @@ async fn stream(serving: &Serving, request: &PullRequest, out: &mut PullSender) 
             changed = grew.changed() => if changed.is_err() { return Ok(()) },
             () = tokio::time::sleep(config.idle_every) => {
                 let d = db.clone();
-                let (frontier, stats) = blocking(inventory, move |inv| inv.log_position(&d, shard)).await?;
+                let (frontier, stats) = blocking(serving, move |inv| inv.log_position(&d, shard)).await?;
                 let idle = PullFrame::Idle { frontier, next_arrival: stats.next_arrival };
                 out.send_within(&idle, stall).await.map_err(StreamEnd::Receiver)?;
             }
@@ -157,11 +192,28 @@ async fn stream(serving: &Serving, request: &PullRequest, out: &mut PullSender) 
 type Reading = tokio::task::JoinHandle<Result<(Scan, Option<(SealedBatch, Ticket)>), StreamEnd>>;
 
 /// Takes budget for one batch (waiting for room), then starts reading it.
-async fn read_next(serving: &Serving, peer: std::net::SocketAddr, mut scan: Scan, kib: usize) -> Reading {
+async fn read_next(serving: &Serving, peer: std::net::SocketAddr, scan: Scan, kib: usize) -> Reading {
     let budget = serving.budget.take(peer, kib).await;
+    // The semaphore is never closed.
+    let permit = serving.io.clone().acquire_owned().await.expect("open semaphore");
+    start_read(serving, scan, budget, permit)
+}
+
+/// Starts reading the next batch with `budget` taken for it.
+fn start_read(
+    serving: &Serving,
+    mut scan: Scan,
+    mut budget: Ticket,
+    permit: OwnedSemaphorePermit,
+) -> Reading {
     let inv = serving.inventory.clone();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let batch = scan.next_batch(&inv)?;
+        // Hold only what the batch takes (a follow stream's are often tiny).
+        if let Some(batch) = &batch {
+            budget.shrink_to(batch.wire_bytes().div_ceil(1024).max(1));
+        }
         Ok((scan, batch.map(|b| (b, budget))))
     })
 }
