@@ -243,3 +243,38 @@ impl Socket for QuicSocket {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn relays_idle_for_ten_minutes_are_closed_when_there_are_many() {
+        let mut relays = Relays::default();
+        let mut tasks = JoinSet::new();
+        let now = Instant::now();
+        let long_ago = now.checked_sub(RELAY_IDLE * 2).unwrap();
+        for port in 0..(PRUNE_ABOVE as u16 + 10) {
+            let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let local = socket.local_addr().unwrap();
+            let task = tasks.spawn(std::future::pending::<()>());
+            let used = if port < 20 { long_ago } else { now };
+            let peer = SocketAddr::from(([10, 0, 0, 1], port));
+            relays.by_peer.insert(peer, Relay { socket, task, used });
+            relays.by_local.insert(local, peer);
+        }
+        relays.prune(now);
+        assert_eq!(relays.by_peer.len(), PRUNE_ABOVE - 10, "the 20 idle relays are gone");
+        assert_eq!(relays.by_local.len(), relays.by_peer.len());
+        // Their forwarding tasks were stopped.
+        let mut stopped = 0;
+        while let Some(done) = tokio::time::timeout(std::time::Duration::from_millis(200), tasks.join_next())
+            .await
+            .ok()
+            .flatten()
+        {
+            stopped += usize::from(done.is_err_and(|e| e.is_cancelled()));
+        }
+        assert_eq!(stopped, 20);
+    }
+}
