@@ -268,10 +268,8 @@ mod tests {
         assert_eq!(relays.by_local.len(), relays.by_peer.len());
         // Their forwarding tasks were stopped.
         let mut stopped = 0;
-        while let Some(done) = tokio::time::timeout(std::time::Duration::from_millis(200), tasks.join_next())
-            .await
-            .ok()
-            .flatten()
+        while let Some(done) =
+            tokio::time::timeout(Duration::from_millis(200), tasks.join_next()).await.ok().flatten()
         {
             stopped += usize::from(done.is_err_and(|e| e.is_cancelled()));
         }
