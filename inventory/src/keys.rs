@@ -10,6 +10,12 @@
 //! - frontier: `shard key ++ [origin site: u128 BE]`
 //! - early id: `shard key ++ [origin site: u128 BE] ++ [origin seq: u64 BE]`
 //! - history: `db key ++ [history number: u64 BE]`
+//! - by origin: `shard key ++ [origin site: u128 BE] ++ [origin seq: u64 BE]` →
+//!   `[arrival: u64 BE] ++ [hidden: u8]`
+//! - by topic: `shard key ++ [fnv1a64(topic): u64 BE] ++ [origin: u128 BE] ++ [seq: u64 BE]`
+//!   → `[arrival: u64 BE]`
+//! - producer: `shard key ++ [name length: u8] ++ [name] ++ [its number: u64 BE]` →
+//!   `[origin: u128 BE] ++ [seq: u64 BE]`
 
 use crate::ids::{DbName, SiteId};
 
@@ -49,6 +55,55 @@ pub(crate) fn frontier(shard_key: &[u8], origin: SiteId) -> Vec<u8> {
 /// `shard key ++ origin ++ seq`.
 pub(crate) fn early(shard_key: &[u8], origin: SiteId, seq: u64) -> Vec<u8> {
     with_u64(&frontier(shard_key, origin), seq)
+}
+
+/// `shard key ++ fnv1a64(topic)`: the prefix of one topic's index keys.
+pub(crate) fn topic(shard_key: &[u8], topic: &crate::topics::Topic) -> Vec<u8> {
+    with_u64(shard_key, crate::topics::fnv1a64(topic.as_str().as_bytes()))
+}
+
+/// `shard key ++ [len] name ++ n`.
+pub(crate) fn producer(shard_key: &[u8], name: &crate::topics::ProducerName, n: u64) -> Vec<u8> {
+    let bytes = name.as_str().as_bytes();
+    let mut key = Vec::with_capacity(shard_key.len() + 1 + bytes.len() + 8);
+    key.extend_from_slice(shard_key);
+    // ProducerName guarantees at most 128 bytes.
+    key.push(bytes.len() as u8);
+    key.extend_from_slice(bytes);
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// The value of a by-origin index entry.
+pub(crate) fn by_origin_value(arrival: u64, hidden: bool) -> [u8; 9] {
+    let mut value = [0; 9];
+    value[..8].copy_from_slice(&arrival.to_be_bytes());
+    value[8] = u8::from(hidden);
+    value
+}
+
+/// Reads a by-origin index value: the arrival number and whether the entry is hidden.
+pub(crate) fn split_by_origin_value(value: &[u8]) -> Option<(u64, bool)> {
+    let (arrival, flag) = value.split_at_checked(8)?;
+    match flag {
+        [0] => Some((u64_suffix(arrival)?, false)),
+        [1] => Some((u64_suffix(arrival)?, true)),
+        _ => None,
+    }
+}
+
+/// An entry id as the producer index stores it.
+pub(crate) fn id_value(origin: SiteId, seq: u64) -> [u8; 24] {
+    let mut value = [0; 24];
+    value[..16].copy_from_slice(&origin.0.to_be_bytes());
+    value[16..].copy_from_slice(&seq.to_be_bytes());
+    value
+}
+
+/// Reads an id stored by [`id_value`].
+pub(crate) fn split_id_value(value: &[u8]) -> Option<(SiteId, u64)> {
+    let (origin, rest) = site_prefix(value)?;
+    Some((origin, u64_suffix(rest)?))
 }
 
 /// Splits a key that starts with a db key into the name and the rest.

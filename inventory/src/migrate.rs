@@ -4,6 +4,7 @@
 //! | from | to | change |
 //! |------|----|--------|
 //! | 1 | 2 | db records gain `changed` (= `created`), `dropped` (= false), `supersedes` (= none) |
+//! | 2 | 3 | db settings gain `routing` (= version 1); log entries gain `topic` (= `""`), `key` and `producer` (= none), and are indexed in `log_by_origin` and `log_topics` |
 //!
 //! Each step re-encodes the records it changes from a frozen copy of their old shape, so
 //! later changes to the live records cannot break an old upgrade.
@@ -15,7 +16,9 @@ use crate::error::Result;
 use crate::ids::{DbName, SiteId};
 use crate::records::{DbRecord, Hlc};
 use crate::settings::{DbSettings, Retention};
+use crate::shard_log::EntryId;
 use crate::store::{Tables, decode_record, put_record};
+use crate::topics::Topic;
 
 /// A db record as format 1 stored it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +31,49 @@ pub(crate) struct DbRecordV1 {
     pub origin: SiteId,
 }
 
+/// Db settings as formats 1 and 2 stored them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DbSettingsV2 {
+    pub shards: u32,
+    pub replication: u32,
+    pub retention: Retention,
+}
+
+/// A db record as format 2 stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DbRecordV2 {
+    pub name: DbName,
+    pub settings: DbSettingsV2,
+    pub created: Hlc,
+    pub origin: SiteId,
+    pub changed: Hlc,
+    pub dropped: bool,
+    pub supersedes: Option<Hlc>,
+}
+
+/// A stored log entry as format 2 (and 1) stored it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredEntryV2 {
+    pub id: EntryId,
+    pub origin_ms: u64,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    pub arrived_ms: u64,
+}
+
+/// Format 3's stored entry, frozen.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredEntryV3<'a> {
+    id: EntryId,
+    origin_ms: u64,
+    topic: Topic,
+    key: Option<serde_bytes::ByteBuf>,
+    producer: Option<(String, u64)>,
+    #[serde(with = "serde_bytes")]
+    payload: &'a [u8],
+    arrived_ms: u64,
+}
+
 /// Upgrades every record written in format `from` to the current format, inside `txn`.
 /// Answers how many records were rewritten.
 pub(crate) fn upgrade(tables: &Tables, txn: &mut RwTxn<'_>, from: u32) -> Result<u64> {
@@ -35,7 +81,91 @@ pub(crate) fn upgrade(tables: &Tables, txn: &mut RwTxn<'_>, from: u32) -> Result
     if from < 2 {
         rewritten += dbs_v1_to_v2(tables, txn)?;
     }
+    if from < 3 {
+        rewritten += dbs_v2_to_v3(tables, txn)?;
+        rewritten += entries_v2_to_v3(tables, txn)?;
+    }
     Ok(rewritten)
+}
+
+fn corrupt(table: &str, key: &[u8], why: String) -> crate::error::InventoryError {
+    crate::error::InventoryError::Corrupt {
+        record: crate::keys::describe(table, key),
+        source: crate::codec::CodecError::Decode(why),
+    }
+}
+
+fn dbs_v2_to_v3(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
+    let mut records = Vec::new();
+    for item in tables.dbs.iter(txn)? {
+        let (key, bytes) = item?;
+        let old: DbRecordV2 = decode_record(bytes, || crate::keys::describe("dbs", key))?;
+        records.push((key.to_vec(), old));
+    }
+    for (key, old) in &records {
+        let s = old.settings;
+        let settings = DbSettings::new(s.shards, s.replication, s.retention)
+            .map_err(|e| corrupt("dbs", key, e.to_string()))?;
+        let new = DbRecord {
+            name: old.name.clone(),
+            settings,
+            created: old.created,
+            origin: old.origin,
+            changed: old.changed,
+            dropped: old.dropped,
+            supersedes: old.supersedes,
+        };
+        put_record(tables.dbs, txn, key, &new, "db record")?;
+    }
+    Ok(records.len() as u64)
+}
+
+/// Re-encodes every log entry with the empty topic and indexes it, in place (arrival
+/// numbers stay).
+fn entries_v2_to_v3(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
+    let empty = Topic::default();
+    let mut count = 0;
+    let mut buf = Vec::new();
+    let mut cursor = Vec::new();
+    loop {
+        // In slices, so the iterator does not outlive the writes.
+        let mut slice = Vec::new();
+        let start = if cursor.is_empty() {
+            std::ops::Bound::Unbounded
+        } else {
+            std::ops::Bound::Excluded(&cursor[..])
+        };
+        for item in tables.log_entries.range(txn, &(start, std::ops::Bound::Unbounded))?.take(4096) {
+            let (key, bytes) = item?;
+            let old: StoredEntryV2 = decode_record(bytes, || crate::keys::describe("log_entries", key))?;
+            slice.push((key.to_vec(), old));
+        }
+        let Some((last, _)) = slice.last() else { break };
+        cursor = last.clone();
+        for (key, old) in &slice {
+            let (_, _, rest) = crate::keys::split_shard(key).ok_or_else(|| corrupt("log_entries", key, "malformed key".into()))?;
+            let arrival = crate::keys::u64_suffix(rest).ok_or_else(|| corrupt("log_entries", key, "malformed key".into()))?;
+            let shard_key = &key[..key.len() - 8];
+            let new = StoredEntryV3 {
+                id: old.id,
+                origin_ms: old.origin_ms,
+                topic: empty.clone(),
+                key: None,
+                producer: None,
+                payload: &old.payload,
+                arrived_ms: old.arrived_ms,
+            };
+            crate::codec::encode_checked_into(&new, &mut buf)
+                .map_err(|source| crate::error::InventoryError::Encode { what: "log entry", source })?;
+            tables.log_entries.put(txn, key, &buf)?;
+            let by_origin = crate::keys::early(shard_key, old.id.origin, old.id.seq);
+            tables.log_by_origin.put(txn, &by_origin, &crate::keys::by_origin_value(arrival, false))?;
+            let topic = crate::keys::early(&crate::keys::topic(shard_key, &empty), old.id.origin, old.id.seq);
+            tables.log_topics.put(txn, &topic, &arrival.to_be_bytes())?;
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 fn dbs_v1_to_v2(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
@@ -52,7 +182,17 @@ fn dbs_v1_to_v2(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
                 source: crate::codec::CodecError::Decode(e.to_string()),
             }
         })?;
-        let new = DbRecord::new(old.name.clone(), settings, old.created, old.origin);
+        let settings =
+            DbSettingsV2 { shards: settings.shards.get(), replication: settings.replication.get(), retention: old.retention };
+        let new = DbRecordV2 {
+            name: old.name.clone(),
+            settings,
+            created: old.created,
+            origin: old.origin,
+            changed: old.created,
+            dropped: false,
+            supersedes: None,
+        };
         put_record(tables.dbs, txn, key, &new, "db record")?;
     }
     Ok(records.len() as u64)

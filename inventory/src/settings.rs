@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::InventoryError;
+use crate::topics::Routing;
 
 /// The most shards a db may have.
 pub const MAX_SHARDS: u32 = 65_536;
@@ -128,12 +129,20 @@ pub struct DbSettings {
     pub replication: Replication,
     /// How long entries are kept.
     pub retention: Retention,
+    /// How messages are mapped to shards (absent in dumps of older cairns: version 1).
+    #[serde(default)]
+    pub routing: Routing,
 }
 
 impl DbSettings {
     /// Settings from plain numbers, each checked; the error names the first out of range.
     pub fn new(shards: u32, replication: u32, retention: Retention) -> Result<Self, InventoryError> {
-        Ok(Self { shards: ShardCount::new(shards)?, replication: Replication::new(replication)?, retention })
+        Ok(Self {
+            shards: ShardCount::new(shards)?,
+            replication: Replication::new(replication)?,
+            retention,
+            routing: Routing::default(),
+        })
     }
 }
 
@@ -156,9 +165,9 @@ mod tests {
     #[test]
     fn they_encode_as_plain_numbers_and_refuse_bad_ones_on_decode() {
         let settings = DbSettings::new(8, 3, Retention::default()).unwrap();
-        let plain = (8u32, 3u32, Retention::default());
+        let plain = (8u32, 3u32, Retention::default(), 0u32);
         assert_eq!(crate::codec::encode(&settings).unwrap(), crate::codec::encode(&plain).unwrap());
-        let bad = crate::codec::encode(&(u32::MAX, 3u32, Retention::default())).unwrap();
+        let bad = crate::codec::encode(&(u32::MAX, 3u32, Retention::default(), 0u32)).unwrap();
         let error = crate::codec::decode::<DbSettings>(&bad).unwrap_err().to_string();
         assert!(error.contains("shards"), "{error}");
         let json = r#"{"shards": 4, "replication": 0, "retention": {"max_age_ms": null, "max_bytes": null}}"#;

@@ -24,7 +24,7 @@ use crate::records::Identity;
 
 /// The store format this build reads and writes. Bump it when a table's layout changes
 /// and teach `open` to migrate the older one.
-pub const STORE_FORMAT: u32 = 2;
+pub const STORE_FORMAT: u32 = 3;
 
 /// The lock file inside a data dir.
 pub const LOCK_FILE: &str = "cairn.lock";
@@ -97,10 +97,16 @@ pub(crate) struct Tables {
     /// shard key ++ upstream site → the upstream's arrival number up to which this
     /// replica has received everything it lacked (the resume point of a pull).
     pub(crate) log_cursors: Table,
+    /// shard key ++ origin ++ seq → arrival ++ hidden flag, for every entry held.
+    pub(crate) log_by_origin: Table,
+    /// shard key ++ fnv1a64(topic) ++ origin ++ seq → arrival, for visible entries.
+    pub(crate) log_topics: Table,
+    /// shard key ++ [len] producer name ++ its number → the visible entry's id.
+    pub(crate) log_producers: Table,
 }
 
 /// Table names, in the order of the array `Tables` is built from.
-pub(crate) const TABLE_NAMES: [&str; 10] = [
+pub(crate) const TABLE_NAMES: [&str; 13] = [
     "meta",
     "dbs",
     "replicas",
@@ -111,10 +117,13 @@ pub(crate) const TABLE_NAMES: [&str; 10] = [
     "log_early",
     "log_shards",
     "log_cursors",
+    "log_by_origin",
+    "log_topics",
+    "log_producers",
 ];
 
 impl Tables {
-    fn from_array(t: [Table; 10]) -> Self {
+    fn from_array(t: [Table; 13]) -> Self {
         let [
             meta,
             dbs,
@@ -126,6 +135,9 @@ impl Tables {
             log_early,
             log_shards,
             log_cursors,
+            log_by_origin,
+            log_topics,
+            log_producers,
         ] = t;
         Self {
             meta,
@@ -138,11 +150,14 @@ impl Tables {
             log_early,
             log_shards,
             log_cursors,
+            log_by_origin,
+            log_topics,
+            log_producers,
         }
     }
 
     /// Every table with its name, for whole-store scans.
-    pub(crate) fn named(&self) -> [(&'static str, Table); 10] {
+    pub(crate) fn named(&self) -> [(&'static str, Table); 13] {
         let t = [
             self.meta,
             self.dbs,
@@ -154,6 +169,9 @@ impl Tables {
             self.log_early,
             self.log_shards,
             self.log_cursors,
+            self.log_by_origin,
+            self.log_topics,
+            self.log_producers,
         ];
         std::array::from_fn(|i| (TABLE_NAMES[i], t[i]))
     }
@@ -414,7 +432,7 @@ fn open_tables_once(env: &Env<WithoutTls>) -> Result<Option<Tables>> {
                 None => return Ok(CommitOrAbort::Abort(Some(*name))),
             }
         }
-        let tables: [_; 10] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
+        let tables: [_; 13] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
         Ok(CommitOrAbort::Commit(tables))
     })?;
     match opened {
@@ -439,7 +457,7 @@ fn create_store(env: &Env<WithoutTls>, cluster_id: ClusterId, site_id: SiteId) -
             }
             put_record(tables[0], wtxn, FORMAT_KEY, &STORE_FORMAT, "format")?;
             put_record(tables[0], wtxn, IDENTITY_KEY, &identity, "identity")?;
-            let tables: [_; 10] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
+            let tables: [_; 13] = tables.try_into().map_err(|_| heed::Error::Mdb(MdbError::Invalid))?;
             Ok(CommitOrAbort::<_, ()>::Commit(tables))
         })?
         .unwrap_commit();

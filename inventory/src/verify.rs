@@ -31,6 +31,10 @@ fn check<T: DeserializeOwned>(bytes: &[u8]) -> Result<(), CodecError> {
     codec::decode_checked::<T>(bytes).map(drop)
 }
 
+fn raw(well_formed: bool) -> Result<(), CodecError> {
+    if well_formed { Ok(()) } else { Err(CodecError::Decode("malformed index entry".into())) }
+}
+
 impl Inventory {
     /// Reads every record of every table and reports the ones that do not decode.
     pub fn verify(&self) -> Result<VerifyReport> {
@@ -49,6 +53,11 @@ impl Inventory {
                         "log_entries" => check::<StoredEntry>(bytes),
                         "log_frontiers" => check::<FrontierRecord>(bytes),
                         "log_early" => check::<()>(bytes),
+                        "log_cursors" => check::<u64>(bytes),
+                        // Index entries are plain bytes of fixed lengths.
+                        "log_by_origin" => raw(keys::split_by_origin_value(bytes).is_some()),
+                        "log_topics" => raw(bytes.len() == 8),
+                        "log_producers" => raw(keys::split_id_value(bytes).is_some_and(|_| bytes.len() == 24)),
                         _ => check::<ShardLogMeta>(bytes),
                     };
                     report.checked += 1;

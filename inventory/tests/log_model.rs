@@ -35,7 +35,7 @@ fn payload(origin: SiteId, seq: u64) -> Vec<u8> {
 }
 
 fn remote(origin: SiteId, seq: u64) -> Entry {
-    Entry { id: EntryId { origin, seq }, origin_ms: seq, payload: payload(origin, seq) }
+    Entry::plain(EntryId { origin, seq }, seq, payload(origin, seq))
 }
 
 fn open(dir: &std::path::Path) -> Inventory {

@@ -35,15 +35,15 @@ fn members_on_ready_replicas_are_appended_and_the_others_get_the_state() {
     let b: &[&[u8]] = &[b"b"];
     let c: &[&[u8]] = &[b"c1", b"c2", b"c3"];
     let group = [
-        Append { db: &d, shard: 0, payloads: a },
-        Append { db: &d, shard: 1, payloads: b },
-        Append { db: &d, shard: 2, payloads: b },
-        Append { db: &d, shard: 3, payloads: b },
-        Append { db: &d, shard: 0, payloads: c },
+        Append { db: &d, shard: 0, payloads: a, producer: None },
+        Append { db: &d, shard: 1, payloads: b, producer: None },
+        Append { db: &d, shard: 2, payloads: b, producer: None },
+        Append { db: &d, shard: 3, payloads: b, producer: None },
+        Append { db: &d, shard: 0, payloads: c, producer: None },
     ];
     let outcome = inv.append_ready(&group).unwrap();
     let seqs =
-        |i: usize| outcome[i].as_ref().unwrap().iter().map(|id| (id.origin, id.seq)).collect::<Vec<_>>();
+        |i: usize| outcome[i].as_ref().unwrap().iter().map(|s| (s.id.origin, s.id.seq)).collect::<Vec<_>>();
     // Two members on one shard: ids follow on, in group order.
     assert_eq!(seqs(0), vec![(me, 1), (me, 2)]);
     assert_eq!(seqs(4), vec![(me, 3), (me, 4), (me, 5)]);
@@ -70,8 +70,8 @@ fn a_group_continues_the_sequence_of_single_appends() {
     inv.set_replica(&d, 0, ReplicaState::Ready).unwrap();
     let first = inv.append(&d, 0, &[b"x"]).unwrap();
     let x: &[&[u8]] = &[b"y"];
-    let outcome = inv.append_ready(&[Append { db: &d, shard: 0, payloads: x }]).unwrap();
-    assert_eq!(first[0].seq + 1, outcome[0].as_ref().unwrap()[0].seq);
+    let outcome = inv.append_ready(&[Append { db: &d, shard: 0, payloads: x, producer: None }]).unwrap();
+    assert_eq!(first[0].seq + 1, outcome[0].as_ref().unwrap()[0].id.seq);
     assert_eq!(inv.log_stats(&d, 0).unwrap().own_seq, 2);
 }
 

@@ -139,7 +139,7 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
                 max_age_ms: retention_secs.and_then(|s| limit(s.saturating_mul(1000))),
                 max_bytes: retention_bytes.and_then(limit),
             };
-            let settings = DbSettings { shards, replication, retention };
+            let settings = DbSettings { shards, replication, retention, routing: Default::default() };
             let request = Request::CreateDb { name: name.clone(), settings };
             match client.request(&request).await? {
                 Response::DbCreated { created: true } => {

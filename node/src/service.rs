@@ -1,6 +1,9 @@
 //! What a site answers: the node's implementation of the transport's `Service`.
 //!
 //! Inventory calls are blocking LMDB transactions, so they run on tokio's blocking pool.
+//! The data-plane requests (writes, fetches, routes) are in [`data`].
+
+mod data;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,8 +12,8 @@ use std::time::Instant;
 
 use cairn_gossip::ClusterView;
 use cairn_inventory::{
-    DbName, DbRecord, DbSettings, Hlc, Inventory, InventoryError, Replication, Retention, Role, STORE_FORMAT,
-    now_ms,
+    DbName, DbRecord, DbSettings, Hlc, Inventory, InventoryError, Message, Replication, Retention, Role,
+    STORE_FORMAT, Topic, now_ms,
 };
 use cairn_transport::{
     PullFrame, PullRequest, PullSender, Request, Response, Service, SiteStatus, WireError, WireErrorKind,
@@ -280,46 +283,24 @@ impl SiteService {
         Response::NotHere { reason, holders }
     }
 
+    /// The older, topic-less write: messages of topic `""`, acknowledged locally.
     async fn publish(&self, db: DbName, shard: u32, messages: Vec<serde_bytes::ByteBuf>) -> Response {
         if let Err(reason) = access::check_publish(&messages) {
             return Response::Rejected { reason };
         }
         if self.role == Role::Replicant {
-            return self.forward_publish(db, shard, messages).await;
+            let (d, request) = (db.clone(), Request::Publish { db, shard, messages });
+            return self.forward(&d, shard, request).await;
         }
-        match self.appender.append(db.clone(), shard, messages).await {
-            Ok(Ok(ids)) => {
+        let messages = messages.into_iter().map(|m| Message::new(Topic::default(), m.into_vec())).collect();
+        match self.appender.append(db.clone(), shard, messages, None).await {
+            Ok(Ok(stored)) => {
                 self.data.signals.notify(&db, shard);
-                Response::Published { ids }
+                Response::Published { ids: stored.into_iter().map(|s| s.id).collect() }
             }
             Ok(Err(state)) => self.not_here(&db, shard, access::not_writable(&db, shard, state.as_ref())),
-            Err(error) => match &*error {
-                InventoryError::NoSpace { .. } | InventoryError::MapFull { .. } => {
-                    tracing::warn!(%db, shard, %error, "write refused");
-                    Response::Rejected { reason: error.to_string() }
-                }
-                other => internal(other),
-            },
+            Err(error) => data::write_failed(&db, shard, &error),
         }
-    }
-
-    /// A replicant's publish: done by a core site holding a ready replica.
-    async fn forward_publish(&self, db: DbName, shard: u32, messages: Vec<serde_bytes::ByteBuf>) -> Response {
-        let me = self.inventory.identity().site_id;
-        let holders =
-            self.current_view().map(|v| access::ready_holders(&v, me, &db, shard)).unwrap_or_default();
-        let endpoint = self.endpoint.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let Some(endpoint) = endpoint else {
-            let why = "the site is starting or stopping and cannot forward writes now; try again";
-            return Response::Error(WireError::new(WireErrorKind::Busy, why));
-        };
-        let first = self.forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let request = Request::Publish { db: db.clone(), shard, messages };
-        let answer = crate::data::forward::forward(&endpoint, &holders, first, &request).await;
-        if let Response::Error(error) = &answer {
-            tracing::warn!(%db, shard, %error, "forwarding a write failed");
-        }
-        answer
     }
 
     async fn read(&self, peer: SocketAddr, db: DbName, shard: u32, from: u64, max: u32) -> Response {
@@ -412,6 +393,7 @@ impl Service for SiteService {
             config: self.data.config,
             budget: self.data.pull_budget.clone(),
             io: self.data.pull_io.clone(),
+            acks: self.data.acks.clone(),
         };
         crate::data::upstream::serve(serving, request, out).await;
     }
@@ -495,6 +477,9 @@ impl SiteService {
                 self.alter_db(db, replication, retention).await
             }
             Request::DropDb { db } => self.drop_db(db).await,
+            Request::Write(write) => self.write(peer, write).await,
+            Request::Fetch(fetch) => self.fetch(peer, fetch).await,
+            Request::Routes { db } => self.routes(&db),
             Request::SetDraining { on } => match self.blocking(move |inv| inv.set_draining(on)).await {
                 Ok(()) => {
                     tracing::info!(%peer, draining = on, "draining set");

@@ -36,6 +36,9 @@ const CLOSE_LEAVING: u32 = 0;
 const CLOSE_TOO_MANY: u32 = 2;
 /// Stream stop code for a request we refused to read further.
 const STOP_BAD_REQUEST: u32 = 1;
+/// The largest acknowledgement frame a pull receiver may send (a frontier of the most
+/// origins fits).
+const ACK_FRAME_BYTES: usize = 1 << 20;
 
 /// What a site does with requests. Implemented by the node; the transport only carries.
 pub trait Service: Send + Sync + 'static {
@@ -233,8 +236,9 @@ impl Endpoint {
                 frame::write_frame(&mut send, &bytes)
                     .await
                     .map_err(|source| TransportError::Frame { peer, source })?;
-                send.finish().map_err(|e| lost(&e))?;
-                Ok(PullReceiver { peer, recv, max_frame: inner.config.max_frame_bytes })
+                // The send side stays open for the receiver's acknowledgements.
+                let acks = Some(crate::pull::PullAckSender { peer, send });
+                Ok(PullReceiver { peer, recv, max_frame: inner.config.max_frame_bytes, acks })
             }
             .await;
             if let Err(TransportError::ConnectionLost { .. }) = &result {
@@ -507,10 +511,11 @@ async fn serve_request<S: Service>(
         Ok(Err(Some(error))) => Response::Error(error),
         Ok(Ok((Request::Pull(request), permit))) => {
             drop(permit);
-            let _ = recv.stop(crate::pull::STOP_DONE.into());
             Stats::bump(&inner.stats.requests_served);
             tracing::debug!(%peer, db = %request.db, shard = request.shard, follow = request.follow, "pull stream");
-            service.pull(request, PullSender { peer, send }).await;
+            // What follows the request on the receive side are the receiver's acks.
+            let acks = Some(crate::pull::PullAckReceiver { peer, recv, max_frame: ACK_FRAME_BYTES });
+            service.pull(request, PullSender { peer, send, acks }).await;
             return;
         }
         Ok(Ok((request, _permit))) => {

@@ -26,9 +26,12 @@ pub use config::{Congestion, DEFAULT_MTU, TransportConfig};
 pub use endpoint::{Endpoint, GossipInbox, Service};
 pub use error::TransportError;
 pub use message::{
-    DataCounters, PlanPreview, PlanRequest, PlannedMove, ReadEntry, Request, Response, RetentionRemoved,
-    SitePlan, SiteStatus, WireError, WireErrorKind,
+    Ack, DataCounters, FetchRequest, PlanPreview, PlanRequest, PlannedMove, ReadEntry, Request, Response,
+    RetentionRemoved, Routes, SitePlan, SiteStatus, WireError, WireErrorKind, WriteRequest,
 };
-pub use pull::{BatchError, PullFrame, PullReceiver, PullRequest, PullSender, PullStart, SealedBatch};
+pub use pull::{
+    BatchError, PullAck, PullAckReceiver, PullAckSender, PullFrame, PullReceiver, PullRequest, PullSender,
+    PullStart, SealedBatch,
+};
 pub use stats::StatsSnapshot;
 pub use tls::{ClusterCa, Credentials};

@@ -8,7 +8,8 @@
 use std::net::SocketAddr;
 
 use cairn_inventory::{
-    ClusterId, DbName, DbSettings, Entry, EntryId, OfferOutcome, Plan, Replication, Retention, Role, SiteId,
+    ClusterId, DbName, DbSettings, Entry, EntryId, FetchStart, Frontier, Message, OfferOutcome, OutOfRange, Plan,
+    ProducerName, Replication, Retention, Role, SiteId, Stored, TopicFilter,
 };
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +98,94 @@ pub enum Request {
         /// The db.
         db: DbName,
     },
+    /// Append messages with topics to a shard, acknowledged at the asked durability.
+    /// Answered with [`Response::Written`], [`Response::NotHere`], or an
+    /// [`WireErrorKind::OutcomeUnknown`] error when the acknowledgement did not come in
+    /// time (the messages may or may not be stored: retry with the same producer
+    /// numbers).
+    Write(WriteRequest),
+    /// Read one shard by position and topic filter, waiting for new entries if asked.
+    /// Answered with [`Response::Fetched`], [`Response::OutOfRange`] or
+    /// [`Response::NotHere`].
+    Fetch(FetchRequest),
+    /// A db's settings and, per shard, the sites that hold a ready replica, by this
+    /// site's view. Answered with [`Response::Routes`] or [`Response::Rejected`].
+    Routes {
+        /// The db.
+        db: DbName,
+    },
+}
+
+/// How many replicas must hold a write before it is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Ack {
+    /// This site's durable commit.
+    #[default]
+    Local,
+    /// A majority of the db's replication factor (2 of 2, 2 of 3, 3 of 5), counting this
+    /// site.
+    Quorum,
+    /// Every ready replica of the shard, by this site's view.
+    All,
+}
+
+impl std::str::FromStr for Ack {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "local" => Ok(Self::Local),
+            "quorum" => Ok(Self::Quorum),
+            "all" => Ok(Self::All),
+            other => Err(format!("unknown ack level {other:?}: local, quorum or all")),
+        }
+    }
+}
+
+/// A write of messages to one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    /// The db.
+    pub db: DbName,
+    /// The shard (the writer routes: see the db's routing).
+    pub shard: u32,
+    /// The messages, in order.
+    pub messages: Vec<Message>,
+    /// The writer's name and its number for the first message, for idempotence.
+    pub producer: Option<(ProducerName, u64)>,
+    /// How durable before the answer.
+    pub ack: Ack,
+    /// How long to wait for the acknowledgements beyond this site's commit.
+    pub ack_timeout_ms: u32,
+}
+
+/// A read of one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    /// The db.
+    pub db: DbName,
+    /// The shard.
+    pub shard: u32,
+    /// Where to start.
+    pub start: FetchStart,
+    /// Which topics.
+    pub filter: TopicFilter,
+    /// Only entries stamped at or after this time.
+    pub since_ms: Option<u64>,
+    /// At most this many entries.
+    pub max_entries: u32,
+    /// Wait up to this long for a first matching entry when none is there (long poll).
+    pub wait_ms: u32,
+}
+
+/// A db's routes, as [`Request::Routes`] answers them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routes {
+    /// The db's settings (its shard count and routing among them).
+    pub settings: DbSettings,
+    /// Per shard, the addresses of live sites with a ready replica (the answering site
+    /// among them if it holds one).
+    pub holders: Vec<Vec<SocketAddr>>,
 }
 
 /// A change an operator asks the planners for.
@@ -179,6 +268,9 @@ impl Request {
             Self::CancelPlan { .. } => "cancel_plan",
             Self::AlterDb { .. } => "alter_db",
             Self::DropDb { .. } => "drop_db",
+            Self::Write(_) => "write",
+            Self::Fetch(_) => "fetch",
+            Self::Routes { .. } => "routes",
         }
     }
 }
@@ -252,6 +344,24 @@ pub enum Response {
         /// Whether the db is dropped.
         dropped: bool,
     },
+    /// A write's ids, in order, each with whether it was a duplicate (stored before).
+    Written {
+        /// The ids.
+        ids: Vec<Stored>,
+    },
+    /// A fetch's entries and the position after them.
+    Fetched {
+        /// The entries.
+        entries: Vec<Entry>,
+        /// Where to fetch from next, on any replica.
+        cursor: Frontier,
+        /// Whether the replica holds more beyond `cursor` now.
+        more: bool,
+    },
+    /// The fetch's position needs entries that retention has removed.
+    OutOfRange(OutOfRange),
+    /// A db's routes.
+    Routes(Routes),
 }
 
 /// An entry as a read returns it.
@@ -336,6 +446,9 @@ pub enum WireErrorKind {
     /// The site could not get the request done elsewhere (a replicant forwarding a
     /// write found no core site to take it); try again.
     Unavailable,
+    /// The write is stored here but the acknowledgements it asked for did not come in
+    /// time: it may or may not be held as durably as asked.
+    OutcomeUnknown,
 }
 
 impl WireError {

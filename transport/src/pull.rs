@@ -9,6 +9,10 @@
 //! nothing to send, so a silent upstream is noticed. QUIC flow control is the
 //! back-pressure: an upstream writes only as fast as the receiver reads.
 //!
+//! The receiver keeps its side of the stream open and writes a [`PullAck`] with its
+//! frontier after each commit; that is how a writer waiting for `--ack quorum` learns
+//! that its entries are held elsewhere.
+//!
 //! A receiver that finds a bad batch stops the stream and pulls again from what it has
 //! stored; nothing of the bad batch is kept. A receiver calls an upstream silent when no
 //! byte arrives for a while ([`PullReceiver::next_within`]) — not when a whole frame
@@ -50,6 +54,15 @@ pub struct PullRequest {
     /// The highest seq the receiver had written as origin in this shard when it asked:
     /// its own entries above that are newer than the request, so it holds them.
     pub receiver_own_seq: u64,
+}
+
+/// What a receiver sends back on a pull stream after storing: everything it now holds
+/// durably, so the upstream can tell a writer waiting for `--ack quorum|all` that its
+/// entries are on this replica too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullAck {
+    /// The receiver's frontier after its last commit.
+    pub held: Frontier,
 }
 
 /// One frame an upstream sends on a pull stream.
@@ -167,12 +180,58 @@ impl SealedBatch {
 pub struct PullSender {
     pub(crate) peer: SocketAddr,
     pub(crate) send: quinn::SendStream,
+    /// The receiver's acknowledgements, until taken.
+    pub(crate) acks: Option<PullAckReceiver>,
+}
+
+/// The upstream's reader of a receiver's [`PullAck`]s.
+#[derive(Debug)]
+pub struct PullAckReceiver {
+    pub(crate) peer: SocketAddr,
+    pub(crate) recv: quinn::RecvStream,
+    pub(crate) max_frame: usize,
+}
+
+impl PullAckReceiver {
+    /// The next acknowledgement; `None` when the receiver sends no more.
+    pub async fn next(&mut self) -> Result<Option<PullAck>, TransportError> {
+        let peer = self.peer;
+        let frame = frame::read_frame(&mut self.recv, self.max_frame).await.map_err(|source| match source {
+            FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
+            source => TransportError::Frame { peer, source },
+        })?;
+        frame.map(|bytes| codec::decode(&bytes).map_err(TransportError::from)).transpose()
+    }
+}
+
+/// The receiver's sender of [`PullAck`]s.
+#[derive(Debug)]
+pub struct PullAckSender {
+    pub(crate) peer: SocketAddr,
+    pub(crate) send: quinn::SendStream,
+}
+
+impl PullAckSender {
+    /// Sends one acknowledgement.
+    pub async fn send(&mut self, ack: &PullAck) -> Result<(), TransportError> {
+        let bytes = codec::encode(ack)?;
+        let peer = self.peer;
+        frame::write_frame(&mut self.send, &bytes).await.map_err(|source| match source {
+            FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
+            source => TransportError::Frame { peer, source },
+        })
+    }
 }
 
 impl PullSender {
     /// The receiver's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The receiver's acknowledgements (once; `None` after).
+    pub fn take_acks(&mut self) -> Option<PullAckReceiver> {
+        self.acks.take()
     }
 
     /// Sends one frame; waits while the receiver's flow-control window is full.
@@ -220,12 +279,19 @@ pub struct PullReceiver {
     pub(crate) peer: SocketAddr,
     pub(crate) recv: quinn::RecvStream,
     pub(crate) max_frame: usize,
+    /// Where acknowledgements go, until taken.
+    pub(crate) acks: Option<PullAckSender>,
 }
 
 impl PullReceiver {
     /// The upstream's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The sender of this stream's acknowledgements (once; `None` after).
+    pub fn take_acks(&mut self) -> Option<PullAckSender> {
+        self.acks.take()
     }
 
     /// The next frame; `None` when the upstream ended the stream cleanly.
@@ -267,7 +333,7 @@ mod tests {
 
     fn entries(n: u64) -> Vec<Entry> {
         (1..=n)
-            .map(|seq| Entry { id: EntryId { origin: SiteId(1), seq }, origin_ms: seq, payload: vec![1; 9] })
+            .map(|seq| Entry::plain(EntryId { origin: SiteId(1), seq }, seq, vec![1; 9]))
             .collect()
     }
 

@@ -9,8 +9,7 @@
 
 use std::sync::{Arc, Weak};
 
-use cairn_inventory::{Append, Appended, DbName, Inventory, InventoryError};
-use serde_bytes::ByteBuf;
+use cairn_inventory::{Append, Appended, DbName, Inventory, InventoryError, Message, ProducerName};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::supervisor::Supervisor;
@@ -24,7 +23,8 @@ const MAX_GROUP_BYTES: usize = 16 << 20;
 struct Job {
     db: DbName,
     shard: u32,
-    messages: Vec<ByteBuf>,
+    messages: Vec<Message>,
+    producer: Option<(ProducerName, u64)>,
     answer: oneshot::Sender<Result<Appended, Arc<InventoryError>>>,
 }
 
@@ -53,17 +53,20 @@ impl Appender {
         Self { jobs }
     }
 
-    /// Appends `messages` to `(db, shard)` if this site's replica there is ready;
-    /// answers after the commit. A failed transaction fails every publish in it.
+    /// Appends `messages` to `(db, shard)` if this site's replica there is ready (as
+    /// `producer`'s, numbered from its number, when given: see
+    /// [`Inventory::append_produced`]); answers after the commit. A failed transaction
+    /// fails every publish in it.
     pub async fn append(
         &self,
         db: DbName,
         shard: u32,
-        messages: Vec<ByteBuf>,
+        messages: Vec<Message>,
+        producer: Option<(ProducerName, u64)>,
     ) -> Result<Appended, Arc<InventoryError>> {
         let (answer, answered) = oneshot::channel();
         let stopped = || Arc::new(InventoryError::InvalidSetting { what: "appender", why: "stopped".into() });
-        self.jobs.send(Job { db, shard, messages, answer }).await.map_err(|_| stopped())?;
+        self.jobs.send(Job { db, shard, messages, producer, answer }).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
 }
@@ -83,8 +86,15 @@ async fn run(inventory: Weak<Inventory>, queue: Arc<Mutex<mpsc::Receiver<Job>>>)
         // A panic here ends this group's publishes unanswered (their writers see the
         // site fail the request) and restarts the appender.
         let (group, result) = crate::supervisor::blocking(move || {
-            let members: Vec<_> =
-                group.iter().map(|j| Append { db: &j.db, shard: j.shard, payloads: &j.messages }).collect();
+            let members: Vec<_> = group
+                .iter()
+                .map(|j| Append {
+                    db: &j.db,
+                    shard: j.shard,
+                    payloads: &j.messages,
+                    producer: j.producer.as_ref().map(|(name, first)| (name, *first)),
+                })
+                .collect();
             let result = inv.append_ready(&members);
             (group, result)
         })
@@ -106,5 +116,5 @@ async fn run(inventory: Weak<Inventory>, queue: Arc<Mutex<mpsc::Receiver<Job>>>)
 }
 
 fn size(job: &Job) -> usize {
-    job.messages.iter().map(|m| m.len()).sum()
+    job.messages.iter().map(|m| m.payload.len()).sum()
 }

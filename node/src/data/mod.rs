@@ -4,9 +4,11 @@
 //! ([`replicator`]: catch-up of new replicas, then follow), and applying retention
 //! ([`retention`]). [`signals`] wakes follow
 //! streams when a log grows; [`throttle`] caps catch-up throughput. A replicant's
-//! writes go to a core holder through [`forward`].
+//! writes go to a core holder through [`forward`]. [`acks`] keeps what other replicas
+//! acknowledged holding, for writes that wait for a quorum.
 
 pub mod access;
+pub mod acks;
 pub mod admission;
 pub mod appender;
 pub mod forward;
@@ -48,6 +50,10 @@ pub struct DataConfig {
     pub max_reads_per_peer: usize,
     /// Reads served at once, to all peers.
     pub max_reads: usize,
+    /// Long polls and acknowledgement waits one peer may have open at once.
+    pub max_waits_per_peer: usize,
+    /// The same, for all peers.
+    pub max_waits: usize,
 }
 
 impl Default for DataConfig {
@@ -65,6 +71,8 @@ impl Default for DataConfig {
             pull_stall: Duration::from_secs(30),
             max_reads_per_peer: 2,
             max_reads: 16,
+            max_waits_per_peer: 256,
+            max_waits: 4096,
         }
     }
 }

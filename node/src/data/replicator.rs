@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use cairn_gossip::summary::CatchUpProgress;
 use cairn_gossip::{ClusterView, SiteState};
-use cairn_inventory::{DbName, Inventory, InventoryError, ReplicaRecord, ReplicaState, SiteId};
+use cairn_inventory::{DbName, Frontier, Inventory, InventoryError, ReplicaRecord, ReplicaState, SiteId};
 use cairn_transport::pull::STOP_BAD_BATCH;
 use cairn_transport::{DataCounters, Endpoint, PullFrame, PullRequest, PullStart, TransportError};
 use tokio::sync::watch;
@@ -58,6 +58,10 @@ pub struct DataShared {
     pub pull_budget: Arc<Admission>,
     /// Reads being answered, per peer and in all.
     pub reads: Arc<Admission>,
+    /// Long polls and acknowledgement waits in progress.
+    pub waits: Arc<Admission>,
+    /// What other replicas acknowledged holding (for `--ack quorum|all`).
+    pub acks: Arc<super::acks::AckBoard>,
     /// Inventory reads of served pull streams running at once.
     pub pull_io: Arc<tokio::sync::Semaphore>,
 }
@@ -134,6 +138,8 @@ impl DataShared {
                 config.pull_bytes.div_ceil(1024),
             ),
             reads: Admission::new("reads in progress", config.max_reads_per_peer, config.max_reads),
+            waits: Admission::new("waits in progress", config.max_waits_per_peer, config.max_waits),
+            acks: Arc::default(),
             pull_io: Arc::new(tokio::sync::Semaphore::new(PULL_IO)),
         }
     }
@@ -487,6 +493,7 @@ async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
     };
     let silence = ctx.shared.config.idle_every * 3;
     let mut stream = ctx.endpoint.pull(ctx.source.addr, &request).await?;
+    let mut acks = stream.take_acks();
     ctx.shared.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
     let start = match next_frame(&mut stream, silence).await? {
         Some(PullFrame::Start(start)) => start,
@@ -524,7 +531,14 @@ async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
                 batch.bytes += more.bytes;
                 batch.cursor = more.cursor;
             }
-            ctx.store(batch, &start, &mut reached).await?;
+            let held = ctx.store(batch, &start, &mut reached).await?;
+            // Tell the upstream what we now hold (writers there may wait for it); a
+            // failed send only ends the acknowledgements, not the stream.
+            if let Some(sender) = &mut acks
+                && sender.send(&cairn_transport::PullAck { held }).await.is_err()
+            {
+                acks = None;
+            }
         }
         Ok::<(), PullError>(())
     };
@@ -579,13 +593,15 @@ struct Received {
 }
 
 impl StreamCtx {
-    /// Stores a batch with its cursor, counts it and notes an upstream reached.
-    async fn store(&self, batch: Received, start: &PullStart, reached: &mut bool) -> Result<(), PullError> {
+    /// Stores a batch with its cursor, counts it and notes an upstream reached. Answers
+    /// the frontier held after the commit.
+    async fn store(&self, batch: Received, start: &PullStart, reached: &mut bool) -> Result<Frontier, PullError> {
         let (count, bytes, cursor) = (batch.entries.len() as u64, batch.bytes, batch.cursor);
         let upstream = self.source.site;
-        let outcome = self
+        let (outcome, held) = self
             .blocking(move |inv, db, shard| {
-                inv.insert_pulled(db, shard, &batch.entries, Some((upstream, cursor)))
+                let outcome = inv.insert_pulled(db, shard, &batch.entries, Some((upstream, cursor)))?;
+                Ok((outcome, inv.frontier(db, shard)?))
             })
             .await?;
         if outcome.inserted > 0 {
@@ -609,6 +625,6 @@ impl StreamCtx {
             self.reach(start).await?;
             *reached = true;
         }
-        Ok(())
+        Ok(held)
     }
 }

@@ -39,12 +39,25 @@ pub struct Serving {
     /// Permits to run an inventory read for a pull stream: few at once, so a burst of
     /// streams does not grow the blocking pool (each thread costs a stack).
     pub io: Arc<Semaphore>,
+    /// Where the receiver's acknowledgements are recorded.
+    pub acks: Arc<super::acks::AckBoard>,
 }
 
 /// Serves one pull stream until it is done or the receiver goes away.
 pub async fn serve(serving: Serving, request: PullRequest, mut out: PullSender) {
     let peer = out.peer();
     let (db, shard) = (request.db.clone(), request.shard);
+    // The receiver's acknowledgements, for as long as the stream lasts. They are
+    // believed for the receiver the request names (a member of the cluster).
+    let acks = out.take_acks().map(|mut acks| {
+        let (board, db, receiver) = (serving.acks.clone(), db.clone(), request.receiver);
+        tokio::spawn(async move {
+            while let Ok(Some(ack)) = acks.next().await {
+                board.record(&db, shard, receiver, &ack.held);
+            }
+        })
+    });
+    let _stop_acks = acks.map(|task| AbortOnDrop(task));
     match stream(&serving, &request, &mut out).await {
         Ok(()) => out.finish(),
         Err(StreamEnd::Receiver(TransportError::Timeout { after, .. })) => {
@@ -60,6 +73,15 @@ pub async fn serve(serving: Serving, request: PullRequest, mut out: PullSender) 
             let _ = out.send(&PullFrame::Refused { reason }).await;
             out.finish();
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -1,0 +1,262 @@
+//! Reading a shard log by position: positions valid on every replica, topic filters.
+//!
+//! A reader's position in a shard is a [`Frontier`]: per origin, the seq up to which it
+//! has seen every entry of that origin that its filter matches. Any replica can resume
+//! from it, because entry ids are the same on every replica: a fetch answers, per origin,
+//! the matching entries above the reader's seq and at or below the replica's own
+//! frontier (below it the replica holds everything, so nothing can be missing in
+//! between). Each origin's entries come in seq order; the origins are merged in this
+//! replica's arrival order. The position the fetch answers covers everything it looked
+//! at, matched or not, so a reader of a rare topic does not look at the same entries
+//! again.
+//!
+//! An exact topic is read through the topic index (origin and seq under the topic's
+//! hash), so it costs what its own entries cost, not a scan of the shard; other filters
+//! go through the by-origin index and look at every entry.
+//!
+//! When retention (or a catch-up from a source that no longer held them) left out
+//! entries a position still needs, the fetch answers [`OutOfRange`] with where the log
+//! now starts, never a silent skip.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ops::Bound;
+
+use heed::types::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{Entry, Frontier, StoredEntry};
+use crate::error::Result;
+use crate::ids::{DbName, SiteId};
+use crate::keys;
+use crate::store::{Inventory, decode_record};
+use crate::topics::TopicFilter;
+
+/// Where a fetch starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FetchStart {
+    /// At the oldest entry each origin still has here.
+    Earliest,
+    /// Beyond a position an earlier fetch answered (on any replica).
+    After(Frontier),
+}
+
+/// What a fetch looks for.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchQuery<'a> {
+    /// Where to start.
+    pub start: &'a FetchStart,
+    /// Which topics.
+    pub filter: &'a TopicFilter,
+    /// Only entries stamped at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<u64>,
+}
+
+/// Bounds of one fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Stop after this many entries.
+    pub max_entries: usize,
+    /// Stop before an entry that would take the payload bytes past this (the first
+    /// entry is always taken).
+    pub max_bytes: usize,
+    /// Stop after looking at this many entries, matched or not.
+    pub max_scanned: usize,
+}
+
+/// A fetch's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Matching entries: each origin's in seq order, origins merged by arrival here.
+    pub entries: Vec<Entry>,
+    /// The position after them, to fetch from next (here or on another replica).
+    pub cursor: Frontier,
+    /// Whether this replica holds more beyond `cursor` right now (a limit stopped it).
+    pub more: bool,
+}
+
+/// A position that needs entries this replica no longer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("position out of range: entries of origin {origin} from seq {wanted} are gone; the log now starts at seq {starts_at}")]
+pub struct OutOfRange {
+    /// The origin whose entries are gone.
+    pub origin: SiteId,
+    /// The first seq the position needed.
+    pub wanted: u64,
+    /// The oldest seq of that origin this replica holds (or will hold next).
+    pub starts_at: u64,
+    /// The position where this replica's log now starts (for every origin): reading
+    /// from it skips, knowingly, what is gone.
+    pub start: Frontier,
+}
+
+/// One origin's index entries still to look at, in seq order.
+struct Source<'t> {
+    origin: SiteId,
+    /// The replica's frontier for the origin.
+    held: u64,
+    prefix_len: usize,
+    iter: heed::RoRange<'t, Bytes, Bytes>,
+    /// The next index entry: (seq, arrival, hidden).
+    head: Option<(u64, u64, bool)>,
+}
+
+impl Source<'_> {
+    fn advance(&mut self) -> Result<()> {
+        self.head = match self.iter.next().transpose()? {
+            None => None,
+            Some((key, value)) => {
+                let seq = keys::u64_suffix(&key[self.prefix_len..]);
+                let value = if value.len() == 8 {
+                    keys::u64_suffix(value).map(|arrival| (arrival, false))
+                } else {
+                    keys::split_by_origin_value(value)
+                };
+                match (seq, value) {
+                    (Some(seq), Some((arrival, hidden))) => Some((seq, arrival, hidden)),
+                    _ => return Err(super::write::corrupt("log index", key)),
+                }
+            }
+        };
+        Ok(())
+    }
+}
+
+impl Inventory {
+    /// Reads, from one shard's log, the entries `query` asks for beyond its start, within
+    /// `limits`. Answers [`OutOfRange`] when the start needs entries retention removed.
+    pub fn fetch(
+        &self,
+        db: &DbName,
+        shard: u32,
+        query: FetchQuery<'_>,
+        limits: FetchLimits,
+    ) -> Result<std::result::Result<Fetched, OutOfRange>> {
+        let shard_key = keys::shard(db, shard);
+        self.read(|txn| {
+            let held = self.frontier_in(txn, &shard_key)?;
+            let first_held = |origin: SiteId, above: u64| -> Result<Option<u64>> {
+                let from = keys::early(&shard_key, origin, above.saturating_add(1));
+                let to = keys::early(&shard_key, origin, u64::MAX);
+                let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
+                match self.tables.log_by_origin.range(txn, &range)?.next().transpose()? {
+                    Some((key, _)) => Ok(keys::u64_suffix(&key[from.len() - 8..])),
+                    None => Ok(None),
+                }
+            };
+            // Where each origin starts.
+            let mut cursor = match query.start {
+                FetchStart::Earliest => Frontier::default(),
+                FetchStart::After(position) => position.clone(),
+            };
+            let mut begins = Vec::with_capacity(held.len());
+            for (origin, upto) in held.iter() {
+                let begin = match query.start {
+                    FetchStart::Earliest => first_held(origin, 0)?.map_or(upto, |seq| seq - 1),
+                    FetchStart::After(position) => position.get(origin),
+                };
+                if begin >= upto {
+                    continue;
+                }
+                if matches!(query.start, FetchStart::After(_)) {
+                    let next = first_held(origin, begin)?;
+                    if next.is_none_or(|seq| seq > begin + 1) {
+                        let starts_at = next.unwrap_or(upto + 1);
+                        let start = self.log_start_position(txn, &shard_key, &held, query.start)?;
+                        return Ok(Err(OutOfRange { origin, wanted: begin + 1, starts_at, start }));
+                    }
+                }
+                begins.push((origin, begin, upto));
+            }
+            // One index range per origin.
+            let topic_prefix = query.filter.exact().map(|topic| keys::topic(&shard_key, &topic));
+            let mut sources = Vec::with_capacity(begins.len());
+            for (origin, begin, upto) in begins {
+                let (table, prefix) = match &topic_prefix {
+                    Some(prefix) => (self.tables.log_topics, keys::frontier(prefix, origin)),
+                    None => (self.tables.log_by_origin, keys::frontier(&shard_key, origin)),
+                };
+                let from = keys::with_u64(&prefix, begin + 1);
+                let to = keys::with_u64(&prefix, upto);
+                let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
+                let mut source = Source { origin, held: upto, prefix_len: prefix.len(), iter: table.range(txn, &range)?, head: None };
+                source.advance()?;
+                if source.head.is_none() {
+                    cursor.0.insert(origin, upto);
+                } else {
+                    sources.push(source);
+                }
+            }
+            // Merge by arrival.
+            let mut heap: BinaryHeap<Reverse<(u64, usize)>> = sources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.head.map(|(_, arrival, _)| Reverse((arrival, i))))
+                .collect();
+            let (mut entries, mut bytes, mut scanned) = (Vec::new(), 0usize, 0usize);
+            while let Some(&Reverse((arrival, i))) = heap.peek() {
+                if entries.len() >= limits.max_entries || bytes >= limits.max_bytes || scanned >= limits.max_scanned {
+                    break;
+                }
+                let source = &mut sources[i];
+                let (seq, _, hidden) = source.head.expect("sources in the heap have a head");
+                if !hidden {
+                    let key = keys::with_u64(&shard_key, arrival);
+                    if let Some(value) = self.tables.log_entries.get(txn, &key)? {
+                        let stored: StoredEntry = decode_record(value, || keys::describe("log_entries", &key))?;
+                        let entry = stored.entry;
+                        let wanted = entry.id.origin == source.origin
+                            && entry.id.seq == seq
+                            && query.filter.matches(&entry.topic)
+                            && query.since_ms.is_none_or(|since| entry.origin_ms >= since);
+                        if wanted {
+                            if !entries.is_empty() && bytes.saturating_add(entry.payload.len()) > limits.max_bytes {
+                                break;
+                            }
+                            bytes = bytes.saturating_add(entry.payload.len());
+                            entries.push(entry);
+                        }
+                    }
+                }
+                scanned += 1;
+                heap.pop();
+                cursor.0.insert(source.origin, seq);
+                source.advance()?;
+                match source.head {
+                    Some((_, next_arrival, _)) => heap.push(Reverse((next_arrival, i))),
+                    None => {
+                        cursor.0.insert(source.origin, source.held);
+                    }
+                }
+            }
+            Ok(Ok(Fetched { entries, cursor, more: !heap.is_empty() }))
+        })
+    }
+
+    /// Per origin, the position just below the oldest entry held (the replica's frontier
+    /// when it holds none), never below `start`'s.
+    fn log_start_position(
+        &self,
+        txn: &heed::RoTxn<'_, heed::WithoutTls>,
+        shard_key: &[u8],
+        held: &Frontier,
+        start: &FetchStart,
+    ) -> Result<Frontier> {
+        let mut log_start = match start {
+            FetchStart::Earliest => Frontier::default(),
+            FetchStart::After(position) => position.clone(),
+        };
+        for (origin, upto) in held.iter() {
+            let prefix = keys::frontier(shard_key, origin);
+            let first = match self.tables.log_by_origin.prefix_iter(txn, &prefix)?.next().transpose()? {
+                Some((key, _)) => keys::u64_suffix(&key[prefix.len()..]),
+                None => None,
+            };
+            let start_seq = first.map_or(upto, |seq| seq - 1);
+            if start_seq > log_start.get(origin) {
+                log_start.0.insert(origin, start_seq);
+            }
+        }
+        Ok(log_start)
+    }
+}
