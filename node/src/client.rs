@@ -35,6 +35,7 @@ pub(crate) struct ConnArgs {
 pub(crate) struct Client {
     endpoint: Endpoint,
     node: SocketAddr,
+    timeout: Duration,
 }
 
 impl Client {
@@ -48,12 +49,26 @@ impl Client {
             request_timeout: Duration::from_secs(args.timeout),
             ..TransportConfig::default()
         };
-        Ok(Self { endpoint: Endpoint::client(&credentials, config, args.node)?, node: args.node })
+        Ok(Self {
+            endpoint: Endpoint::client(&credentials, config, args.node)?,
+            node: args.node,
+            timeout: Duration::from_secs(args.timeout),
+        })
     }
 
     /// The site's address.
     pub(crate) fn node(&self) -> SocketAddr {
         self.node
+    }
+
+    /// The endpoint, for requests whose errors the caller tells apart.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// How long one request may take (`--timeout`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Sends one request. Errors say what to do about them where we can tell.

@@ -30,9 +30,11 @@ pub(crate) enum CtlCommand {
     /// Dbs.
     #[command(subcommand)]
     Db(DbCommand),
-    /// Write messages to a shard (from the arguments, or stdin one a line).
+    /// Write messages by topic (from the arguments, or stdin one a line); the db's
+    /// routing picks the shard from the key or topic, unless --shard is given.
     Publish(PublishArgs),
-    /// Read a shard's messages in the answering site's arrival order.
+    /// Read messages by topic filter across a db's shards (or one), from a cursor valid
+    /// on every replica; --follow keeps streaming.
     Read(ReadArgs),
     /// Preview or apply a change of placement (rebalance, decommission).
     #[command(subcommand)]

@@ -84,11 +84,7 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
     let creds = tls::Credentials::from_pem(ca.cert_pem(), &ca.issue("faulty", 1).unwrap()).unwrap();
 
     let entries: Vec<Entry> = (1..=ENTRIES)
-        .map(|seq| Entry {
-            id: EntryId { origin: UPSTREAM, seq },
-            origin_ms: seq,
-            payload: vec![seq as u8; 50],
-        })
+        .map(|seq| Entry::plain(EntryId { origin: UPSTREAM, seq }, seq, vec![seq as u8; 50]))
         .collect();
     let upstream = Arc::new(FaultyUpstream {
         entries: entries.clone(),

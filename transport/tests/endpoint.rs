@@ -48,7 +48,7 @@ impl Service for Counting {
             return;
         }
         let entries: Vec<Entry> = (1..=request.cursor)
-            .map(|seq| Entry { id: EntryId { origin: SiteId(9), seq }, origin_ms: 0, payload: vec![7; 100] })
+            .map(|seq| Entry::plain(EntryId { origin: SiteId(9), seq }, 0, vec![7; 100]))
             .collect();
         for (i, chunk) in entries.chunks(10).enumerate() {
             let batch = SealedBatch::seal(chunk, (i * 10 + chunk.len()) as u64).unwrap();

@@ -118,20 +118,21 @@ impl SiteService {
         // Subscribed before the first read, so an entry stored between a read and the
         // wait is not missed.
         let mut grew = self.data.signals.subscribe(&db, shard);
-        let mut waiting = None;
+        // A fetch that may wait counts among the waits, and waits its turn for a read
+        // (a reader long-polling every shard at once sends them together).
+        let waiting = match fetch.wait_ms {
+            0 => None,
+            _ => match self.data.waits.try_take(peer, 1) {
+                Ok(ticket) => Some(ticket),
+                Err(why) => return busy(format!("too many reads waiting: {why}")),
+            },
+        };
         loop {
             grew.borrow_and_update();
-            let answer = self.fetch_once(peer, &fetch).await;
+            let answer = self.fetch_once(peer, &fetch, waiting.is_some()).await;
             let empty = matches!(&answer, Response::Fetched { entries, more: false, .. } if entries.is_empty());
             if !empty || Instant::now() >= deadline {
                 return answer;
-            }
-            if waiting.is_none() {
-                match self.data.waits.try_take(peer, 1) {
-                    Ok(ticket) => waiting = Some(ticket),
-                    // Too many waiting: answer what there is (nothing) now.
-                    Err(_) => return answer,
-                }
             }
             let wait = tokio::time::timeout_at(deadline.into(), grew.changed()).await;
             if matches!(wait, Ok(Err(_))) {
@@ -140,10 +141,13 @@ impl SiteService {
         }
     }
 
-    async fn fetch_once(&self, peer: SocketAddr, fetch: &FetchRequest) -> Response {
-        let _ticket = match self.data.reads.try_take(peer, 1) {
-            Ok(ticket) => ticket,
-            Err(why) => return busy(format!("too many reads: {why}")),
+    async fn fetch_once(&self, peer: SocketAddr, fetch: &FetchRequest, patient: bool) -> Response {
+        let _ticket = match patient {
+            true => self.data.reads.take(peer, 1).await,
+            false => match self.data.reads.try_take(peer, 1) {
+                Ok(ticket) => ticket,
+                Err(why) => return busy(format!("too many reads: {why}")),
+            },
         };
         let request = fetch.clone();
         let result = self
