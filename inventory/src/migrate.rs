@@ -248,4 +248,56 @@ mod tests {
         let inv = Inventory::open(dir.path(), cluster, InventoryConfig::default()).unwrap();
         assert_eq!(inv.dbs().unwrap().len(), 1);
     }
+
+    #[test]
+    fn a_format_2_store_keeps_its_entries_as_topic_less_and_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = ClusterId::random();
+        let name = DbName::new("old").unwrap();
+        let origin = SiteId(77);
+        let created = Hlc { wall_ms: 1_700_000_000_000, logical: 0 };
+        let old_db = DbRecordV2 {
+            name: name.clone(),
+            settings: DbSettingsV2 { shards: 2, replication: 1, retention: Retention::default() },
+            created,
+            origin,
+            changed: created,
+            dropped: false,
+            supersedes: None,
+        };
+        {
+            let inv = Inventory::open(dir.path(), cluster, InventoryConfig::default()).unwrap();
+            inv.write(|txn| {
+                put_record(inv.tables.meta, txn, FORMAT_KEY, &2u32, "format")?;
+                put_record(inv.tables.dbs, txn, &crate::keys::db(&name), &old_db, "db record")?;
+                for seq in 1..=3u64 {
+                    let entry = StoredEntryV2 {
+                        id: EntryId { origin, seq },
+                        origin_ms: seq,
+                        payload: format!("m{seq}").into_bytes(),
+                        arrived_ms: seq,
+                    };
+                    let key = crate::keys::with_u64(&crate::keys::shard(&name, 1), seq - 1);
+                    put_record(inv.tables.log_entries, txn, &key, &entry, "entry")?;
+                    let frontier = crate::keys::frontier(&crate::keys::shard(&name, 1), origin);
+                    let record = crate::shard_log::FrontierRecord { contiguous: seq, early: 0 };
+                    put_record(inv.tables.log_frontiers, txn, &frontier, &record, "frontier")?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
+        let inv = Inventory::open(dir.path(), cluster, InventoryConfig::default()).unwrap();
+        let db = inv.db(&name).unwrap().unwrap();
+        assert_eq!(db.settings.routing, crate::Routing::Fnv1a64);
+        assert_eq!(db.created, created);
+        let filter = crate::TopicFilter::new("").unwrap();
+        let query = crate::FetchQuery { start: &crate::FetchStart::Earliest, filter: &filter, since_ms: None };
+        let limits = crate::FetchLimits { max_entries: 10, max_bytes: 1 << 20, max_scanned: 100 };
+        let fetched = inv.fetch(&name, 1, query, limits).unwrap().unwrap();
+        let payloads: Vec<_> = fetched.entries.iter().map(|e| e.payload.clone()).collect();
+        assert_eq!(payloads, vec![b"m1".to_vec(), b"m2".to_vec(), b"m3".to_vec()]);
+        assert!(fetched.entries.iter().all(|e| e.topic.as_str().is_empty() && e.key.is_none()));
+        assert!(inv.verify().unwrap().corrupt.is_empty());
+    }
 }
