@@ -32,6 +32,8 @@ pub struct RawDb {
     pub replication: u32,
     /// Retention.
     pub retention: Retention,
+    /// Routing version (0: version 1, FNV-1a 64).
+    pub routing: u32,
     /// Creation HLC.
     pub created: Hlc,
     /// Creating site.
@@ -72,6 +74,7 @@ pub fn raw_db(shards: u32, replication: u32, created: Hlc, origin: SiteId) -> St
         shards,
         replication,
         retention: Retention::default(),
+        routing: 0,
         created,
         origin,
         changed: created,
