@@ -20,6 +20,7 @@ pub mod delay;
 pub mod hosted;
 pub mod hostile;
 pub mod netns;
+pub mod streams;
 
 /// A `cairn start` child process. Killed (SIGKILL) when dropped.
 #[derive(Debug)]

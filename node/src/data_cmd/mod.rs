@@ -29,6 +29,21 @@ async fn routes(client: &Client, db: &DbName) -> anyhow::Result<Routes> {
     }
 }
 
+/// The db's routes from the first of `sites` (then the node) that answers: for a
+/// reader whose node went away.
+async fn routes_from(client: &Client, db: &DbName, sites: &[SocketAddr]) -> anyhow::Result<Routes> {
+    let request = Request::Routes { db: db.clone() };
+    let mut failures = Vec::new();
+    for at in sites.iter().copied().chain([client.node()]) {
+        match attempt(client, at, &request).await {
+            Attempt::Answered(Response::Routes(routes)) => return Ok(routes),
+            Attempt::Answered(other) => failures.push(format!("{at}: {other:?}")),
+            Attempt::Passed(why, _) | Attempt::Unknown(why) => failures.push(why),
+        }
+    }
+    bail!("no site answered with the routes of {db}: {}", failures.join("; "))
+}
+
 /// The sites to try for one shard, in order: the node itself first if it holds the
 /// shard (fewest hops), then the other holders.
 fn candidates(client: &Client, holders: &[SocketAddr]) -> Vec<SocketAddr> {
@@ -47,8 +62,8 @@ fn candidates(client: &Client, holders: &[SocketAddr]) -> Vec<SocketAddr> {
 enum Attempt {
     /// An answer to use.
     Answered(Response),
-    /// Nothing was done there; try the next site.
-    Passed(String),
+    /// Nothing was done there; try the next site (or one of those it names).
+    Passed(String, Vec<SocketAddr>),
     /// The request may have been carried out there (it was sent, no answer came).
     Unknown(String),
 }
@@ -56,13 +71,13 @@ enum Attempt {
 /// Sends `request` to `at`, classing the outcome.
 async fn attempt(client: &Client, at: SocketAddr, request: &Request) -> Attempt {
     match client.endpoint().request(at, request).await {
-        Ok(Response::NotHere { reason, .. }) => Attempt::Passed(format!("{at}: {reason}")),
+        Ok(Response::NotHere { reason, holders }) => Attempt::Passed(format!("{at}: {reason}"), holders),
         Ok(answer) => Attempt::Answered(answer),
         Err(error @ (TransportError::Unreachable { .. } | TransportError::Backoff { .. })) => {
-            Attempt::Passed(error.to_string())
+            Attempt::Passed(error.to_string(), Vec::new())
         }
         Err(TransportError::Remote { error, .. }) if matches!(error.kind, WireErrorKind::Busy) => {
-            Attempt::Passed(format!("{at}: {error}"))
+            Attempt::Passed(format!("{at}: {error}"), Vec::new())
         }
         Err(TransportError::Remote { error, .. }) if error.kind == WireErrorKind::OutcomeUnknown => {
             Attempt::Unknown(format!("{at}: {}", error.message))

@@ -117,7 +117,7 @@ pub(crate) async fn publish(client: &Client, args: PublishArgs) -> anyhow::Resul
             let at = holders[next_holder % holders.len()];
             match attempt(client, at, &request).await {
                 Attempt::Answered(answer) => break (at, answer),
-                Attempt::Passed(why) => failures.push(why),
+                Attempt::Passed(why, _) => failures.push(why),
                 Attempt::Unknown(why) if args.producer.is_some() => failures.push(why),
                 Attempt::Unknown(why) => bail!(
                     "outcome unknown: {why}; {} message(s) from #{start} may or may not be stored \

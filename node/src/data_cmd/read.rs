@@ -136,7 +136,10 @@ impl Reading<'_> {
                 Err(error) => {
                     tracing::warn!(%error, "read failed; looking up the routes again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    if let Ok(routes) = routes(self.client, &self.args.db).await {
+                    let mut known: Vec<SocketAddr> = reads.iter().flat_map(|r| r.holders.iter().copied()).collect();
+                    known.sort();
+                    known.dedup();
+                    if let Ok(routes) = super::routes_from(self.client, &self.args.db, &known).await {
                         for read in reads.iter_mut() {
                             read.holders = candidates(self.client, &routes.holders[read.shard as usize]);
                             read.next = 0;
@@ -200,7 +203,9 @@ impl Reading<'_> {
         token: String,
     ) -> anyhow::Result<(SocketAddr, Vec<Entry>, Frontier, bool)> {
         let mut failures = Vec::new();
-        for _ in 0..read.holders.len() {
+        let mut tried = 0;
+        while tried < read.holders.len() {
+            tried += 1;
             let at = read.holders[read.next % read.holders.len()];
             match attempt(self.client, at, request).await {
                 Attempt::Answered(Response::Fetched { entries, cursor, more }) => {
@@ -217,7 +222,15 @@ impl Reading<'_> {
                 }
                 Attempt::Answered(Response::Rejected { reason }) => bail!("{at} refused: {reason}"),
                 Attempt::Answered(other) => bail!("{at} answered fetch with {other:?}"),
-                Attempt::Passed(why) | Attempt::Unknown(why) => failures.push(why),
+                Attempt::Passed(why, holders) => {
+                    failures.push(why);
+                    for holder in holders {
+                        if !read.holders.contains(&holder) {
+                            read.holders.push(holder);
+                        }
+                    }
+                }
+                Attempt::Unknown(why) => failures.push(why),
             }
             read.next += 1;
         }
