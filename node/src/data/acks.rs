@@ -2,7 +2,7 @@
 //! `all`.
 //!
 //! Each replica that follows this site's log writes back, on the pull stream, its
-//! frontier after every commit ([`cairn_transport::PullAck`]); [`AckBoard::record`]
+//! frontier whenever its log of the shard grows ([`cairn_transport::PullAck`]); [`AckBoard::record`]
 //! keeps the highest per replica and wakes the writers waiting on that shard. A write is
 //! held by a replica once that replica's frontier covers every id of the write
 //! ([`holding`], pure).
@@ -33,12 +33,13 @@ impl Default for Shard {
     }
 }
 
-/// How many of `sites` hold every one of `ids`, by their acknowledged frontiers.
+/// How many of `sites` hold every one of `ids`, by their acknowledged frontiers (a site
+/// holds the entries it wrote itself: their origin stored them before answering).
 pub fn holding(held: &HashMap<SiteId, Frontier>, sites: &[SiteId], ids: &[EntryId]) -> usize {
-    sites
-        .iter()
-        .filter(|site| held.get(site).is_some_and(|f| ids.iter().all(|id| f.get(id.origin) >= id.seq)))
-        .count()
+    let holds = |site: &SiteId, id: &EntryId| {
+        id.origin == *site || held.get(site).is_some_and(|f| f.get(id.origin) >= id.seq)
+    };
+    sites.iter().filter(|site| ids.iter().all(|id| holds(site, id))).count()
 }
 
 impl AckBoard {
@@ -115,7 +116,9 @@ mod tests {
         let sites = [SiteId(2), SiteId(3), SiteId(4), SiteId(5)];
         assert_eq!(holding(&held, &sites, &ids), 1);
         assert_eq!(holding(&held, &sites[1..], &ids), 0);
-        assert_eq!(holding(&held, &sites, &[]), 3, "an empty write is held by every site that acknowledged");
+        assert_eq!(holding(&held, &sites, &[]), 4, "an empty write is held by every site");
+        let theirs = [EntryId { origin: SiteId(5), seq: 9 }];
+        assert_eq!(holding(&held, &sites, &theirs), 1, "its origin holds an entry");
     }
 
     #[tokio::test]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use cairn_gossip::summary::CatchUpProgress;
 use cairn_gossip::{ClusterView, SiteState};
-use cairn_inventory::{DbName, Frontier, Inventory, InventoryError, ReplicaRecord, ReplicaState, SiteId};
+use cairn_inventory::{DbName, Inventory, InventoryError, ReplicaRecord, ReplicaState, SiteId};
 use cairn_transport::pull::STOP_BAD_BATCH;
 use cairn_transport::{DataCounters, Endpoint, PullFrame, PullRequest, PullStart, TransportError};
 use tokio::sync::watch;
@@ -493,7 +493,7 @@ async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
     };
     let silence = ctx.shared.config.idle_every * 3;
     let mut stream = ctx.endpoint.pull(ctx.source.addr, &request).await?;
-    let mut acks = stream.take_acks();
+    let acks = stream.take_acks();
     ctx.shared.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
     let start = match next_frame(&mut stream, silence).await? {
         Some(PullFrame::Start(start)) => start,
@@ -531,14 +531,7 @@ async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
                 batch.bytes += more.bytes;
                 batch.cursor = more.cursor;
             }
-            let held = ctx.store(batch, &start, &mut reached).await?;
-            // Tell the upstream what we now hold (writers there may wait for it); a
-            // failed send only ends the acknowledgements, not the stream.
-            if let Some(sender) = &mut acks
-                && sender.send(&cairn_transport::PullAck { held }).await.is_err()
-            {
-                acks = None;
-            }
+            ctx.store(batch, &start, &mut reached).await?;
         }
         Ok::<(), PullError>(())
     };
@@ -575,9 +568,34 @@ async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
         }
     };
     // The writer ends once the receiver has ended and every received batch is stored, or
-    // at its first error (which then ends the receiver).
-    let (received, written) = tokio::join!(receiver, writer);
-    written.and(received)
+    // at its first error (which then ends the receiver). The acknowledgements go on
+    // beside them for as long as the stream lasts.
+    let streaming = async {
+        let (received, written) = tokio::join!(receiver, writer);
+        written.and(received)
+    };
+    tokio::select! {
+        result = streaming => result,
+        () = acknowledge(ctx, acks) => unreachable!("acknowledging never ends"),
+    }
+}
+
+/// Tells the upstream, now and whenever this replica's log of the shard grows (by this
+/// stream, another one, or a local write), the frontier it holds durably: writers
+/// waiting there for `--ack quorum|all` count it. A failed send ends only the
+/// acknowledgements, never the stream.
+async fn acknowledge(ctx: &StreamCtx, acks: Option<cairn_transport::PullAckSender>) {
+    if let Some(mut sender) = acks {
+        let mut grew = ctx.shared.signals.subscribe(&ctx.db, ctx.shard);
+        loop {
+            grew.borrow_and_update();
+            let Ok(held) = ctx.blocking(|inv, db, shard| inv.frontier(db, shard)).await else { break };
+            if sender.send(&cairn_transport::PullAck { held }).await.is_err() || grew.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 /// Received batches waiting for the writer.
@@ -595,13 +613,12 @@ struct Received {
 impl StreamCtx {
     /// Stores a batch with its cursor, counts it and notes an upstream reached. Answers
     /// the frontier held after the commit.
-    async fn store(&self, batch: Received, start: &PullStart, reached: &mut bool) -> Result<Frontier, PullError> {
+    async fn store(&self, batch: Received, start: &PullStart, reached: &mut bool) -> Result<(), PullError> {
         let (count, bytes, cursor) = (batch.entries.len() as u64, batch.bytes, batch.cursor);
         let upstream = self.source.site;
-        let (outcome, held) = self
+        let outcome = self
             .blocking(move |inv, db, shard| {
-                let outcome = inv.insert_pulled(db, shard, &batch.entries, Some((upstream, cursor)))?;
-                Ok((outcome, inv.frontier(db, shard)?))
+                inv.insert_pulled(db, shard, &batch.entries, Some((upstream, cursor)))
             })
             .await?;
         if outcome.inserted > 0 {
@@ -625,6 +642,6 @@ impl StreamCtx {
             self.reach(start).await?;
             *reached = true;
         }
-        Ok(held)
+        Ok(())
     }
 }

@@ -53,8 +53,8 @@ pub(crate) struct ReadArgs {
     /// Keep reading new entries until interrupted.
     #[arg(long)]
     follow: bool,
-    /// Output format: one message a line (the cursor on stderr), or json lines: one
-    /// per entry, then `{"cursor", "sites"}`.
+    /// Output format: one message a line, or json lines: one per entry, then
+    /// `{"cursor", "sites"}` (the position to resume from with --from).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
@@ -308,7 +308,8 @@ impl Reading<'_> {
                 writeln!(out, "{}", json!({"cursor": token, "sites": sites}))?;
                 out.flush()?;
             }
-            Format::Table => eprintln!("cursor: {token}"),
+            // Messages only, for pipes; json carries the cursor.
+            Format::Table => {}
         }
         Ok(())
     }
