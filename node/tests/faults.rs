@@ -866,3 +866,75 @@ fn fs_free_bytes(dir: &Path) -> u64 {
         .and_then(|l| l.trim().parse().ok())
         .expect("df output")
 }
+
+/// Scenario 8: a site acknowledges writes and loses its disk at once (SIGKILL, data dir
+/// deleted). With `--ack quorum` (2 of 3) every acknowledged write survives on the other
+/// replicas (the writer's site has a 20 ms delay on its link, so its followers trail, as
+/// over a WAN). For comparison, writes acknowledged `local` while the site is cut off
+/// from its followers are all lost with it (counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_ack_quorum_a_site_whose_disk_is_lost_right_after_acknowledging_loses_no_write() {
+    use cairn_tests::streams::message;
+    use cairn_transport::Ack;
+    let _serial = SERIAL.lock().await;
+    let Some(mut c) = hosts("dq", 58, 3) else { return };
+    let limit = Duration::from_secs(60);
+    for _ in 0..3 {
+        c.launch(Vec::new());
+    }
+    c.wait_live(0, 3, limit).await;
+    create_placed(&c, 0, "durq", 2, 3).await;
+    create_placed(&c, 0, "durl", 2, 3).await;
+    c.hosts.impair(0, 0, 20).unwrap();
+    let at = c.addrs[0];
+    let mut acked: BTreeMap<&str, BTreeSet<(u32, EntryId)>> = BTreeMap::new();
+    let began = Instant::now();
+    for n in 0..200u32 {
+        let m = message("t", format!("q-{n}"));
+        if let Ok(ids) = c.client.write(at, "durq", n % 2, vec![m], None, Ack::Quorum).await {
+            acked.entry("durq").or_default().insert((n % 2, ids[0].id));
+        }
+    }
+    c.hosts.cut(0, 1).unwrap();
+    c.hosts.cut(0, 2).unwrap();
+    // Cut off, the site cannot get a quorum: the write is not acknowledged.
+    let refused = c.client.write(at, "durq", 0, vec![message("t", "cut")], None, Ack::Quorum).await.unwrap_err();
+    assert!(refused.contains("OutcomeUnknown"), "{refused}");
+    for n in 0..20u32 {
+        let m = message("t", format!("l-{n}"));
+        if let Ok(ids) = c.client.write(at, "durl", n % 2, vec![m], None, Ack::Local).await {
+            acked.entry("durl").or_default().insert((n % 2, ids[0].id));
+        }
+    }
+    // Right after the last acknowledgement, the site and its disk are gone.
+    c.sites[0].kill();
+    std::fs::remove_dir_all(&c.sites[0].data_dir).unwrap();
+    c.hosts.unimpair(0).unwrap();
+    c.hosts.heal(0, 1).unwrap();
+    c.hosts.heal(0, 2).unwrap();
+    let wrote = began.elapsed();
+    // What the two other replicas hold, once they have synced with each other.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut lost: BTreeMap<&str, usize> = BTreeMap::new();
+    for (db, ids) in &acked {
+        let mut held = BTreeSet::new();
+        for i in 1..3 {
+            for shard in 0..2 {
+                let (entries, _) = c.client.fetch_all(c.addrs[i], db, shard, "#").await.unwrap();
+                held.extend(entries.into_iter().map(|e| (shard, e.id)));
+            }
+        }
+        lost.insert(db, ids.difference(&held).count());
+    }
+    eprintln!(
+        "disk lost right after acknowledging: --ack quorum {} acknowledged, {} lost (20 ms to the followers); \
+         --ack local while cut off {} acknowledged, {} lost ({wrote:?} of writes)",
+        acked["durq"].len(),
+        lost["durq"],
+        acked["durl"].len(),
+        lost["durl"],
+    );
+    assert_eq!(acked["durq"].len(), 200, "every quorum write was acknowledged");
+    assert_eq!(lost["durq"], 0, "a write acknowledged by a quorum was lost");
+    assert_eq!(lost["durl"], acked["durl"].len(), "local writes of a cut-off site stayed there");
+}
