@@ -74,6 +74,13 @@ async fn retention_by_age_and_by_size_is_applied_and_a_catch_up_from_a_cleaned_r
     );
     assert!(ok, "{out}");
     let view = wait_placed(&client, addrs[0], "aged", 2).await;
+    // A reader's position taken before the old entries go.
+    let (ok, out) = ctl(&cluster, addrs[0], &["publish", "aged", "--shard", "0", "first"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctl(&cluster, addrs[0], &["read", "aged", "--shard", "0", "--format", "json"]);
+    assert!(ok, "{out}");
+    let cursor: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let cursor = cursor["cursor"].as_str().unwrap().to_owned();
     let mut old: BTreeSet<EntryId> = BTreeSet::new();
     for shard in 0..2 {
         let at = holders(&view, "aged", shard)[0];
@@ -88,16 +95,22 @@ async fn retention_by_age_and_by_size_is_applied_and_a_catch_up_from_a_cleaned_r
             assert!(kept.is_empty(), "{at} still holds {} of the old entries of shard {shard}", kept.len());
         }
     }
-    // `ctl read` succeeds, shows only the new entries, and says where the log starts.
+    // `ctl read` from the start shows only the new entries; from the position taken
+    // before, it fails naming where the log now starts, and the cursor it offers skips
+    // knowingly to the new entries.
     let at = holders(&view, "aged", 0)[0];
     let (ok, out) = ctl(&cluster, at, &["read", "aged", "--shard", "0"]);
     assert!(ok, "{out}");
     assert!(!out.contains("old-"), "{out}");
     assert_eq!(out.matches("new-").count(), 5, "{out}");
-    assert!(out.contains("now starts at arrival 300"), "{out}");
+    let (ok, out) = ctl(&cluster, at, &["read", "aged", "--shard", "0", "--from", &cursor]);
+    assert!(!ok && out.contains("out of range") && out.contains("the log now starts at seq"), "{out}");
+    let skip = out.split("read --from ").nth(1).unwrap().trim();
+    let (ok, out) = ctl(&cluster, at, &["read", "aged", "--shard", "0", "--from", skip]);
+    assert!(ok && out.matches("new-").count() == 5 && !out.contains("old-"), "{out}");
     let (ok, status) = ctl(&cluster, at, &["status"]);
     let counted =
-        ["300", "600"].iter().any(|n| status.contains(&format!("retention    removed {n} entries")));
+        ["300", "301", "600", "601"].iter().any(|n| status.contains(&format!("retention    removed {n} entries")));
     assert!(ok && counted, "{status}");
 
     // By size: each replica's log stays under 20 kB, oldest entries first.
