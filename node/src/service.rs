@@ -4,6 +4,16 @@
 //! The data-plane requests (writes, fetches, routes) are in [`data`].
 
 mod data;
+mod subscribe;
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -368,6 +378,16 @@ impl RequestCounters {
 }
 
 impl Service for SiteService {
+    async fn subscribe(
+        &self,
+        peer: SocketAddr,
+        request: cairn_transport::SubscribeRequest,
+        out: cairn_transport::SubscriptionSender,
+    ) {
+        self.requests.count_outcome("subscribe", "ok");
+        self.serve_subscription(peer, request, out).await;
+    }
+
     async fn handle(&self, peer: SocketAddr, request: Request) -> Response {
         let kind = request.kind();
         let response = self.answer(peer, request).await;
@@ -480,6 +500,10 @@ impl SiteService {
             Request::Write(write) => self.write(peer, write).await,
             Request::Fetch(fetch) => self.fetch(peer, fetch).await,
             Request::Routes { db } => self.routes(&db),
+            Request::Subscribe(_) => Response::Error(WireError::new(
+                WireErrorKind::Undecodable,
+                "a subscription is a stream, not a request",
+            )),
             Request::SetDraining { on } => match self.blocking(move |inv| inv.set_draining(on)).await {
                 Ok(()) => {
                     tracing::info!(%peer, draining = on, "draining set");

@@ -280,3 +280,53 @@ async fn the_cli_publishes_by_topic_and_reads_with_cursors_filters_and_limits() 
     let (ok, out, took) = waiting.join().unwrap();
     assert!(ok && out == "now\n" && took < Duration::from_secs(7), "{out} after {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_grants_no_credit_is_paused_and_resumes_when_it_does() {
+    use cairn_inventory::{FetchStart, TopicFilter};
+    use cairn_transport::{SubscribeRequest, SubscriptionFrame};
+    let root = tempfile::tempdir().unwrap();
+    let cluster = new_cluster_dir(root.path());
+    let addrs = loopback_addrs(1);
+    let _sites = start_sites(root.path(), &cluster, &addrs);
+    let client = Client::new(&cluster, addrs[0]);
+    wait_live_sites(&client, addrs[0], 1, Duration::from_secs(60)).await;
+    client.create_db(addrs[0], "credit", 1, 1).await;
+    placed(&client, addrs[0], "credit", 1).await;
+    let batch: Vec<_> = (0..50).map(|i| message("c/a", format!("m{i}"))).collect();
+    client.write(addrs[0], "credit", 0, batch, None, Ack::Local).await.unwrap();
+    let request = SubscribeRequest {
+        db: DbName::new("credit").unwrap(),
+        shard: 0,
+        start: FetchStart::Earliest,
+        filter: TopicFilter::new("c/+").unwrap(),
+        since_ms: None,
+        credit: 10,
+    };
+    let mut subscription = client.subscribe(addrs[0], &request).await.unwrap();
+    let mut got = Vec::new();
+    let mut idles = 0;
+    // Without more credit: 10 entries, then only idle frames (the site sends one every 2 s).
+    while idles < 2 {
+        match subscription.next_within(Duration::from_secs(8)).await.unwrap().unwrap() {
+            SubscriptionFrame::Entries { entries, .. } => got.extend(entries),
+            SubscriptionFrame::Idle { .. } => idles += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got.len(), 10, "the site sent beyond the credit");
+    // New writes while paused are not sent either; credit brings them in order.
+    let more: Vec<_> = (50..60).map(|i| message("c/b", format!("m{i}"))).collect();
+    client.write(addrs[0], "credit", 0, more, None, Ack::Local).await.unwrap();
+    subscription.credit(1000).await.unwrap();
+    while got.len() < 60 {
+        if let SubscriptionFrame::Entries { entries, .. } =
+            subscription.next_within(Duration::from_secs(8)).await.unwrap().unwrap()
+        {
+            got.extend(entries);
+        }
+    }
+    let payloads: Vec<String> = got.iter().map(|e| String::from_utf8(e.payload.clone()).unwrap()).collect();
+    let want: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
+    assert_eq!(payloads, want);
+}

@@ -42,6 +42,15 @@ impl Client {
         }
     }
 
+    /// Opens a subscription at `at`.
+    pub async fn subscribe(
+        &self,
+        at: SocketAddr,
+        request: &cairn_transport::SubscribeRequest,
+    ) -> Result<cairn_transport::Subscription, String> {
+        self.endpoint.subscribe(at, request).await.map_err(|e| e.to_string())
+    }
+
     /// The db's routes, by `at`'s view.
     pub async fn routes(&self, at: SocketAddr, db: &str) -> Result<Routes, String> {
         match self.request(at, &Request::Routes { db: DbName::new(db).expect("name") }).await? {

@@ -25,6 +25,9 @@ use crate::message::{Request, Response, WireError, WireErrorKind};
 use crate::per_addr::{PerAddr, Slot};
 use crate::pool::Pool;
 use crate::pull::{PullReceiver, PullRequest, PullSender};
+use crate::subscribe::{
+    Credit, FrameReceiver, FrameSender, SubscribeRequest, Subscription, SubscriptionFrame, SubscriptionSender,
+};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::tls::Credentials;
 
@@ -48,6 +51,23 @@ pub trait Service: Send + Sync + 'static {
     /// Serves one pull stream (see [`crate::pull`]) until it is done or the receiver
     /// goes away.
     fn pull(&self, request: PullRequest, out: PullSender) -> impl Future<Output = ()> + Send;
+
+    /// Serves one subscription (see [`crate::subscribe`]) until it ends or the reader
+    /// goes away. By default, refuses it.
+    fn subscribe(
+        &self,
+        peer: SocketAddr,
+        request: SubscribeRequest,
+        out: SubscriptionSender,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (peer, request);
+        async move {
+            let mut out = out;
+            let refused = SubscriptionFrame::Refused { reason: "this site serves no subscriptions".into(), holders: Vec::new() };
+            let _ = out.frames.send(&refused).await;
+            out.frames.finish();
+        }
+    }
 }
 
 /// Gossip messages received, with the sender's address, in arrival order.
@@ -214,6 +234,33 @@ impl Endpoint {
                 Err(TransportError::Timeout { peer, after: deadline })
             }
             Ok(Ok(Response::Error(error))) => Err(TransportError::Remote { peer, error }),
+            Ok(result) => result,
+        }
+    }
+
+    /// Opens a subscription at the site at `peer` (see [`crate::subscribe`]).
+    pub async fn subscribe(&self, peer: SocketAddr, request: &SubscribeRequest) -> Result<Subscription, TransportError> {
+        let inner = &self.inner;
+        let bytes = codec::encode(&Request::Subscribe(request.clone()))?;
+        let open = async {
+            let conn = inner.connection(peer).await?;
+            let lost = |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
+            let result = async {
+                let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+                frame::write_frame(&mut send, &bytes).await.map_err(|source| TransportError::Frame { peer, source })?;
+                Ok(Subscription {
+                    frames: FrameReceiver { peer, recv, max_frame: inner.config.max_frame_bytes, _frames: std::marker::PhantomData },
+                    credits: FrameSender { peer, send, _frames: std::marker::PhantomData },
+                })
+            }
+            .await;
+            if let Err(TransportError::ConnectionLost { .. }) = &result {
+                inner.pool.forget(peer, &conn);
+            }
+            result
+        };
+        match tokio::time::timeout(inner.config.request_timeout, open).await {
+            Err(_) => Err(TransportError::Timeout { peer, after: inner.config.request_timeout }),
             Ok(result) => result,
         }
     }
@@ -516,6 +563,18 @@ async fn serve_request<S: Service>(
             // What follows the request on the receive side are the receiver's acks.
             let acks = Some(crate::pull::PullAckReceiver { peer, recv, max_frame: ACK_FRAME_BYTES });
             service.pull(request, PullSender { peer, send, acks }).await;
+            return;
+        }
+        Ok(Ok((Request::Subscribe(request), permit))) => {
+            drop(permit);
+            Stats::bump(&inner.stats.requests_served);
+            tracing::debug!(%peer, db = %request.db, shard = request.shard, "subscription");
+            // What follows the request on the receive side are the reader's credits.
+            let out = SubscriptionSender {
+                frames: FrameSender { peer, send, _frames: std::marker::PhantomData },
+                credits: FrameReceiver::<Credit> { peer, recv, max_frame: ACK_FRAME_BYTES, _frames: std::marker::PhantomData },
+            };
+            service.subscribe(peer, request, out).await;
             return;
         }
         Ok(Ok((request, _permit))) => {

@@ -19,6 +19,7 @@ pub mod message;
 mod per_addr;
 mod pool;
 pub mod pull;
+pub mod subscribe;
 mod stats;
 pub mod tls;
 
@@ -34,4 +35,8 @@ pub use pull::{
     PullStart, SealedBatch,
 };
 pub use stats::StatsSnapshot;
+pub use subscribe::{
+    Credit, FrameReceiver, FrameSender, MAX_CREDIT, SubscribeRequest, Subscription, SubscriptionFrame,
+    SubscriptionSender,
+};
 pub use tls::{ClusterCa, Credentials};

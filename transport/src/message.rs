@@ -114,6 +114,9 @@ pub enum Request {
         /// The db.
         db: DbName,
     },
+    /// Open a subscription (see [`crate::subscribe`]); answered by a stream of
+    /// [`crate::SubscriptionFrame`]s instead of one response.
+    Subscribe(crate::subscribe::SubscribeRequest),
 }
 
 /// How many replicas must hold a write before it is answered.
@@ -271,6 +274,7 @@ impl Request {
             Self::Write(_) => "write",
             Self::Fetch(_) => "fetch",
             Self::Routes { .. } => "routes",
+            Self::Subscribe(_) => "subscribe",
         }
     }
 }

@@ -54,6 +54,10 @@ pub struct DataConfig {
     pub max_waits_per_peer: usize,
     /// The same, for all peers.
     pub max_waits: usize,
+    /// Subscriptions one peer may have open at once.
+    pub max_subscriptions_per_peer: usize,
+    /// The same, for all peers.
+    pub max_subscriptions: usize,
 }
 
 impl Default for DataConfig {
@@ -73,6 +77,8 @@ impl Default for DataConfig {
             max_reads: 16,
             max_waits_per_peer: 256,
             max_waits: 4096,
+            max_subscriptions_per_peer: 256,
+            max_subscriptions: 8192,
         }
     }
 }

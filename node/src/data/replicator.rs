@@ -60,6 +60,8 @@ pub struct DataShared {
     pub reads: Arc<Admission>,
     /// Long polls and acknowledgement waits in progress.
     pub waits: Arc<Admission>,
+    /// Subscriptions served.
+    pub subscriptions: Arc<Admission>,
     /// What other replicas acknowledged holding (for `--ack quorum|all`).
     pub acks: Arc<super::acks::AckBoard>,
     /// Inventory reads of served pull streams running at once.
@@ -139,6 +141,11 @@ impl DataShared {
             ),
             reads: Admission::new("reads in progress", config.max_reads_per_peer, config.max_reads),
             waits: Admission::new("waits in progress", config.max_waits_per_peer, config.max_waits),
+            subscriptions: Admission::new(
+                "subscriptions",
+                config.max_subscriptions_per_peer,
+                config.max_subscriptions,
+            ),
             acks: Arc::default(),
             pull_io: Arc::new(tokio::sync::Semaphore::new(PULL_IO)),
         }

@@ -6,6 +6,7 @@
 //! holder when one cannot be reached or answers that it no longer holds the shard.
 
 mod cursor;
+mod follow;
 mod publish;
 mod read;
 

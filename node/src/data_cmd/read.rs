@@ -31,13 +31,13 @@ const FOLLOW_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Args)]
 pub(crate) struct ReadArgs {
     /// The db.
-    db: DbName,
+    pub(super) db: DbName,
     /// Read only this shard (default: every shard).
     #[arg(long)]
     shard: Option<u32>,
     /// Topic filter: levels separated by `/`, `+` for one level, a last `#` for the rest.
     #[arg(long, default_value = "#")]
-    filter: TopicFilter,
+    pub(super) filter: TopicFilter,
     /// Only messages stamped since: a duration back from now (90s, 10m, 2h) or an RFC 3339 time.
     #[arg(long)]
     since: Option<String>,
@@ -61,19 +61,19 @@ pub(crate) struct ReadArgs {
 
 /// One shard being read.
 #[derive(Debug)]
-struct ShardRead {
-    shard: u32,
-    holders: Vec<SocketAddr>,
+pub(super) struct ShardRead {
+    pub(super) shard: u32,
+    pub(super) holders: Vec<SocketAddr>,
     /// The holder to ask first.
     next: usize,
-    position: Option<Frontier>,
+    pub(super) position: Option<Frontier>,
 }
 
 /// What is fixed for the whole command.
-struct Reading<'a> {
-    client: &'a Client,
-    args: &'a ReadArgs,
-    since_ms: Option<u64>,
+pub(super) struct Reading<'a> {
+    pub(super) client: &'a Client,
+    pub(super) args: &'a ReadArgs,
+    pub(super) since_ms: Option<u64>,
     sites: Vec<SocketAddr>,
     printed: u64,
 }
@@ -102,6 +102,9 @@ pub(crate) async fn read(client: &Client, args: ReadArgs) -> anyhow::Result<()> 
         .collect();
     let mut reading = Reading { client, args: &args, since_ms, sites: Vec::new(), printed: 0 };
     let wait = Duration::from_millis(u64::from(args.wait_ms)).min(client.timeout().saturating_sub(Duration::from_secs(1)));
+    if args.follow && args.max.is_none() {
+        return super::follow::follow(&mut reading, &mut reads).await;
+    }
     if args.follow {
         return reading.follow(&mut reads).await;
     }
@@ -114,8 +117,9 @@ pub(crate) async fn read(client: &Client, args: ReadArgs) -> anyhow::Result<()> 
 }
 
 impl Reading<'_> {
-    /// `--follow`: rounds, and waits when a round brings nothing, until interrupted (or
-    /// `--max`); a cursor line after each round that brought entries.
+    /// `--follow --max N`: rounds, and waits when a round brings nothing, until `--max`
+    /// entries came; a cursor line after each round that brought entries. (Without
+    /// `--max`, following is by subscriptions: [`super::follow`].)
     async fn follow(&mut self, reads: &mut [ShardRead]) -> anyhow::Result<()> {
         let wait = FOLLOW_WAIT.min(self.client.timeout() / 2);
         loop {
@@ -266,13 +270,13 @@ impl Reading<'_> {
         Ok(0)
     }
 
-    fn note_site(&mut self, at: SocketAddr) {
+    pub(super) fn note_site(&mut self, at: SocketAddr) {
         if !self.sites.contains(&at) {
             self.sites.push(at);
         }
     }
 
-    fn print(&mut self, shard: u32, entries: &[Entry]) -> anyhow::Result<()> {
+    pub(super) fn print(&mut self, shard: u32, entries: &[Entry]) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         for e in entries {
             match self.args.format {
@@ -299,7 +303,7 @@ impl Reading<'_> {
         Ok(())
     }
 
-    fn print_cursor(&self, reads: &[ShardRead]) -> anyhow::Result<()> {
+    pub(super) fn print_cursor(&self, reads: &[ShardRead]) -> anyhow::Result<()> {
         let token = reads_token(reads);
         match self.args.format {
             Format::Json => {
@@ -316,7 +320,7 @@ impl Reading<'_> {
 }
 
 /// The token of every shard's position so far (shards not read yet: absent).
-fn reads_token(reads: &[ShardRead]) -> String {
+pub(super) fn reads_token(reads: &[ShardRead]) -> String {
     let mut cursor = Cursor::default();
     for read in reads {
         if let Some(position) = &read.position {

@@ -141,7 +141,7 @@ impl SiteService {
         }
     }
 
-    async fn fetch_once(&self, peer: SocketAddr, fetch: &FetchRequest, patient: bool) -> Response {
+    pub(super) async fn fetch_once(&self, peer: SocketAddr, fetch: &FetchRequest, patient: bool) -> Response {
         let _ticket = match patient {
             true => self.data.reads.take(peer, 1).await,
             false => match self.data.reads.try_take(peer, 1) {
