@@ -10,6 +10,7 @@ mod publish;
 mod report;
 mod soak;
 mod store;
+mod streams;
 mod transport;
 
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ enum Scenario {
     Plans,
     /// Time from SIGKILL to dead in every view, and to replication restored.
     Failure,
+    /// The data plane: publish by topic (ack local, quorum) vs raw LMDB appends; reads of
+    /// a whole db, one topic and a filter; write and publish-to-subscriber latency.
+    Streams,
     /// Every scenario above, in order.
     All,
     /// Opt-in, not part of `all`: a mixed load for CAIRN_BENCH_SOAK_SECS (300) with a
@@ -76,6 +80,9 @@ fn main() -> anyhow::Result<()> {
     if all || args.scenario == Scenario::Catchup {
         catchup::run(&reporter, args.smoke)?;
         publish::run(&reporter, args.smoke)?;
+    }
+    if all || args.scenario == Scenario::Streams {
+        streams::run(&reporter, args.smoke)?;
     }
     if all || args.scenario == Scenario::Plans {
         plans::run(&reporter, args.smoke)?;
