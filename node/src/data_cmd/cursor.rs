@@ -20,7 +20,7 @@ pub(crate) struct Cursor(pub(crate) BTreeMap<u32, Frontier>);
 impl Cursor {
     /// The printable token.
     pub(crate) fn token(&self) -> String {
-        let bytes = codec::encode(&self.0).expect("a cursor always encodes");
+        let bytes = codec::encode_checked(&self.0).expect("a cursor always encodes");
         format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
     }
 
@@ -30,7 +30,7 @@ impl Cursor {
             bail!("not a cursor: a cursor starts with {PREFIX:?} (use the \"cursor\" a read printed)");
         };
         let bytes = URL_SAFE_NO_PAD.decode(body).context("not a cursor: its text is not base64url")?;
-        let map = codec::decode(&bytes).map_err(|e| anyhow::anyhow!("not a cursor (damaged or truncated?): {e}"))?;
+        let map = codec::decode_checked(&bytes).map_err(|e| anyhow::anyhow!("not a cursor (damaged or truncated?): {e}"))?;
         Ok(Self(map))
     }
 }
