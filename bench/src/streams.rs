@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use cairn_inventory::{DbName, FetchStart, Message, Topic, TopicFilter};
 use cairn_transport::{
-    Ack, Credentials, Endpoint, FetchRequest, Request, Response, SubscribeRequest, SubscriptionFrame, WriteRequest,
-    tls,
+    Ack, Credentials, Endpoint, FetchRequest, Request, Response, SubscribeRequest, SubscriptionFrame,
+    WriteRequest, tls,
 };
 use serde_json::json;
 
@@ -61,9 +61,22 @@ fn batch(n: usize) -> Vec<Message> {
         .collect()
 }
 
-async fn write(endpoint: &Endpoint, at: SocketAddr, db: &DbName, messages: Vec<Message>, ack: Ack) -> anyhow::Result<usize> {
+async fn write(
+    endpoint: &Endpoint,
+    at: SocketAddr,
+    db: &DbName,
+    messages: Vec<Message>,
+    ack: Ack,
+) -> anyhow::Result<usize> {
     let n = messages.len();
-    let request = Request::Write(WriteRequest { db: db.clone(), shard: 0, messages, producer: None, ack, ack_timeout_ms: 10_000 });
+    let request = Request::Write(WriteRequest {
+        db: db.clone(),
+        shard: 0,
+        messages,
+        producer: None,
+        ack,
+        ack_timeout_ms: 10_000,
+    });
     match endpoint.request(at, &request).await? {
         Response::Written { ids } if ids.len() == n => Ok(n),
         other => anyhow::bail!("write answered {other:?}"),
@@ -108,7 +121,13 @@ async fn measure(reporter: &Reporter, sizes: &Sizes) -> anyhow::Result<()> {
     outcome
 }
 
-async fn publish_rate(credentials: &Credentials, target: SocketAddr, db: &DbName, ack: Ack, span: Duration) -> anyhow::Result<f64> {
+async fn publish_rate(
+    credentials: &Credentials,
+    target: SocketAddr,
+    db: &DbName,
+    ack: Ack,
+    span: Duration,
+) -> anyhow::Result<f64> {
     let endpoints = (0..WRITERS).map(|_| client(credentials, target)).collect::<anyhow::Result<Vec<_>>>()?;
     for endpoint in &endpoints {
         write(endpoint, target, db, batch(0), ack).await?;
@@ -142,12 +161,23 @@ async fn publish_rate(credentials: &Credentials, target: SocketAddr, db: &DbName
 }
 
 /// Reads the whole shard with `filter`, page by page; answers (entries, seconds).
-async fn read_all(endpoint: &Endpoint, at: SocketAddr, db: &DbName, filter: &TopicFilter) -> anyhow::Result<(usize, f64)> {
+async fn read_all(
+    endpoint: &Endpoint,
+    at: SocketAddr,
+    db: &DbName,
+    filter: &TopicFilter,
+) -> anyhow::Result<(usize, f64)> {
     let started = Instant::now();
     let (mut start, mut n) = (FetchStart::Earliest, 0);
     loop {
         let request = Request::Fetch(FetchRequest {
-            db: db.clone(), shard: 0, start: start.clone(), filter: filter.clone(), since_ms: None, max_entries: 10_000, wait_ms: 0,
+            db: db.clone(),
+            shard: 0,
+            start: start.clone(),
+            filter: filter.clone(),
+            since_ms: None,
+            max_entries: 10_000,
+            wait_ms: 0,
         });
         match endpoint.request(at, &request).await? {
             Response::Fetched { entries, cursor, more } => {
@@ -162,7 +192,13 @@ async fn read_all(endpoint: &Endpoint, at: SocketAddr, db: &DbName, filter: &Top
     }
 }
 
-async fn reads(reporter: &Reporter, credentials: &Credentials, target: SocketAddr, db: &DbName, sizes: &Sizes) -> anyhow::Result<()> {
+async fn reads(
+    reporter: &Reporter,
+    credentials: &Credentials,
+    target: SocketAddr,
+    db: &DbName,
+    sizes: &Sizes,
+) -> anyhow::Result<()> {
     let endpoint = client(credentials, target)?;
     // Fill up to `fill` entries (the publish runs left some).
     let (mut held, _) = read_all(&endpoint, target, db, &TopicFilter::all()).await?;
@@ -175,7 +211,8 @@ async fn reads(reporter: &Reporter, credentials: &Credentials, target: SocketAdd
     let whole_rate = whole as f64 / whole_s;
     let (mut one, mut one_s) = (0, 0.0);
     for t in 0..sizes.topics_read {
-        let (k, s) = read_all(&endpoint, target, db, &TopicFilter::new(format!("t/{}", t * 7 % TOPICS))?).await?;
+        let (k, s) =
+            read_all(&endpoint, target, db, &TopicFilter::new(format!("t/{}", t * 7 % TOPICS))?).await?;
         one += k;
         one_s += s;
     }

@@ -20,8 +20,8 @@ mod plans;
 mod records;
 mod settings;
 mod shard_log;
-mod topics;
 mod store;
+mod topics;
 mod verify;
 
 pub use error::{InventoryError, Result};
@@ -34,13 +34,13 @@ pub use records::{
 };
 pub use settings::{DbSettings, MAX_REPLICATION, MAX_SHARDS, Replication, Retention, ShardCount};
 pub use shard_log::{
-    Append, Appended, AsMessage, CleanupOutcome, Entry, EntryId, FetchLimits, FetchQuery, FetchStart, Fetched,
-    Frontier, InsertOutcome, LogEntry, MAX_FRONTIER_ORIGINS, MAX_PAYLOAD, MAX_SEQ, Message, OutOfRange,
-    PullLimits, ReadBatch, ShardLogStats, Stored,
+    Append, Appended, AsMessage, CleanupOutcome, Entry, EntryId, FetchLimits, FetchQuery, FetchStart,
+    Fetched, Frontier, InsertOutcome, LogEntry, MAX_FRONTIER_ORIGINS, MAX_PAYLOAD, MAX_SEQ, Message,
+    OutOfRange, PullLimits, ReadBatch, ShardLogStats, Stored,
 };
+pub use store::{Inventory, InventoryConfig, LOCK_FILE, STORE_FORMAT, now_ms};
 pub use topics::{
     MAX_KEY_LEN, MAX_PRODUCER_LEN, MAX_TOPIC_LEN, MessageKey, ProducerName, ProducerStamp, Routing, Topic,
     TopicFilter, fnv1a64,
 };
-pub use store::{Inventory, InventoryConfig, LOCK_FILE, STORE_FORMAT, now_ms};
 pub use verify::{CorruptRecord, VerifyReport};

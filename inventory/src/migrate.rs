@@ -143,8 +143,10 @@ fn entries_v2_to_v3(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
         let Some((last, _)) = slice.last() else { break };
         cursor = last.clone();
         for (key, old) in &slice {
-            let (_, _, rest) = crate::keys::split_shard(key).ok_or_else(|| corrupt("log_entries", key, "malformed key".into()))?;
-            let arrival = crate::keys::u64_suffix(rest).ok_or_else(|| corrupt("log_entries", key, "malformed key".into()))?;
+            let (_, _, rest) = crate::keys::split_shard(key)
+                .ok_or_else(|| corrupt("log_entries", key, "malformed key".into()))?;
+            let arrival = crate::keys::u64_suffix(rest)
+                .ok_or_else(|| corrupt("log_entries", key, "malformed key".into()))?;
             let shard_key = &key[..key.len() - 8];
             let new = StoredEntryV3 {
                 id: old.id,
@@ -182,8 +184,11 @@ fn dbs_v1_to_v2(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
                 source: crate::codec::CodecError::Decode(e.to_string()),
             }
         })?;
-        let settings =
-            DbSettingsV2 { shards: settings.shards.get(), replication: settings.replication.get(), retention: old.retention };
+        let settings = DbSettingsV2 {
+            shards: settings.shards.get(),
+            replication: settings.replication.get(),
+            retention: old.retention,
+        };
         let new = DbRecordV2 {
             name: old.name.clone(),
             settings,
@@ -292,7 +297,8 @@ mod tests {
         assert_eq!(db.settings.routing, crate::Routing::Fnv1a64);
         assert_eq!(db.created, created);
         let filter = crate::TopicFilter::new("").unwrap();
-        let query = crate::FetchQuery { start: &crate::FetchStart::Earliest, filter: &filter, since_ms: None };
+        let query =
+            crate::FetchQuery { start: &crate::FetchStart::Earliest, filter: &filter, since_ms: None };
         let limits = crate::FetchLimits { max_entries: 10, max_bytes: 1 << 20, max_scanned: 100 };
         let fetched = inv.fetch(&name, 1, query, limits).unwrap().unwrap();
         let payloads: Vec<_> = fetched.entries.iter().map(|e| e.payload.clone()).collect();

@@ -238,7 +238,10 @@ impl ProducerName {
             return Err(invalid("producer", format!("{text:?} is not 1 to {MAX_PRODUCER_LEN} bytes")));
         }
         if !text.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid("producer", format!("{text:?} holds a character other than printable ASCII")));
+            return Err(invalid(
+                "producer",
+                format!("{text:?} holds a character other than printable ASCII"),
+            ));
         }
         Ok(Self(text))
     }
@@ -339,7 +342,8 @@ mod tests {
     #[test]
     fn filters_match_as_mqtt_says() {
         let tennis = f("sport/tennis/player1/#");
-        for topic in ["sport/tennis/player1", "sport/tennis/player1/ranking", "sport/tennis/player1/score/wimbledon"]
+        for topic in
+            ["sport/tennis/player1", "sport/tennis/player1/ranking", "sport/tennis/player1/score/wimbledon"]
         {
             assert!(tennis.matches(&t(topic)), "{topic}");
         }

@@ -57,7 +57,9 @@ impl Inventory {
                         // Index entries are plain bytes of fixed lengths.
                         "log_by_origin" => raw(keys::split_by_origin_value(bytes).is_some()),
                         "log_topics" => raw(bytes.len() == 8),
-                        "log_producers" => raw(keys::split_id_value(bytes).is_some_and(|_| bytes.len() == 24)),
+                        "log_producers" => {
+                            raw(keys::split_id_value(bytes).is_some_and(|_| bytes.len() == 24))
+                        }
                         _ => check::<ShardLogMeta>(bytes),
                     };
                     report.checked += 1;

@@ -21,7 +21,8 @@ fn open(dir: &std::path::Path) -> Inventory {
 }
 
 fn entry(origin: usize, seq: u64, topic: usize) -> Entry {
-    let mut e = Entry::plain(EntryId { origin: ORIGINS[origin], seq }, seq, format!("{origin}/{seq}").into_bytes());
+    let mut e =
+        Entry::plain(EntryId { origin: ORIGINS[origin], seq }, seq, format!("{origin}/{seq}").into_bytes());
     e.topic = Topic::new(TOPICS[topic]).unwrap();
     e
 }
@@ -33,13 +34,17 @@ fn fetch(inv: &Inventory, db: &DbName, start: &FetchStart, filter: &TopicFilter,
 
 /// The universe: per origin, entries 1..=n with a topic each.
 fn universe() -> impl Strategy<Value = Vec<Entry>> {
-    prop::collection::vec(prop::collection::vec(0..TOPICS.len(), 0..14), ORIGINS.len()).prop_map(|per_origin| {
-        per_origin
-            .iter()
-            .enumerate()
-            .flat_map(|(o, topics)| topics.iter().enumerate().map(move |(i, t)| entry(o, i as u64 + 1, *t)))
-            .collect()
-    })
+    prop::collection::vec(prop::collection::vec(0..TOPICS.len(), 0..14), ORIGINS.len()).prop_map(
+        |per_origin| {
+            per_origin
+                .iter()
+                .enumerate()
+                .flat_map(|(o, topics)| {
+                    topics.iter().enumerate().map(move |(i, t)| entry(o, i as u64 + 1, *t))
+                })
+                .collect()
+        },
+    )
 }
 
 /// Delivers `entries` to `inv` in the order of `order` (a shuffle), in batches of `batch`.
@@ -162,7 +167,10 @@ fn a_producer_retry_is_stored_once_and_a_raced_copy_is_read_once_everywhere() {
     assert!(first.iter().all(|s| !s.duplicate));
     // Retried at the same replica: answered with the ids it has, nothing stored.
     let again = a.append_produced(&db, 0, &[m("one"), m("two"), m("three")], &name, 7).unwrap();
-    assert_eq!(again[..2].iter().map(|s| (s.id, s.duplicate)).collect::<Vec<_>>(), vec![(first[0].id, true), (first[1].id, true)]);
+    assert_eq!(
+        again[..2].iter().map(|s| (s.id, s.duplicate)).collect::<Vec<_>>(),
+        vec![(first[0].id, true), (first[1].id, true)]
+    );
     assert!(!again[2].duplicate);
     // A retry that raced: B stored #7 under its own id before A's copy reached it.
     let raced = b.append_produced(&db, 0, &[m("one")], &name, 7).unwrap();

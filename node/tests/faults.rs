@@ -898,7 +898,8 @@ async fn with_ack_quorum_a_site_whose_disk_is_lost_right_after_acknowledging_los
     c.hosts.cut(0, 1).unwrap();
     c.hosts.cut(0, 2).unwrap();
     // Cut off, the site cannot get a quorum: the write is not acknowledged.
-    let refused = c.client.write(at, "durq", 0, vec![message("t", "cut")], None, Ack::Quorum).await.unwrap_err();
+    let refused =
+        c.client.write(at, "durq", 0, vec![message("t", "cut")], None, Ack::Quorum).await.unwrap_err();
     assert!(refused.contains("OutcomeUnknown"), "{refused}");
     for n in 0..20u32 {
         let m = message("t", format!("l-{n}"));

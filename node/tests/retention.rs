@@ -109,8 +109,9 @@ async fn retention_by_age_and_by_size_is_applied_and_a_catch_up_from_a_cleaned_r
     let (ok, out) = ctl(&cluster, at, &["read", "aged", "--shard", "0", "--from", skip]);
     assert!(ok && out.matches("new-").count() == 5 && !out.contains("old-"), "{out}");
     let (ok, status) = ctl(&cluster, at, &["status"]);
-    let counted =
-        ["300", "301", "600", "601"].iter().any(|n| status.contains(&format!("retention    removed {n} entries")));
+    let counted = ["300", "301", "600", "601"]
+        .iter()
+        .any(|n| status.contains(&format!("retention    removed {n} entries")));
     assert!(ok && counted, "{status}");
 
     // By size: each replica's log stays under 20 kB, oldest entries first.

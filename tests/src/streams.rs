@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cairn_inventory::{DbName, Entry, FetchStart, Frontier, Message, ProducerName, Stored, Topic, TopicFilter};
+use cairn_inventory::{
+    DbName, Entry, FetchStart, Frontier, Message, ProducerName, Stored, Topic, TopicFilter,
+};
 use cairn_transport::{Ack, FetchRequest, Request, Response, Routes, WriteRequest};
 
 use crate::Client;

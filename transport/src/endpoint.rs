@@ -25,10 +25,10 @@ use crate::message::{Request, Response, WireError, WireErrorKind};
 use crate::per_addr::{PerAddr, Slot};
 use crate::pool::Pool;
 use crate::pull::{PullReceiver, PullRequest, PullSender};
+use crate::stats::{Stats, StatsSnapshot};
 use crate::subscribe::{
     Credit, FrameReceiver, FrameSender, SubscribeRequest, Subscription, SubscriptionFrame, SubscriptionSender,
 };
-use crate::stats::{Stats, StatsSnapshot};
 use crate::tls::Credentials;
 
 /// The kind byte of a gossip stream.
@@ -63,7 +63,10 @@ pub trait Service: Send + Sync + 'static {
         let _ = (peer, request);
         async move {
             let mut out = out;
-            let refused = SubscriptionFrame::Refused { reason: "this site serves no subscriptions".into(), holders: Vec::new() };
+            let refused = SubscriptionFrame::Refused {
+                reason: "this site serves no subscriptions".into(),
+                holders: Vec::new(),
+            };
             let _ = out.frames.send(&refused).await;
             out.frames.finish();
         }
@@ -239,17 +242,29 @@ impl Endpoint {
     }
 
     /// Opens a subscription at the site at `peer` (see [`crate::subscribe`]).
-    pub async fn subscribe(&self, peer: SocketAddr, request: &SubscribeRequest) -> Result<Subscription, TransportError> {
+    pub async fn subscribe(
+        &self,
+        peer: SocketAddr,
+        request: &SubscribeRequest,
+    ) -> Result<Subscription, TransportError> {
         let inner = &self.inner;
         let bytes = codec::encode(&Request::Subscribe(request.clone()))?;
         let open = async {
             let conn = inner.connection(peer).await?;
-            let lost = |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
+            let lost =
+                |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
             let result = async {
                 let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
-                frame::write_frame(&mut send, &bytes).await.map_err(|source| TransportError::Frame { peer, source })?;
+                frame::write_frame(&mut send, &bytes)
+                    .await
+                    .map_err(|source| TransportError::Frame { peer, source })?;
                 Ok(Subscription {
-                    frames: FrameReceiver { peer, recv, max_frame: inner.config.max_frame_bytes, _frames: std::marker::PhantomData },
+                    frames: FrameReceiver {
+                        peer,
+                        recv,
+                        max_frame: inner.config.max_frame_bytes,
+                        _frames: std::marker::PhantomData,
+                    },
                     credits: FrameSender { peer, send, _frames: std::marker::PhantomData },
                 })
             }
@@ -572,7 +587,12 @@ async fn serve_request<S: Service>(
             // What follows the request on the receive side are the reader's credits.
             let out = SubscriptionSender {
                 frames: FrameSender { peer, send, _frames: std::marker::PhantomData },
-                credits: FrameReceiver::<Credit> { peer, recv, max_frame: ACK_FRAME_BYTES, _frames: std::marker::PhantomData },
+                credits: FrameReceiver::<Credit> {
+                    peer,
+                    recv,
+                    max_frame: ACK_FRAME_BYTES,
+                    _frames: std::marker::PhantomData,
+                },
             };
             service.subscribe(peer, request, out).await;
             return;

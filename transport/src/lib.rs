@@ -19,8 +19,8 @@ pub mod message;
 mod per_addr;
 mod pool;
 pub mod pull;
-pub mod subscribe;
 mod stats;
+pub mod subscribe;
 pub mod tls;
 
 pub use config::{Congestion, DEFAULT_MTU, TransportConfig};

@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 
 use cairn_inventory::{
-    ClusterId, DbName, DbSettings, Entry, EntryId, FetchStart, Frontier, Message, OfferOutcome, OutOfRange, Plan,
-    ProducerName, Replication, Retention, Role, SiteId, Stored, TopicFilter,
+    ClusterId, DbName, DbSettings, Entry, EntryId, FetchStart, Frontier, Message, OfferOutcome, OutOfRange,
+    Plan, ProducerName, Replication, Retention, Role, SiteId, Stored, TopicFilter,
 };
 use serde::{Deserialize, Serialize};
 

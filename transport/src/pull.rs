@@ -196,10 +196,11 @@ impl PullAckReceiver {
     /// The next acknowledgement; `None` when the receiver sends no more.
     pub async fn next(&mut self) -> Result<Option<PullAck>, TransportError> {
         let peer = self.peer;
-        let frame = frame::read_frame(&mut self.recv, self.max_frame).await.map_err(|source| match source {
-            FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
-            source => TransportError::Frame { peer, source },
-        })?;
+        let frame =
+            frame::read_frame(&mut self.recv, self.max_frame).await.map_err(|source| match source {
+                FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
+                source => TransportError::Frame { peer, source },
+            })?;
         frame.map(|bytes| codec::decode(&bytes).map_err(TransportError::from)).transpose()
     }
 }
@@ -332,9 +333,7 @@ mod tests {
     use cairn_inventory::EntryId;
 
     fn entries(n: u64) -> Vec<Entry> {
-        (1..=n)
-            .map(|seq| Entry::plain(EntryId { origin: SiteId(1), seq }, seq, vec![1; 9]))
-            .collect()
+        (1..=n).map(|seq| Entry::plain(EntryId { origin: SiteId(1), seq }, seq, vec![1; 9])).collect()
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cairn_inventory::{DbName, Entry, FetchStart, Frontier, OutOfRange, TopicFilter, codec};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::error::TransportError;
 use crate::frame::{self, FrameError};
@@ -160,7 +160,10 @@ pub struct Subscription {
 
 impl Subscription {
     /// The next frame; `None` when the site ended the subscription.
-    pub async fn next_within(&mut self, silence: Duration) -> Result<Option<SubscriptionFrame>, TransportError> {
+    pub async fn next_within(
+        &mut self,
+        silence: Duration,
+    ) -> Result<Option<SubscriptionFrame>, TransportError> {
         self.frames.next_within(silence).await
     }
 

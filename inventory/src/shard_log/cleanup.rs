@@ -1,7 +1,7 @@
 //! Removing from a shard log: dropping it whole, and retention's clean-up.
 
-use super::{CleanupOutcome, ShardLogMeta, StoredEntry};
 use super::write::{LogTxn, topic_key};
+use super::{CleanupOutcome, ShardLogMeta, StoredEntry};
 use heed::RwTxn;
 
 use crate::error::Result;

@@ -77,7 +77,9 @@ pub struct Fetched {
 
 /// A position that needs entries this replica no longer holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("position out of range: entries of origin {origin} from seq {wanted} are gone; the log now starts at seq {starts_at}")]
+#[error(
+    "position out of range: entries of origin {origin} from seq {wanted} are gone; the log now starts at seq {starts_at}"
+)]
 pub struct OutOfRange {
     /// The origin whose entries are gone.
     pub origin: SiteId,
@@ -179,7 +181,13 @@ impl Inventory {
                 let from = keys::with_u64(&prefix, begin + 1);
                 let to = keys::with_u64(&prefix, upto);
                 let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
-                let mut source = Source { origin, held: upto, prefix_len: prefix.len(), iter: table.range(txn, &range)?, head: None };
+                let mut source = Source {
+                    origin,
+                    held: upto,
+                    prefix_len: prefix.len(),
+                    iter: table.range(txn, &range)?,
+                    head: None,
+                };
                 source.advance()?;
                 if source.head.is_none() {
                     cursor.0.insert(origin, upto);
@@ -195,7 +203,10 @@ impl Inventory {
                 .collect();
             let (mut entries, mut bytes, mut scanned) = (Vec::new(), 0usize, 0usize);
             while let Some(&Reverse((arrival, i))) = heap.peek() {
-                if entries.len() >= limits.max_entries || bytes >= limits.max_bytes || scanned >= limits.max_scanned {
+                if entries.len() >= limits.max_entries
+                    || bytes >= limits.max_bytes
+                    || scanned >= limits.max_scanned
+                {
                     break;
                 }
                 let source = &mut sources[i];
@@ -203,14 +214,17 @@ impl Inventory {
                 if !hidden {
                     let key = keys::with_u64(&shard_key, arrival);
                     if let Some(value) = self.tables.log_entries.get(txn, &key)? {
-                        let stored: StoredEntry = decode_record(value, || keys::describe("log_entries", &key))?;
+                        let stored: StoredEntry =
+                            decode_record(value, || keys::describe("log_entries", &key))?;
                         let entry = stored.entry;
                         let wanted = entry.id.origin == source.origin
                             && entry.id.seq == seq
                             && query.filter.matches(&entry.topic)
                             && query.since_ms.is_none_or(|since| entry.origin_ms >= since);
                         if wanted {
-                            if !entries.is_empty() && bytes.saturating_add(entry.payload.len()) > limits.max_bytes {
+                            if !entries.is_empty()
+                                && bytes.saturating_add(entry.payload.len()) > limits.max_bytes
+                            {
                                 break;
                             }
                             bytes = bytes.saturating_add(entry.payload.len());

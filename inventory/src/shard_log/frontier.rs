@@ -59,10 +59,7 @@ impl<'de> Deserialize<'de> for Frontier {
                 write!(f, "a frontier: at most {MAX_FRONTIER_ORIGINS} (origin, seq) pairs")
             }
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut access: A,
-            ) -> Result<Frontier, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Frontier, A::Error> {
                 let mut map = BTreeMap::new();
                 while let Some((origin, seq)) = access.next_entry::<SiteId, u64>()? {
                     Self::add(&mut map, origin, seq)?;
@@ -70,10 +67,7 @@ impl<'de> Deserialize<'de> for Frontier {
                 Ok(Frontier(map))
             }
 
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut access: A,
-            ) -> Result<Frontier, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut access: A) -> Result<Frontier, A::Error> {
                 let mut map = BTreeMap::new();
                 while let Some((origin, seq)) = access.next_element::<(SiteId, u64)>()? {
                     Self::add(&mut map, origin, seq)?;

@@ -148,7 +148,6 @@ pub struct LogEntry {
     pub entry: Entry,
 }
 
-
 /// A page of a pull read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadBatch {

@@ -2,7 +2,10 @@
 
 use std::ops::Bound;
 
-use super::{Entry, EntryId, Frontier, FrontierRecord, LogEntry, PullLimits, ReadBatch, ShardLogMeta, ShardLogStats, StoredEntry};
+use super::{
+    Entry, EntryId, Frontier, FrontierRecord, LogEntry, PullLimits, ReadBatch, ShardLogMeta, ShardLogStats,
+    StoredEntry,
+};
 use crate::error::{InventoryError, Result};
 use crate::ids::{DbName, SiteId};
 use crate::keys;
@@ -14,7 +17,11 @@ impl Inventory {
         self.read(|txn| self.frontier_in(txn, &prefix))
     }
 
-    pub(super) fn frontier_in(&self, txn: &heed::RoTxn<'_, heed::WithoutTls>, prefix: &[u8]) -> Result<Frontier> {
+    pub(super) fn frontier_in(
+        &self,
+        txn: &heed::RoTxn<'_, heed::WithoutTls>,
+        prefix: &[u8],
+    ) -> Result<Frontier> {
         let mut frontier = Frontier::default();
         for item in self.tables.log_frontiers.prefix_iter(txn, prefix)? {
             let (key, bytes) = item?;

@@ -10,6 +10,7 @@ use std::ops::Bound;
 
 use heed::RwTxn;
 
+use super::Frontier;
 use super::{
     Append, Appended, AsMessage, Entry, EntryId, FrontierRecord, InsertOutcome, MAX_PAYLOAD, MAX_SEQ,
     ShardLogMeta, Stored, StoredEntryRef,
@@ -20,7 +21,6 @@ use crate::keys;
 use crate::records::{ReplicaRecord, ReplicaState};
 use crate::store::{Inventory, get_record, now_ms, put_record};
 use crate::topics::{MessageKey, ProducerName, ProducerStamp, Topic};
-use super::Frontier;
 
 /// The parts of an entry being stored, borrowed.
 pub(super) struct EntryParts<'a> {
@@ -98,7 +98,11 @@ impl<'i> LogTxn<'i> {
             }
             if !hidden {
                 let key = keys::producer(&self.shard_key, &stamp.name, stamp.seq);
-                self.inv.tables.log_producers.put(txn, &key, &keys::id_value(entry.id.origin, entry.id.seq))?;
+                self.inv.tables.log_producers.put(
+                    txn,
+                    &key,
+                    &keys::id_value(entry.id.origin, entry.id.seq),
+                )?;
             }
         }
         let stored = StoredEntryRef {
@@ -135,7 +139,8 @@ impl<'i> LogTxn<'i> {
     fn hide(&mut self, txn: &mut RwTxn<'_>, id: EntryId) -> Result<()> {
         let by_origin = keys::early(&self.shard_key, id.origin, id.seq);
         let Some(value) = self.inv.tables.log_by_origin.get(txn, &by_origin)? else { return Ok(()) };
-        let (arrival, _) = keys::split_by_origin_value(value).ok_or_else(|| corrupt("log_by_origin", &by_origin))?;
+        let (arrival, _) =
+            keys::split_by_origin_value(value).ok_or_else(|| corrupt("log_by_origin", &by_origin))?;
         let entry_key = keys::with_u64(&self.shard_key, arrival);
         if let Some(bytes) = self.inv.tables.log_entries.get(txn, &entry_key)? {
             let stored: super::StoredEntry =

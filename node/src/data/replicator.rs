@@ -597,7 +597,8 @@ async fn acknowledge(ctx: &StreamCtx, acks: Option<cairn_transport::PullAckSende
         loop {
             grew.borrow_and_update();
             let Ok(held) = ctx.blocking(|inv, db, shard| inv.frontier(db, shard)).await else { break };
-            if sender.send(&cairn_transport::PullAck { held }).await.is_err() || grew.changed().await.is_err() {
+            if sender.send(&cairn_transport::PullAck { held }).await.is_err() || grew.changed().await.is_err()
+            {
                 break;
             }
         }

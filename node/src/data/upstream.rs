@@ -57,7 +57,7 @@ pub async fn serve(serving: Serving, request: PullRequest, mut out: PullSender) 
             }
         })
     });
-    let _stop_acks = acks.map(|task| AbortOnDrop(task));
+    let _stop_acks = acks.map(AbortOnDrop);
     match stream(&serving, &request, &mut out).await {
         Ok(()) => out.finish(),
         Err(StreamEnd::Receiver(TransportError::Timeout { after, .. })) => {

@@ -30,7 +30,8 @@ impl Cursor {
             bail!("not a cursor: a cursor starts with {PREFIX:?} (use the \"cursor\" a read printed)");
         };
         let bytes = URL_SAFE_NO_PAD.decode(body).context("not a cursor: its text is not base64url")?;
-        let map = codec::decode_checked(&bytes).map_err(|e| anyhow::anyhow!("not a cursor (damaged or truncated?): {e}"))?;
+        let map = codec::decode_checked(&bytes)
+            .map_err(|e| anyhow::anyhow!("not a cursor (damaged or truncated?): {e}"))?;
         Ok(Self(map))
     }
 }
@@ -48,7 +49,9 @@ pub(crate) fn parse_since(text: &str, now_ms: u64) -> anyhow::Result<u64> {
         }
     }
     let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .with_context(|| format!("--since {text:?}: give a duration (90s, 10m, 2h, 1d) or an RFC 3339 time"))?;
+        .with_context(|| {
+            format!("--since {text:?}: give a duration (90s, 10m, 2h, 1d) or an RFC 3339 time")
+        })?;
     let ms = time.unix_timestamp_nanos() / 1_000_000;
     u64::try_from(ms).with_context(|| format!("--since {text:?} is before 1970"))
 }

@@ -39,7 +39,14 @@ pub(super) async fn follow(reading: &mut Reading<'_>, reads: &mut [ShardRead]) -
             credit: CREDIT,
         };
         let endpoint = reading.client.endpoint().clone();
-        tasks.spawn(shard_task(endpoint, request, read.holders.clone(), read.position.clone(), i, events.clone()));
+        tasks.spawn(shard_task(
+            endpoint,
+            request,
+            read.holders.clone(),
+            read.position.clone(),
+            i,
+            events.clone(),
+        ));
     }
     drop(events);
     while let Some(event) = incoming.recv().await {
@@ -54,7 +61,11 @@ pub(super) async fn follow(reading: &mut Reading<'_>, reads: &mut [ShardRead]) -
             Event::OutOfRange { read, at, gone } => {
                 let mut skip = Cursor::parse(&reads_token(reads))?;
                 skip.0.insert(reads[read].shard, gone.start.clone());
-                bail!("out of range: shard {} at {at}: {gone}; to skip what is gone, read --from {}", reads[read].shard, skip.token());
+                bail!(
+                    "out of range: shard {} at {at}: {gone}; to skip what is gone, read --from {}",
+                    reads[read].shard,
+                    skip.token()
+                );
             }
         }
     }

@@ -78,7 +78,9 @@ pub(crate) async fn publish(client: &Client, args: PublishArgs) -> anyhow::Resul
     let routes = routes(client, &args.db).await?;
     let shards = routes.settings.shards.get();
     let shard = match args.shard {
-        Some(shard) if shard >= shards => bail!("db {} has shards 0..{shards}; there is no shard {shard}", args.db),
+        Some(shard) if shard >= shards => {
+            bail!("db {} has shards 0..{shards}; there is no shard {shard}", args.db)
+        }
         Some(shard) => shard,
         None => routes.settings.routing.shard(&args.topic, key.as_ref(), shards),
     };

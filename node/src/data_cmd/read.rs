@@ -87,7 +87,9 @@ pub(crate) async fn read(client: &Client, args: ReadArgs) -> anyhow::Result<()> 
         bail!("the cursor names shard {bad}, but db {} has shards 0..{shards}", args.db);
     }
     let wanted: Vec<u32> = match args.shard {
-        Some(shard) if shard >= shards => bail!("db {} has shards 0..{shards}; there is no shard {shard}", args.db),
+        Some(shard) if shard >= shards => {
+            bail!("db {} has shards 0..{shards}; there is no shard {shard}", args.db)
+        }
         Some(shard) => vec![shard],
         None => (0..shards).collect(),
     };
@@ -101,7 +103,8 @@ pub(crate) async fn read(client: &Client, args: ReadArgs) -> anyhow::Result<()> 
         })
         .collect();
     let mut reading = Reading { client, args: &args, since_ms, sites: Vec::new(), printed: 0 };
-    let wait = Duration::from_millis(u64::from(args.wait_ms)).min(client.timeout().saturating_sub(Duration::from_secs(1)));
+    let wait = Duration::from_millis(u64::from(args.wait_ms))
+        .min(client.timeout().saturating_sub(Duration::from_secs(1)));
     if args.follow && args.max.is_none() {
         return super::follow::follow(&mut reading, &mut reads).await;
     }
@@ -140,7 +143,8 @@ impl Reading<'_> {
                 Err(error) => {
                     tracing::warn!(%error, "read failed; looking up the routes again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let mut known: Vec<SocketAddr> = reads.iter().flat_map(|r| r.holders.iter().copied()).collect();
+                    let mut known: Vec<SocketAddr> =
+                        reads.iter().flat_map(|r| r.holders.iter().copied()).collect();
                     known.sort();
                     known.dedup();
                     if let Ok(routes) = super::routes_from(self.client, &self.args.db, &known).await {

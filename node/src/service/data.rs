@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use cairn_gossip::ClusterView;
 use cairn_inventory::{DbName, FetchLimits, FetchQuery, InventoryError, Message, SiteId};
-use cairn_transport::{
-    Ack, FetchRequest, Request, Response, Routes, WireError, WireErrorKind, WriteRequest,
-};
+use cairn_transport::{Ack, FetchRequest, Request, Response, Routes, WireError, WireErrorKind, WriteRequest};
 
 use super::{SiteService, internal};
 use crate::data::access;
@@ -24,7 +22,13 @@ const MAX_SCANNED: usize = 65_536;
 /// The replicas other than `me` whose acknowledgements count for `ack`, and how many
 /// of them must hold a write (pure). `quorum` is a majority of the db's replication
 /// factor counting this site; `all`, every other ready replica the view shows.
-pub(crate) fn ack_targets(view: &ClusterView, me: SiteId, db: &DbName, shard: u32, ack: Ack) -> (Vec<SiteId>, usize) {
+pub(crate) fn ack_targets(
+    view: &ClusterView,
+    me: SiteId,
+    db: &DbName,
+    shard: u32,
+    ack: Ack,
+) -> (Vec<SiteId>, usize) {
     let Some(d) = view.db(db) else { return (Vec::new(), usize::from(ack != Ack::Local)) };
     let others: Vec<SiteId> = d
         .placement
@@ -45,10 +49,20 @@ pub(crate) fn check_messages(messages: &[Message]) -> Result<(), String> {
         return Err("nothing to write: no messages".into());
     }
     if messages.len() > access::MAX_PUBLISH_MESSAGES {
-        return Err(format!("{} messages in one write; at most {}", messages.len(), access::MAX_PUBLISH_MESSAGES));
+        return Err(format!(
+            "{} messages in one write; at most {}",
+            messages.len(),
+            access::MAX_PUBLISH_MESSAGES
+        ));
     }
-    if let Some((i, m)) = messages.iter().enumerate().find(|(_, m)| m.payload.len() > cairn_inventory::MAX_PAYLOAD) {
-        return Err(format!("message {i} has {} bytes; at most {}", m.payload.len(), cairn_inventory::MAX_PAYLOAD));
+    if let Some((i, m)) =
+        messages.iter().enumerate().find(|(_, m)| m.payload.len() > cairn_inventory::MAX_PAYLOAD)
+    {
+        return Err(format!(
+            "message {i} has {} bytes; at most {}",
+            m.payload.len(),
+            cairn_inventory::MAX_PAYLOAD
+        ));
     }
     Ok(())
 }
@@ -72,7 +86,9 @@ impl SiteService {
         };
         let stored = match self.appender.append(db.clone(), shard, messages, producer).await {
             Ok(Ok(stored)) => stored,
-            Ok(Err(state)) => return self.not_here(&db, shard, access::not_writable(&db, shard, state.as_ref())),
+            Ok(Err(state)) => {
+                return self.not_here(&db, shard, access::not_writable(&db, shard, state.as_ref()));
+            }
             Err(error) => return write_failed(&db, shard, &error),
         };
         self.data.signals.notify(&db, shard);
@@ -99,7 +115,8 @@ impl SiteService {
     /// A replicant's write: done by a core site holding a ready replica.
     pub(super) async fn forward(&self, db: &DbName, shard: u32, request: Request) -> Response {
         let me = self.inventory.identity().site_id;
-        let holders = self.current_view().map(|v| access::ready_holders(&v, me, db, shard)).unwrap_or_default();
+        let holders =
+            self.current_view().map(|v| access::ready_holders(&v, me, db, shard)).unwrap_or_default();
         let endpoint = self.endpoint.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let Some(endpoint) = endpoint else {
             return busy("the site is starting or stopping and cannot forward writes now; try again".into());
@@ -130,7 +147,8 @@ impl SiteService {
         loop {
             grew.borrow_and_update();
             let answer = self.fetch_once(peer, &fetch, waiting.is_some()).await;
-            let empty = matches!(&answer, Response::Fetched { entries, more: false, .. } if entries.is_empty());
+            let empty =
+                matches!(&answer, Response::Fetched { entries, more: false, .. } if entries.is_empty());
             if !empty || Instant::now() >= deadline {
                 return answer;
             }

@@ -24,7 +24,12 @@ use super::SiteService;
 const FRAME_ENTRIES: u64 = 1000;
 
 impl SiteService {
-    pub(super) async fn serve_subscription(&self, peer: SocketAddr, request: SubscribeRequest, out: SubscriptionSender) {
+    pub(super) async fn serve_subscription(
+        &self,
+        peer: SocketAddr,
+        request: SubscribeRequest,
+        out: SubscriptionSender,
+    ) {
         let SubscriptionSender { frames: mut out, credits: mut credit_frames } = out;
         let _ticket = match self.data.subscriptions.try_take(peer, 1) {
             Ok(ticket) => ticket,
