@@ -18,7 +18,7 @@ use cairn_inventory::{
     DbRecord, Entry, Frontier, Identity, PendingPlan, Plan, PlanHistoryEntry, ReplicaRecord, SiteId,
 };
 use cairn_transport::frame::{self, HEADER_LEN};
-use cairn_transport::{PullFrame, PullRequest, Request, Response};
+use cairn_transport::{Credit, PullAck, PullFrame, PullRequest, Request, Response, SubscriptionFrame};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,7 +35,8 @@ pub const TARGETS: &[(&str, Target)] = &[
 ];
 
 /// What a site reads off a QUIC stream: a frame header, then the payload as a request,
-/// a response, a pull request or a pull frame (and a pull frame's sealed batch).
+/// a response, a pull request, a pull frame (and a pull frame's sealed batch), a pull
+/// acknowledgement, a subscription frame or a subscriber's credit.
 pub fn frames(data: &[u8]) {
     let Some((header, payload)) = data.split_first_chunk::<HEADER_LEN>() else { return };
     if frame::parse_header(*header, 1 << 20).is_err() {
@@ -44,6 +45,9 @@ pub fn frames(data: &[u8]) {
     round_trip::<Request>(payload);
     round_trip::<Response>(payload);
     round_trip::<PullRequest>(payload);
+    round_trip::<PullAck>(payload);
+    round_trip::<SubscriptionFrame>(payload);
+    round_trip::<Credit>(payload);
     if let Some(PullFrame::Batch(batch)) = round_trip::<PullFrame>(payload)
         && let Ok(entries) = batch.open()
     {
