@@ -4,7 +4,7 @@
 //! | from | to | change |
 //! |------|----|--------|
 //! | 1 | 2 | db records gain `changed` (= `created`), `dropped` (= false), `supersedes` (= none) |
-//! | 2 | 3 | db settings gain `routing` (= version 1); log entries gain `topic` (= `""`), `key` and `producer` (= none), and are indexed in `log_by_origin` and `log_topics` |
+//! | 2 | 3 | db settings gain `routing` (= version 1); log entries gain `topic` (= `""`), `key` and `producer` (= none), and are indexed in `log_by_origin` |
 //!
 //! Each step re-encodes the records it changes from a frozen copy of their old shape, so
 //! later changes to the live records cannot break an old upgrade.
@@ -162,8 +162,6 @@ fn entries_v2_to_v3(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
             tables.log_entries.put(txn, key, &buf)?;
             let by_origin = crate::keys::early(shard_key, old.id.origin, old.id.seq);
             tables.log_by_origin.put(txn, &by_origin, &crate::keys::by_origin_value(arrival, false))?;
-            let topic = crate::keys::early(&crate::keys::topic(shard_key, &empty), old.id.origin, old.id.seq);
-            tables.log_topics.put(txn, &topic, &arrival.to_be_bytes())?;
             count += 1;
         }
     }

@@ -11,8 +11,9 @@
 //! again.
 //!
 //! An exact topic is read through the topic index (origin and seq under the topic's
-//! hash), so it costs what its own entries cost, not a scan of the shard; other filters
-//! go through the by-origin index and look at every entry.
+//! hash), so it costs what its own entries cost, not a scan of the shard; other filters,
+//! and the empty topic (not indexed: it is what topic-less writes carry), go through the
+//! by-origin index and look at every entry.
 //!
 //! When retention (or a catch-up from a source that no longer held them) left out
 //! entries a position still needs, the fetch answers [`OutOfRange`] with where the log
@@ -171,7 +172,12 @@ impl Inventory {
                 begins.push((origin, begin, upto));
             }
             // One index range per origin.
-            let topic_prefix = query.filter.exact().map(|topic| keys::topic(&shard_key, &topic));
+            // The empty topic has no index entries (see `write`).
+            let topic_prefix = query
+                .filter
+                .exact()
+                .filter(|topic| !topic.as_str().is_empty())
+                .map(|topic| keys::topic(&shard_key, &topic));
             let mut sources = Vec::with_capacity(begins.len());
             for (origin, begin, upto) in begins {
                 let (table, prefix) = match &topic_prefix {

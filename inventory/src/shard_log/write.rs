@@ -122,7 +122,9 @@ impl<'i> LogTxn<'i> {
         self.inv.tables.log_entries.put(txn, &self.key, &self.buf)?;
         let by_origin = keys::early(&self.shard_key, entry.id.origin, entry.id.seq);
         self.inv.tables.log_by_origin.put(txn, &by_origin, &keys::by_origin_value(arrival, hidden))?;
-        if !hidden {
+        // The empty topic (messages written without one) is not indexed: a read of it
+        // goes through `log_by_origin` with the filter.
+        if !hidden && !entry.topic.as_str().is_empty() {
             let topic = topic_key(&self.shard_key, entry.topic, entry.id);
             self.inv.tables.log_topics.put(txn, &topic, &arrival.to_be_bytes())?;
         }
