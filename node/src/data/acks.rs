@@ -56,11 +56,6 @@ impl AckBoard {
         entry.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Forgets a shard (its replica left this site).
-    pub fn forget(&self, db: &DbName, shard: u32) {
-        self.shards.lock().unwrap_or_else(PoisonError::into_inner).remove(&(db.clone(), shard));
-    }
-
     /// Waits until at least `need` of `sites` hold every one of `ids`, or `timeout`
     /// passes. Answers whether they do.
     pub async fn wait(
@@ -89,10 +84,8 @@ impl AckBoard {
                 if check() {
                     return;
                 }
-                if changed.changed().await.is_err() {
-                    // The shard was forgotten: nobody acknowledges it any more.
-                    std::future::pending::<()>().await;
-                }
+                // The sender lives in the board as long as the board.
+                let _ = changed.changed().await;
             }
         })
         .await;
