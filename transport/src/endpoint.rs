@@ -299,7 +299,7 @@ impl Endpoint {
                     .await
                     .map_err(|source| TransportError::Frame { peer, source })?;
                 // The send side stays open for the receiver's acknowledgements.
-                let acks = Some(crate::pull::PullAckSender { peer, send });
+                let acks = Some(crate::pull::PullAckSender { peer, send, _frames: std::marker::PhantomData });
                 Ok(PullReceiver { peer, recv, max_frame: inner.config.max_frame_bytes, acks })
             }
             .await;
@@ -576,7 +576,12 @@ async fn serve_request<S: Service>(
             Stats::bump(&inner.stats.requests_served);
             tracing::debug!(%peer, db = %request.db, shard = request.shard, follow = request.follow, "pull stream");
             // What follows the request on the receive side are the receiver's acks.
-            let acks = Some(crate::pull::PullAckReceiver { peer, recv, max_frame: ACK_FRAME_BYTES });
+            let acks = Some(crate::pull::PullAckReceiver {
+                peer,
+                recv,
+                max_frame: ACK_FRAME_BYTES,
+                _frames: std::marker::PhantomData,
+            });
             service.pull(request, PullSender { peer, send, acks }).await;
             return;
         }

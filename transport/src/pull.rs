@@ -185,44 +185,10 @@ pub struct PullSender {
 }
 
 /// The upstream's reader of a receiver's [`PullAck`]s.
-#[derive(Debug)]
-pub struct PullAckReceiver {
-    pub(crate) peer: SocketAddr,
-    pub(crate) recv: quinn::RecvStream,
-    pub(crate) max_frame: usize,
-}
-
-impl PullAckReceiver {
-    /// The next acknowledgement; `None` when the receiver sends no more.
-    pub async fn next(&mut self) -> Result<Option<PullAck>, TransportError> {
-        let peer = self.peer;
-        let frame =
-            frame::read_frame(&mut self.recv, self.max_frame).await.map_err(|source| match source {
-                FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
-                source => TransportError::Frame { peer, source },
-            })?;
-        frame.map(|bytes| codec::decode(&bytes).map_err(TransportError::from)).transpose()
-    }
-}
+pub type PullAckReceiver = crate::subscribe::FrameReceiver<PullAck>;
 
 /// The receiver's sender of [`PullAck`]s.
-#[derive(Debug)]
-pub struct PullAckSender {
-    pub(crate) peer: SocketAddr,
-    pub(crate) send: quinn::SendStream,
-}
-
-impl PullAckSender {
-    /// Sends one acknowledgement.
-    pub async fn send(&mut self, ack: &PullAck) -> Result<(), TransportError> {
-        let bytes = codec::encode(ack)?;
-        let peer = self.peer;
-        frame::write_frame(&mut self.send, &bytes).await.map_err(|source| match source {
-            FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
-            source => TransportError::Frame { peer, source },
-        })
-    }
-}
+pub type PullAckSender = crate::subscribe::FrameSender<PullAck>;
 
 impl PullSender {
     /// The receiver's address.
