@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use cairn_inventory::Role;
 use cairn_inventory::{
     DbName, DbRecord, DbSettings, Hlc, InventoryConfig, Plan, PlanId, PlanOrigin, ReplicaState, Retention,
     Step,
@@ -24,8 +25,12 @@ const ENTRY: usize = 1024;
 const PER_TXN: usize = 1024;
 
 fn options(root: &std::path::Path, name: &str, cluster: &std::path::Path) -> SiteOptions {
-    let mut o =
-        SiteOptions::new(root.join(name), "127.0.0.1:0".parse().expect("literal"), cluster.to_owned());
+    let mut o = {
+        let data_dir = root.join(name);
+        cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core)
+            .expect("issuing a site certificate");
+        SiteOptions::new(data_dir, "127.0.0.1:0".parse().expect("literal"))
+    };
     o.gossip.interval = Duration::from_millis(100);
     // Replicas are placed by hand here: no automatic repair or rebalance.
     o.auto_repair = false;

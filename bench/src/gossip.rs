@@ -70,11 +70,16 @@ impl Socket for CountingSocket {
 struct NoRequests;
 
 impl Service for NoRequests {
-    async fn handle(&self, _peer: SocketAddr, _request: Request) -> Response {
+    async fn handle(&self, _peer: cairn_transport::Peer, _request: Request) -> Response {
         Response::Rejected { reason: "bench site".into() }
     }
 
-    async fn pull(&self, _request: cairn_transport::PullRequest, mut out: cairn_transport::PullSender) {
+    async fn pull(
+        &self,
+        _peer: cairn_transport::Peer,
+        _request: cairn_transport::PullRequest,
+        mut out: cairn_transport::PullSender,
+    ) {
         let _ = out.send(&cairn_transport::PullFrame::Refused { reason: "bench site".into() }).await;
         out.finish();
     }
@@ -128,7 +133,10 @@ async fn ours(n: usize, ca: &ClusterCa) -> anyhow::Result<(Vec<f64>, f64)> {
     let mut endpoints = Vec::new();
     let mut seeds = Vec::new();
     for i in 0..n {
-        let creds = Credentials::from_pem(ca.cert_pem(), &ca.issue(&format!("s{i}"), 1)?)?;
+        let creds = Credentials::from_pem(
+            ca.cert_pem(),
+            &ca.issue(&cairn_transport::Identity::Site(SiteId(i as u128 + 1)), 1)?,
+        )?;
         let (endpoint, inbox) = Endpoint::serve(
             "127.0.0.1:0".parse()?,
             &creds,

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cairn_gossip::ClusterView;
+use cairn_inventory::Role;
 use cairn_inventory::{DbName, DbSettings, Retention, SiteId};
 use cairn_node::site::{Site, SiteOptions};
 use cairn_transport::{Request, Response, tls};
@@ -31,11 +32,12 @@ const ROUND: Duration = Duration::from_millis(100);
 const LIMIT: Duration = Duration::from_secs(300);
 
 fn options(root: &Path, i: usize, cluster: &Path, seed: Option<&Site>) -> SiteOptions {
-    let mut o = SiteOptions::new(
-        root.join(format!("s{i}")),
-        "127.0.0.1:0".parse().expect("literal"),
-        cluster.to_owned(),
-    );
+    let mut o = {
+        let data_dir = root.join(format!("s{i}"));
+        cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core)
+            .expect("issuing a site certificate");
+        SiteOptions::new(data_dir, "127.0.0.1:0".parse().expect("literal"))
+    };
     o.gossip.interval = ROUND;
     o.gossip.seeds = seed.map(|s| s.endpoint.local_addr().to_string()).into_iter().collect();
     o

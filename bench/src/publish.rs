@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use cairn_inventory::Role;
 use cairn_inventory::{DbName, DbRecord, DbSettings, EntryId, Hlc, InventoryConfig, ReplicaState, Retention};
 use cairn_node::site::{Site, SiteOptions};
 use cairn_transport::{Credentials, Endpoint, Request, Response, TransportConfig, tls};
@@ -54,7 +55,7 @@ async fn measure(reporter: &Reporter, sizes: &Sizes) -> anyhow::Result<()> {
     tls::init_cluster_dir(&cluster)?;
     let db = DbName::new("bench")?;
     let sites = start_sites(root.path(), &cluster, &db).await?;
-    let credentials = Credentials::load(&cluster)?;
+    let credentials = Credentials::load(&tls::operator_dir_beside(&cluster))?;
     let target = sites[0].endpoint.local_addr();
     let outcome = async {
         let commit_rate = single_commits(sizes.commits)?;
@@ -106,7 +107,12 @@ async fn measure(reporter: &Reporter, sizes: &Sizes) -> anyhow::Result<()> {
 pub(crate) async fn start_sites(root: &Path, cluster: &Path, db: &DbName) -> anyhow::Result<Vec<Site>> {
     let mut sites: Vec<Site> = Vec::new();
     for i in 0..SITES {
-        let mut o = SiteOptions::new(root.join(format!("s{i}")), "127.0.0.1:0".parse()?, cluster.to_owned());
+        let mut o = {
+            let data_dir = root.join(format!("s{i}"));
+            cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core)
+                .expect("issuing a site certificate");
+            SiteOptions::new(data_dir, "127.0.0.1:0".parse()?)
+        };
         o.gossip.interval = Duration::from_millis(100);
         // Replicas are placed by hand here: no automatic repair or rebalance.
         o.auto_repair = false;

@@ -89,7 +89,7 @@ async fn measure(reporter: &Reporter, sizes: &Sizes) -> anyhow::Result<()> {
     tls::init_cluster_dir(&cluster)?;
     let db = DbName::new("streams")?;
     let sites = start_sites(root.path(), &cluster, &db).await?;
-    let credentials = Credentials::load(&cluster)?;
+    let credentials = Credentials::load(&tls::operator_dir_beside(&cluster))?;
     let target = sites[0].endpoint.local_addr();
     let outcome = async {
         // The baseline: the same batches, raw heed, one writer.

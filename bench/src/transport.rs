@@ -43,7 +43,7 @@ impl Params {
 struct StatusOnly;
 
 impl Service for StatusOnly {
-    async fn handle(&self, _peer: SocketAddr, _request: Request) -> Response {
+    async fn handle(&self, _peer: cairn_transport::Peer, _request: Request) -> Response {
         Response::Status(SiteStatus {
             site_id: SiteId(1),
             cluster_id: ClusterId(1),
@@ -56,25 +56,32 @@ impl Service for StatusOnly {
         })
     }
 
-    async fn pull(&self, _request: cairn_transport::PullRequest, mut out: cairn_transport::PullSender) {
+    async fn pull(
+        &self,
+        _peer: cairn_transport::Peer,
+        _request: cairn_transport::PullRequest,
+        mut out: cairn_transport::PullSender,
+    ) {
         let _ = out.send(&cairn_transport::PullFrame::Refused { reason: "bench site".into() }).await;
         out.finish();
     }
 }
 
-fn creds(ca: &ClusterCa, name: &str) -> anyhow::Result<Credentials> {
-    Ok(Credentials::from_pem(ca.cert_pem(), &ca.issue(name, 1)?)?)
+/// Credentials of a site with a fresh id (the bench's endpoints serve and ask as sites).
+fn creds(ca: &ClusterCa) -> anyhow::Result<Credentials> {
+    let site = cairn_transport::Identity::Site(SiteId::random());
+    Ok(Credentials::from_pem(ca.cert_pem(), &ca.issue(&site, 1)?)?)
 }
 
 /// Requests per second, `per_conn` sequential requests on each of `clients`.
 async fn quic_round_trips(ca: &ClusterCa, clients: usize, per_conn: usize) -> anyhow::Result<f64> {
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;
     let (server, _gossip) =
-        Endpoint::serve(loopback, &creds(ca, "server")?, TransportConfig::default(), Arc::new(StatusOnly))?;
+        Endpoint::serve(loopback, &creds(ca)?, TransportConfig::default(), Arc::new(StatusOnly))?;
     let addr = server.local_addr();
     let mut endpoints = Vec::new();
-    for i in 0..clients {
-        let e = Endpoint::client(&creds(ca, &format!("c{i}"))?, TransportConfig::default(), addr)?;
+    for _ in 0..clients {
+        let e = Endpoint::client(&creds(ca)?, TransportConfig::default(), addr)?;
         e.request(addr, &Request::Status).await?; // connect outside the timing
         endpoints.push(e);
     }
@@ -101,7 +108,14 @@ async fn tcp_round_trips(n: usize) -> anyhow::Result<f64> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let request = cairn_inventory::codec::encode(&Request::Status)?;
-    let response = cairn_inventory::codec::encode(&StatusOnly.handle(addr, Request::Status).await)?;
+    let response = cairn_inventory::codec::encode(
+        &StatusOnly
+            .handle(
+                cairn_transport::Peer { addr, identity: cairn_transport::Identity::Site(SiteId(1)) },
+                Request::Status,
+            )
+            .await,
+    )?;
     let server = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await?;
         s.set_nodelay(true)?;
@@ -132,7 +146,7 @@ async fn tcp_round_trips(n: usize) -> anyhow::Result<f64> {
 /// MB/s of one quinn stream, configured as a site's endpoint.
 async fn quic_bulk(ca: &ClusterCa, bytes: usize) -> anyhow::Result<f64> {
     let config = TransportConfig::default();
-    let server_creds = creds(ca, "server")?;
+    let server_creds = creds(ca)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_creds.server_config()?)?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let local: SocketAddr = "127.0.0.1:0".parse()?;
@@ -152,8 +166,7 @@ async fn quic_bulk(ca: &ClusterCa, bytes: usize) -> anyhow::Result<f64> {
         }
         anyhow::Ok(total)
     });
-    let client_crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(creds(ca, "client")?.client_config()?)?;
+    let client_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(creds(ca)?.client_config()?)?;
     let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
     client_config.transport_config(Arc::new(config.quinn_transport()?));
     let socket = std::net::UdpSocket::bind(local)?;

@@ -1,4 +1,5 @@
-//! Talking to a running site from the CLI: operator credentials and one endpoint.
+//! Talking to a running site from the CLI: the operator's (or any issued) credentials
+//! and one endpoint.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,15 +17,16 @@ pub(crate) struct ConnArgs {
     /// The site to talk to.
     #[arg(long, global = true, value_name = "HOST:PORT", env = "CAIRN_NODE", default_value = "127.0.0.1:7001", value_parser = parse_addr)]
     pub(crate) node: SocketAddr,
-    /// Where the operator's credentials are (ca.pem, cert.pem, key.pem).
+    /// Credentials to ask with (ca.pem, cert.pem, key.pem), as `cairn cluster issue-cert`
+    /// or `cluster init` wrote them; what they may ask depends on the identity they name.
     #[arg(
         long,
         global = true,
         value_name = "DIR",
-        env = "CAIRN_CLUSTER_DIR",
-        default_value = "./cairn-data/cluster"
+        env = "CAIRN_CREDENTIALS",
+        default_value = "./cairn-data/cluster-operator"
     )]
-    pub(crate) cluster_dir: PathBuf,
+    pub(crate) credentials: PathBuf,
     /// Seconds to wait for an answer.
     #[arg(long, global = true, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) timeout: u64,
@@ -41,8 +43,11 @@ pub(crate) struct Client {
 impl Client {
     /// Loads the operator's credentials and makes an endpoint (inside a runtime).
     pub(crate) fn new(args: &ConnArgs) -> anyhow::Result<Self> {
-        let credentials = Credentials::load(&args.cluster_dir).with_context(|| {
-            format!("loading operator credentials from {} (set --cluster-dir)", args.cluster_dir.display())
+        let credentials = Credentials::load(&args.credentials).with_context(|| {
+            format!(
+                "loading credentials from {} (set --credentials or CAIRN_CREDENTIALS)",
+                args.credentials.display()
+            )
         })?;
         let config = TransportConfig {
             connect_timeout: Duration::from_secs(args.timeout.min(30)),
@@ -81,7 +86,7 @@ impl Client {
         self.endpoint.request(node, request).await.map_err(|error| {
             let text = error.to_string();
             let hint = if text.contains("certificate") {
-                "; the site and these credentials are not of the same cluster (check --cluster-dir / CAIRN_CLUSTER_DIR)"
+                "; the site and these credentials are not of the same cluster (check --credentials / CAIRN_CREDENTIALS)"
             } else if text.contains("no handshake within") || text.contains("unreachable") {
                 "; is a site running there? (check --node / CAIRN_NODE)"
             } else {

@@ -1,31 +1,50 @@
-//! `cairn cluster …`: the cluster's certificate authority.
+//! `cairn cluster …`: the cluster's certificate authority, and the certificates it
+//! issues to sites, replicants, operators and applications. Only these commands (and
+//! `cairn local`, for its own sites) read the CA's key.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cairn_transport::tls;
-use clap::Subcommand;
+use cairn_inventory::Role;
+use cairn_node::credentials;
+use cairn_transport::tls::{self, ClusterCa, Identity, PrincipalName};
+use clap::{ArgGroup, Subcommand};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
-    /// Create a cluster: a new certificate authority (ca.pem, ca.key) and the operator's
-    /// credentials (cert.pem, key.pem) in DIR. Prints the cluster id.
+    /// Create a cluster: a new certificate authority (ca.pem, ca.key) in DIR, and the
+    /// operator's credentials in DIR-operator beside it. Prints the cluster id.
     Init {
-        /// Where to write the cluster dir (refused if it already holds a CA key).
+        /// Where to write the CA (refused if it already holds a CA key).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
-    /// Sign credentials for a site or an operator: writes ca.pem, cert.pem and key.pem to OUT.
+    /// Issue a certificate naming one identity: a core site or a replicant (into its data
+    /// dir, whose inventory is created if there is none), or an operator or an
+    /// application (into --out).
+    #[command(group(ArgGroup::new("identity").required(true).args(["site", "replicant", "operator", "client"])))]
     IssueCert {
-        /// The cluster dir holding the CA.
+        /// The CA dir (`cairn cluster init --out`).
         #[arg(long, value_name = "DIR", env = "CAIRN_CLUSTER_DIR")]
         cluster_dir: PathBuf,
-        /// The certificate's name (1-64 of A-Z a-z 0-9 - _ .).
-        #[arg(long)]
-        name: String,
-        /// Where to write the credentials.
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
+        /// For a core site: bound to the site id of --data-dir's inventory.
+        #[arg(long, requires = "data_dir")]
+        site: bool,
+        /// For a replicant: bound to the site id of --data-dir's inventory.
+        #[arg(long, requires = "data_dir")]
+        replicant: bool,
+        /// For an operator named NAME (may do everything).
+        #[arg(long, value_name = "NAME", requires = "out")]
+        operator: Option<String>,
+        /// For an application named NAME (publish, read and streams only).
+        #[arg(long, value_name = "NAME", requires = "out")]
+        client: Option<String>,
+        /// The site's data dir (--site, --replicant): the credentials go to DIR/tls.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["operator", "client", "out"])]
+        data_dir: Option<PathBuf>,
+        /// Where to write an operator's or application's credentials (not inside the CA dir).
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["site", "replicant"])]
+        out: Option<PathBuf>,
         /// Days the certificate stays valid.
         #[arg(long, default_value_t = tls::DEFAULT_VALID_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
@@ -35,16 +54,59 @@ pub(crate) enum ClusterCommand {
 pub(crate) fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
         ClusterCommand::Init { out } => {
-            let id = tls::init_cluster_dir(&out)
-                .with_context(|| format!("creating cluster dir {}", out.display()))?;
+            let (id, operator) = tls::init_cluster_dir(&out)
+                .with_context(|| format!("creating the cluster's CA in {}", out.display()))?;
             println!("cluster {id}");
-            println!("cluster dir {} (keep ca.key private)", out.display());
+            println!("CA in {} (keep ca.key private: only issue-cert reads it)", out.display());
+            println!("operator credentials in {}", operator.display());
+            println!("export CAIRN_CLUSTER_DIR={}", absolute(&out).display());
+            println!("export CAIRN_CREDENTIALS={}", absolute(&operator).display());
         }
-        ClusterCommand::IssueCert { cluster_dir, name, out, days } => {
-            tls::issue_to_dir(&cluster_dir, &name, &out, days)
-                .with_context(|| format!("issuing a certificate from {}", cluster_dir.display()))?;
-            println!("issued {name} into {} (valid {days} days)", out.display());
+        ClusterCommand::IssueCert { cluster_dir, site, replicant, operator, client, data_dir, out, days } => {
+            let ca = ClusterCa::load(&cluster_dir)
+                .with_context(|| format!("loading the CA from {}", cluster_dir.display()))?;
+            let person = |name: String, make: fn(PrincipalName) -> Identity| {
+                PrincipalName::new(&name).map(make).map_err(|e| crate::UsageError::from_err(&e.into()))
+            };
+            let person = match (operator, client) {
+                (Some(name), _) => Some(person(name, Identity::Operator)?),
+                (None, Some(name)) => Some(person(name, Identity::Client)?),
+                (None, None) => None,
+            };
+            match (person, data_dir, out) {
+                (Some(identity), None, Some(out)) => {
+                    if same_dir(&out, &cluster_dir) {
+                        return Err(crate::UsageError::from_err(&anyhow::anyhow!(
+                            "--out is the CA dir: write credentials outside it, so the CA key stays alone"
+                        )));
+                    }
+                    tls::issue_to_dir(&cluster_dir, &identity, &out, days)
+                        .with_context(|| format!("issuing a certificate into {}", out.display()))?;
+                    println!("issued {} into {} (valid {days} days)", identity.uri(), out.display());
+                }
+                (None, Some(data_dir), None) => {
+                    let role = if replicant { Role::Replicant } else { Role::Core };
+                    debug_assert!(site != replicant);
+                    let id = credentials::issue_site(&ca, &data_dir, role, days)
+                        .with_context(|| format!("issuing a certificate for {}", data_dir.display()))?;
+                    let identity = credentials::site_identity(role, id);
+                    let dir = credentials::site_credentials_dir(&data_dir);
+                    println!("issued {} into {} (valid {days} days)", identity.uri(), dir.display());
+                }
+                _ => unreachable!("clap's groups allow only these"),
+            }
         }
     }
     Ok(())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => absolute(a) == absolute(b),
+    }
 }

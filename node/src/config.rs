@@ -24,7 +24,6 @@ const MIB: usize = 1 << 20;
 pub(crate) struct FileConfig {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) listen: Option<SocketAddr>,
-    pub(crate) cluster_dir: Option<PathBuf>,
     pub(crate) role: Option<Role>,
     /// Dbs a replicant keeps a read-only copy of.
     pub(crate) follow: Option<Vec<String>>,
@@ -146,7 +145,6 @@ impl FileConfig {
         Self {
             data_dir: self.data_dir.or(lower.data_dir),
             listen: self.listen.or(lower.listen),
-            cluster_dir: self.cluster_dir.or(lower.cluster_dir),
             role: self.role.or(lower.role),
             follow: self.follow.or(lower.follow),
             seeds: self.seeds.or(lower.seeds),
@@ -227,7 +225,6 @@ impl FileConfig {
         Self {
             data_dir: None,
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 7001))),
-            cluster_dir: Some(PathBuf::from("./cairn-data/cluster")),
             role: Some(Role::Core),
             follow: Some(Vec::new()),
             seeds: Some(Vec::new()),
@@ -297,7 +294,6 @@ impl FileConfig {
         let mut o = SiteOptions::new(
             data_dir,
             self.listen.or(d.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001))),
-            self.cluster_dir.clone().or(d.cluster_dir).unwrap_or_default(),
         );
         o.role = self.role.unwrap_or_default();
         for name in self.follow.iter().flatten() {

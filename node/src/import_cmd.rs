@@ -35,15 +35,20 @@ pub(crate) struct ImportArgs {
     site: Option<SiteId>,
     /// The operator's credentials: the cluster a new inventory belongs to, and how to
     /// reach `--from-cluster`.
-    #[arg(long, value_name = "DIR", env = "CAIRN_CLUSTER_DIR", default_value = "./cairn-data/cluster")]
-    cluster_dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CAIRN_CREDENTIALS",
+        default_value = "./cairn-data/cluster-operator"
+    )]
+    credentials: PathBuf,
 }
 
 pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
     let view = match (&args.from, args.from_cluster) {
         (Some(file), _) => read_view(file)?,
         (None, Some(node)) => {
-            let conn = ConnArgs { node, cluster_dir: args.cluster_dir.clone(), timeout: 10 };
+            let conn = ConnArgs { node, credentials: args.credentials.clone(), timeout: 10 };
             with_client(&conn, async |client| crate::dump_cmd::node_view(client).await)?
         }
         (None, None) => unreachable!("clap requires a source"),
@@ -114,10 +119,10 @@ fn site_of(args: &ImportArgs, existing: Option<&Inventory>) -> anyhow::Result<Si
     })
 }
 
-/// Makes an inventory for `site` in the cluster of `--cluster-dir`.
+/// Makes an inventory for `site` in the cluster of `--credentials`.
 fn create(args: &ImportArgs, site: SiteId) -> anyhow::Result<Inventory> {
-    let cluster = Credentials::load(&args.cluster_dir)
-        .with_context(|| format!("loading the cluster's credentials from {}", args.cluster_dir.display()))?
+    let cluster = Credentials::load(&args.credentials)
+        .with_context(|| format!("loading the cluster's credentials from {}", args.credentials.display()))?
         .cluster_id();
     Ok(Inventory::open_as(&args.data_dir, cluster, site, InventoryConfig::default())?)
 }

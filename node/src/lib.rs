@@ -2,6 +2,7 @@
 //! several sites in one process.
 //!
 //! - [`site`]: starting a site (inventory + endpoint) and stopping it;
+//! - [`credentials`]: a site's certificate, issued into its data dir and checked at start;
 //! - [`planner`]: pure planners (view + request → plan per site);
 //! - [`executor`]: runs the head step of each pending plan;
 //! - [`follow`]: which shards a replicant keeps a read-only copy of;
@@ -15,6 +16,7 @@
 //! - [`supervisor`]: runs the site's tasks, restarting those that panic.
 
 pub mod automation;
+pub mod credentials;
 pub mod data;
 pub mod db_settings;
 pub mod executor;

@@ -1,9 +1,11 @@
 //! `cairn local`: a whole cluster on this machine, in one command.
 //!
-//! Makes the cluster's certificates under the data root (once), starts N sites as child
-//! processes on consecutive loopback ports, creates a demo db, and prints the cluster
-//! view until SIGINT or SIGTERM, which stop every child cleanly. Run again on the same
-//! data root, it starts the same sites (same ids, same data).
+//! Makes the cluster's CA and the operator's credentials under the data root (once),
+//! issues each site its certificate (the only command that does so besides `cairn cluster
+//! issue-cert`), starts N sites as child processes on consecutive loopback ports, creates
+//! a demo db, and prints the cluster view until SIGINT or SIGTERM, which stop every child
+//! cleanly. Run again on the same data root, it starts the same sites (same ids, same
+//! data).
 
 use std::io::{BufRead, BufReader, IsTerminal};
 use std::net::SocketAddr;
@@ -12,8 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use cairn_inventory::{DbName, DbSettings, Retention};
-use cairn_transport::tls;
+use cairn_inventory::{DbName, DbSettings, Retention, Role};
+use cairn_node::credentials;
+use cairn_transport::tls::{self, ClusterCa, Credentials, Identity, PrincipalName};
 use cairn_transport::{Request, Response};
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
@@ -74,10 +77,24 @@ impl Drop for Children {
     }
 }
 
-fn spawn_site(root: &Path, cluster: &Path, i: u16, args: &LocalArgs) -> anyhow::Result<(Child, String)> {
+/// Issues the site of `data` a core site's certificate unless it holds a usable one of
+/// this cluster.
+fn ensure_site_certificate(ca: &ClusterCa, data: &Path) -> anyhow::Result<()> {
+    let current = credentials::load_site(data, Role::Core).ok();
+    if current.is_some_and(|c| c.cluster_id() == ca.cluster_id() && matches!(c.identity(), Identity::Site(_)))
+    {
+        return Ok(());
+    }
+    credentials::issue_site(ca, data, Role::Core, tls::DEFAULT_VALID_DAYS)
+        .with_context(|| format!("issuing the certificate of {}", data.display()))?;
+    Ok(())
+}
+
+fn spawn_site(root: &Path, ca: &ClusterCa, i: u16, args: &LocalArgs) -> anyhow::Result<(Child, String)> {
     let port = args.base_port + i;
     let data = root.join(format!("site{}", i + 1));
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    ensure_site_certificate(ca, &data)?;
     let log = std::fs::File::create(data.join("cairn.log")).context("creating the site's log file")?;
     let seed = if i == 0 { args.base_port + 1 } else { args.base_port };
     let mut command = Command::new(std::env::current_exe().context("finding the cairn binary")?);
@@ -86,8 +103,6 @@ fn spawn_site(root: &Path, cluster: &Path, i: u16, args: &LocalArgs) -> anyhow::
         .arg("--data-dir")
         .arg(&data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--cluster-dir")
-        .arg(cluster)
         .stdout(Stdio::piped())
         .stderr(log);
     if args.nodes > 1 {
@@ -107,22 +122,30 @@ fn spawn_site(root: &Path, cluster: &Path, i: u16, args: &LocalArgs) -> anyhow::
 pub(crate) fn run(args: LocalArgs) -> anyhow::Result<()> {
     let root = args.data_root.clone();
     let cluster = root.join("cluster");
+    let operator = tls::operator_dir_beside(&cluster);
     if !cluster.join(tls::CA_KEY).exists() {
-        let id = tls::init_cluster_dir(&cluster).context("creating the cluster's certificates")?;
+        let (id, _) = tls::init_cluster_dir(&cluster).context("creating the cluster's certificates")?;
         println!("created cluster {id} in {}", cluster.display());
+    }
+    let ca = ClusterCa::load(&cluster).context("loading the cluster's CA")?;
+    if Credentials::load(&operator).map(|c| c.cluster_id() != ca.cluster_id()).unwrap_or(true) {
+        let name = PrincipalName::new(tls::OPERATOR_NAME)?;
+        tls::issue_to_dir(&cluster, &Identity::Operator(name), &operator, tls::DEFAULT_VALID_DAYS)
+            .context("issuing the operator's credentials")?;
     }
     let mut children = Children(Vec::new());
     for i in 0..args.nodes {
-        let (child, banner) = spawn_site(&root, &cluster, i, &args)?;
+        let (child, banner) = spawn_site(&root, &ca, i, &args)?;
         println!("{banner}");
         children.0.push((args.base_port + i, child));
     }
-    if root != Path::new("./cairn-data") {
-        println!("to use ctl and dump from here: export CAIRN_CLUSTER_DIR={}", cluster.display());
-    }
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    println!("to use ctl and dump from here (and to issue more certificates):");
+    println!("export CAIRN_CREDENTIALS={}", absolute(&operator).display());
+    println!("export CAIRN_CLUSTER_DIR={}", absolute(&cluster).display());
     let conn = ConnArgs {
         node: SocketAddr::from(([127, 0, 0, 1], args.base_port)),
-        cluster_dir: cluster.clone(),
+        credentials: operator.clone(),
         timeout: 10,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

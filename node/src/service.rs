@@ -3,6 +3,7 @@
 //! Inventory calls are blocking LMDB transactions, so they run on tokio's blocking pool.
 //! The data-plane requests (writes, fetches, routes) are in [`data`].
 
+mod authorize;
 mod data;
 mod subscribe;
 
@@ -26,8 +27,11 @@ use cairn_inventory::{
     STORE_FORMAT, Topic, now_ms,
 };
 use cairn_transport::{
-    PullFrame, PullRequest, PullSender, Request, Response, Service, SiteStatus, WireError, WireErrorKind,
+    Peer, PullFrame, PullRequest, PullSender, Request, Response, Service, SiteStatus, WireError,
+    WireErrorKind,
 };
+
+use self::authorize::{Asked, authorize};
 
 use crate::data::access;
 use crate::data::appender::Appender;
@@ -61,7 +65,12 @@ pub struct SiteService {
     /// The most dbs (dropped ones included) the cluster may hold: creations beyond are
     /// refused (the view ignores dbs beyond it anyway).
     max_dbs: usize,
+    /// The (identity, request kind) pairs refused so far, each logged once.
+    refusals_logged: Mutex<std::collections::BTreeSet<(String, &'static str)>>,
 }
+
+/// The most distinct refusals remembered for logging once; later ones are counted only.
+const MAX_REFUSALS_LOGGED: usize = 1024;
 
 impl SiteService {
     /// A handler over the site's inventory (inside a tokio runtime: it starts the
@@ -87,7 +96,27 @@ impl SiteService {
             requests: Arc::default(),
             endpoint: Mutex::new(None),
             forwarded: Default::default(),
+            refusals_logged: Mutex::default(),
         }
+    }
+
+    /// Checks `asked` from `peer` against the access table (see [`authorize`]); a refusal
+    /// is counted (`outcome="forbidden"`), logged once per identity and kind, and returned
+    /// as the reason to answer with.
+    fn authorized(&self, peer: &Peer, asked: Asked<'_>, kind: &'static str) -> Result<(), String> {
+        let planner = match asked {
+            Asked::Request(Request::Schedule(_)) => {
+                self.current_view().and_then(|view| crate::automation::planner_of_record(&view))
+            }
+            _ => None,
+        };
+        let Err(why) = authorize(&peer.identity, asked, planner) else { return Ok(()) };
+        self.requests.count_outcome(kind, "forbidden");
+        let mut logged = self.refusals_logged.lock().unwrap_or_else(PoisonError::into_inner);
+        if logged.len() < MAX_REFUSALS_LOGGED && logged.insert((peer.identity.to_string(), kind)) {
+            tracing::warn!(%peer, why, "request refused (forbidden); later ones of this kind only counted");
+        }
+        Err(why)
     }
 
     /// Gives the service the site's endpoint (a replicant forwards writes with it).
@@ -355,7 +384,8 @@ pub struct RequestCounters {
 
 impl RequestCounters {
     /// `((kind, outcome), count)` for every pair seen; outcome is `ok`, `not_here`,
-    /// `rejected` (refused, e.g. bad input) or `error`.
+    /// `rejected` (refused, e.g. bad input), `forbidden` (not allowed for the peer's
+    /// identity) or `error`.
     pub fn snapshot(&self) -> Vec<((&'static str, &'static str), u64)> {
         let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.iter().map(|(k, v)| (*k, *v)).collect()
@@ -380,22 +410,38 @@ impl RequestCounters {
 impl Service for SiteService {
     async fn subscribe(
         &self,
-        peer: SocketAddr,
+        peer: Peer,
         request: cairn_transport::SubscribeRequest,
-        out: cairn_transport::SubscriptionSender,
+        mut out: cairn_transport::SubscriptionSender,
     ) {
+        if let Err(reason) = self.authorized(&peer, Asked::Subscribe, "subscribe") {
+            let _ = out
+                .frames
+                .send(&cairn_transport::SubscriptionFrame::Refused { reason, holders: Vec::new() })
+                .await;
+            out.frames.finish();
+            return;
+        }
         self.requests.count_outcome("subscribe", "ok");
-        self.serve_subscription(peer, request, out).await;
+        self.serve_subscription(peer.addr, request, out).await;
     }
 
-    async fn handle(&self, peer: SocketAddr, request: Request) -> Response {
+    async fn handle(&self, peer: Peer, request: Request) -> Response {
         let kind = request.kind();
-        let response = self.answer(peer, request).await;
+        if let Err(why) = self.authorized(&peer, Asked::Request(&request), kind) {
+            return Response::Error(WireError::new(WireErrorKind::Forbidden, why));
+        }
+        let response = self.answer(peer.addr, request).await;
         self.requests.count(kind, &response);
         response
     }
 
-    async fn pull(&self, request: PullRequest, mut out: PullSender) {
+    async fn pull(&self, peer: Peer, request: PullRequest, mut out: PullSender) {
+        if let Err(reason) = self.authorized(&peer, Asked::Pull(&request), "pull") {
+            let _ = out.send(&PullFrame::Refused { reason }).await;
+            out.finish();
+            return;
+        }
         let _ticket = match self.data.pulls.try_take(out.peer(), 1) {
             Ok(ticket) => ticket,
             Err(why) => {

@@ -2,14 +2,13 @@
 //! together.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_gossip::summary::{Label, SiteSummary};
 use cairn_gossip::{ClusterView, Gossip, GossipConfig, QuicCarriage};
 use cairn_inventory::{Inventory, InventoryConfig, Role, now_ms};
-use cairn_transport::tls::{self, ClusterCa, Credentials};
 use cairn_transport::{Endpoint, TransportConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -26,13 +25,11 @@ use crate::supervisor::{RestartPolicy, Supervisor};
 /// What a site needs to start.
 #[derive(Debug, Clone)]
 pub struct SiteOptions {
-    /// The site's data dir (its inventory, and its TLS credentials if self-issued).
+    /// The site's data dir: its inventory, and under `tls/` the credentials the operator
+    /// issued it (see [`crate::credentials`]).
     pub data_dir: PathBuf,
     /// The UDP address to listen on.
     pub listen: SocketAddr,
-    /// A credentials dir (`ca.pem`, `cert.pem`, `key.pem`) or a cluster dir with the CA key,
-    /// from which the site issues itself credentials under `<data-dir>/tls`.
-    pub cluster_dir: PathBuf,
     /// Core or replicant.
     pub role: Role,
     /// For a replicant: the dbs it keeps a read-only copy of.
@@ -68,11 +65,10 @@ pub struct SiteOptions {
 
 impl SiteOptions {
     /// Options with defaults for everything but where the site lives and listens.
-    pub fn new(data_dir: PathBuf, listen: SocketAddr, cluster_dir: PathBuf) -> Self {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
         Self {
             data_dir,
             listen,
-            cluster_dir,
             role: Role::Core,
             follow: Vec::new(),
             zone: None,
@@ -95,9 +91,9 @@ impl SiteOptions {
 /// Why a site could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// Credentials could not be found, made or loaded.
-    #[error("credentials: {0}")]
-    Credentials(#[source] cairn_transport::TransportError),
+    /// The site's credentials are missing, unreadable, or not this site's.
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialsError),
     /// The inventory could not be opened.
     #[error(transparent)]
     Inventory(#[from] cairn_inventory::InventoryError),
@@ -154,29 +150,6 @@ pub struct Site {
 /// How long a site stays dead before its shards are recovered elsewhere, by default.
 pub const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(600);
 
-/// The name a site's self-issued certificate carries.
-const SITE_CERT_NAME: &str = "site";
-
-/// Finds the site's credentials: a credentials dir is used as it is; a cluster dir that
-/// holds the CA key makes the site issue itself credentials into `<data-dir>/tls` once.
-pub fn resolve_credentials(
-    cluster_dir: &Path,
-    data_dir: &Path,
-) -> Result<Credentials, cairn_transport::TransportError> {
-    if !cluster_dir.join(tls::CA_KEY).exists() {
-        return Credentials::load(cluster_dir);
-    }
-    let own = data_dir.join("tls");
-    let ca = ClusterCa::load(cluster_dir)?;
-    let current = Credentials::load(&own).ok().filter(|c| c.cluster_id() == ca.cluster_id());
-    if let Some(credentials) = current {
-        return Ok(credentials);
-    }
-    tracing::info!(dir = %own.display(), "issuing this site's certificate from the cluster CA");
-    tls::write_credentials(&own, &ca, &ca.issue(SITE_CERT_NAME, tls::DEFAULT_VALID_DAYS)?)?;
-    Credentials::load(&own)
-}
-
 impl Site {
     /// Opens the inventory (for the cluster the credentials name), starts serving and
     /// gossiping. Must be called inside a tokio runtime.
@@ -187,10 +160,11 @@ impl Site {
                 source,
             })
         })?;
-        let credentials =
-            resolve_credentials(&options.cluster_dir, &options.data_dir).map_err(StartError::Credentials)?;
+        let credentials = crate::credentials::load_site(&options.data_dir, options.role)?;
         let inventory =
             Arc::new(Inventory::open(&options.data_dir, credentials.cluster_id(), options.inventory)?);
+        let site_id = inventory.identity().site_id;
+        crate::credentials::check_site(&credentials, &options.data_dir, options.role, site_id)?;
         if options.role == Role::Replicant {
             let replicas = inventory
                 .replicas(None)?

@@ -25,11 +25,8 @@ pub(crate) struct StartArgs {
     /// The UDP address to listen on; peers and the CLI reach the site there [default: 127.0.0.1:7001].
     #[arg(long, value_name = "HOST:PORT", env = "CAIRN_LISTEN", value_parser = parse_addr)]
     listen: Option<SocketAddr>,
-    /// Credentials dir (ca.pem, cert.pem, key.pem), or a cluster dir with the CA key (the
-    /// site then issues itself a certificate under DATA_DIR/tls) [default: ./cairn-data/cluster].
-    #[arg(long, value_name = "DIR", env = "CAIRN_CLUSTER_DIR")]
-    cluster_dir: Option<PathBuf>,
-    /// core sites hold replicas; replicant sites never do [default: core].
+    /// core sites hold replicas; replicant sites never do; must be what the site's
+    /// certificate (DATA_DIR/tls, issued by `cairn cluster issue-cert`) names [default: core].
     #[arg(long, env = "CAIRN_ROLE")]
     role: Option<Role>,
     /// For a replicant: a db to keep a read-only copy of, every shard, followed from the
@@ -90,7 +87,6 @@ impl StartArgs {
         FileConfig {
             data_dir: self.data_dir.clone(),
             listen: self.listen,
-            cluster_dir: self.cluster_dir.clone(),
             role: self.role,
             follow: (!self.follow.is_empty()).then(|| self.follow.clone()),
             seeds: (!self.seeds.is_empty()).then(|| self.seeds.clone()),

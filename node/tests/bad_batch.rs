@@ -2,7 +2,6 @@
 //! joins the cluster for real (QUIC endpoint, gossip) and serves the pull protocol, but
 //! breaks the CRC of one batch; the receiver is a real site.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,11 +31,11 @@ struct FaultyUpstream {
 }
 
 impl Service for FaultyUpstream {
-    async fn handle(&self, _peer: SocketAddr, _request: Request) -> Response {
+    async fn handle(&self, _peer: cairn_transport::Peer, _request: Request) -> Response {
         Response::Rejected { reason: "test upstream".into() }
     }
 
-    async fn pull(&self, request: PullRequest, mut out: PullSender) {
+    async fn pull(&self, _peer: cairn_transport::Peer, request: PullRequest, mut out: PullSender) {
         self.pulls.lock().unwrap().push((request.frontier.clone(), request.cursor));
         let start = PullStart {
             site: UPSTREAM,
@@ -81,7 +80,9 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
     let cluster = root.path().join("cluster");
     tls::init_cluster_dir(&cluster).unwrap();
     let ca = tls::ClusterCa::load(&cluster).unwrap();
-    let creds = tls::Credentials::from_pem(ca.cert_pem(), &ca.issue("faulty", 1).unwrap()).unwrap();
+    let creds =
+        tls::Credentials::from_pem(ca.cert_pem(), &ca.issue(&tls::Identity::Site(UPSTREAM), 1).unwrap())
+            .unwrap();
 
     let entries: Vec<Entry> = (1..=ENTRIES)
         .map(|seq| Entry::plain(EntryId { origin: UPSTREAM, seq }, seq, vec![seq as u8; 50]))
@@ -128,7 +129,11 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
             .await
             .unwrap();
 
-    let mut options = SiteOptions::new(root.path().join("site"), "127.0.0.1:0".parse().unwrap(), cluster);
+    let mut options = {
+        let data_dir = root.path().join("site");
+        cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core).unwrap();
+        SiteOptions::new(data_dir, "127.0.0.1:0".parse().unwrap())
+    };
     options.gossip.interval = Duration::from_millis(100);
     options.gossip.seeds = vec![upstream_addr.to_string()];
     // The test adds the replica itself.

@@ -98,6 +98,7 @@ fn cairn_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         "CAIRN_DATA_DIR",
         "CAIRN_LISTEN",
         "CAIRN_CLUSTER_DIR",
+        "CAIRN_CREDENTIALS",
         "CAIRN_ROLE",
         "CAIRN_SEEDS",
         "CAIRN_ZONE",

@@ -717,7 +717,7 @@ async fn rogues_cannot_join_or_change_anything_and_the_sites_keep_serving() {
     let day = Duration::from_secs(86_400);
     let expired = ca
         .issue_valid_between(
-            "expired",
+            &cairn_transport::Identity::Operator(cairn_transport::PrincipalName::new("expired").unwrap()),
             std::time::SystemTime::now() - 10 * day,
             std::time::SystemTime::now() - day,
         )
@@ -730,7 +730,7 @@ async fn rogues_cannot_join_or_change_anything_and_the_sites_keep_serving() {
         assert!(answer.is_err(), "a client with an expired certificate was answered: {answer:?}");
     }
     let other_client = cairn_transport::Endpoint::client(
-        &cairn_transport::Credentials::load(&other).unwrap(),
+        &cairn_transport::Credentials::load(&cairn_tests::operator_dir(&other)).unwrap(),
         quick(),
         c.addrs[0],
     )
@@ -740,7 +740,7 @@ async fn rogues_cannot_join_or_change_anything_and_the_sites_keep_serving() {
 
     // 3. No certificate at all, hundreds of handshakes; 4. random datagrams.
     let no_cert = {
-        let roots = cairn_transport::Credentials::load(&c.cluster_dir).unwrap();
+        let roots = cairn_transport::Credentials::load(&cairn_tests::operator_dir(&c.cluster_dir)).unwrap();
         let mut config = roots.client_config().unwrap();
         config.client_auth_cert_resolver = std::sync::Arc::new(NoClientCert);
         config
@@ -780,8 +780,12 @@ async fn rogues_cannot_join_or_change_anything_and_the_sites_keep_serving() {
 
     // 5. This cluster's operator certificate, 8 connections x 256 streams opened and
     // left idle after one byte.
-    let idle =
-        raw_endpoint(cairn_transport::Credentials::load(&c.cluster_dir).unwrap().client_config().unwrap());
+    let idle = raw_endpoint(
+        cairn_transport::Credentials::load(&cairn_tests::operator_dir(&c.cluster_dir))
+            .unwrap()
+            .client_config()
+            .unwrap(),
+    );
     let mut held = Vec::new();
     let mut streams = 0;
     for _ in 0..8 {

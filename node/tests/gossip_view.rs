@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_gossip::{ClusterView, GossipConfig};
+use cairn_inventory::Role;
 use cairn_inventory::{DbName, DbRecord, DbSettings, Hlc, ReplicaState, Retention};
 use cairn_node::site::{Site, SiteOptions};
 use cairn_tests::free_port;
@@ -26,7 +27,11 @@ fn new_cluster(root: &Path) -> std::path::PathBuf {
 
 /// A site in this process, on an ephemeral loopback port, gossiping every 100 ms.
 async fn start_site(root: &Path, name: &str, cluster: &Path, seed: Option<&Site>) -> Site {
-    let mut options = SiteOptions::new(root.join(name), "127.0.0.1:0".parse().unwrap(), cluster.to_owned());
+    let mut options = {
+        let data_dir = root.join(name);
+        cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core).unwrap();
+        SiteOptions::new(data_dir, "127.0.0.1:0".parse().unwrap())
+    };
     options.gossip = fast_gossip(seed.map(|s| s.endpoint.local_addr().to_string()).into_iter().collect());
     Site::start(options).await.unwrap()
 }
@@ -141,12 +146,11 @@ impl Drop for Proc {
 }
 
 fn spawn(data: &Path, cluster: &Path, port: u16, seed: Option<u16>) -> Proc {
+    cairn_tests::issue_site_cert(Path::new(env!("CARGO_BIN_EXE_cairn")), cluster, data, false);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
     cmd.args(["start", "--listen", &format!("127.0.0.1:{port}"), "--gossip-interval-ms", "100"])
         .arg("--data-dir")
         .arg(data)
-        .arg("--cluster-dir")
-        .arg(cluster)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(seed) = seed {
@@ -162,8 +166,8 @@ fn spawn(data: &Path, cluster: &Path, port: u16, seed: Option<u16>) -> Proc {
 fn dump(port: u16, cluster: &Path) -> Option<ClusterView> {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["dump", "--format", "json", "--timeout", "3", "--node", &format!("127.0.0.1:{port}")])
-        .arg("--cluster-dir")
-        .arg(cluster)
+        .arg("--credentials")
+        .arg(cairn_tests::operator_dir(cluster))
         .output()
         .unwrap();
     out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
@@ -217,8 +221,8 @@ fn five_processes_share_one_view_through_kills_and_restarts() {
             "--shards",
             "8",
         ])
-        .arg("--cluster-dir")
-        .arg(&cluster)
+        .arg("--credentials")
+        .arg(cairn_tests::operator_dir(&cluster))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -277,8 +281,8 @@ fn five_processes_share_one_view_through_kills_and_restarts() {
     // The table for people lists every site.
     let table = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["dump", "--node", &format!("127.0.0.1:{}", ports[4])])
-        .arg("--cluster-dir")
-        .arg(&cluster)
+        .arg("--credentials")
+        .arg(cairn_tests::operator_dir(&cluster))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&table.stdout);

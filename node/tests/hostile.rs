@@ -42,8 +42,8 @@ async fn wait_at_factor(client: &Client, at: SocketAddr, db: &str, factor: usize
 /// The `invalid` warnings of `cairn dump --format json` at `at` about `site`, by key.
 fn dumped_invalid(cluster: &Path, at: SocketAddr, site: SiteId) -> BTreeMap<String, String> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["dump", "--node", &at.to_string(), "--cluster-dir"])
-        .arg(cluster)
+        .args(["dump", "--node", &at.to_string(), "--credentials"])
+        .arg(cairn_tests::operator_dir(cluster))
         .args(["--format", "json"])
         .output()
         .expect("cairn dump runs");
@@ -127,7 +127,7 @@ async fn a_hostile_member_crashes_nothing_stops_no_automation_and_fills_no_memor
 
     // The member: a site certificate of this very cluster.
     let ca = cairn_transport::ClusterCa::load(&cluster).unwrap();
-    let issued = ca.issue("site", 1).unwrap();
+    let issued = ca.issue(&cairn_transport::Identity::Replicant(SiteId::random()), 1).unwrap();
     let credentials = cairn_transport::Credentials::from_pem(ca.cert_pem(), &issued).unwrap();
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let hour_ahead = Hlc { wall_ms: now_ms() + 3_600_000, logical: 0 };

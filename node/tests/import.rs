@@ -25,8 +25,8 @@ fn import(data_dir: &Path, cluster: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(bin())
         .args(["import", "--data-dir"])
         .arg(data_dir)
-        .arg("--cluster-dir")
-        .arg(cluster)
+        .arg("--credentials")
+        .arg(cairn_tests::operator_dir(cluster))
         .args(args)
         .output()
         .expect("cairn import runs");
@@ -153,8 +153,8 @@ async fn a_site_whose_inventory_was_lost_is_rebuilt_from_a_peer_and_catches_up()
 
     // A dump file of the cluster: importing it into the rebuilt site changes nothing.
     let out = Command::new(bin())
-        .args(["dump", "--format", "json", "--node", &addrs[0].to_string(), "--cluster-dir"])
-        .arg(&cluster)
+        .args(["dump", "--format", "json", "--node", &addrs[0].to_string(), "--credentials"])
+        .arg(cairn_tests::operator_dir(&cluster))
         .output()
         .unwrap();
     assert!(out.status.success());

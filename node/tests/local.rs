@@ -40,8 +40,8 @@ fn start_local(root: &Path, base: u16) -> Child {
 fn dump(base: u16, root: &Path) -> Option<ClusterView> {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["dump", "--format", "json", "--timeout", "2", "--node", &format!("127.0.0.1:{base}")])
-        .arg("--cluster-dir")
-        .arg(root.join("cluster"))
+        .arg("--credentials")
+        .arg(root.join("cluster-operator"))
         .output()
         .unwrap();
     out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
@@ -72,8 +72,8 @@ fn wait_up(base: u16, root: &Path) -> BTreeSet<String> {
 /// `cairn ctl` against the local cluster's site at `port`: (exit 0?, stdout, stderr).
 fn ctl(root: &Path, port: u16, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["ctl", "--node", &format!("127.0.0.1:{port}"), "--cluster-dir"])
-        .arg(root.join("cluster"))
+        .args(["ctl", "--node", &format!("127.0.0.1:{port}"), "--credentials"])
+        .arg(root.join("cluster-operator"))
         .args(args)
         .output()
         .unwrap();

@@ -86,11 +86,10 @@ async fn a_site_serves_metrics_that_follow_what_it_does() {
     client.close().await;
 
     // A taken metrics port: the site does not start, and says why.
+    cairn_tests::issue_site_cert(bin, &cluster, &root.path().join("m2"), false);
     let out = std::process::Command::new(bin)
         .args(["start", "--data-dir"])
         .arg(root.path().join("m2"))
-        .args(["--cluster-dir"])
-        .arg(&cluster)
         .args([
             "--listen",
             &format!("127.0.0.1:{}", free_port()),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cairn_gossip::GossipConfig;
+use cairn_inventory::Role;
 use cairn_inventory::{DbName, Retention};
 use cairn_node::site::{Site, SiteOptions};
 use cairn_transport::{Request, Response, tls};
@@ -17,11 +18,11 @@ async fn three_sites_place_16_shards_times_2_balanced() {
     tls::init_cluster_dir(&cluster).unwrap();
     let mut sites: Vec<Site> = Vec::new();
     for i in 0..3 {
-        let mut options = SiteOptions::new(
-            root.path().join(format!("s{i}")),
-            "127.0.0.1:0".parse().unwrap(),
-            cluster.clone(),
-        );
+        let mut options = {
+            let data_dir = root.path().join(format!("s{i}"));
+            cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core).unwrap();
+            SiteOptions::new(data_dir, "127.0.0.1:0".parse().unwrap())
+        };
         let seeds = sites.first().map(|s: &Site| s.endpoint.local_addr().to_string()).into_iter().collect();
         options.gossip =
             GossipConfig { interval: Duration::from_millis(100), seeds, ..GossipConfig::default() };

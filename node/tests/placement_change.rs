@@ -124,7 +124,8 @@ async fn rebalance_after_a_join_then_decommission() {
 
     // The same planner offline, against a saved dump, gives the same moves and plans.
     let dump = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["dump", "--node", &addrs[1].to_string(), "--cluster-dir", cluster.to_str().unwrap()])
+        .args(["dump", "--node", &addrs[1].to_string(), "--credentials"])
+        .arg(cairn_tests::operator_dir(&cluster))
         .args(["--format", "json"])
         .output()
         .unwrap();

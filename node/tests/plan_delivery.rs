@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use cairn_inventory::Role;
 use cairn_inventory::{
     DbName, DbRecord, DbSettings, Hlc, Inventory, InventoryConfig, OfferOutcome, Plan, PlanId, PlanOrigin,
     Retention, SiteId, Step,
@@ -14,8 +15,11 @@ use cairn_transport::tls;
 use cairn_transport::{Request, Response};
 
 fn options(root: &std::path::Path, cluster: &std::path::Path, i: usize) -> SiteOptions {
-    let mut options =
-        SiteOptions::new(root.join(format!("site{i}")), "127.0.0.1:0".parse().unwrap(), cluster.to_owned());
+    let mut options = {
+        let data_dir = root.join(format!("site{i}"));
+        cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core).unwrap();
+        SiteOptions::new(data_dir, "127.0.0.1:0".parse().unwrap())
+    };
     // These tests look at delivery alone: the sites store plans but do not run them.
     options.run_plans = false;
     options

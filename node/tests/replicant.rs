@@ -196,8 +196,8 @@ async fn a_replicant_reads_locally_forwards_writes_and_changes_no_plan() {
     let asked = Instant::now();
     loop {
         let out = Command::new(bin())
-            .args(["dump", "--node", &addrs[0].to_string(), "--cluster-dir"])
-            .arg(&cluster)
+            .args(["dump", "--node", &addrs[0].to_string(), "--credentials"])
+            .arg(cairn_tests::operator_dir(&cluster))
             .output()
             .unwrap();
         let table = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -260,14 +260,25 @@ async fn a_replicant_reads_locally_forwards_writes_and_changes_no_plan() {
     .await;
     replicant.kill();
 
-    // A core site holding replicas cannot restart as a replicant.
+    // A core site holding replicas cannot restart as a replicant: not with its core
+    // site's certificate, and not with a replicant's either.
     sites[2].kill();
+    let as_replicant = [
+        "start",
+        "--data-dir",
+        &sites[2].data_dir.display().to_string(),
+        "--listen",
+        &addrs[2].to_string(),
+        "--role",
+        "replicant",
+    ];
+    let out = run_briefly(&as_replicant);
+    assert!(out.0 != 0 && out.1.contains("the certificate names site/"), "{out:?}");
+    cairn_tests::issue_site_cert(bin(), &cluster, &sites[2].data_dir, true);
     let out = run_briefly(&[
         "start",
         "--data-dir",
         &sites[2].data_dir.display().to_string(),
-        "--cluster-dir",
-        &cluster.display().to_string(),
         "--listen",
         &addrs[2].to_string(),
         "--role",

@@ -1,6 +1,6 @@
-//! `cairn start` as a real process: certificates, `ctl status`, clean stop on SIGTERM,
-//! restart on the same data dir, and a third-party QUIC client without the cluster
-//! certificate.
+//! `cairn start` as a real process: certificates (issued into the data dir, checked at
+//! start, the CA key never read), `ctl status`, clean stop on SIGTERM, restart on the
+//! same data dir, and a third-party QUIC client without the cluster certificate.
 
 use cairn_tests::free_port;
 use std::io::{BufRead, BufReader};
@@ -29,13 +29,19 @@ impl Drop for Running {
     }
 }
 
+/// Starts a core site on `data`, its certificate first issued from the CA in `cluster`
+/// if it has none.
 fn start(data: &Path, cluster: &Path, port: u16) -> Running {
+    if !data.join("tls/cert.pem").exists() {
+        let args =
+            ["cluster", "issue-cert", "--cluster-dir", cluster.to_str().unwrap(), "--site", "--data-dir"];
+        let out = cairn(&[&args[..], &[data.to_str().unwrap()]].concat());
+        assert!(out.status.success(), "{}", text(&out));
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["start", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data)
-        .arg("--cluster-dir")
-        .arg(cluster)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -68,12 +74,18 @@ fn a_site_starts_answers_stops_cleanly_and_keeps_its_id() {
     let mut site = start(&data, &cluster, port);
     let site_id = site.banner.split_whitespace().nth(1).unwrap().to_owned();
     let node = format!("127.0.0.1:{port}");
+    let operator = root.path().join("cluster-operator");
+    assert!(
+        text(&out).contains(&format!("export CAIRN_CREDENTIALS={}", operator.display())),
+        "{}",
+        text(&out)
+    );
     let status = cairn(&[
         "ctl",
         "--node",
         &node,
-        "--cluster-dir",
-        cluster.to_str().unwrap(),
+        "--credentials",
+        operator.to_str().unwrap(),
         "status",
         "--format",
         "json",
@@ -107,8 +119,8 @@ fn a_site_starts_answers_stops_cleanly_and_keeps_its_id() {
         "ctl",
         "--node",
         &node,
-        "--cluster-dir",
-        other.to_str().unwrap(),
+        "--credentials",
+        root.path().join("other-operator").to_str().unwrap(),
         "--timeout",
         "3",
         "status",
@@ -124,13 +136,14 @@ fn a_site_starts_answers_stops_cleanly_and_keeps_its_id() {
         "issue-cert",
         "--cluster-dir",
         cluster.to_str().unwrap(),
-        "--name",
+        "--operator",
         "alice",
         "--out",
         issued.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let ok = cairn(&["ctl", "--node", &node, "--cluster-dir", issued.to_str().unwrap(), "status"]);
+    assert!(text(&out).contains("cairn://operator/alice"), "{}", text(&out));
+    let ok = cairn(&["ctl", "--node", &node, "--credentials", issued.to_str().unwrap(), "status"]);
     assert!(ok.status.success(), "{}", text(&ok));
     drop(site);
 }
@@ -162,10 +175,12 @@ fn a_third_party_quic_client_needs_the_cluster_certificate() {
     // With a certificate of another cluster: no answer.
     let other = root.path().join("other");
     assert!(cairn(&["cluster", "init", "--out", other.to_str().unwrap()]).status.success());
-    let (answered, said) = run(&[&other.join("cert.pem"), &other.join("key.pem")]);
+    let other_operator = root.path().join("other-operator");
+    let (answered, said) = run(&[&other_operator.join("cert.pem"), &other_operator.join("key.pem")]);
     assert!(!answered, "aioquic with a foreign certificate got an answer: {said}");
     // The control: with the cluster's operator certificate the same client is answered.
-    let (answered, said) = run(&[&cluster.join("cert.pem"), &cluster.join("key.pem")]);
+    let operator = root.path().join("cluster-operator");
+    let (answered, said) = run(&[&operator.join("cert.pem"), &operator.join("key.pem")]);
     assert!(answered, "aioquic with the cluster certificate got no answer: {said}");
 }
 
@@ -191,4 +206,117 @@ async fn a_restarted_site_resets_old_connections_at_once() {
     // The client's request timeout is 10 s; a stale connection would have used it up.
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     client.close().await;
+}
+
+/// `cairn start` never reads the CA key: with the CA dir in its environment and no
+/// certificate in its data dir it exits 1 at once, naming the command that issues one.
+/// The key is a FIFO here, so a read of it would block the site for ever.
+#[test]
+fn a_site_without_a_certificate_names_the_command_and_never_reads_the_ca_key() {
+    let root = tempfile::tempdir().unwrap();
+    let cluster = root.path().join("cluster");
+    assert!(cairn(&["cluster", "init", "--out", cluster.to_str().unwrap()]).status.success());
+    std::fs::remove_file(cluster.join("ca.key")).unwrap();
+    let fifo = std::ffi::CString::new(cluster.join("ca.key").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let data = root.path().join("site");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["start", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("CAIRN_CLUSTER_DIR", &cluster)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("cairn start without a certificate still running after 10 s (reading the CA key?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    let command =
+        format!("cairn cluster issue-cert --cluster-dir CA_DIR --site --data-dir {}", data.display());
+    assert!(said.contains(&command), "{said}");
+}
+
+/// A certificate for another data dir's site, or a private key others may read, keeps
+/// a site from starting, each with the reason; the operator's tools say why as well.
+#[test]
+fn a_site_refuses_a_certificate_not_its_own_and_a_readable_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let cluster = root.path().join("cluster");
+    assert!(cairn(&["cluster", "init", "--out", cluster.to_str().unwrap()]).status.success());
+    let issue = |kind: &str, data: &Path| {
+        let out = cairn(&[
+            "cluster",
+            "issue-cert",
+            "--cluster-dir",
+            cluster.to_str().unwrap(),
+            kind,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    let start = |data: &Path, extra: &[&str]| {
+        let port = free_port().to_string();
+        let listen = format!("127.0.0.1:{port}");
+        let args =
+            [&["start", "--listen", &listen, "--data-dir", data.to_str().unwrap()][..], extra].concat();
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).stdin(Stdio::null()).output().unwrap();
+        (out.status.code(), text(&out))
+    };
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let said = issue("--site", &a);
+    assert!(said.contains("cairn://site/"), "{said}");
+    issue("--site", &b);
+    // b's data dir with a's certificate.
+    std::fs::remove_dir_all(b.join("tls")).unwrap();
+    copy_dir(&a.join("tls"), &b.join("tls"));
+    let (code, said) = start(&b, &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("the certificate names site/") && said.contains("issue it again"), "{said}");
+    // A replicant's certificate on a site started as core, and the other way round.
+    issue("--replicant", &b);
+    let (code, said) = start(&b, &[]);
+    assert!(code == Some(1) && said.contains("names replicant/"), "{said}");
+    // A group-readable key.
+    issue("--site", &b);
+    std::fs::set_permissions(b.join("tls/key.pem"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (code, said) = start(&b, &[]);
+    assert!(code == Some(1) && said.contains("chmod 600"), "{said}");
+    // Credentials are never written into the CA dir.
+    let out = cairn(&[
+        "cluster",
+        "issue-cert",
+        "--cluster-dir",
+        cluster.to_str().unwrap(),
+        "--client",
+        "app",
+        "--out",
+        cluster.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!cluster.join("cert.pem").exists());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        std::fs::copy(entry.path(), &target).unwrap();
+    }
 }

@@ -18,7 +18,8 @@ use cairn_gossip::QuicCarriage;
 use cairn_gossip::summary::{Label, ReplicaPhase, SiteSummary, SummaryKey, encode_value};
 use cairn_inventory::{ClusterId, DbName, Frontier, Hlc, Retention, Role, SiteId, codec, now_ms};
 use cairn_transport::{
-    Credentials, Endpoint, PullFrame, PullRequest, PullSender, Request, Response, Service, TransportConfig,
+    Credentials, Endpoint, Peer, PullFrame, PullRequest, PullSender, Request, Response, Service,
+    TransportConfig,
 };
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use serde::Serialize;
@@ -88,11 +89,11 @@ pub fn raw_db(shards: u32, replication: u32, created: Hlc, origin: SiteId) -> St
 struct Refuses;
 
 impl Service for Refuses {
-    async fn handle(&self, _peer: SocketAddr, _request: Request) -> Response {
+    async fn handle(&self, _peer: Peer, _request: Request) -> Response {
         Response::Rejected { reason: "hostile member".into() }
     }
 
-    async fn pull(&self, _request: PullRequest, mut out: PullSender) {
+    async fn pull(&self, _peer: Peer, _request: PullRequest, mut out: PullSender) {
         let _ = out.send(&PullFrame::Refused { reason: "hostile member".into() }).await;
         out.finish();
     }
@@ -127,7 +128,8 @@ impl HostileMember {
         let (endpoint, inbox) =
             Endpoint::serve(listen, &credentials, TransportConfig::default(), Arc::new(Refuses))
                 .expect("bind");
-        let site_id = SiteId::random();
+        // It gossips under the site id its certificate names.
+        let site_id = credentials.identity().site_id().unwrap_or_else(SiteId::random);
         let site = SiteSummary {
             role: Role::Replicant,
             addr: Label::truncated(&listen.to_string()),

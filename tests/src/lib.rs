@@ -43,7 +43,8 @@ pub struct SiteSpec {
     pub bin: PathBuf,
     /// Its data dir.
     pub data_dir: PathBuf,
-    /// Its cluster dir.
+    /// Its cluster's CA dir: the site's certificate is issued from it into its data dir
+    /// before the first start (the site itself never reads the CA key).
     pub cluster_dir: PathBuf,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -98,9 +99,8 @@ impl SiteProc {
             "100".into(),
             "--data-dir".into(),
             spec.data_dir.display().to_string(),
-            "--cluster-dir".into(),
-            spec.cluster_dir.display().to_string(),
         ];
+        issue_site_certificate(spec);
         for seed in &spec.seeds {
             args.extend(["--seed".into(), seed.to_string()]);
         }
@@ -225,11 +225,47 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
-/// Makes a cluster dir (CA and operator certificate) under `root`.
+/// Issues the site of `spec` its certificate with `cairn cluster issue-cert`, unless its
+/// data dir holds one: a core site's, or a replicant's when its flags say `--role
+/// replicant`.
+fn issue_site_certificate(spec: &SiteSpec) {
+    if spec.data_dir.join("tls").join(tls::CERT).exists() {
+        return;
+    }
+    let replicant = spec.extra.windows(2).any(|w| w[0] == "--role" && w[1] == "replicant");
+    issue_site_cert(&spec.bin, &spec.cluster_dir, &spec.data_dir, replicant);
+}
+
+/// Runs `bin cluster issue-cert --cluster-dir CLUSTER --site|--replicant --data-dir DATA`.
+pub fn issue_site_cert(bin: &Path, cluster: &Path, data_dir: &Path, replicant: bool) {
+    let out = Command::new(bin)
+        .args(["cluster", "issue-cert", "--cluster-dir"])
+        .arg(cluster)
+        .arg(if replicant { "--replicant" } else { "--site" })
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("cairn cluster issue-cert runs");
+    assert!(out.status.success(), "issue-cert: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Makes a cluster's CA dir under `root` (`root/cluster`), with the operator's
+/// credentials beside it (see [`operator_dir`]).
 pub fn new_cluster_dir(root: &Path) -> PathBuf {
     let dir = root.join("cluster");
     tls::init_cluster_dir(&dir).expect("cluster init");
     dir
+}
+
+/// The operator's credentials of the cluster whose CA is in `cluster_dir`.
+pub fn operator_dir(cluster_dir: &Path) -> PathBuf {
+    tls::operator_dir_beside(cluster_dir)
+}
+
+/// Issues credentials for `identity` (an operator or a client, say) into `root/name`.
+pub fn issue_credentials(cluster_dir: &Path, identity: &tls::Identity, out: &Path) -> PathBuf {
+    tls::issue_to_dir(cluster_dir, identity, out, 30).expect("issuing credentials");
+    out.to_owned()
 }
 
 /// Talks to sites with the operator's certificate, as `cairn ctl` does.
@@ -239,9 +275,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client with the credentials of `cluster_dir` (inside a tokio runtime).
+    /// A client with the operator's credentials of the cluster of `cluster_dir` (inside a
+    /// tokio runtime).
     pub fn new(cluster_dir: &Path, family: SocketAddr) -> Self {
-        let credentials = Credentials::load(cluster_dir).expect("operator credentials");
+        Self::with_credentials(&operator_dir(cluster_dir), family)
+    }
+
+    /// A client with the credentials in `dir`, whatever identity they name.
+    pub fn with_credentials(dir: &Path, family: SocketAddr) -> Self {
+        let credentials = Credentials::load(dir).expect("credentials");
         let config = TransportConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
@@ -427,12 +469,17 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -
     }
 }
 
-/// Runs `cairn ctl --node NODE --cluster-dir CLUSTER ARGS...` with the binary `bin`:
-/// whether it exited 0, and its stdout then stderr.
+/// Runs `cairn ctl --node NODE --credentials <operator of CLUSTER> ARGS...` with the
+/// binary `bin`: whether it exited 0, and its stdout then stderr.
 pub fn ctl(bin: &Path, cluster: &Path, node: SocketAddr, args: &[&str]) -> (bool, String) {
+    ctl_as(bin, &operator_dir(cluster), node, args)
+}
+
+/// Runs `cairn ctl --node NODE --credentials CREDENTIALS ARGS...`.
+pub fn ctl_as(bin: &Path, credentials: &Path, node: SocketAddr, args: &[&str]) -> (bool, String) {
     let out = Command::new(bin)
-        .args(["ctl", "--node", &node.to_string(), "--cluster-dir"])
-        .arg(cluster)
+        .args(["ctl", "--node", &node.to_string(), "--credentials"])
+        .arg(credentials)
         .args(args)
         .output()
         .expect("cairn ctl runs");

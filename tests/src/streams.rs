@@ -107,8 +107,8 @@ impl Follower {
     /// Starts `bin ctl --node node read DB --follow --format json ARGS…`.
     pub fn start(bin: &Path, cluster: &Path, node: SocketAddr, db: &str, args: &[&str]) -> Self {
         let mut child = Command::new(bin)
-            .args(["ctl", "--cluster-dir"])
-            .arg(cluster)
+            .args(["ctl", "--credentials"])
+            .arg(crate::operator_dir(cluster))
             .args(["--node", &node.to_string(), "--timeout", "4", "read", db, "--follow", "--format", "json"])
             .args(args)
             .stdout(Stdio::piped())

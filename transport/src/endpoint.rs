@@ -29,7 +29,7 @@ use crate::stats::{Stats, StatsSnapshot};
 use crate::subscribe::{
     Credit, FrameReceiver, FrameSender, SubscribeRequest, Subscription, SubscriptionFrame, SubscriptionSender,
 };
-use crate::tls::Credentials;
+use crate::tls::{Credentials, Identity};
 
 /// The kind byte of a gossip stream.
 const STREAM_GOSSIP: u8 = 1;
@@ -43,20 +43,52 @@ const STOP_BAD_REQUEST: u32 = 1;
 /// origins fits).
 const ACK_FRAME_BYTES: usize = 1 << 20;
 
+/// Application close code for a peer whose certificate names no identity.
+const CLOSE_NO_IDENTITY: u32 = 3;
+
+/// Who is at the other end of a connection: its address and the identity its verified
+/// certificate names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Where its packets come from.
+    pub addr: SocketAddr,
+    /// Who its certificate was issued to.
+    pub identity: Identity,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.identity.site_id() {
+            Some(id) => write!(f, "{} {} at {}", self.identity.kind(), id.short(), self.addr),
+            None => write!(f, "{} at {}", self.identity, self.addr),
+        }
+    }
+}
+
+/// The identity in the verified certificate of a connection's peer.
+fn peer_identity(conn: &quinn::Connection) -> Result<Identity, String> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .ok_or_else(|| "the peer presented no certificate".to_owned())?;
+    let leaf = certs.first().ok_or_else(|| "the peer presented no certificate".to_owned())?;
+    Identity::of_certificate(leaf).map_err(|e| e.to_string())
+}
+
 /// What a site does with requests. Implemented by the node; the transport only carries.
 pub trait Service: Send + Sync + 'static {
-    /// Answers one request from the peer at `peer`.
-    fn handle(&self, peer: SocketAddr, request: Request) -> impl Future<Output = Response> + Send;
+    /// Answers one request from `peer`.
+    fn handle(&self, peer: Peer, request: Request) -> impl Future<Output = Response> + Send;
 
-    /// Serves one pull stream (see [`crate::pull`]) until it is done or the receiver
-    /// goes away.
-    fn pull(&self, request: PullRequest, out: PullSender) -> impl Future<Output = ()> + Send;
+    /// Serves one pull stream (see [`crate::pull`]) for `peer` until it is done or the
+    /// receiver goes away.
+    fn pull(&self, peer: Peer, request: PullRequest, out: PullSender) -> impl Future<Output = ()> + Send;
 
     /// Serves one subscription (see [`crate::subscribe`]) until it ends or the reader
     /// goes away. By default, refuses it.
     fn subscribe(
         &self,
-        peer: SocketAddr,
+        peer: Peer,
         request: SubscribeRequest,
         out: SubscriptionSender,
     ) -> impl Future<Output = ()> + Send {
@@ -518,19 +550,30 @@ async fn serve_streams<S: Service>(
     inner: Arc<Inner>,
     service: Arc<S>,
     gossip: mpsc::Sender<(SocketAddr, Vec<u8>)>,
-    peer: SocketAddr,
+    addr: SocketAddr,
     conn: quinn::Connection,
 ) {
+    let peer = match peer_identity(&conn) {
+        Ok(identity) => Peer { addr, identity },
+        Err(why) => {
+            Stats::bump(&inner.stats.handshakes_refused);
+            refused(&inner, addr, &why);
+            conn.close(CLOSE_NO_IDENTITY.into(), b"the certificate names no cairn identity");
+            return;
+        }
+    };
     loop {
         tokio::select! {
             bi = conn.accept_bi() => match bi {
                 Ok((send, recv)) => {
-                    inner.tasks.spawn(serve_request(inner.clone(), service.clone(), peer, send, recv));
+                    inner.tasks.spawn(serve_request(inner.clone(), service.clone(), peer.clone(), send, recv));
                 }
                 Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
             },
             uni = conn.accept_uni() => match uni {
-                Ok(recv) => { inner.tasks.spawn(receive_gossip(inner.clone(), gossip.clone(), peer, recv)); }
+                Ok(recv) => {
+                    inner.tasks.spawn(receive_gossip(inner.clone(), gossip.clone(), peer.clone(), recv));
+                }
                 Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
             },
         }
@@ -542,10 +585,11 @@ async fn serve_streams<S: Service>(
 async fn serve_request<S: Service>(
     inner: Arc<Inner>,
     service: Arc<S>,
-    peer: SocketAddr,
+    who: Peer,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    let peer = who.addr;
     let started = Instant::now();
     let read = async {
         let len = match frame::read_header(&mut recv, inner.config.max_frame_bytes).await {
@@ -582,7 +626,7 @@ async fn serve_request<S: Service>(
                 max_frame: ACK_FRAME_BYTES,
                 _frames: std::marker::PhantomData,
             });
-            service.pull(request, PullSender { peer, send, acks }).await;
+            service.pull(who, request, PullSender { peer, send, acks }).await;
             return;
         }
         Ok(Ok((Request::Subscribe(request), permit))) => {
@@ -599,12 +643,12 @@ async fn serve_request<S: Service>(
                     _frames: std::marker::PhantomData,
                 },
             };
-            service.subscribe(peer, request, out).await;
+            service.subscribe(who, request, out).await;
             return;
         }
         Ok(Ok((request, _permit))) => {
             let kind = request.kind();
-            let response = service.handle(peer, request).await;
+            let response = service.handle(who, request).await;
             tracing::trace!(%peer, kind, elapsed = ?started.elapsed(), "request handled");
             response
         }
@@ -631,9 +675,19 @@ async fn serve_request<S: Service>(
 async fn receive_gossip(
     inner: Arc<Inner>,
     gossip: mpsc::Sender<(SocketAddr, Vec<u8>)>,
-    peer: SocketAddr,
+    who: Peer,
     mut recv: quinn::RecvStream,
 ) {
+    let peer = who.addr;
+    if !who.identity.is_site() {
+        // Only sites gossip; an operator's or an application's certificate is not heard.
+        Stats::bump(&inner.stats.gossip_forbidden);
+        if inner.per_addr.should_log(peer).is_some() {
+            tracing::warn!(%who, "gossip from a certificate that is not a site's: ignored");
+        }
+        let _ = recv.stop(STOP_BAD_REQUEST.into());
+        return;
+    }
     let read = async {
         let mut kind = [0u8; 1];
         tokio::io::AsyncReadExt::read_exact(&mut recv, &mut kind).await.map_err(|e| e.to_string())?;

@@ -1,7 +1,8 @@
 //! cairn's QUIC transport: one quinn endpoint per site carries every byte between sites
 //! (requests, plan delivery, gossip) and between the CLI and a site.
 //!
-//! - [`tls`]: the cluster CA, issued certificates, and mutual-TLS configs (ALPN `cairn/1`);
+//! - [`tls`]: the cluster CA, identities in issued certificates, and mutual-TLS configs
+//!   (ALPN `cairn/1`);
 //! - [`frame`]: length-prefixed, versioned frames with a size limit checked before
 //!   allocation;
 //! - [`message`]: the request and response enums;
@@ -24,7 +25,7 @@ pub mod subscribe;
 pub mod tls;
 
 pub use config::{Congestion, DEFAULT_MTU, TransportConfig};
-pub use endpoint::{Endpoint, GossipInbox, Service};
+pub use endpoint::{Endpoint, GossipInbox, Peer, Service};
 pub use error::TransportError;
 pub use message::{
     Ack, DataCounters, FetchRequest, PlanPreview, PlanRequest, PlannedMove, ReadEntry, Request, Response,
@@ -39,4 +40,4 @@ pub use subscribe::{
     Credit, FrameReceiver, FrameSender, MAX_CREDIT, SubscribeRequest, Subscription, SubscriptionFrame,
     SubscriptionSender,
 };
-pub use tls::{ClusterCa, Credentials};
+pub use tls::{ClusterCa, Credentials, Identity, PrincipalName};

@@ -453,6 +453,8 @@ pub enum WireErrorKind {
     /// The write is stored here but the acknowledgements it asked for did not come in
     /// time: it may or may not be held as durably as asked.
     OutcomeUnknown,
+    /// The peer's identity may not send this request (see the site's access table).
+    Forbidden,
 }
 
 impl WireError {

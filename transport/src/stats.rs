@@ -24,7 +24,7 @@ macro_rules! counters {
 
 counters! {
     handshakes_ok: "Connections whose TLS handshake succeeded (both directions).",
-    handshakes_refused: "Incoming handshakes that failed: no, untrusted or expired certificate, wrong ALPN, timeout.",
+    handshakes_refused: "Handshakes that failed: no, untrusted or expired certificate, no identity in it, wrong ALPN, timeout.",
     retries_sent: "Incoming connections asked to prove their address (QUIC retry).",
     connections_refused: "Incoming connections refused because the endpoint was full.",
     requests_served: "Requests answered with a response.",
@@ -32,6 +32,7 @@ counters! {
     gossip_sent: "Gossip messages handed to QUIC.",
     gossip_received: "Gossip messages received and queued for the gossip layer.",
     gossip_dropped: "Gossip messages dropped (queue full, too many in flight, or send failed).",
+    gossip_forbidden: "Gossip messages ignored because the sender's certificate is not a site's.",
 }
 
 impl Stats {

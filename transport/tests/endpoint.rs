@@ -17,7 +17,7 @@ use cairn_transport::{
 struct Counting(AtomicU64);
 
 impl Service for Counting {
-    async fn handle(&self, _peer: SocketAddr, request: Request) -> Response {
+    async fn handle(&self, _peer: cairn_transport::Peer, request: Request) -> Response {
         let n = self.0.fetch_add(1, Ordering::Relaxed);
         match request {
             Request::Status => Response::Status(SiteStatus {
@@ -36,7 +36,7 @@ impl Service for Counting {
 
     /// Streams `cursor` entries in batches of 10 (so a test can ask for any amount),
     /// and for a follow stream an `Idle` frame after them.
-    async fn pull(&self, request: PullRequest, mut out: PullSender) {
+    async fn pull(&self, _peer: cairn_transport::Peer, request: PullRequest, mut out: PullSender) {
         let start = PullStart {
             site: SiteId(9),
             frontier: Frontier::default(),
@@ -68,8 +68,13 @@ impl Service for Counting {
     }
 }
 
-fn creds(ca: &ClusterCa, name: &str) -> Credentials {
-    Credentials::from_pem(ca.cert_pem(), &ca.issue(name, 1).unwrap()).unwrap()
+/// A site identity with a fresh id.
+fn any_site() -> cairn_transport::Identity {
+    cairn_transport::Identity::Site(SiteId::random())
+}
+
+fn creds(ca: &ClusterCa, _name: &str) -> Credentials {
+    Credentials::from_pem(ca.cert_pem(), &ca.issue(&any_site(), 1).unwrap()).unwrap()
 }
 
 fn loopback() -> SocketAddr {
@@ -159,7 +164,7 @@ async fn clients_without_a_cluster_certificate_are_refused_in_the_handshake() {
     let addr = server.local_addr();
 
     // The control: a raw client with a real cluster certificate gets an answer.
-    let good = ca.issue("good", 1).unwrap();
+    let good = ca.issue(&any_site(), 1).unwrap();
     assert!(raw_request(client_with(&ca, Some((&good.cert_pem, &good.key_pem))), addr).await.is_ok());
 
     // No certificate.
@@ -169,12 +174,16 @@ async fn clients_without_a_cluster_certificate_are_refused_in_the_handshake() {
     let (cert, key) = (selfie.cert.pem(), selfie.signing_key.serialize_pem());
     assert!(raw_request(client_with(&ca, Some((&cert, &key))), addr).await.is_err());
     // A certificate from another cluster's CA.
-    let other = ClusterCa::generate().unwrap().issue("intruder", 1).unwrap();
+    let other = ClusterCa::generate().unwrap().issue(&any_site(), 1).unwrap();
     assert!(raw_request(client_with(&ca, Some((&other.cert_pem, &other.key_pem))), addr).await.is_err());
     // An expired certificate from the right CA.
     let now = std::time::SystemTime::now();
     let expired = ca
-        .issue_valid_between("old", now - Duration::from_secs(3 * 86_400), now - Duration::from_secs(86_400))
+        .issue_valid_between(
+            &any_site(),
+            now - Duration::from_secs(3 * 86_400),
+            now - Duration::from_secs(86_400),
+        )
         .unwrap();
     assert!(raw_request(client_with(&ca, Some((&expired.cert_pem, &expired.key_pem))), addr).await.is_err());
 
