@@ -4,7 +4,9 @@
 //! capacity, rounded so that with equal capacities every site ends within ±1 (the
 //! leftover replicas go to the sites that hold the most already, so fewer replicas move)
 //! — and a decommissioned site's target is 0. Then, while a site holds more than its
-//! target and another less, one replica moves from the first to the second: each move
+//! target and another less, one replica moves from the first to the second (from a
+//! decommissioned site first, so balancing moves never take the last site that could
+//! receive one of its shards): each move
 //! takes away exactly one excess replica, so the number of moves is the least that
 //! reaches the targets. A move never puts two replicas of a shard on one site and never
 //! lowers the number of zones a shard spans; among the allowed moves the planner takes
@@ -166,16 +168,22 @@ pub fn reshape(view: &ClusterView, candidates: &[Candidate], leaving: &BTreeSet<
         if over.is_empty() {
             break;
         }
-        let mut best = best_move(&layout, &counts, &targets, &over, &under, false);
+        // Leaving sites move first: each shard they hold needs a site that does not hold
+        // it yet, and balancing moves of the staying sites would use up those slots.
         let leaving_over: Vec<SiteId> = over.iter().filter(|s| leaving.contains(*s)).copied().collect();
-        if best.is_none() && !leaving_over.is_empty() {
+        let mut best = None;
+        if !leaving_over.is_empty() {
             // A leaving site must empty even when no under-target site can take what it
             // holds: then any staying site takes it (the least loaded first, and one
             // over its target passes a replica on later) — keeping the shard's zones if
             // possible, else not: the request outranks zone spread.
             let staying: Vec<SiteId> = counts.keys().filter(|s| !leaving.contains(*s)).copied().collect();
-            best = best_move(&layout, &counts, &targets, &leaving_over, &staying, false)
+            best = best_move(&layout, &counts, &targets, &leaving_over, &under, false)
+                .or_else(|| best_move(&layout, &counts, &targets, &leaving_over, &staying, false))
                 .or_else(|| best_move(&layout, &counts, &targets, &leaving_over, &staying, true));
+        }
+        if best.is_none() {
+            best = best_move(&layout, &counts, &targets, &over, &under, false);
         }
         let Some((m, i)) = best else {
             for from in over {
