@@ -210,6 +210,14 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_certificate_without_a_cairn_uri_names_no_identity() {
+        let plain = rcgen::generate_simple_self_signed(vec!["cairn".to_owned()]).unwrap();
+        let error = CertificateFacts::read(plain.cert.der()).unwrap_err();
+        assert_eq!(error, IdentityError::NoIdentity);
+        assert!(error.to_string().contains("cairn cluster issue-cert"));
+    }
+
     proptest! {
         #[test]
         fn any_text_parses_or_errs(text in ".{0,100}") {
