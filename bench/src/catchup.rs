@@ -27,7 +27,7 @@ const PER_TXN: usize = 1024;
 fn options(root: &std::path::Path, name: &str, cluster: &std::path::Path) -> SiteOptions {
     let mut o = {
         let data_dir = root.join(name);
-        cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core)
+        cairn_node::credentials::issue_site_from_dir(cluster, &data_dir, Role::Core)
             .expect("issuing a site certificate");
         SiteOptions::new(data_dir, "127.0.0.1:0".parse().expect("literal"))
     };

@@ -34,7 +34,7 @@ const LIMIT: Duration = Duration::from_secs(300);
 fn options(root: &Path, i: usize, cluster: &Path, seed: Option<&Site>) -> SiteOptions {
     let mut o = {
         let data_dir = root.join(format!("s{i}"));
-        cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core)
+        cairn_node::credentials::issue_site_from_dir(cluster, &data_dir, Role::Core)
             .expect("issuing a site certificate");
         SiteOptions::new(data_dir, "127.0.0.1:0".parse().expect("literal"))
     };
@@ -93,7 +93,15 @@ async fn create(site: &Site, name: &DbName, shards: u32, replication: u32) -> an
         name: name.clone(),
         settings: DbSettings::new(shards, replication, Retention::default()).expect("settings in range"),
     };
-    match site.endpoint.request(site.endpoint.local_addr(), &request).await? {
+    // Only an operator creates dbs: its credentials are beside the CA dir, under the root
+    // the sites' data dirs are in.
+    let root = site.inventory.dir().parent().context("a site's data dir has a parent")?;
+    let operator = tls::Credentials::load(&root.join("cluster-operator"))?;
+    let operator =
+        cairn_transport::Endpoint::client(&operator, Default::default(), site.endpoint.local_addr())?;
+    let answer = operator.request(site.endpoint.local_addr(), &request).await?;
+    operator.close().await;
+    match answer {
         Response::DbCreated { .. } => Ok(()),
         other => anyhow::bail!("create db answered {other:?}"),
     }

@@ -109,7 +109,7 @@ pub(crate) async fn start_sites(root: &Path, cluster: &Path, db: &DbName) -> any
     for i in 0..SITES {
         let mut o = {
             let data_dir = root.join(format!("s{i}"));
-            cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core)
+            cairn_node::credentials::issue_site_from_dir(cluster, &data_dir, Role::Core)
                 .expect("issuing a site certificate");
             SiteOptions::new(data_dir, "127.0.0.1:0".parse()?)
         };

@@ -41,13 +41,13 @@ pub enum CredentialsError {
     Inventory(#[from] InventoryError),
     /// The certificate is not a site's, or not this site's.
     #[error(
-        "{dir}: the certificate names {found}, but this site is {expected} (by its inventory and role): start it \
-         with the role the certificate names, or issue it again with `cairn cluster issue-cert --cluster-dir \
-         CA_DIR --{flag} --data-dir {data_dir}`"
+        "{}/tls: the certificate names {found}, but this site is {expected} (by its inventory and role): start \
+         it with the role the certificate names, or issue it again with `cairn cluster issue-cert --cluster-dir \
+         CA_DIR --{flag} --data-dir {}`",
+        data_dir.display(),
+        data_dir.display()
     )]
     WrongIdentity {
-        /// The credentials dir.
-        dir: PathBuf,
         /// What the certificate names.
         found: Identity,
         /// What the site is.
@@ -112,7 +112,6 @@ pub fn check_site(
         return Ok(());
     }
     Err(CredentialsError::WrongIdentity {
-        dir: site_credentials_dir(data_dir),
         found: credentials.identity().clone(),
         expected,
         flag: flag(role),

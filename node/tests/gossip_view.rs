@@ -29,7 +29,7 @@ fn new_cluster(root: &Path) -> std::path::PathBuf {
 async fn start_site(root: &Path, name: &str, cluster: &Path, seed: Option<&Site>) -> Site {
     let mut options = {
         let data_dir = root.join(name);
-        cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core).unwrap();
+        cairn_node::credentials::issue_site_from_dir(cluster, &data_dir, Role::Core).unwrap();
         SiteOptions::new(data_dir, "127.0.0.1:0".parse().unwrap())
     };
     options.gossip = fast_gossip(seed.map(|s| s.endpoint.local_addr().to_string()).into_iter().collect());
@@ -93,9 +93,14 @@ async fn two_sites_creating_one_db_with_different_settings_agree_on_one() {
     };
     // Both at the same moment, each through a different site, before either hears of the other's.
     let (four, eight) = (create(4), create(8));
+    let operator = |at: &Site| {
+        let credentials = tls::Credentials::load(&root.path().join("cluster-operator")).unwrap();
+        cairn_transport::Endpoint::client(&credentials, Default::default(), at.endpoint.local_addr()).unwrap()
+    };
+    let (oa, ob) = (operator(&a), operator(&b));
     let (ra, rb) = tokio::join!(
-        a.endpoint.request(b.endpoint.local_addr(), &four),
-        b.endpoint.request(a.endpoint.local_addr(), &eight),
+        oa.request(b.endpoint.local_addr(), &four),
+        ob.request(a.endpoint.local_addr(), &eight),
     );
     assert!(matches!(ra.unwrap(), Response::DbCreated { created: true }));
     assert!(matches!(rb.unwrap(), Response::DbCreated { created: true }));

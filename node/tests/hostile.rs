@@ -184,7 +184,20 @@ async fn a_hostile_member_crashes_nothing_stops_no_automation_and_fills_no_memor
     };
     let sampler = RssPeaks::start(&pids);
     let (pulls_opened, stalled) = member.open_stalled_pulls(holder(0), DB, 0, 600).await;
-    let (read_answers, read_busy, read_other) = member.flood_reads(holder(1), DB, 1, 600, 64).await;
+    // The read flood comes from an application's certificate (a member's may not read).
+    let app = cairn_tests::issue_credentials(
+        &cluster,
+        &cairn_transport::Identity::Client(cairn_transport::PrincipalName::new("flood").unwrap()),
+        &root.path().join("flood"),
+    );
+    let app = cairn_transport::Endpoint::client(
+        &cairn_transport::Credentials::load(&app).unwrap(),
+        cairn_transport::TransportConfig::default(),
+        holder(1),
+    )
+    .unwrap();
+    let (read_answers, read_busy, read_other) =
+        cairn_tests::hostile::flood_reads(&app, holder(1), DB, 1, 600, 64).await;
     let handshakes = member.half_open_handshakes(addrs[2], 20, 50);
     eprintln!(
         "floods: {pulls_opened} stalled pulls opened; {read_answers} reads answered, {read_busy} busy, {read_other} \

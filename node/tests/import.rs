@@ -125,7 +125,10 @@ async fn a_site_whose_inventory_was_lost_is_rebuilt_from_a_peer_and_catches_up()
         "{said}"
     );
 
-    // Back up as itself: every shard it held is ready there again, with the same content.
+    // Its certificate went with the data dir: the operator issues it again (for the
+    // rebuilt inventory's id), then it is back up as itself: every shard it held is ready
+    // there again, with the same content.
+    cairn_tests::issue_site_cert(bin(), &cluster, &data_dir, false);
     sites[2].restart();
     assert_eq!(sites[2].site_id, lost.to_string());
     let view = wait_for("every shard it held ready again", Duration::from_secs(90), async || {

@@ -33,7 +33,11 @@ async fn three_sites_place_16_shards_times_2_balanced() {
         name: name.clone(),
         settings: cairn_inventory::DbSettings::new(16, 2, Retention::default()).expect("settings in range"),
     };
-    let answer = sites[0].endpoint.request(sites[2].endpoint.local_addr(), &create).await.unwrap();
+    let operator = tls::Credentials::load(&root.path().join("cluster-operator")).unwrap();
+    let operator =
+        cairn_transport::Endpoint::client(&operator, Default::default(), sites[2].endpoint.local_addr())
+            .unwrap();
+    let answer = operator.request(sites[2].endpoint.local_addr(), &create).await.unwrap();
     assert_eq!(answer, Response::DbCreated { created: true });
 
     let start = Instant::now();

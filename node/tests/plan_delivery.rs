@@ -17,7 +17,7 @@ use cairn_transport::{Request, Response};
 fn options(root: &std::path::Path, cluster: &std::path::Path, i: usize) -> SiteOptions {
     let mut options = {
         let data_dir = root.join(format!("site{i}"));
-        cairn_node::credentials::issue_site_from_dir(&cluster, &data_dir, Role::Core).unwrap();
+        cairn_node::credentials::issue_site_from_dir(cluster, &data_dir, Role::Core).unwrap();
         SiteOptions::new(data_dir, "127.0.0.1:0".parse().unwrap())
     };
     // These tests look at delivery alone: the sites store plans but do not run them.
@@ -35,8 +35,18 @@ fn plan(db: &str, id: u128, priority: u32, via: SiteId) -> Plan {
     }
 }
 
+/// The operator's endpoint of the cluster `site` is in (its credentials beside the CA dir
+/// under the same root): operator plans come from an operator, through any site.
+fn operator(site: &Site) -> cairn_transport::Endpoint {
+    let root = site.inventory.dir().parent().unwrap();
+    let credentials = tls::Credentials::load(&root.join("cluster-operator")).unwrap();
+    cairn_transport::Endpoint::client(&credentials, Default::default(), site.endpoint.local_addr()).unwrap()
+}
+
+/// `plan` offered to `to` by the operator, as if through `from` (the plan's `via`).
 async fn schedule(from: &Site, to: &Site, plan: &Plan) -> Response {
-    from.endpoint.request(to.endpoint.local_addr(), &Request::Schedule(plan.clone())).await.unwrap()
+    let _ = from;
+    operator(to).request(to.endpoint.local_addr(), &Request::Schedule(plan.clone())).await.unwrap()
 }
 
 /// `site` learns of db `name` (4 shards), as gossip or a creation would tell it.
@@ -67,7 +77,7 @@ async fn two_sites_equal_lower_and_higher_priority() {
     // Not known yet: the sender is told to come back (a transport error, so automation
     // delivers again next round), and nothing is stored.
     let first = plan("orders", 1, 5, me);
-    let early = a.endpoint.request(b.endpoint.local_addr(), &Request::Schedule(first.clone())).await;
+    let early = operator(b).request(b.endpoint.local_addr(), &Request::Schedule(first.clone())).await;
     let error = early.unwrap_err().to_string();
     assert!(error.contains("not known here yet"), "{error}");
     assert!(b.inventory.pending_plan(&DbName::new("orders").unwrap()).unwrap().is_none());

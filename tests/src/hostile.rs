@@ -249,42 +249,6 @@ impl HostileMember {
         }
     }
 
-    /// Reads `db`/`shard` at `at` `n` times, `concurrency` at once: answers how many
-    /// were answered with entries, how many refused as busy, and how many otherwise.
-    pub async fn flood_reads(
-        &self,
-        at: SocketAddr,
-        db: &str,
-        shard: u32,
-        n: usize,
-        concurrency: usize,
-    ) -> (usize, usize, usize) {
-        let request = Request::Read { db: DbName::new(db).expect("name"), shard, from: 0, max: 10_000 };
-        let (mut entries, mut busy, mut other) = (0, 0, 0);
-        let mut rest = n;
-        while rest > 0 {
-            let batch = rest.min(concurrency);
-            rest -= batch;
-            let mut tasks = tokio::task::JoinSet::new();
-            for _ in 0..batch {
-                let (endpoint, request) = (self.endpoint.clone(), request.clone());
-                tasks.spawn(async move { endpoint.request(at, &request).await });
-            }
-            while let Some(done) = tasks.join_next().await {
-                match done.expect("task") {
-                    Ok(Response::Entries { .. }) => entries += 1,
-                    Err(cairn_transport::TransportError::Remote { error, .. })
-                        if error.kind == cairn_transport::WireErrorKind::Busy =>
-                    {
-                        busy += 1
-                    }
-                    _ => other += 1,
-                }
-            }
-        }
-        (entries, busy, other)
-    }
-
     /// Starts `n` handshakes at `at` from each of `sockets` UDP sockets and never
     /// finishes them (each socket sends only the client's first flight): half-open
     /// connections the site must cap per address and time out.
@@ -338,4 +302,41 @@ async fn raw_quic(credentials: &Credentials, at: SocketAddr) -> Result<quinn::Co
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     let connecting = endpoint.connect(at, cairn_transport::tls::SERVER_NAME).map_err(|e| e.to_string())?;
     connecting.await.map_err(|e| e.to_string())
+}
+
+/// Reads `db`/`shard` at `at` `n` times, `concurrency` at once, through `endpoint` (an
+/// application's: only clients and operators may read): answers how many were
+/// answered with entries, how many refused as busy, and how many otherwise.
+pub async fn flood_reads(
+    endpoint: &Endpoint,
+    at: SocketAddr,
+    db: &str,
+    shard: u32,
+    n: usize,
+    concurrency: usize,
+) -> (usize, usize, usize) {
+    let request = Request::Read { db: DbName::new(db).expect("name"), shard, from: 0, max: 10_000 };
+    let (mut entries, mut busy, mut other) = (0, 0, 0);
+    let mut rest = n;
+    while rest > 0 {
+        let batch = rest.min(concurrency);
+        rest -= batch;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..batch {
+            let (endpoint, request) = (endpoint.clone(), request.clone());
+            tasks.spawn(async move { endpoint.request(at, &request).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done.expect("task") {
+                Ok(Response::Entries { .. }) => entries += 1,
+                Err(cairn_transport::TransportError::Remote { error, .. })
+                    if error.kind == cairn_transport::WireErrorKind::Busy =>
+                {
+                    busy += 1
+                }
+                _ => other += 1,
+            }
+        }
+    }
+    (entries, busy, other)
 }
