@@ -96,6 +96,7 @@ fn snapshot(addr: SocketAddr) -> SiteSnapshot {
             capacity: 100,
             leaving: false,
             draining: false,
+            certificate_expires_ms: 0,
         },
         dbs: vec![],
         replicas: vec![],

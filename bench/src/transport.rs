@@ -53,6 +53,7 @@ impl Service for StatusOnly {
             role: Role::Core,
             data: Default::default(),
             retention: Default::default(),
+            certificate_expires_ms: 0,
         })
     }
 

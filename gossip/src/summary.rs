@@ -104,6 +104,9 @@ pub struct SiteSummary {
     pub leaving: bool,
     /// Being decommissioned: planners place nothing here and move its replicas away.
     pub draining: bool,
+    /// When the certificate it serves with stops being valid (ms since the Unix epoch;
+    /// 0 if it did not say).
+    pub certificate_expires_ms: u64,
 }
 
 /// A db as this site holds it: its record without the name (the key carries it).

@@ -139,7 +139,14 @@ pub struct SiteView {
     /// A replicant's read-only copies of shards it follows.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub following: u64,
+    /// When the certificate it serves with stops being valid (ms since the Unix epoch),
+    /// if it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires_ms: Option<u64>,
 }
+
+/// A live site whose certificate ends within this long is a warning.
+pub const CERTIFICATE_WARNING_MS: u64 = 30 * 86_400_000;
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -377,6 +384,16 @@ pub enum Warning {
         /// What was wrong, in words.
         message: String,
     },
+    /// A live site's certificate expires within [`CERTIFICATE_WARNING_MS`] (or has):
+    /// renew it with `cairn cluster issue-cert` and reload it.
+    CertificateExpiring {
+        /// The site.
+        site_id: SiteId,
+        /// When it stops being valid (ms since the Unix epoch).
+        expires_ms: u64,
+        /// What it means.
+        message: String,
+    },
 }
 
 /// The whole cluster as one site sees it.
@@ -610,6 +627,7 @@ fn is_following(r: &ReplicaSummary) -> bool {
 /// Stage 3: every site's entry, and a warning for each dead site that holds replicas.
 fn site_views(
     decoded: &BTreeMap<SiteId, (&NodeInput, Decoded)>,
+    now_ms: u64,
     warnings: &mut Vec<Warning>,
 ) -> Vec<SiteView> {
     let mut sites = Vec::new();
@@ -629,7 +647,25 @@ fn site_views(
                 message: format!("dead site {} holds {held} replicas", id.short()),
             });
         }
+        let certificate_expires_ms = summary.map(|s| s.certificate_expires_ms).filter(|ms| *ms > 0);
+        if let Some(expires_ms) = certificate_expires_ms
+            && state == SiteState::Live
+            && expires_ms < now_ms.saturating_add(CERTIFICATE_WARNING_MS)
+        {
+            let message = match expires_ms.checked_sub(now_ms) {
+                Some(left) => format!(
+                    "the certificate of site {} expires in {} days ({} hours): renew it (cairn cluster \
+                     issue-cert) and reload it (SIGHUP or cairn ctl reload)",
+                    id.short(),
+                    left / 86_400_000,
+                    left / 3_600_000
+                ),
+                None => format!("the certificate of site {} has expired: renew and reload it", id.short()),
+            };
+            warnings.push(Warning::CertificateExpiring { site_id: *id, expires_ms, message });
+        }
         sites.push(SiteView {
+            certificate_expires_ms,
             site_id: *id,
             addr: summary.map_or_else(|| node.gossip_addr.to_string(), |s| s.addr.to_string()),
             role: summary.map_or(Role::Core, |s| s.role),
@@ -901,7 +937,7 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput], ctx: &ViewContext) -> 
         }
         decoded.insert(id, (node, site));
     }
-    let sites = site_views(&decoded, &mut warnings);
+    let sites = site_views(&decoded, ctx.now_ms, &mut warnings);
     let live: BTreeSet<SiteId> =
         sites.iter().filter(|s| s.state == SiteState::Live).map(|s| s.site_id).collect();
     let (dbs, dropped) = db_views(self_site, &decoded, &live, &ctx.limits, &mut warnings);

@@ -26,6 +26,7 @@ fn snapshot(i: usize) -> SiteSnapshot {
             capacity: 100,
             leaving: false,
             draining: false,
+            certificate_expires_ms: 0,
         },
         dbs: vec![],
         replicas: vec![],

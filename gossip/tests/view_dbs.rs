@@ -26,6 +26,7 @@ fn site(n: u8, role: Role) -> (String, String) {
         capacity: 100,
         leaving: false,
         draining: false,
+        certificate_expires_ms: 0,
     };
     (SummaryKey::Site.render(), encode_value(&summary))
 }

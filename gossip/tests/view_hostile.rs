@@ -67,6 +67,7 @@ fn site_value(n: u8) -> String {
         capacity: 100,
         leaving: false,
         draining: false,
+        certificate_expires_ms: 0,
     })
 }
 

@@ -20,6 +20,7 @@ fn site_summary(leaving: bool) -> SiteSummary {
         capacity: 100,
         leaving,
         draining: false,
+        certificate_expires_ms: 0,
     }
 }
 

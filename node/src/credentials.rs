@@ -4,10 +4,11 @@
 //! which never reads the CA's key.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_inventory::{Inventory, InventoryConfig, InventoryError, Role, SiteId};
-use cairn_transport::TransportError;
 use cairn_transport::tls::{self, ClusterCa, Credentials, Identity};
+use cairn_transport::{Endpoint, TransportError};
 
 /// The dir under a data dir that holds the site's credentials.
 pub const TLS_DIR: &str = "tls";
@@ -76,7 +77,9 @@ pub fn site_identity(role: Role, site: SiteId) -> Identity {
 
 /// Issues a certificate for the site of `data_dir` (its inventory created there, for the
 /// CA's cluster, if there is none yet) and writes it into `<data-dir>/tls`. Returns the
-/// site id it names.
+/// site id it names. A running site holds its inventory locked: then the certificate is
+/// renewed for the site id its current one names (the site loads the new one on SIGHUP
+/// or `cairn ctl reload`).
 pub fn issue_site(
     ca: &ClusterCa,
     data_dir: &Path,
@@ -85,7 +88,18 @@ pub fn issue_site(
 ) -> Result<SiteId, CredentialsError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|source| InventoryError::Io { path: data_dir.to_owned(), source })?;
-    let site = Inventory::open(data_dir, ca.cluster_id(), InventoryConfig::default())?.identity().site_id;
+    let site = match Inventory::open(data_dir, ca.cluster_id(), InventoryConfig::default()) {
+        Ok(inventory) => inventory.identity().site_id,
+        Err(locked @ InventoryError::Locked { .. }) => {
+            let current = Credentials::load(&site_credentials_dir(data_dir)).ok();
+            let of_this_cluster = current.filter(|c| c.cluster_id() == ca.cluster_id());
+            match of_this_cluster.and_then(|c| c.identity().site_id()) {
+                Some(site) => site,
+                None => return Err(locked.into()),
+            }
+        }
+        Err(error) => return Err(error.into()),
+    };
     let issued = ca.issue(&site_identity(role, site), days)?;
     tls::write_credentials(&site_credentials_dir(data_dir), ca, &issued)?;
     Ok(site)
@@ -123,4 +137,43 @@ pub fn check_site(
 /// for the operator's tools, and for tests and benches that run sites in one process.
 pub fn issue_site_from_dir(ca_dir: &Path, data_dir: &Path, role: Role) -> Result<SiteId, CredentialsError> {
     issue_site(&ClusterCa::load(ca_dir)?, data_dir, role, tls::DEFAULT_VALID_DAYS)
+}
+
+/// The certificate a running site serves with: where it is loaded from, and until when
+/// it is valid (read by the publisher, the metrics and `status`).
+#[derive(Debug)]
+pub struct ServingCertificate {
+    data_dir: PathBuf,
+    role: Role,
+    site: SiteId,
+    expires_ms: AtomicU64,
+}
+
+impl ServingCertificate {
+    /// The certificate `credentials` hold, loaded from `data_dir` for `site` as `role`.
+    pub fn new(data_dir: &Path, role: Role, site: SiteId, credentials: &Credentials) -> Self {
+        let expires_ms = AtomicU64::new(expiry_ms(credentials));
+        Self { data_dir: data_dir.to_owned(), role, site, expires_ms }
+    }
+
+    /// When it stops being valid (ms since the Unix epoch).
+    pub fn expires_ms(&self) -> u64 {
+        self.expires_ms.load(Ordering::Relaxed)
+    }
+
+    /// Loads the site's certificate and key again (renewed by the operator) and serves
+    /// with them; a certificate that cannot be loaded or names another identity is
+    /// refused and the endpoint keeps the one it has.
+    pub fn reload(&self, endpoint: &Endpoint) -> Result<Credentials, CredentialsError> {
+        let credentials = load_site(&self.data_dir, self.role)?;
+        check_site(&credentials, &self.data_dir, self.role, self.site)?;
+        endpoint.reload(&credentials)?;
+        self.expires_ms.store(expiry_ms(&credentials), Ordering::Relaxed);
+        tracing::info!(identity = %credentials.identity(), expires_ms = self.expires_ms(), "certificate reloaded");
+        Ok(credentials)
+    }
+}
+
+fn expiry_ms(credentials: &Credentials) -> u64 {
+    u64::try_from(credentials.not_after_unix()).unwrap_or(0).saturating_mul(1000)
 }

@@ -49,6 +49,9 @@ pub(crate) enum CtlCommand {
         #[arg(long)]
         off: bool,
     },
+    /// Make the site load its certificate and key again from its data dir (after
+    /// `cairn cluster issue-cert` renewed them), as SIGHUP does: new connections use them.
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +116,14 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Plan(plan) => crate::plan_cmd::run(client, plan).await,
         CtlCommand::Wait(wait) => crate::wait_cmd::wait(client, wait).await,
         CtlCommand::Db(DbCommand::List { format }) => crate::wait_cmd::list(client, format).await,
+        CtlCommand::Reload => match client.request(&Request::ReloadCredentials).await? {
+            Response::Reloaded { identity, expires_ms } => {
+                println!("{} serves as {identity}, valid {}", client.node(), valid_for(expires_ms));
+                Ok(())
+            }
+            Response::Rejected { reason } => bail!("{}: {reason}", client.node()),
+            other => bail!("{} answered reload with {other:?}", client.node()),
+        },
         CtlCommand::Drain { off } => match client.request(&Request::SetDraining { on: !off }).await? {
             Response::Draining { on } => {
                 println!("{} is {}", client.node(), if on { "draining" } else { "not draining" });
@@ -191,6 +202,17 @@ async fn set_db(
     Ok(())
 }
 
+/// `for N more days` (or hours), or `no longer (expired …)`, of a certificate valid until
+/// `expires_ms`.
+fn valid_for(expires_ms: u64) -> String {
+    let left = i128::from(expires_ms) - i128::from(cairn_inventory::now_ms());
+    match left {
+        ..=0 => format!("no longer: it expired {} h ago", -left / 3_600_000),
+        1..86_400_000 => format!("for {} more hours", left / 3_600_000),
+        _ => format!("for {} more days", left / 86_400_000),
+    }
+}
+
 async fn status(client: &Client, format: Format) -> anyhow::Result<()> {
     let node = client.node();
     let response = client.request(&Request::Status).await?;
@@ -202,7 +224,7 @@ async fn status(client: &Client, format: Format) -> anyhow::Result<()> {
                 "site_id": s.site_id.to_string(), "cluster_id": s.cluster_id.to_string(),
                 "version": s.version, "store_format": s.store_format, "uptime_ms": s.uptime_ms,
                 "role": s.role.to_string(), "addr": node.to_string(), "data": s.data,
-                "retention": s.retention,
+                "retention": s.retention, "certificate_expires_ms": s.certificate_expires_ms,
             }))?
         ),
         Format::Table => {
@@ -212,6 +234,7 @@ async fn status(client: &Client, format: Format) -> anyhow::Result<()> {
             println!("role         {}", s.role);
             println!("version      {} (store format {})", s.version, s.store_format);
             println!("uptime       {:.1} s", s.uptime_ms as f64 / 1000.0);
+            println!("certificate  valid {}", valid_for(s.certificate_expires_ms));
             let d = s.data;
             println!(
                 "pulled       {} entries ({} bytes, {} duplicate) in {} batches, {} refused; {} streams",

@@ -141,7 +141,8 @@ pub(crate) fn render_table(view: &ClusterView) -> String {
             | cairn_gossip::view::Warning::LostShards { message, .. }
             | cairn_gossip::view::Warning::ConflictingDb { message, .. }
             | cairn_gossip::view::Warning::DeadSiteHoldsReplicas { message, .. }
-            | cairn_gossip::view::Warning::Invalid { message, .. } => message,
+            | cairn_gossip::view::Warning::Invalid { message, .. }
+            | cairn_gossip::view::Warning::CertificateExpiring { message, .. } => message,
         };
         let _ = writeln!(out, "  {message}");
     }

@@ -53,6 +53,8 @@ pub struct Sources {
     pub gossip_view_panics: Arc<Gossip>,
     /// What retention removed.
     pub retention: Arc<RetentionCounters>,
+    /// The certificate the site serves with (its expiry).
+    pub certificate: Arc<crate::credentials::ServingCertificate>,
 }
 
 /// The metric families, registered once; [`Metrics::render`] fills them from the sources.
@@ -72,6 +74,7 @@ pub struct Metrics {
     inventory_bytes: Gauge,
     task_restarts: Family<Labels, Counter>,
     retention_removed: Family<Labels, Counter>,
+    certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -98,6 +101,7 @@ impl Metrics {
             inventory_bytes: Gauge::default(),
             task_restarts: Family::default(),
             retention_removed: Family::default(),
+            certificate_expiry: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("sites", "Sites in this site's view, by state (live, dead, left)", m.sites.clone());
@@ -136,7 +140,7 @@ impl Metrics {
         );
         registry.register(
             "requests",
-            "Requests this site answered, by kind and outcome (ok, not_here, rejected, error)",
+            "Requests this site answered, by kind and outcome (ok, not_here, rejected, forbidden, error, busy)",
             m.requests.clone(),
         );
         registry.register(
@@ -153,6 +157,11 @@ impl Metrics {
             "retention_removed",
             "What retention removed from this site's replicas: entries, bytes",
             m.retention_removed.clone(),
+        );
+        registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until the certificate this site serves with stops being valid (negative once it has)",
+            m.certificate_expiry.clone(),
         );
         Self { registry, ..m }
     }
@@ -195,6 +204,8 @@ impl Metrics {
         for (what, n) in [("entries", r.entries), ("bytes", r.bytes)] {
             set(&self.retention_removed.get_or_create(&vec![("what", what.to_owned())]), n);
         }
+        let left_ms = i128::from(sources.certificate.expires_ms()) - i128::from(cairn_inventory::now_ms());
+        self.certificate_expiry.set(i64::try_from(left_ms / 1000).unwrap_or(i64::MAX));
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         Ok(text)

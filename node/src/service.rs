@@ -65,6 +65,8 @@ pub struct SiteService {
     /// The most dbs (dropped ones included) the cluster may hold: creations beyond are
     /// refused (the view ignores dbs beyond it anyway).
     max_dbs: usize,
+    /// The certificate the site serves with (its expiry, and reloading it).
+    certificate: Arc<crate::credentials::ServingCertificate>,
     /// The (identity, request kind) pairs refused so far, each logged once.
     refusals_logged: Mutex<std::collections::BTreeSet<(String, &'static str)>>,
 }
@@ -82,8 +84,10 @@ impl SiteService {
         supervisor: &Arc<Supervisor>,
         retention: Arc<RetentionCounters>,
         max_dbs: usize,
+        certificate: Arc<crate::credentials::ServingCertificate>,
     ) -> Self {
         Self {
+            certificate,
             retention,
             max_dbs,
             appender: Appender::start(&inventory, supervisor),
@@ -97,6 +101,29 @@ impl SiteService {
             endpoint: Mutex::new(None),
             forwarded: Default::default(),
             refusals_logged: Mutex::default(),
+        }
+    }
+
+    /// Loads the site's certificate again (`Request::ReloadCredentials`).
+    fn reload_credentials(&self) -> Response {
+        let endpoint = self.endpoint.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some(endpoint) = endpoint else {
+            return Response::Error(WireError::new(
+                WireErrorKind::Busy,
+                "the site is starting or stopping; try again",
+            ));
+        };
+        match self.certificate.reload(&endpoint) {
+            Ok(credentials) => Response::Reloaded {
+                identity: credentials.identity().uri(),
+                expires_ms: self.certificate.expires_ms(),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "certificate not reloaded; serving with the one loaded before");
+                Response::Rejected {
+                    reason: format!("certificate not reloaded (the old one stays): {error}"),
+                }
+            }
         }
     }
 
@@ -154,6 +181,7 @@ impl SiteService {
             role: self.role,
             data: self.data.counters(),
             retention: self.retention.totals(),
+            certificate_expires_ms: self.certificate.expires_ms(),
         }
     }
 
@@ -550,6 +578,7 @@ impl SiteService {
                 WireErrorKind::Undecodable,
                 "a subscription is a stream, not a request",
             )),
+            Request::ReloadCredentials => self.reload_credentials(),
             Request::SetDraining { on } => match self.blocking(move |inv| inv.set_draining(on)).await {
                 Ok(()) => {
                     tracing::info!(%peer, draining = on, "draining set");

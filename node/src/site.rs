@@ -13,6 +13,7 @@ use cairn_transport::{Endpoint, TransportConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::credentials::ServingCertificate;
 use crate::data::DataConfig;
 use crate::data::replicator::DataShared;
 use crate::data::retention::{RetentionConfig, RetentionCounters};
@@ -145,6 +146,7 @@ pub struct Site {
     publisher: JoinHandle<()>,
     /// The executor, automation, replicator, retention and metrics loops.
     workers: Vec<JoinHandle<()>>,
+    certificate: Arc<ServingCertificate>,
 }
 
 /// How long a site stays dead before its shards are recovered elsewhere, by default.
@@ -165,6 +167,8 @@ impl Site {
             Arc::new(Inventory::open(&options.data_dir, credentials.cluster_id(), options.inventory)?);
         let site_id = inventory.identity().site_id;
         crate::credentials::check_site(&credentials, &options.data_dir, options.role, site_id)?;
+        let certificate =
+            Arc::new(ServingCertificate::new(&options.data_dir, options.role, site_id, &credentials));
         if options.role == Role::Replicant {
             let replicas = inventory
                 .replicas(None)?
@@ -185,6 +189,7 @@ impl Site {
             &supervisor,
             retention.clone(),
             options.gossip.limits.max_dbs,
+            certificate.clone(),
         ));
         let (endpoint, inbox) =
             Endpoint::serve(options.listen, &credentials, options.transport, service.clone())
@@ -200,6 +205,7 @@ impl Site {
             capacity: options.capacity,
             leaving: false,
             draining: false,
+            certificate_expires_ms: certificate.expires_ms(),
         };
         let snapshot = read_snapshot(&inventory, &summary, |_, _, _| None, |_, _| "running".into())?;
         let metrics = match options.metrics_listen {
@@ -217,8 +223,14 @@ impl Site {
         service.attach_view(gossip.subscribe());
         let notes = Arc::new(StepNotes::default());
         let publisher = {
-            let (inv, gossip, summary, data, notes) =
-                (inventory.clone(), gossip.clone(), summary.clone(), data.clone(), notes.clone());
+            let (inv, gossip, summary, data, notes, certificate) = (
+                inventory.clone(),
+                gossip.clone(),
+                summary.clone(),
+                data.clone(),
+                notes.clone(),
+                certificate.clone(),
+            );
             supervisor.spawn("publisher", move || {
                 publish_loop(
                     inv.clone(),
@@ -226,6 +238,7 @@ impl Site {
                     summary.clone(),
                     data.clone(),
                     notes.clone(),
+                    certificate.clone(),
                     interval,
                 )
             })
@@ -261,6 +274,7 @@ impl Site {
                 supervisor: supervisor.clone(),
                 gossip_view_panics: gossip.clone(),
                 retention: retention.clone(),
+                certificate: certificate.clone(),
             };
             let server = Arc::new(server);
             workers.push(supervisor.spawn("metrics", move || server.clone().serve(sources.clone())));
@@ -313,7 +327,21 @@ impl Site {
             service,
             publisher,
             workers,
+            certificate,
         })
+    }
+
+    /// Loads the site's certificate and key again from its data dir (renewed by the
+    /// operator) and serves new connections with them, as SIGHUP does.
+    pub fn reload_credentials(
+        &self,
+    ) -> Result<cairn_transport::Credentials, crate::credentials::CredentialsError> {
+        self.certificate.reload(&self.endpoint)
+    }
+
+    /// The certificate the site serves with.
+    pub fn certificate(&self) -> &ServingCertificate {
+        &self.certificate
     }
 
     /// The view as this site holds it now.
@@ -388,13 +416,15 @@ async fn publish_loop(
     summary: SiteSummary,
     data: Arc<DataShared>,
     notes: Arc<StepNotes>,
+    certificate: Arc<ServingCertificate>,
     every: Duration,
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let (inv, site, data, notes) = (inventory.clone(), summary.clone(), data.clone(), notes.clone());
+        let site = SiteSummary { certificate_expires_ms: certificate.expires_ms(), ..summary.clone() };
+        let (inv, data, notes) = (inventory.clone(), data.clone(), notes.clone());
         let progress = move |db: &_, shard, held| data.progress(db, shard, held);
         let status = move |db: &_, plan| notes.status(db, plan);
         match crate::supervisor::blocking(move || read_snapshot(&inv, &site, progress, status)).await {

@@ -146,9 +146,21 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<()> {
             identity.cluster_id,
         );
         let mut fatal = site.fatal();
-        let failed = tokio::select! {
-            signal = wait_for_signal() => { signal?; None }
-            why = fatal.wait_for(Option::is_some) => why.ok().and_then(|w| w.clone()),
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        let failed = loop {
+            tokio::select! {
+                signal = wait_for_signal() => { signal?; break None }
+                why = fatal.wait_for(Option::is_some) => break why.ok().and_then(|w| w.clone()),
+                _ = hangup.recv() => match site.reload_credentials() {
+                    Ok(credentials) => eprintln!(
+                        "SIGHUP: serving new connections with the certificate of {} (valid until {} s since the epoch)",
+                        credentials.identity(),
+                        credentials.not_after_unix()
+                    ),
+                    Err(error) => eprintln!("SIGHUP: certificate not reloaded, the one loaded before stays: {error}"),
+                },
+            }
         };
         if let Some(why) = failed {
             eprintln!("error: {why}; stopping the site");

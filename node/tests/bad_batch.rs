@@ -106,6 +106,7 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
             capacity: 100,
             leaving: false,
             draining: false,
+            certificate_expires_ms: 0,
         },
         dbs: vec![db()],
         replicas: vec![(

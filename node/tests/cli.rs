@@ -197,6 +197,7 @@ fn dump_json() -> String {
                 capacity: 100,
                 leaving: false,
                 draining: false,
+                certificate_expires_ms: 0,
             };
             let at = Hlc { wall_ms: 5, logical: 0 };
             let db = DbSummary {

@@ -33,6 +33,7 @@ fn view(me: SiteId, other: SiteId, replicas: &[(u32, Vec<(SiteId, u64)>)]) -> Cl
         capacity: 100,
         leaving: false,
         draining: false,
+        certificate_expires_ms: 0,
     };
     let mut kv = vec![
         (SummaryKey::Site.render(), encode_value(&site)),

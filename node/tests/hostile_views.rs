@@ -95,6 +95,7 @@ fn inputs(dbs: &[Db], sites: &[Site]) -> Vec<NodeInput> {
                 capacity: s.capacity,
                 leaving: false,
                 draining: s.draining,
+                certificate_expires_ms: 0,
             };
             let mut kv = vec![(SummaryKey::Site.render(), encode_value(&summary))];
             for (d, variant) in &s.dbs {

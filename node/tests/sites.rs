@@ -320,3 +320,102 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(entry.path(), &target).unwrap();
     }
 }
+
+/// Days left, by `ctl status --format json` at `node`.
+fn certificate_days_left(node: &str, operator: &Path) -> f64 {
+    let out = cairn(&[
+        "ctl",
+        "--node",
+        node,
+        "--credentials",
+        operator.to_str().unwrap(),
+        "status",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expires = json["certificate_expires_ms"].as_u64().unwrap() as f64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
+    (expires - now) / 86_400_000.0
+}
+
+fn dump_text(node: &str, operator: &Path) -> String {
+    let out = cairn(&["dump", "--node", node, "--credentials", operator.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+}
+
+/// A certificate about to expire is a warning in the dump; renewed with `issue-cert`
+/// while its site runs, it is loaded on SIGHUP and on `ctl reload` and serves new
+/// connections at once, with no restart; a broken renewal is refused and the site keeps
+/// the certificate it has.
+#[test]
+fn a_renewed_certificate_is_reloaded_without_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let cluster = root.path().join("cluster");
+    let operator = root.path().join("cluster-operator");
+    assert!(cairn(&["cluster", "init", "--out", cluster.to_str().unwrap()]).status.success());
+    let data = root.path().join("site");
+    let issue = |days: &str| {
+        let out = cairn(&[
+            "cluster",
+            "issue-cert",
+            "--cluster-dir",
+            cluster.to_str().unwrap(),
+            "--site",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--days",
+            days,
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    issue("10");
+    let port = free_port();
+    let node = format!("127.0.0.1:{port}");
+    let site = start(&data, &cluster, port);
+    let left = certificate_days_left(&node, &operator);
+    assert!((9.9..10.1).contains(&left), "{left} days left");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warned = loop {
+        let dump = dump_text(&node, &operator);
+        if dump.contains("certificate of site") || Instant::now() > deadline {
+            break dump;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(warned.contains("expires in 9 days") && warned.contains("cairn ctl reload"), "{warned}");
+
+    // Renewed while the site runs (its inventory is locked: the id comes from the
+    // certificate there), then SIGHUP.
+    issue("400");
+    let hup = Command::new("kill").args(["-HUP", &site.child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while certificate_days_left(&node, &operator) < 399.0 {
+        assert!(Instant::now() < deadline, "SIGHUP did not load the renewed certificate");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dump_text(&node, &operator).contains("certificate of site") {
+        assert!(Instant::now() < deadline, "the expiry warning stayed after the renewal");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Renewed again, and loaded by `ctl reload`.
+    issue("20");
+    let out = cairn(&["ctl", "--node", &node, "--credentials", operator.to_str().unwrap(), "reload"]);
+    assert!(out.status.success() && text(&out).contains("cairn://site/"), "{}", text(&out));
+    let left = certificate_days_left(&node, &operator);
+    assert!((19.9..20.1).contains(&left), "{left} days left after ctl reload");
+
+    // A broken renewal: refused, and the site goes on with the certificate it has.
+    std::fs::write(data.join("tls/cert.pem"), "not a certificate").unwrap();
+    let out = cairn(&["ctl", "--node", &node, "--credentials", operator.to_str().unwrap(), "reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not reloaded"), "{}", text(&out));
+    let left = certificate_days_left(&node, &operator);
+    assert!((19.9..20.1).contains(&left), "{left} days left after a refused reload");
+    drop(site);
+}

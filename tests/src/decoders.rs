@@ -164,6 +164,7 @@ pub fn planner_nodes(data: &[u8]) -> Vec<NodeInput> {
             capacity: u32::from(next()) + 1,
             leaving: false,
             draining: flags & 8 == 8,
+            certificate_expires_ms: 0,
         };
         let mut kv = vec![(SummaryKey::Site.render(), encode_value(&summary))];
         for (d, (shards, replication)) in dbs.iter().enumerate() {

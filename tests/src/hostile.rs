@@ -139,6 +139,7 @@ impl HostileMember {
             capacity: 100,
             leaving: false,
             draining: false,
+            certificate_expires_ms: 0,
         };
         let mut key_values = vec![(SummaryKey::Site.render(), encode_value(&site))];
         key_values.extend(values);

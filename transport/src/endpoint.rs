@@ -111,6 +111,8 @@ pub struct GossipInbox(pub mpsc::Receiver<(SocketAddr, Vec<u8>)>);
 
 struct Inner {
     quinn: quinn::Endpoint,
+    /// How connections are dialled: our certificate and the CA (replaced by `reload`).
+    client: std::sync::RwLock<quinn::ClientConfig>,
     config: TransportConfig,
     pool: Pool,
     stats: Stats,
@@ -150,11 +152,7 @@ impl Endpoint {
         service: Arc<S>,
     ) -> Result<(Self, GossipInbox), TransportError> {
         config.validate()?;
-        let crypto = QuicServerConfig::try_from(credentials.server_config()?)
-            .map_err(|e| TransportError::Tls(format!("server config: {e}")))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(Arc::new(config.quinn_transport()?));
-        server.max_incoming(config.max_connections.max(config.retry_above_handshakes * 2));
+        let server = server_config(credentials, &config)?;
         let bind_err = |source| TransportError::Bind { addr: listen, source };
         let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
         let runtime = Arc::new(quinn::TokioRuntime);
@@ -166,10 +164,10 @@ impl Endpoint {
         let cid_key = credentials.connection_id_key();
         endpoint.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
         config.configure_endpoint(&mut endpoint)?;
-        let mut quinn = quinn::Endpoint::new(endpoint, Some(server), socket, runtime).map_err(bind_err)?;
-        quinn.set_default_client_config(client_config(credentials, &config)?);
+        let quinn = quinn::Endpoint::new(endpoint, Some(server), socket, runtime).map_err(bind_err)?;
+        let client = client_config(credentials, &config)?;
         let (tx, rx) = mpsc::channel(config.gossip_inbox);
-        let endpoint = Self::new(quinn, config);
+        let endpoint = Self::new(quinn, client, config);
         let weak: Weak<Inner> = Arc::downgrade(&endpoint.inner);
         let (outgoing_service, outgoing_gossip) = (service.clone(), tx.clone());
         let _ = endpoint.inner.serve_outgoing.set(Box::new(move |peer, conn| {
@@ -201,14 +199,15 @@ impl Endpoint {
         let bind_err = |source| TransportError::Bind { addr: bind, source };
         let socket = std::net::UdpSocket::bind(bind).map_err(bind_err)?;
         let runtime = Arc::new(quinn::TokioRuntime);
-        let mut quinn =
+        let quinn =
             quinn::Endpoint::new(config.quinn_endpoint()?, None, socket, runtime).map_err(bind_err)?;
-        quinn.set_default_client_config(client_config(credentials, &config)?);
-        Ok(Self::new(quinn, config))
+        let client = client_config(credentials, &config)?;
+        Ok(Self::new(quinn, client, config))
     }
 
-    fn new(quinn: quinn::Endpoint, config: TransportConfig) -> Self {
+    fn new(quinn: quinn::Endpoint, client: quinn::ClientConfig, config: TransportConfig) -> Self {
         let inner = Inner {
+            client: std::sync::RwLock::new(client),
             gossip_slots: Arc::new(Semaphore::new(config.max_gossip_in_flight)),
             request_budget: Semaphore::new(config.max_buffered_request_bytes.div_ceil(1024)),
             per_addr: PerAddr::new(config.max_handshakes_per_addr, config.max_connections_per_addr),
@@ -221,6 +220,20 @@ impl Endpoint {
             serve_outgoing: OnceLock::new(),
         };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// Serves and dials with `credentials` from now on (a renewed certificate, without a
+    /// restart): new connections present it; connections already open keep theirs until
+    /// they close. The QUIC reset and connection-id keys stay those of the first
+    /// credentials until the process restarts.
+    pub fn reload(&self, credentials: &Credentials) -> Result<(), TransportError> {
+        let config = &self.inner.config;
+        if self.inner.serve_outgoing.get().is_some() {
+            self.inner.quinn.set_server_config(Some(server_config(credentials, config)?));
+        }
+        let client = client_config(credentials, config)?;
+        *self.inner.client.write().unwrap_or_else(std::sync::PoisonError::into_inner) = client;
+        Ok(())
     }
 
     /// The UDP address the endpoint is bound to.
@@ -401,12 +414,26 @@ impl Endpoint {
 impl Inner {
     /// A pooled connection to `peer`; a new one is also served for the peer's streams.
     async fn connection(&self, peer: SocketAddr) -> Result<quinn::Connection, TransportError> {
-        let (conn, fresh) = self.pool.connection(&self.quinn, &self.config, &self.stats, peer).await?;
+        let client = self.client.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let (conn, fresh) =
+            self.pool.connection(&self.quinn, client, &self.config, &self.stats, peer).await?;
         if fresh && let Some(serve) = self.serve_outgoing.get() {
             serve(peer, conn.clone());
         }
         Ok(conn)
     }
+}
+
+fn server_config(
+    credentials: &Credentials,
+    config: &TransportConfig,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let crypto = QuicServerConfig::try_from(credentials.server_config()?)
+        .map_err(|e| TransportError::Tls(format!("server config: {e}")))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(config.quinn_transport()?));
+    server.max_incoming(config.max_connections.max(config.retry_above_handshakes * 2));
+    Ok(server)
 }
 
 fn client_config(

@@ -117,6 +117,10 @@ pub enum Request {
     /// Open a subscription (see [`crate::subscribe`]); answered by a stream of
     /// [`crate::SubscriptionFrame`]s instead of one response.
     Subscribe(crate::subscribe::SubscribeRequest),
+    /// Load the site's certificate and key again from its data dir (after the operator
+    /// renewed them), as SIGHUP does. Answered with [`Response::Reloaded`], or an error
+    /// naming what is wrong with the files (the site keeps the credentials it had).
+    ReloadCredentials,
 }
 
 /// How many replicas must hold a write before it is answered.
@@ -275,6 +279,7 @@ impl Request {
             Self::Fetch(_) => "fetch",
             Self::Routes { .. } => "routes",
             Self::Subscribe(_) => "subscribe",
+            Self::ReloadCredentials => "reload_credentials",
         }
     }
 }
@@ -366,6 +371,13 @@ pub enum Response {
     OutOfRange(OutOfRange),
     /// A db's routes.
     Routes(Routes),
+    /// The site now serves with the certificate it loaded again.
+    Reloaded {
+        /// Who it names.
+        identity: String,
+        /// When it stops being valid (ms since the Unix epoch).
+        expires_ms: u64,
+    },
 }
 
 /// An entry as a read returns it.
@@ -396,6 +408,8 @@ pub struct SiteStatus {
     pub data: DataCounters,
     /// What retention removed from its replicas since it started.
     pub retention: RetentionRemoved,
+    /// When the certificate it serves with stops being valid (ms since the Unix epoch).
+    pub certificate_expires_ms: u64,
 }
 
 /// What retention removed from a site's replicas since it started.

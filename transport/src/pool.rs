@@ -47,6 +47,7 @@ impl Pool {
     pub(crate) async fn connection(
         &self,
         endpoint: &quinn::Endpoint,
+        client: quinn::ClientConfig,
         config: &TransportConfig,
         stats: &Stats,
         peer: SocketAddr,
@@ -71,7 +72,7 @@ impl Pool {
         }
         let attempt = async {
             let connecting = endpoint
-                .connect(peer, SERVER_NAME)
+                .connect_with(client, peer, SERVER_NAME)
                 .map_err(|e| TransportError::Unreachable { peer, reason: e.to_string() })?;
             connecting.await.map_err(|e| TransportError::Unreachable { peer, reason: e.to_string() })
         };

@@ -29,6 +29,7 @@ impl Service for Counting {
                 role: Role::Core,
                 data: Default::default(),
                 retention: Default::default(),
+                certificate_expires_ms: 0,
             }),
             _ => Response::Rejected { reason: "not here".into() },
         }

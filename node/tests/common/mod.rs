@@ -37,6 +37,7 @@ pub fn site(i: usize, zones: u8, capacity: u32, state: SiteState) -> SiteView {
         replicas: 0,
         bytes: 0,
         following: 0,
+        certificate_expires_ms: None,
     }
 }
 
