@@ -133,11 +133,23 @@ pub(crate) fn run(args: LocalArgs) -> anyhow::Result<()> {
         tls::issue_to_dir(&cluster, &Identity::Operator(name), &operator, tls::DEFAULT_VALID_DAYS)
             .context("issuing the operator's credentials")?;
     }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Signals are caught from here on: one that comes while the sites start, or while
+    // the demo db is placed, stops everything as one that comes later does.
+    let mut signals = {
+        let _runtime = runtime.enter();
+        Signals::install()?
+    };
     let mut children = Children(Vec::new());
     for i in 0..args.nodes {
         let (child, banner) = spawn_site(&root, &ca, i, &args)?;
         println!("{banner}");
         children.0.push((args.base_port + i, child));
+        if runtime.block_on(signals.came()) {
+            println!("stopping {} sites…", children.0.len());
+            children.stop();
+            return Ok(());
+        }
     }
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
     println!("to use ctl and dump from here (and to issue more certificates):");
@@ -148,10 +160,39 @@ pub(crate) fn run(args: LocalArgs) -> anyhow::Result<()> {
         credentials: operator.clone(),
         timeout: 10,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = runtime.block_on(watch(&conn, &args, &mut children));
+    let result = runtime.block_on(watch(&conn, &args, &mut children, &mut signals));
     children.stop();
     result
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (inside a runtime's context).
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// Resolves at the next signal (or at once for one that came since the last).
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+
+    /// Whether a signal came while nobody was waiting (the runtime gets a moment to
+    /// take in what the handlers recorded).
+    async fn came(&mut self) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), self.recv()).await.is_ok()
+    }
 }
 
 /// Waits (up to 30 s) for the demo db to be placed, then writes a few messages to each
@@ -190,9 +231,29 @@ async fn write_demo(client: &Client) -> anyhow::Result<usize> {
     Ok(written)
 }
 
-/// Creates the demo db, then prints the view until a signal (or a site dies).
-async fn watch(conn: &ConnArgs, args: &LocalArgs, children: &mut Children) -> anyhow::Result<()> {
+/// Creates the demo db, then prints the view until a signal (or a site dies). A signal
+/// while the demo db is being made stops at once too.
+async fn watch(
+    conn: &ConnArgs,
+    args: &LocalArgs,
+    children: &mut Children,
+    signals: &mut Signals,
+) -> anyhow::Result<()> {
     let client = Client::new(conn)?;
+    let stopped = tokio::select! {
+        made = make_demo(&client, args) => { made?; false }
+        () = signals.recv() => true,
+    };
+    if !stopped {
+        show_view(&client, args, children, signals).await?;
+    }
+    println!("stopping {} sites…", children.0.len());
+    client.close().await;
+    Ok(())
+}
+
+/// Creates the demo db and, the first time, writes a few messages into it.
+async fn make_demo(client: &Client, args: &LocalArgs) -> anyhow::Result<()> {
     let replication = u32::from(args.nodes).min(2);
     let demo = Request::CreateDb {
         name: DbName::new(DEMO_DB)?,
@@ -201,7 +262,7 @@ async fn watch(conn: &ConnArgs, args: &LocalArgs, children: &mut Children) -> an
     match client.request(&demo).await? {
         Response::DbCreated { created: true } => {
             println!("created db {DEMO_DB} (4 shards × {replication})");
-            match write_demo(&client).await {
+            match write_demo(client).await {
                 Ok(n) => println!(
                     "wrote {n} demo messages; read them with: cairn ctl --node {} read {DEMO_DB} --shard 0",
                     client.node()
@@ -213,8 +274,16 @@ async fn watch(conn: &ConnArgs, args: &LocalArgs, children: &mut Children) -> an
         Response::Rejected { reason } => println!("db {DEMO_DB} not created: {reason}"),
         other => bail!("unexpected answer to db create: {other:?}"),
     }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(())
+}
+
+/// Prints the view every `--refresh` seconds until a signal; an error when a site exits.
+async fn show_view(
+    client: &Client,
+    args: &LocalArgs,
+    children: &mut Children,
+    signals: &mut Signals,
+) -> anyhow::Result<()> {
     let terminal = std::io::stdout().is_terminal();
     loop {
         for (port, child) in &mut children.0 {
@@ -222,7 +291,7 @@ async fn watch(conn: &ConnArgs, args: &LocalArgs, children: &mut Children) -> an
                 bail!("the site on port {port} exited ({status}); see its cairn.log");
             }
         }
-        match node_view(&client).await {
+        match node_view(client).await {
             Ok(view) => {
                 if terminal {
                     print!("\x1b[2J\x1b[H");
@@ -234,11 +303,7 @@ async fn watch(conn: &ConnArgs, args: &LocalArgs, children: &mut Children) -> an
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(args.refresh)) => {}
-            _ = term.recv() => break,
-            _ = interrupt.recv() => break,
+            () = signals.recv() => return Ok(()),
         }
     }
-    println!("stopping {} sites…", children.0.len());
-    client.close().await;
-    Ok(())
 }

@@ -134,3 +134,33 @@ fn a_local_cluster_comes_up_stops_and_comes_back_the_same() {
     assert_eq!(wait_up(base, root.path()), ids, "a second run reuses the same sites");
     stop(local, base, libc::SIGTERM);
 }
+
+/// A Ctrl-C that comes while `cairn local` is still starting — its sites listening, the
+/// demo db not placed yet — stops it and every site at once (it used to be lost: the
+/// command went on and showed the view as if nothing had happened). Also a signal right
+/// after the first site listens.
+#[test]
+fn a_signal_while_starting_stops_every_site() {
+    use std::io::{BufRead, BufReader};
+    for banners in [3, 1] {
+        let root = tempfile::tempdir().unwrap();
+        let base = free_ports(3);
+        let mut local = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["local", "--nodes", "3", "--base-port", &base.to_string(), "--refresh", "1"])
+            .arg("--data-root")
+            .arg(root.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(local.stdout.take().unwrap()).lines();
+        let mut seen = 0;
+        while seen < banners {
+            let line = lines.next().expect("cairn local ended early").unwrap();
+            seen += usize::from(line.starts_with("site "));
+        }
+        let asked = Instant::now();
+        stop(local, base, libc::SIGINT);
+        eprintln!("SIGINT after {banners} site banner(s): stopped in {:?}", asked.elapsed());
+    }
+}
