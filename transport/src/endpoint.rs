@@ -387,18 +387,9 @@ impl Endpoint {
                 Ok(Ok(())) => Stats::bump(&inner.stats.gossip_sent),
                 Ok(Err(error)) => {
                     tracing::trace!(%peer, %error, "gossip not sent");
-                    if matches!(error, TransportError::ConnectionLost { .. }) {
-                        inner.pool.forget_peer(peer);
-                    }
                     Stats::bump(&inner.stats.gossip_dropped);
                 }
-                Err(_) => {
-                    // A send that stalls (a cut shorter than the idle timeout leaves the
-                    // connection open but dead): the next one dials afresh, as a request
-                    // that times out does, instead of waiting out the idle timeout.
-                    inner.pool.forget_peer(peer);
-                    Stats::bump(&inner.stats.gossip_dropped);
-                }
+                Err(_) => Stats::bump(&inner.stats.gossip_dropped),
             }
         });
         true
