@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
+use cairn_gossip::signed::SigningKeys;
 use cairn_gossip::summary::{DbSummary, Label, SiteSummary, SummaryKey, encode_value};
 use cairn_gossip::{Gossip, GossipConfig, QuicCarriage, SiteSnapshot, SiteState};
 use cairn_inventory::{ClusterId, DbName, DbRecord, DbSettings, Hlc, Retention, Role, SiteId};
@@ -150,9 +151,20 @@ async fn ours(n: usize, ca: &ClusterCa) -> anyhow::Result<(Vec<f64>, f64)> {
         }
         let transport = Counting { inner: QuicCarriage::new(endpoint.clone(), inbox), bytes: bytes.clone() };
         let config = GossipConfig { interval: INTERVAL, seeds: seeds.clone(), ..GossipConfig::default() };
+        // Signed like a real site's gossip, so the bytes counted include signatures.
+        let keys = Arc::new(SigningKeys::new(creds.signer()?));
         sites.push(
-            Gossip::start(SiteId(i as u128 + 1), ClusterId(1), addr, &transport, config, &snapshot(addr))
-                .await?,
+            Gossip::start(
+                SiteId(i as u128 + 1),
+                ClusterId(1),
+                addr,
+                &transport,
+                config,
+                &snapshot(addr),
+                keys,
+                creds.trust()?,
+            )
+            .await?,
         );
         endpoints.push(endpoint);
     }

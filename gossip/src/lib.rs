@@ -3,6 +3,7 @@
 //! site rebuilds from what all sites publish.
 //!
 //! - [`summary`]: keys and values a site owns; pure snapshot → keys, and key diffs;
+//! - [`signed`]: every value signed by its site; checking what peers gossip, pure;
 //! - [`view`]: the cluster view, a pure function of chitchat's node states;
 //! - [`settings`]: which db settings win (creation, changes, drops), pure;
 //! - [`carriage`]: chitchat's `Transport` over the site's endpoint;
@@ -11,6 +12,7 @@
 pub mod carriage;
 pub mod runtime;
 pub mod settings;
+pub mod signed;
 pub mod summary;
 pub mod view;
 

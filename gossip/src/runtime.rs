@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_inventory::{ClusterId, SiteId, now_ms};
+use cairn_transport::ClusterTrust;
 use chitchat::transport::Transport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
+use crate::signed::{CERT_KEY, GossipedNode, GossipedValue, SigningKeys, Verifier, sign_value};
 use crate::summary::{Change, SiteSnapshot, diff, summarize};
-use crate::view::{ClusterView, NodeInput, ViewContext, ViewLimits, build_view};
+use crate::view::{ClusterView, ViewContext, ViewLimits, build_view};
 
 /// Gossip settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,13 +107,23 @@ struct ViewHealth {
     in_a_row: AtomicU64,
 }
 
+/// What a site published last: the payloads (unsigned) by key, and which signing key
+/// (by [`SigningKeys`] epoch) signed them.
+#[derive(Debug, Default)]
+struct Published {
+    payloads: BTreeMap<String, String>,
+    epoch: Option<u64>,
+}
+
 /// A site's gossip.
 pub struct Gossip {
     handle: ChitchatHandle,
     health: Arc<ViewHealth>,
     site_id: SiteId,
+    generation: u64,
     interval: Duration,
-    published: Mutex<BTreeMap<String, String>>,
+    keys: Arc<SigningKeys>,
+    published: Mutex<Published>,
     view: watch::Receiver<Arc<ClusterView>>,
     view_task: JoinHandle<()>,
 }
@@ -124,8 +136,11 @@ impl std::fmt::Debug for Gossip {
 
 impl Gossip {
     /// Starts gossiping as `site_id` of `cluster_id`, reachable at `addr`, publishing
-    /// `snapshot` from the start. The generation is the start time in milliseconds, so
-    /// every process start is a new generation.
+    /// `snapshot` from the start, every value signed with `keys`; what peers gossip is
+    /// taken into the view only if it checks against `trust` (see [`crate::signed`]).
+    /// The generation is the start time in milliseconds, so every process start is a
+    /// new generation.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         site_id: SiteId,
         cluster_id: ClusterId,
@@ -133,9 +148,12 @@ impl Gossip {
         transport: &dyn Transport,
         config: GossipConfig,
         snapshot: &SiteSnapshot,
+        keys: Arc<SigningKeys>,
+        trust: ClusterTrust,
     ) -> Result<Self, GossipError> {
         config.validate()?;
-        let chitchat_id = ChitchatId::new(site_id.to_string(), now_ms(), addr);
+        let generation = now_ms();
+        let chitchat_id = ChitchatId::new(site_id.to_string(), generation, addr);
         let chitchat_config = ChitchatConfig {
             chitchat_id,
             cluster_id: cluster_id.to_string(),
@@ -154,9 +172,9 @@ impl Gossip {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V0,
         };
-        let initial = summarize(snapshot);
-        let key_values = initial.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let handle = chitchat::spawn_chitchat(chitchat_config, key_values, transport)
+        // Values are signed at the version chitchat sets them at, so they are set here,
+        // not handed to chitchat to set.
+        let handle = chitchat::spawn_chitchat(chitchat_config, Vec::new(), transport)
             .await
             .map_err(|e| GossipError::Chitchat(format!("{e:#}")))?;
         let (tx, rx) = watch::channel(Arc::new(build_view(site_id, &[], &ViewContext::at(now_ms()))));
@@ -166,37 +184,64 @@ impl Gossip {
             site_id,
             config.interval,
             config.limits,
+            Verifier::new(trust),
             tx,
             health.clone(),
         ));
-        Ok(Self {
+        let gossip = Self {
             handle,
             health,
             site_id,
+            generation,
             interval: config.interval,
-            published: Mutex::new(initial),
+            keys,
+            published: Mutex::new(Published::default()),
             view: rx,
             view_task,
-        })
+        };
+        gossip.publish(snapshot).await;
+        Ok(gossip)
     }
 
-    /// Publishes what changed between the last published snapshot and this one.
-    /// Answers how many keys were set or deleted.
+    /// Publishes what changed between the last published snapshot and this one, each
+    /// value signed; after the signing key changed, the certificates and every value
+    /// again. Answers how many keys were set or deleted.
     pub async fn publish(&self, snapshot: &SiteSnapshot) -> usize {
         let wanted = summarize(snapshot);
         let mut published = self.published.lock().await;
-        let changes = diff(&published, &wanted);
-        if !changes.is_empty() {
+        let (epoch, signer, certificates) = self.keys.current();
+        let rekeyed = published.epoch != Some(epoch);
+        let changes = if rekeyed {
+            let mut all: Vec<Change> =
+                wanted.iter().map(|(k, v)| Change::Set(k.clone(), v.clone())).collect();
+            all.extend(
+                published.payloads.keys().filter(|k| !wanted.contains_key(*k)).cloned().map(Change::Delete),
+            );
+            all
+        } else {
+            diff(&published.payloads, &wanted)
+        };
+        if !changes.is_empty() || rekeyed {
             let chitchat = self.handle.chitchat();
             let mut chitchat = chitchat.lock().await;
             let state = chitchat.self_node_state();
+            // The certificates first: chitchat hands a node's values to peers in version
+            // order, so whoever gets a value signed with a new key has its certificate.
+            if rekeyed {
+                state.set(CERT_KEY, certificates);
+            }
             for change in &changes {
                 match change {
-                    Change::Set(key, value) => state.set(key, value),
+                    Change::Set(key, payload) => {
+                        let version = state.max_version() + 1;
+                        let value = sign_value(&signer, self.site_id, self.generation, version, key, payload);
+                        state.set(key, value);
+                    }
                     Change::Delete(key) => state.delete(key),
                 }
             }
-            *published = wanted;
+            published.payloads = wanted;
+            published.epoch = Some(epoch);
         }
         changes.len()
     }
@@ -245,6 +290,7 @@ async fn view_loop(
     site_id: SiteId,
     interval: Duration,
     limits: ViewLimits,
+    mut verifier: Verifier,
     tx: watch::Sender<Arc<ClusterView>>,
     health: Arc<ViewHealth>,
 ) {
@@ -265,13 +311,27 @@ async fn view_loop(
                 if seen.0 != beat {
                     *seen = (beat, now);
                 }
-                inputs.push(NodeInput {
+                // Values are copied out only when they changed since the last round.
+                let max_version = state.max_version();
+                let values = (!verifier.has_seen(site, id.generation_id, max_version)).then(|| {
+                    state
+                        .key_values_including_deleted()
+                        .filter(|(_, v)| !v.is_deleted())
+                        .map(|(k, v)| GossipedValue {
+                            key: k.to_owned(),
+                            value: v.value.clone(),
+                            version: v.version,
+                        })
+                        .collect()
+                });
+                inputs.push(GossipedNode {
                     site_id: site,
                     generation: id.generation_id,
                     gossip_addr: id.gossip_advertise_addr,
                     live: live.contains(id),
                     last_seen_ms: Some(seen.1),
-                    key_values: state.key_values().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                    max_version,
+                    values,
                 });
             }
             // Forget heartbeats of nodes chitchat no longer holds.
@@ -282,7 +342,8 @@ async fn view_loop(
             inputs
         };
         let ctx = ViewContext { now_ms: now_ms(), limits };
-        let view = match std::panic::catch_unwind(AssertUnwindSafe(|| build_view(site_id, &inputs, &ctx))) {
+        let build = || build_view(site_id, &verifier.admit(inputs, ctx.now_ms), &ctx);
+        let view = match std::panic::catch_unwind(AssertUnwindSafe(build)) {
             Ok(view) => {
                 health.in_a_row.store(0, Ordering::Relaxed);
                 view

@@ -6,7 +6,11 @@
 //! documented in the README).
 //!
 //! Rules:
-//! - one entry per site id: the node with the highest generation (the newest process);
+//! - only what is signed by the site it is about is taken in ([`crate::signed`] checks
+//!   it before the view is built): a node that is not verified is left out and a value
+//!   that is forged is ignored, each listed as a `forged` warning;
+//! - one entry per site id: the verified node with the highest generation (the newest
+//!   process);
 //! - a site is `live` if chitchat's failure detector says so, else `left` if its last
 //!   summary said it was leaving, else `dead`;
 //! - nothing a peer says is believed unchecked: a value that does not decode into its
@@ -53,8 +57,13 @@ pub struct NodeInput {
     pub live: bool,
     /// When this node last saw its heartbeat advance (ms since the Unix epoch).
     pub last_seen_ms: Option<u64>,
-    /// Its key/values (tombstones excluded).
+    /// Its key/values (tombstones excluded): payloads whose signature checked.
     pub key_values: Vec<(String, String)>,
+    /// Keys whose values were left out because their signature did not check, and why.
+    pub forged: Vec<(String, String)>,
+    /// Why the node as a whole is not believed (its certificate does not check or names
+    /// another site or role): it is left out of the view.
+    pub unverified: Option<String>,
 }
 
 /// How much of what peers publish a view takes in; the rest is ignored with a warning.
@@ -384,6 +393,17 @@ pub enum Warning {
         /// What was wrong, in words.
         message: String,
     },
+    /// What a node gossips is not signed by the site it names: a node whose
+    /// certificate does not check (or names another site or role) is left out of the
+    /// view (`key` is `*`), and a value whose signature does not check is ignored.
+    Forged {
+        /// The site the node or value claims to be.
+        site_id: SiteId,
+        /// The key (or `*` for the whole node).
+        key: String,
+        /// What was wrong, in words.
+        message: String,
+    },
     /// A live site's certificate expires within [`CERTIFICATE_WARNING_MS`] (or has):
     /// renew it with `cairn cluster issue-cert` and reload it.
     CertificateExpiring {
@@ -540,6 +560,18 @@ pub fn newest_sites<'n>(
     let rank = |n: &NodeInput| (n.generation, n.live, n.gossip_addr);
     let mut newest: BTreeMap<SiteId, &NodeInput> = BTreeMap::new();
     for node in nodes {
+        if let Some(why) = &node.unverified {
+            warnings.push(Warning::Forged {
+                site_id: node.site_id,
+                key: "*".into(),
+                message: format!(
+                    "a node gossiping as site {} (generation {}) is not believed: {why}",
+                    node.site_id.short(),
+                    node.generation
+                ),
+            });
+            continue;
+        }
         let slot = newest.entry(node.site_id).or_insert(node);
         if rank(node) > rank(slot) {
             *slot = node;
@@ -571,6 +603,24 @@ pub fn newest_sites<'n>(
 /// is not believed becomes an `invalid` warning.
 fn decode_site(node: &NodeInput, ctx: &ViewContext, warnings: &mut Vec<Warning>) -> Decoded {
     let mut out = Decoded::default();
+    for (key, why) in node.forged.iter().take(MAX_INVALID_PER_SITE) {
+        warnings.push(Warning::Forged {
+            site_id: node.site_id,
+            key: key.chars().take(128).collect(),
+            message: format!("a value of {key} gossiped for site {} is ignored: {why}", node.site_id.short()),
+        });
+    }
+    if node.forged.len() > MAX_INVALID_PER_SITE {
+        warnings.push(Warning::Forged {
+            site_id: node.site_id,
+            key: "*".into(),
+            message: format!(
+                "{} more values gossiped for site {} are ignored: their signatures do not check",
+                node.forged.len() - MAX_INVALID_PER_SITE,
+                node.site_id.short()
+            ),
+        });
+    }
     let mut bad = Invalids { site: node.site_id, listed: 0, more: 0, warnings };
     let ours = node.key_values.iter().filter_map(|(k, v)| Some((SummaryKey::parse(k)?, k, v)));
     let mut read = 0usize;

@@ -2,11 +2,14 @@
 //! to all 100 live sites, and one site's new db reaches every view.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_gossip::signed::SigningKeys;
 use cairn_gossip::summary::{Label, SiteSummary};
 use cairn_gossip::{Gossip, GossipConfig, SiteSnapshot, SiteState};
 use cairn_inventory::{ClusterId, DbName, DbRecord, DbSettings, Hlc, Retention, Role, SiteId};
+use cairn_transport::{ClusterCa, Credentials, Identity};
 use chitchat::transport::ChannelTransport;
 
 const N: usize = 100;
@@ -51,11 +54,18 @@ async fn a_hundred_sites_converge() {
         seeds: (0..3).map(|i| addr(i).to_string()).collect(),
         ..GossipConfig::default()
     };
+    let ca = ClusterCa::generate().unwrap();
     let mut sites = Vec::new();
     for i in 0..N {
         let id = SiteId(i as u128 + 1);
+        let credentials =
+            Credentials::from_pem(ca.cert_pem(), &ca.issue(&Identity::Site(id), 1).unwrap()).unwrap();
+        let keys = Arc::new(SigningKeys::new(credentials.signer().unwrap()));
+        let trust = credentials.trust().unwrap();
         sites.push(
-            Gossip::start(id, ClusterId(7), addr(i), &transport, config.clone(), &snapshot(i)).await.unwrap(),
+            Gossip::start(id, ClusterId(7), addr(i), &transport, config.clone(), &snapshot(i), keys, trust)
+                .await
+                .unwrap(),
         );
     }
     let all_live = |sites: &[Gossip]| {

@@ -55,6 +55,8 @@ fn node(n: u8, live: bool, record: Option<&DbRecord>, shards: &[u32]) -> NodeInp
         live,
         last_seen_ms: None,
         key_values: kv,
+        forged: Vec::new(),
+        unverified: None,
     }
 }
 

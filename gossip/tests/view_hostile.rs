@@ -81,6 +81,8 @@ fn node(n: u8, kv: Vec<(String, String)>) -> NodeInput {
         live: true,
         last_seen_ms: None,
         key_values,
+        forged: Vec::new(),
+        unverified: None,
     }
 }
 

@@ -93,6 +93,8 @@ fn input(s: &Spec) -> NodeInput {
         live: s.live,
         last_seen_ms: None,
         key_values: kv,
+        forged: Vec::new(),
+        unverified: None,
     }
 }
 

@@ -4,7 +4,10 @@
 //! which never reads the CA's key.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use cairn_gossip::signed::SigningKeys;
 
 use cairn_inventory::{Inventory, InventoryConfig, InventoryError, Role, SiteId};
 use cairn_transport::tls::{self, ClusterCa, Credentials, Identity};
@@ -147,13 +150,25 @@ pub struct ServingCertificate {
     role: Role,
     site: SiteId,
     expires_ms: AtomicU64,
+    signing: Arc<SigningKeys>,
 }
 
 impl ServingCertificate {
     /// The certificate `credentials` hold, loaded from `data_dir` for `site` as `role`.
-    pub fn new(data_dir: &Path, role: Role, site: SiteId, credentials: &Credentials) -> Self {
+    pub fn new(
+        data_dir: &Path,
+        role: Role,
+        site: SiteId,
+        credentials: &Credentials,
+    ) -> Result<Self, CredentialsError> {
         let expires_ms = AtomicU64::new(expiry_ms(credentials));
-        Self { data_dir: data_dir.to_owned(), role, site, expires_ms }
+        let signing = Arc::new(SigningKeys::new(credentials.signer()?));
+        Ok(Self { data_dir: data_dir.to_owned(), role, site, expires_ms, signing })
+    }
+
+    /// The key the site signs its gossip with (replaced on reload).
+    pub fn signing_keys(&self) -> Arc<SigningKeys> {
+        self.signing.clone()
     }
 
     /// When it stops being valid (ms since the Unix epoch).
@@ -167,7 +182,9 @@ impl ServingCertificate {
     pub fn reload(&self, endpoint: &Endpoint) -> Result<Credentials, CredentialsError> {
         let credentials = load_site(&self.data_dir, self.role)?;
         check_site(&credentials, &self.data_dir, self.role, self.site)?;
+        let signer = credentials.signer()?;
         endpoint.reload(&credentials)?;
+        self.signing.replace(signer);
         self.expires_ms.store(expiry_ms(&credentials), Ordering::Relaxed);
         tracing::info!(identity = %credentials.identity(), expires_ms = self.expires_ms(), "certificate reloaded");
         Ok(credentials)

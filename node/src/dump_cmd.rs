@@ -142,6 +142,7 @@ pub(crate) fn render_table(view: &ClusterView) -> String {
             | cairn_gossip::view::Warning::ConflictingDb { message, .. }
             | cairn_gossip::view::Warning::DeadSiteHoldsReplicas { message, .. }
             | cairn_gossip::view::Warning::Invalid { message, .. }
+            | cairn_gossip::view::Warning::Forged { message, .. }
             | cairn_gossip::view::Warning::CertificateExpiring { message, .. } => message,
         };
         let _ = writeln!(out, "  {message}");

@@ -168,7 +168,7 @@ impl Site {
         let site_id = inventory.identity().site_id;
         crate::credentials::check_site(&credentials, &options.data_dir, options.role, site_id)?;
         let certificate =
-            Arc::new(ServingCertificate::new(&options.data_dir, options.role, site_id, &credentials));
+            Arc::new(ServingCertificate::new(&options.data_dir, options.role, site_id, &credentials)?);
         if options.role == Role::Replicant {
             let replicas = inventory
                 .replicas(None)?
@@ -217,8 +217,17 @@ impl Site {
         let carriage = QuicCarriage::new(endpoint.clone(), inbox);
         let interval = options.gossip.interval;
         let gossip = Arc::new(
-            Gossip::start(identity.site_id, identity.cluster_id, addr, &carriage, options.gossip, &snapshot)
-                .await?,
+            Gossip::start(
+                identity.site_id,
+                identity.cluster_id,
+                addr,
+                &carriage,
+                options.gossip,
+                &snapshot,
+                certificate.signing_keys(),
+                credentials.trust().map_err(StartError::Transport)?,
+            )
+            .await?,
         );
         service.attach_view(gossip.subscribe());
         let notes = Arc::new(StepNotes::default());

@@ -125,10 +125,19 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
     };
     let gossip_config = GossipConfig { interval: Duration::from_millis(100), ..GossipConfig::default() };
     let carriage = QuicCarriage::new(endpoint.clone(), inbox);
-    let gossip =
-        Gossip::start(UPSTREAM, creds.cluster_id(), upstream_addr, &carriage, gossip_config, &snapshot)
-            .await
-            .unwrap();
+    let keys = Arc::new(cairn_gossip::signed::SigningKeys::new(creds.signer().unwrap()));
+    let gossip = Gossip::start(
+        UPSTREAM,
+        creds.cluster_id(),
+        upstream_addr,
+        &carriage,
+        gossip_config,
+        &snapshot,
+        keys,
+        creds.trust().unwrap(),
+    )
+    .await
+    .unwrap();
 
     let mut options = {
         let data_dir = root.path().join("site");

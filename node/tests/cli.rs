@@ -231,6 +231,8 @@ fn dump_json() -> String {
                 live: true,
                 last_seen_ms: None,
                 key_values: kv,
+                forged: Vec::new(),
+                unverified: None,
             }
         })
         .collect();

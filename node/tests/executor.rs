@@ -60,6 +60,8 @@ fn view(me: SiteId, other: SiteId, replicas: &[(u32, Vec<(SiteId, u64)>)]) -> Cl
         live: true,
         last_seen_ms: None,
         key_values: kv,
+        forged: Vec::new(),
+        unverified: None,
     };
     build_view(me, &[node], &cairn_gossip::view::ViewContext::at(1_000_000))
 }

@@ -146,6 +146,8 @@ fn inputs(dbs: &[Db], sites: &[Site]) -> Vec<NodeInput> {
                 live: s.live,
                 last_seen_ms: Some(0),
                 key_values: kv,
+                forged: Vec::new(),
+                unverified: None,
             }
         })
         .collect()

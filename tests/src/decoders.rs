@@ -68,6 +68,8 @@ pub fn gossip_values(data: &[u8]) {
             live: i != 2,
             last_seen_ms: Some(1_000),
             key_values: Vec::new(),
+            forged: Vec::new(),
+            unverified: None,
         })
         .collect();
     for (n, line) in data.split(|b| *b == b'\n').enumerate() {
@@ -222,6 +224,8 @@ pub fn planner_nodes(data: &[u8]) -> Vec<NodeInput> {
             live: flags & 4 == 0,
             last_seen_ms: Some(0),
             key_values: kv,
+            forged: Vec::new(),
+            unverified: None,
         });
     }
     nodes

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cairn_gossip::QuicCarriage;
+use cairn_gossip::signed::{CERT_KEY, encode_certificates, sign_value};
 use cairn_gossip::summary::{Label, ReplicaPhase, SiteSummary, SummaryKey, encode_value};
 use cairn_inventory::{ClusterId, DbName, Frontier, Hlc, Retention, Role, SiteId, codec, now_ms};
 use cairn_transport::{
-    Credentials, Endpoint, Peer, PullFrame, PullRequest, PullSender, Request, Response, Service,
+    Credentials, Endpoint, Peer, PullFrame, PullRequest, PullSender, Request, Response, Service, Signer,
     TransportConfig,
 };
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
@@ -105,8 +106,10 @@ pub struct HostileMember {
     pub endpoint: Endpoint,
     /// Its site id, as it gossips it.
     pub site_id: SiteId,
+    generation: u64,
     chitchat: ChitchatHandle,
     credentials: Credentials,
+    signer: Signer,
 }
 
 impl std::fmt::Debug for HostileMember {
@@ -116,8 +119,10 @@ impl std::fmt::Debug for HostileMember {
 }
 
 impl HostileMember {
-    /// Joins the cluster of `cluster_id` at `listen`, seeded by `seeds`, as a replicant
-    /// (so no planner gives it replicas), gossiping `values` besides its `site` key.
+    /// Joins the cluster of `cluster_id` at `listen`, seeded by `seeds`, under the site
+    /// id its certificate names, as the role it names (a replicant's, so that no planner
+    /// gives it replicas), gossiping `values` besides its `site` key — each signed as an
+    /// honest site signs, so what is refused is refused for what it says.
     pub async fn join(
         credentials: Credentials,
         cluster_id: ClusterId,
@@ -125,13 +130,29 @@ impl HostileMember {
         seeds: &[SocketAddr],
         values: Vec<(String, String)>,
     ) -> Self {
+        let site_id = credentials.identity().site_id().unwrap_or_else(SiteId::random);
+        Self::join_as(credentials, cluster_id, listen, seeds, site_id, values).await
+    }
+
+    /// [`Self::join`], but gossiping under `site_id` (another site's, to forge), its
+    /// values signed with its own key and its own certificate gossiped.
+    pub async fn join_as(
+        credentials: Credentials,
+        cluster_id: ClusterId,
+        listen: SocketAddr,
+        seeds: &[SocketAddr],
+        site_id: SiteId,
+        values: Vec<(String, String)>,
+    ) -> Self {
         let (endpoint, inbox) =
             Endpoint::serve(listen, &credentials, TransportConfig::default(), Arc::new(Refuses))
                 .expect("bind");
-        // It gossips under the site id its certificate names.
-        let site_id = credentials.identity().site_id().unwrap_or_else(SiteId::random);
+        let role = match credentials.identity() {
+            cairn_transport::Identity::Site(_) => Role::Core,
+            _ => Role::Replicant,
+        };
         let site = SiteSummary {
-            role: Role::Replicant,
+            role,
             addr: Label::truncated(&listen.to_string()),
             version: Label::truncated("hostile"),
             started_ms: now_ms(),
@@ -143,8 +164,9 @@ impl HostileMember {
         };
         let mut key_values = vec![(SummaryKey::Site.render(), encode_value(&site))];
         key_values.extend(values);
+        let generation = now_ms();
         let config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(site_id.to_string(), now_ms(), listen),
+            chitchat_id: ChitchatId::new(site_id.to_string(), generation, listen),
             cluster_id: cluster_id.to_string(),
             gossip_interval: Duration::from_millis(100),
             listen_addr: listen,
@@ -156,13 +178,34 @@ impl HostileMember {
             protocol_version: chitchat::ProtocolVersion::V0,
         };
         let carriage = QuicCarriage::new(endpoint.clone(), inbox);
-        let chitchat = chitchat::spawn_chitchat(config, key_values, &carriage).await.expect("chitchat");
-        Self { endpoint, site_id, chitchat, credentials }
+        let chitchat = chitchat::spawn_chitchat(config, Vec::new(), &carriage).await.expect("chitchat");
+        let signer = credentials.signer().expect("a signing key");
+        let member = Self { endpoint, site_id, generation, chitchat, credentials, signer };
+        member.set_raw(CERT_KEY, &encode_certificates(&[member.signer.certificate()])).await;
+        for (key, value) in key_values {
+            member.set(&key, &value).await;
+        }
+        member
     }
 
-    /// Gossips `value` under `key` from now on.
-    pub async fn set(&self, key: &str, value: &str) {
+    /// Gossips `payload` under `key` from now on, signed as an honest site signs.
+    pub async fn set(&self, key: &str, payload: &str) {
+        let chitchat = self.chitchat.chitchat();
+        let mut chitchat = chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        let version = state.max_version() + 1;
+        state.set(key, sign_value(&self.signer, self.site_id, self.generation, version, key, payload));
+    }
+
+    /// Gossips `value` under `key` from now on, as it is (unsigned, or signed for
+    /// something else).
+    pub async fn set_raw(&self, key: &str, value: &str) {
         self.chitchat.chitchat().lock().await.self_node_state().set(key, value);
+    }
+
+    /// `payload` signed for `key` at chitchat `version` (to replay it at another).
+    pub fn signed(&self, key: &str, version: u64, payload: &str) -> String {
+        sign_value(&self.signer, self.site_id, self.generation, version, key, payload)
     }
 
     /// Opens `n` pull streams of `db`/`shard` at `at` (in the background) and never

@@ -40,4 +40,4 @@ pub use subscribe::{
     Credit, FrameReceiver, FrameSender, MAX_CREDIT, SubscribeRequest, Subscription, SubscriptionFrame,
     SubscriptionSender,
 };
-pub use tls::{ClusterCa, Credentials, Identity, PrincipalName};
+pub use tls::{ClusterCa, ClusterTrust, Credentials, Identity, PrincipalName, Signer, VerifyingKey};

@@ -12,6 +12,7 @@ use rustls::server::WebPkiClientVerifier;
 use super::authority::{ClusterCa, IssuedCert};
 use super::files::{io_err, read_private, write_atomic};
 use super::identity::{CertificateFacts, Identity};
+use super::signing::{ClusterTrust, Signer};
 use super::{ALPN, CA_CERT, CERT, KEY, cluster_id_of};
 use crate::error::TransportError;
 
@@ -86,6 +87,19 @@ impl Credentials {
     /// Who these credentials speak for.
     pub fn identity(&self) -> &Identity {
         &self.facts.identity
+    }
+
+    /// A signer with this holder's key, carrying its certificate.
+    pub fn signer(&self) -> Result<Signer> {
+        let Some(leaf) = self.chain.first() else {
+            return Err(TransportError::Tls("no certificate to sign with".into()));
+        };
+        Signer::new(&self.key, leaf.clone(), self.facts.identity.clone())
+    }
+
+    /// Checks other holders' certificates against this holder's cluster CA.
+    pub fn trust(&self) -> Result<ClusterTrust> {
+        ClusterTrust::new(&self.ca)
     }
 
     /// When the certificate stops being valid, seconds since the Unix epoch.

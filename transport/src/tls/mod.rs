@@ -14,6 +14,7 @@ mod authority;
 mod credentials;
 mod files;
 mod identity;
+mod signing;
 
 use cairn_inventory::ClusterId;
 use rustls::pki_types::CertificateDer;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use authority::{ClusterCa, IssuedCert, operator_dir_beside};
 pub use credentials::{Credentials, write_credentials};
 pub use identity::{CertificateFacts, Identity, IdentityError, PrincipalName};
+pub use signing::{ClusterTrust, Signer, VerifyingKey};
 
 use crate::error::TransportError;
 

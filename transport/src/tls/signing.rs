@@ -1,0 +1,239 @@
+//! Signatures made with a holder's certificate key, and checked against certificates
+//! of the cluster: what lets a site sign what it gossips (and an operator what it
+//! orders) so that nobody else can say it in its name.
+//!
+//! A [`Signer`] is made from [`Credentials`](super::Credentials); a [`ClusterTrust`]
+//! from the cluster CA's certificate. [`ClusterTrust::member`] accepts a site's or a
+//! replicant's certificate (it must chain to the CA, be valid at the time given and
+//! carry the server name, as only those two kinds do) and answers a [`VerifyingKey`]
+//! that names its identity. Keys are ECDSA P-256 (the only kind the cluster CA issues);
+//! signatures are the fixed 64-byte form. Nothing here reads a clock or a file: the
+//! time is an argument, so callers in pure code can pass theirs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+
+use super::SERVER_NAME;
+use super::identity::{CertificateFacts, Identity};
+use crate::error::TransportError;
+
+/// Signs bytes with a holder's private key; carries the certificate that proves whose
+/// key it is.
+pub struct Signer {
+    key: ring::signature::EcdsaKeyPair,
+    certificate: CertificateDer<'static>,
+    identity: Identity,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    pub(super) fn new(
+        key: &PrivateKeyDer<'_>,
+        certificate: CertificateDer<'static>,
+        identity: Identity,
+    ) -> Result<Self, TransportError> {
+        let PrivateKeyDer::Pkcs8(pkcs8) = key else {
+            return Err(TransportError::Tls("the private key is not PKCS#8; issue a new certificate".into()));
+        };
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8.secret_pkcs8_der(),
+            &ring::rand::SystemRandom::new(),
+        )
+        .map_err(|e| TransportError::Tls(format!("the private key is not an ECDSA P-256 key: {e}")))?;
+        Ok(Self { key, certificate, identity })
+    }
+
+    /// A signature of `message` (64 bytes).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        match self.key.sign(&ring::rand::SystemRandom::new(), message) {
+            Ok(signature) => signature.as_ref().to_vec(),
+            // ring fails only when the system's random source does; an empty signature
+            // then checks nowhere, which is what such a value deserves.
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The certificate (DER) whose key signs.
+    pub fn certificate(&self) -> &[u8] {
+        self.certificate.as_ref()
+    }
+
+    /// Who signs.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+/// A public key taken from a certificate that [`ClusterTrust`] accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyingKey {
+    identity: Identity,
+    public_key: Vec<u8>,
+    not_after_unix: i64,
+}
+
+impl VerifyingKey {
+    /// Who the certificate names.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// When the certificate stops being valid (seconds since the Unix epoch).
+    pub fn not_after_unix(&self) -> i64 {
+        self.not_after_unix
+    }
+
+    /// Whether `signature` is this key's signature of `message`.
+    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &self.public_key)
+            .verify(message, signature)
+            .is_ok()
+    }
+}
+
+/// Checks certificates against the cluster CA.
+#[derive(Clone)]
+pub struct ClusterTrust {
+    servers: Arc<WebPkiServerVerifier>,
+    clients: Arc<dyn ClientCertVerifier>,
+}
+
+impl std::fmt::Debug for ClusterTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterTrust").finish_non_exhaustive()
+    }
+}
+
+impl ClusterTrust {
+    /// Trust in the CA whose certificate is `ca`.
+    pub fn new(ca: &CertificateDer<'_>) -> Result<Self, TransportError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(ca.clone().into_owned())
+            .map_err(|e| TransportError::Tls(format!("CA certificate: {e}")))?;
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let servers = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| TransportError::Tls(format!("certificate verifier: {e}")))?;
+        let clients = WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| TransportError::Tls(format!("certificate verifier: {e}")))?;
+        Ok(Self { servers, clients })
+    }
+
+    /// The key of a site's or replicant's certificate (DER), if it chains to the
+    /// cluster CA and is valid at `now_ms` (ms since the Unix epoch); else why not.
+    pub fn member(&self, der: &[u8], now_ms: u64) -> Result<VerifyingKey, String> {
+        let cert = CertificateDer::from(der);
+        let name = ServerName::try_from(SERVER_NAME).map_err(|e| e.to_string())?;
+        self.servers
+            .verify_server_cert(&cert, &[], &name, &[], unix_time(now_ms))
+            .map_err(|e| format!("the certificate is not a member's of this cluster: {e}"))?;
+        let key = Self::key_of(&cert)?;
+        match key.identity {
+            Identity::Site(_) | Identity::Replicant(_) => Ok(key),
+            ref other => Err(format!("the certificate names {other}, not a site or replicant")),
+        }
+    }
+
+    /// The key of an operator's certificate (DER), if it chains to the cluster CA and
+    /// is valid at `now_ms`; else why not.
+    pub fn operator(&self, der: &[u8], now_ms: u64) -> Result<VerifyingKey, String> {
+        let cert = CertificateDer::from(der);
+        self.clients
+            .verify_client_cert(&cert, &[], unix_time(now_ms))
+            .map_err(|e| format!("the certificate is not one of this cluster: {e}"))?;
+        let key = Self::key_of(&cert)?;
+        match key.identity {
+            Identity::Operator(_) => Ok(key),
+            ref other => Err(format!("the certificate names {other}, not an operator")),
+        }
+    }
+
+    fn key_of(cert: &CertificateDer<'_>) -> Result<VerifyingKey, String> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let facts = CertificateFacts::read(cert).map_err(|e| e.to_string())?;
+        let (_, parsed) = X509Certificate::from_der(cert.as_ref()).map_err(|e| e.to_string())?;
+        let spki = parsed.public_key();
+        // id-ecPublicKey with the prime256v1 curve: what the cluster CA issues.
+        let ec = spki.algorithm.algorithm.to_id_string() == "1.2.840.10045.2.1";
+        let p256 = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .is_some_and(|oid| oid.to_id_string() == "1.2.840.10045.3.1.7");
+        if !(ec && p256) {
+            return Err("the certificate's key is not ECDSA P-256".into());
+        }
+        Ok(VerifyingKey {
+            identity: facts.identity,
+            public_key: spki.subject_public_key.data.to_vec(),
+            not_after_unix: facts.not_after_unix,
+        })
+    }
+}
+
+fn unix_time(now_ms: u64) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_millis(now_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ClusterCa, Credentials, PrincipalName};
+    use super::*;
+    use cairn_inventory::SiteId;
+
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    }
+
+    fn holder(ca: &ClusterCa, identity: Identity) -> Credentials {
+        Credentials::from_pem(ca.cert_pem(), &ca.issue(&identity, 1).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_members_signature_checks_against_its_certificate_only() {
+        let ca = ClusterCa::generate().unwrap();
+        let trust = holder(&ca, Identity::Site(SiteId(1))).trust().unwrap();
+        let site = holder(&ca, Identity::Site(SiteId(7))).signer().unwrap();
+        let key = trust.member(site.certificate(), now_ms()).unwrap();
+        assert_eq!(key.identity(), &Identity::Site(SiteId(7)));
+        let signature = site.sign(b"hello");
+        assert_eq!(signature.len(), 64);
+        assert!(key.verifies(b"hello", &signature));
+        assert!(!key.verifies(b"hellO", &signature));
+        let other = holder(&ca, Identity::Replicant(SiteId(8))).signer().unwrap();
+        assert!(!key.verifies(b"hello", &other.sign(b"hello")));
+    }
+
+    #[test]
+    fn certificates_of_another_cluster_kind_or_time_are_refused() {
+        let ca = ClusterCa::generate().unwrap();
+        let trust = holder(&ca, Identity::Site(SiteId(1))).trust().unwrap();
+        let stranger = ClusterCa::generate().unwrap();
+        let foreign = holder(&stranger, Identity::Site(SiteId(7))).signer().unwrap();
+        assert!(trust.member(foreign.certificate(), now_ms()).is_err());
+        let operator = holder(&ca, Identity::Operator(PrincipalName::new("ops").unwrap())).signer().unwrap();
+        assert!(trust.member(operator.certificate(), now_ms()).is_err(), "an operator cannot gossip");
+        assert!(trust.operator(operator.certificate(), now_ms()).is_ok());
+        let site = holder(&ca, Identity::Site(SiteId(7))).signer().unwrap();
+        assert!(trust.operator(site.certificate(), now_ms()).is_err(), "a site is no operator");
+        let in_a_week = now_ms() + 7 * 86_400_000;
+        assert!(trust.member(site.certificate(), in_a_week).unwrap_err().contains("expired"));
+        assert!(trust.member(b"not a certificate", now_ms()).is_err());
+    }
+}
