@@ -48,15 +48,15 @@ async fn ours(data: &[Vec<Vec<u8>>]) -> anyhow::Result<(f64, u64)> {
     let upstream = Site::start(options(root.path(), "up", &cluster)).await?;
     let db = DbName::new("bench")?;
     let up_id = upstream.inventory.identity().site_id;
-    upstream.inventory.put_db(&DbRecord {
-        name: db.clone(),
-        settings: DbSettings::new(1, 2, Retention::default()).expect("settings in range"),
-        created: Hlc { wall_ms: 1, logical: 0 },
-        origin: up_id,
-        changed: Hlc { wall_ms: 1, logical: 0 },
-        dropped: false,
-        supersedes: None,
-    })?;
+    upstream.inventory.put_db(&cairn_tests::sealed(
+        &cluster,
+        DbRecord::new(
+            db.clone(),
+            DbSettings::new(1, 2, Retention::default()).expect("settings in range"),
+            Hlc { wall_ms: cairn_inventory::now_ms(), logical: 0 },
+            up_id,
+        ),
+    ))?;
     upstream.inventory.set_replica(&db, 0, ReplicaState::Ready)?;
     let mut bytes = 0;
     for batch in data {

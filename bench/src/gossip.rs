@@ -20,7 +20,7 @@ use cairn_gossip::summary::{DbSummary, Label, SiteSummary, SummaryKey, encode_va
 use cairn_gossip::{Gossip, GossipConfig, QuicCarriage, SiteSnapshot, SiteState};
 use cairn_inventory::{ClusterId, DbName, DbRecord, DbSettings, Hlc, Retention, Role, SiteId};
 use cairn_transport::tls::ClusterCa;
-use cairn_transport::{Credentials, Endpoint, Request, Response, Service, TransportConfig};
+use cairn_transport::{Credentials, Endpoint, Request, Response, Service, Signer, TransportConfig};
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransport};
 use chitchat::{ChitchatConfig, ChitchatEnvelope, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use serde_json::json;
@@ -105,16 +105,22 @@ fn snapshot(addr: SocketAddr) -> SiteSnapshot {
     }
 }
 
-fn the_change(k: usize) -> DbRecord {
-    DbRecord {
-        name: DbName::new(format!("bench{k}")).expect("valid"),
-        settings: DbSettings::new(4, 2, Retention::default()).expect("settings in range"),
-        created: Hlc { wall_ms: 1, logical: 0 },
-        origin: SiteId(1),
-        changed: Hlc { wall_ms: 1, logical: 0 },
-        dropped: false,
-        supersedes: None,
-    }
+/// The k-th db created, sealed by `operator` (as every db record a site gossips is).
+fn the_change(k: usize, operator: &Signer) -> DbRecord {
+    let mut record = DbRecord::new(
+        DbName::new(format!("bench{k}")).expect("valid"),
+        DbSettings::new(4, 2, Retention::default()).expect("settings in range"),
+        Hlc { wall_ms: 1, logical: 0 },
+        SiteId(1),
+    );
+    record.seal = Some(operator.seal(&record));
+    record
+}
+
+/// An operator's signer of the cluster of `ca`.
+fn operator(ca: &ClusterCa) -> anyhow::Result<Signer> {
+    let identity = cairn_transport::Identity::Operator(cairn_transport::PrincipalName::new("bench")?);
+    Ok(Credentials::from_pem(ca.cert_pem(), &ca.issue(&identity, 1)?)?.signer()?)
 }
 
 async fn wait(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) -> anyhow::Result<Duration> {
@@ -181,9 +187,11 @@ async fn ours(n: usize, ca: &ClusterCa) -> anyhow::Result<(Vec<f64>, f64)> {
     let per_site = (bytes.load(Ordering::Relaxed) - before) as f64 / n as f64 / 2.0;
     let mut changed = snapshot(endpoints[0].local_addr());
     let mut took = Vec::new();
+    let operator = operator(ca)?;
     for k in 0..CHANGES {
-        changed.dbs.push(the_change(k));
-        let name = the_change(k).name;
+        let db = the_change(k, &operator);
+        let name = db.name.clone();
+        changed.dbs.push(db);
         sites[0].publish(&changed).await;
         let t = wait("the change everywhere", Duration::from_secs(60), async || {
             sites.iter().all(|g| g.view().db(&name).is_some())
@@ -201,7 +209,7 @@ async fn ours(n: usize, ca: &ClusterCa) -> anyhow::Result<(Vec<f64>, f64)> {
 }
 
 /// The same with plain chitchat over UDP, the same keys and values.
-async fn plain(n: usize) -> anyhow::Result<(Vec<f64>, f64)> {
+async fn plain(n: usize, ca: &ClusterCa) -> anyhow::Result<(Vec<f64>, f64)> {
     let bytes = Arc::new(AtomicU64::new(0));
     let transport = Counting { inner: UdpTransport, bytes: bytes.clone() };
     let mut handles: Vec<ChitchatHandle> = Vec::new();
@@ -245,8 +253,9 @@ async fn plain(n: usize) -> anyhow::Result<(Vec<f64>, f64)> {
     let per_site = (bytes.load(Ordering::Relaxed) - before) as f64 / n as f64 / 2.0;
     let origin = handles[0].chitchat_id().clone();
     let mut took = Vec::new();
+    let operator = operator(ca)?;
     for k in 0..CHANGES {
-        let db = the_change(k);
+        let db = the_change(k, &operator);
         let summary = DbSummary::from(&db);
         let key = SummaryKey::Db(db.name).render();
         handles[0].chitchat().lock().await.self_node_state().set(key.clone(), encode_value(&summary));
@@ -294,7 +303,7 @@ pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
     runtime.block_on(async {
         let ca = ClusterCa::generate()?;
         for &n in &sizes {
-            let (plain_secs, plain_bytes) = bounded(format!("N={n}, plain chitchat"), plain(n)).await?;
+            let (plain_secs, plain_bytes) = bounded(format!("N={n}, plain chitchat"), plain(n, &ca)).await?;
             let (our_secs, our_bytes) = bounded(format!("N={n}, ours"), ours(n, &ca)).await?;
             let interval = INTERVAL.as_secs_f64();
             let params = json!({

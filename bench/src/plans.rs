@@ -23,7 +23,7 @@ use cairn_gossip::ClusterView;
 use cairn_inventory::Role;
 use cairn_inventory::{DbName, DbSettings, Retention, SiteId};
 use cairn_node::site::{Site, SiteOptions};
-use cairn_transport::{Request, Response, tls};
+use cairn_transport::{Response, tls};
 use serde_json::json;
 
 use crate::report::{Measurement, Reporter};
@@ -89,17 +89,20 @@ fn settled(view: &ClusterView, db: &DbName, factor: usize) -> Option<BTreeMap<Si
 }
 
 async fn create(site: &Site, name: &DbName, shards: u32, replication: u32) -> anyhow::Result<()> {
-    let request = Request::CreateDb {
+    let request = cairn_transport::operator::DbChange::Create {
         name: name.clone(),
         settings: DbSettings::new(shards, replication, Retention::default()).expect("settings in range"),
     };
     // Only an operator creates dbs: its credentials are beside the CA dir, under the root
     // the sites' data dirs are in.
     let root = site.inventory.dir().parent().context("a site's data dir has a parent")?;
-    let operator = tls::Credentials::load(&root.join("cluster-operator"))?;
+    let credentials = tls::Credentials::load(&root.join("cluster-operator"))?;
     let operator =
-        cairn_transport::Endpoint::client(&operator, Default::default(), site.endpoint.local_addr())?;
-    let answer = operator.request(site.endpoint.local_addr(), &request).await?;
+        cairn_transport::Endpoint::client(&credentials, Default::default(), site.endpoint.local_addr())?;
+    let signer = credentials.signer()?;
+    let answer =
+        cairn_transport::operator::change_db(&operator, site.endpoint.local_addr(), &signer, &request).await;
+    let answer = answer?;
     operator.close().await;
     match answer {
         Response::DbCreated { .. } => Ok(()),

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cairn_inventory::Role;
-use cairn_inventory::{DbName, DbRecord, DbSettings, EntryId, Hlc, InventoryConfig, ReplicaState, Retention};
+use cairn_inventory::{
+    DbName, DbRecord, DbSettings, EntryId, Hlc, InventoryConfig, ReplicaState, Retention, SiteId,
+};
 use cairn_node::site::{Site, SiteOptions};
 use cairn_transport::{Credentials, Endpoint, Request, Response, TransportConfig, tls};
 use serde_json::json;
@@ -106,6 +108,16 @@ async fn measure(reporter: &Reporter, sizes: &Sizes) -> anyhow::Result<()> {
 /// Three sites, each with a ready replica of `db`'s one shard, live in each other's views.
 pub(crate) async fn start_sites(root: &Path, cluster: &Path, db: &DbName) -> anyhow::Result<Vec<Site>> {
     let mut sites: Vec<Site> = Vec::new();
+    // One creation every site holds, sealed as an operator's.
+    let record = cairn_tests::sealed(
+        cluster,
+        DbRecord::new(
+            db.clone(),
+            DbSettings::new(1, SITES as u32, Retention::default()).expect("settings in range"),
+            Hlc { wall_ms: cairn_inventory::now_ms(), logical: 0 },
+            SiteId(1),
+        ),
+    );
     for i in 0..SITES {
         let mut o = {
             let data_dir = root.join(format!("s{i}"));
@@ -122,15 +134,7 @@ pub(crate) async fn start_sites(root: &Path, cluster: &Path, db: &DbName) -> any
             o.gossip.seeds = vec![first.endpoint.local_addr().to_string()];
         }
         let site = Site::start(o).await?;
-        site.inventory.put_db(&DbRecord {
-            name: db.clone(),
-            settings: DbSettings::new(1, SITES as u32, Retention::default()).expect("settings in range"),
-            created: Hlc { wall_ms: 1, logical: 0 },
-            origin: site.inventory.identity().site_id,
-            changed: Hlc { wall_ms: 1, logical: 0 },
-            dropped: false,
-            supersedes: None,
-        })?;
+        site.inventory.put_db(&record)?;
         site.inventory.set_replica(db, 0, ReplicaState::Ready)?;
         sites.push(site);
     }

@@ -21,6 +21,9 @@ pub struct Resolution {
     pub current: Option<DbRecord>,
     /// The latest drop of the name, if any: records created at or before it are dropped.
     pub dropped_at: Option<Hlc>,
+    /// The tombstone that made that drop, when it was a tombstone (not a later
+    /// creation's `supersedes`): what a holder stores when it drops the db.
+    pub tombstone: Option<DbRecord>,
 }
 
 /// Resolves the records sites hold of one db name (any order; empty → nothing).
@@ -32,7 +35,18 @@ pub fn resolve<'a>(records: impl IntoIterator<Item = &'a DbRecord> + Clone) -> R
         .map(DbRecord::incarnation)
         .min()
         .and_then(|first| alive().filter(|r| r.incarnation() == first).max_by_key(|r| r.version()).cloned());
-    Resolution { current, dropped_at }
+    let tombstone = records
+        .into_iter()
+        .filter(|r| r.dropped && Some(r.changed) == dropped_at)
+        .max_by(|a, b| {
+            // A total order, so every site picks the same one whatever the input order.
+            let key = |r: &DbRecord| {
+                (r.version(), r.incarnation(), r.signed_bytes(), r.seal.as_ref().map(|s| s.signature.clone()))
+            };
+            key(a).cmp(&key(b))
+        })
+        .cloned();
+    Resolution { current, dropped_at, tombstone }
 }
 
 /// Whether a drop at `dropped_at` ends `record` (it was created at or before the drop).
@@ -91,16 +105,17 @@ mod tests {
         let concurrent = record(11, b);
         let tomb = dropped(old.clone(), 30);
         let r = resolve([&old, &concurrent, &tomb]);
-        assert_eq!(r, Resolution { current: None, dropped_at: Some(hlc(30)) });
+        assert_eq!(r, Resolution { tombstone: Some(tomb.clone()), current: None, dropped_at: Some(hlc(30)) });
         let mut again = record(31, b);
         again.supersedes = Some(hlc(30));
         let r = resolve([&old, &tomb, &again]);
+        assert_eq!(r.tombstone, Some(tomb.clone()), "the tombstone that made the drop");
         assert_eq!(r.current, Some(again.clone()));
         assert_eq!(r.dropped_at, Some(hlc(30)));
         // Every tombstone replaced by the new db's record: a site that was down comes
         // back with the old db, which stays dropped.
         let r = resolve([&old, &again]);
-        assert_eq!(r, Resolution { current: Some(again), dropped_at: Some(hlc(30)) });
+        assert_eq!(r, Resolution { tombstone: None, current: Some(again), dropped_at: Some(hlc(30)) });
     }
 
     fn arb_record(sites: Vec<SiteId>) -> impl Strategy<Value = DbRecord> {

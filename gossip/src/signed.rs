@@ -17,9 +17,13 @@
 //!   holder, a planner or a handover target); a value whose signature does not check
 //!   is *forged* and left out. Both become `forged` warnings in the view.
 //!
-//! It is pure (the time is an argument) and remembers what it checked, keyed by node,
-//! key, version and a hash of the value, so a steady state costs a hash per value and
-//! no signature checks.
+//! - a `db:` value (a db's creation, change or drop) must also carry an operator's seal
+//!   ([`cairn_transport::ClusterTrust::check_seal`]): a site gossips what an operator
+//!   ordered, and cannot make up a drop; one without is *forged* too.
+//!
+//! It is pure (the time is an argument) and remembers what it checked per node and
+//! chitchat `max_version`, and per value by version and hash, so a steady state costs
+//! no signature checks and a changed node only those of its changed values.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -30,7 +34,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cairn_inventory::{Role, SiteId, codec};
 use cairn_transport::{ClusterTrust, Identity, Signer, VerifyingKey};
 
-use crate::summary::{SITE_KEY, SiteSummary, SummaryKey, decode_value};
+use crate::summary::{DbSummary, SITE_KEY, SiteSummary, SummaryKey, decode_value};
 use crate::view::NodeInput;
 
 /// The key a site gossips its certificate(s) under.
@@ -193,12 +197,17 @@ pub struct Verifier {
     trust: ClusterTrust,
     hasher: RandomState,
     nodes: HashMap<NodeKey, AdmittedNode>,
+    /// Outcomes of seal checks by the db value's hash: many sites gossip one record.
+    seals: HashMap<u64, Result<(), Refusal>>,
 }
+
+/// Seal outcomes remembered at most (then forgotten all at once).
+const MAX_REMEMBERED_SEALS: usize = 4096;
 
 impl Verifier {
     /// A verifier for the cluster `trust` checks against.
     pub fn new(trust: ClusterTrust) -> Self {
-        Self { trust, hasher: RandomState::new(), nodes: HashMap::new() }
+        Self { trust, hasher: RandomState::new(), nodes: HashMap::new(), seals: Default::default() }
     }
 
     /// Whether this node was admitted at `max_version` already: its values may then be
@@ -243,7 +252,7 @@ impl Verifier {
 
     /// Checks a node's certificates and values, reusing what `before` checked of them.
     fn check_node(
-        &self,
+        &mut self,
         (site, generation): NodeKey,
         max_version: u64,
         values: Vec<GossipedValue>,
@@ -278,7 +287,8 @@ impl Verifier {
             let hash = self.hasher.hash_one(&value);
             let outcome = match old_values.remove(&key) {
                 Some(seen) if seen.version == version && seen.hash == hash => seen.outcome,
-                _ => check_value(keys, site, generation, version, &key, &value),
+                _ => check_value(keys, site, generation, version, &key, &value)
+                    .and_then(|payload| self.check_db_seal(&key, payload, now_ms)),
             };
             match &outcome {
                 Ok(payload) => node.key_values.push((key.clone(), payload.clone())),
@@ -305,6 +315,28 @@ impl Verifier {
             node.refused = Some(format!("its site summary is not believed: {why}"));
         }
         node
+    }
+
+    /// A db record must carry an operator's seal (a site may gossip only what an
+    /// operator ordered about dbs: above all no drop of its own making). A payload that
+    /// does not decode is passed on, for the view to call `invalid`.
+    fn check_db_seal(&mut self, key: &str, payload: String, now_ms: u64) -> Result<String, Refusal> {
+        let Some(SummaryKey::Db(name)) = SummaryKey::parse(key) else { return Ok(payload) };
+        let Ok(summary) = decode_value::<DbSummary>(&payload) else { return Ok(payload) };
+        let hash = self.hasher.hash_one(&payload);
+        if let Some(outcome) = self.seals.get(&hash) {
+            return outcome.clone().map(|()| payload);
+        }
+        let record = summary.record(name);
+        let outcome = self.trust.check_seal(&record, now_ms).map(|_| ()).map_err(|why| {
+            let what = if record.dropped { "drop of" } else { "record of" };
+            format!("its {what} db {} is not an operator's: {why}", record.name)
+        });
+        if self.seals.len() >= MAX_REMEMBERED_SEALS {
+            self.seals.clear();
+        }
+        self.seals.insert(hash, outcome.clone());
+        outcome.map(|()| payload)
     }
 
     fn check_certificates(

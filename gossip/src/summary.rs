@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cairn_inventory::{DbName, DbRecord, DbSettings, Frontier, Hlc, PlanId, Role, SiteId, codec};
+use cairn_inventory::{
+    DbName, DbRecord, DbSettings, Frontier, Hlc, OperatorSeal, PlanId, Role, SiteId, codec,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +126,8 @@ pub struct DbSummary {
     pub dropped: bool,
     /// The drop of an earlier db of this name that this one was created after.
     pub supersedes: Option<Hlc>,
+    /// The operator's signature of the record (sites take no record without one).
+    pub seal: Option<OperatorSeal>,
 }
 
 impl From<&DbRecord> for DbSummary {
@@ -135,6 +139,7 @@ impl From<&DbRecord> for DbSummary {
             changed: db.changed,
             dropped: db.dropped,
             supersedes: db.supersedes,
+            seal: db.seal.clone(),
         }
     }
 }
@@ -150,6 +155,7 @@ impl DbSummary {
             changed: self.changed,
             dropped: self.dropped,
             supersedes: self.supersedes,
+            seal: self.seal.clone(),
         }
     }
 
@@ -326,7 +332,8 @@ pub fn frontier_digest(frontier: &Frontier) -> u64 {
 pub fn summarize(snapshot: &SiteSnapshot) -> BTreeMap<String, String> {
     let mut keys = BTreeMap::new();
     keys.insert(SummaryKey::Site.render(), encode_value(&snapshot.site));
-    for db in &snapshot.dbs {
+    // A record no operator sealed stays local: no site would take it.
+    for db in snapshot.dbs.iter().filter(|db| db.seal.is_some()) {
         keys.insert(SummaryKey::Db(db.name.clone()).render(), encode_value(&DbSummary::from(db)));
     }
     let mut load = LoadSummary::default();

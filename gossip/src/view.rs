@@ -36,7 +36,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use cairn_inventory::{DbName, DbRecord, DbSettings, Frontier, Hlc, PlanId, Role, SiteId};
+use cairn_inventory::{DbName, DbRecord, DbSettings, Frontier, Hlc, OperatorSeal, PlanId, Role, SiteId};
 use serde::{Deserialize, Serialize};
 
 use crate::summary::{
@@ -275,6 +275,9 @@ pub struct DbView {
     /// The latest drop of the name this db was created after, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supersedes: Option<Hlc>,
+    /// The operator's signature of the record these settings come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<OperatorSeal>,
     /// Every shard, in order, with its replicas.
     pub placement: Vec<ShardView>,
 }
@@ -291,6 +294,7 @@ impl DbView {
             changed: self.changed,
             dropped: false,
             supersedes: self.supersedes,
+            seal: self.seal.clone(),
         }
     }
 
@@ -319,6 +323,10 @@ pub struct DroppedDb {
     pub name: DbName,
     /// When the latest drop happened (HLC).
     pub at: Hlc,
+    /// The operator-sealed tombstone of that drop, when the drop was one (not a later
+    /// creation's `supersedes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstone: Option<DbRecord>,
 }
 
 /// A plan some site is running.
@@ -789,7 +797,7 @@ fn db_views(
     for (name, holders) in db_candidates(self_site, decoded, limits, warnings) {
         let resolution = crate::settings::resolve(holders.iter().map(|(_, r)| r));
         if let Some(at) = resolution.dropped_at {
-            dropped.push(DroppedDb { name: name.clone(), at });
+            dropped.push(DroppedDb { name: name.clone(), at, tombstone: resolution.tombstone.clone() });
         }
         let Some(winner) = resolution.current else { continue };
         conflict_warnings(&name, &holders, &winner, resolution.dropped_at, warnings);
@@ -808,6 +816,7 @@ fn db_views(
             origin: winner.origin,
             changed: winner.changed,
             supersedes: winner.supersedes,
+            seal: winner.seal.clone(),
             placement,
         };
         shard_warnings(&db, live, warnings);

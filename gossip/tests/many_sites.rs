@@ -9,7 +9,7 @@ use cairn_gossip::signed::SigningKeys;
 use cairn_gossip::summary::{Label, SiteSummary};
 use cairn_gossip::{Gossip, GossipConfig, SiteSnapshot, SiteState};
 use cairn_inventory::{ClusterId, DbName, DbRecord, DbSettings, Hlc, Retention, Role, SiteId};
-use cairn_transport::{ClusterCa, Credentials, Identity};
+use cairn_transport::{ClusterCa, Credentials, Identity, PrincipalName};
 use chitchat::transport::ChannelTransport;
 
 const N: usize = 100;
@@ -79,15 +79,19 @@ async fn a_hundred_sites_converge() {
     eprintln!("100 sites: every view complete after {took:?}");
 
     let mut changed = snapshot(7);
-    changed.dbs.push(DbRecord {
-        name: DbName::new("orders").unwrap(),
-        settings: DbSettings::new(8, 3, Retention::default()).unwrap(),
-        created: Hlc { wall_ms: 1, logical: 0 },
-        origin: SiteId(8),
-        changed: Hlc { wall_ms: 1, logical: 0 },
-        dropped: false,
-        supersedes: None,
-    });
+    let operator = Credentials::from_pem(
+        ca.cert_pem(),
+        &ca.issue(&Identity::Operator(PrincipalName::new("ops").unwrap()), 1).unwrap(),
+    )
+    .unwrap();
+    let mut orders = DbRecord::new(
+        DbName::new("orders").unwrap(),
+        DbSettings::new(8, 3, Retention::default()).unwrap(),
+        Hlc { wall_ms: 1, logical: 0 },
+        SiteId(8),
+    );
+    orders.seal = Some(operator.signer().unwrap().seal(&orders));
+    changed.dbs.push(orders);
     assert_eq!(sites[7].publish(&changed).await, 1, "only the new key is published");
     let name = DbName::new("orders").unwrap();
     let took = wait_until("the new db is in every view", Duration::from_secs(30), || {

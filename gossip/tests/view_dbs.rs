@@ -98,7 +98,7 @@ fn a_drop_hides_the_db_and_a_new_creation_ignores_the_old_replicas_of_a_site_tha
         &ViewContext::at(1_000_000),
     );
     assert!(dropped.db(&name()).is_none());
-    assert_eq!(dropped.dropped, vec![DroppedDb { name: name(), at: hlc(30) }]);
+    assert_eq!(dropped.dropped, vec![DroppedDb { tombstone: Some(tomb.clone()), name: name(), at: hlc(30) }]);
 
     // Created again (after the drop) on site 3 with other settings.
     let again =
@@ -117,7 +117,7 @@ fn a_drop_hides_the_db_and_a_new_creation_ignores_the_old_replicas_of_a_site_tha
     let holders: Vec<(u32, SiteId)> =
         db.placement.iter().flat_map(|s| s.replicas.iter().map(move |r| (s.shard, r.site_id))).collect();
     assert_eq!(holders, vec![(2, SiteId(3))], "site 2's replicas belong to the dropped db");
-    assert_eq!(view.dropped, vec![DroppedDb { name: name(), at: hlc(30) }]);
+    assert_eq!(view.dropped, vec![DroppedDb { tombstone: Some(tomb.clone()), name: name(), at: hlc(30) }]);
 }
 
 /// Site `n` as a replicant holding a copy of `d`/0 with `frontier`.

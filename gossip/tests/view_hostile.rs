@@ -25,6 +25,7 @@ struct RawDb {
     changed: Hlc,
     dropped: bool,
     supersedes: Option<Hlc>,
+    seal: Option<()>,
 }
 
 /// A replica summary with a frontier of plain pairs.
@@ -54,6 +55,7 @@ fn raw_db(shards: u32, replication: u32, wall_ms: u64) -> String {
         changed: at,
         dropped: false,
         supersedes: None,
+        seal: None,
     })
 }
 
@@ -93,6 +95,7 @@ fn db_key(name: &str) -> String {
 fn good_db(name: &str) -> (String, String) {
     let at = Hlc { wall_ms: NOW - 1000, logical: 0 };
     let summary = DbSummary {
+        seal: None,
         settings: DbSettings::new(4, 2, Retention::default()).unwrap(),
         created: at,
         origin: SiteId(1),

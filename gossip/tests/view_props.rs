@@ -66,6 +66,7 @@ fn input(s: &Spec) -> NodeInput {
     let name = DbName::new("d").unwrap();
     if let Some((shards, replication, wall, logical)) = s.db {
         let db = DbSummary {
+            seal: None,
             settings: DbSettings::new(shards, replication, Retention::default()).unwrap(),
             created: Hlc { wall_ms: wall, logical },
             origin: id,

@@ -29,8 +29,8 @@ pub use ids::{ClusterId, DbName, MAX_DB_NAME_LEN, PlanId, SiteId};
 pub use import::{ImportOutcome, ImportedDb};
 pub use plan_machine::{AdvanceOutcome, OfferOutcome, PlanRejection};
 pub use records::{
-    DbRecord, Hlc, Identity, PendingPlan, Plan, PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord,
-    ReplicaState, Role, Step,
+    DbRecord, Hlc, Identity, MAX_SEAL_CERTIFICATE, MAX_SEAL_SIGNATURE, OperatorSeal, PendingPlan, Plan,
+    PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord, ReplicaState, Role, Step,
 };
 pub use settings::{DbSettings, MAX_REPLICATION, MAX_SHARDS, Replication, Retention, ShardCount};
 pub use shard_log::{

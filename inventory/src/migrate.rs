@@ -5,6 +5,7 @@
 //! |------|----|--------|
 //! | 1 | 2 | db records gain `changed` (= `created`), `dropped` (= false), `supersedes` (= none) |
 //! | 2 | 3 | db settings gain `routing` (= version 1); log entries gain `topic` (= `""`), `key` and `producer` (= none), and are indexed in `log_by_origin` |
+//! | 3 | 4 | db records gain `seal` (= none: such a record stays local, see `DbRecord::seal`) |
 //!
 //! Each step re-encodes the records it changes from a frozen copy of their old shape, so
 //! later changes to the live records cannot break an old upgrade.
@@ -51,6 +52,18 @@ pub(crate) struct DbRecordV2 {
     pub supersedes: Option<Hlc>,
 }
 
+/// A db record as format 3 stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DbRecordV3 {
+    pub name: DbName,
+    pub settings: DbSettings,
+    pub created: Hlc,
+    pub origin: SiteId,
+    pub changed: Hlc,
+    pub dropped: bool,
+    pub supersedes: Option<Hlc>,
+}
+
 /// A stored log entry as format 2 (and 1) stored it.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct StoredEntryV2 {
@@ -85,6 +98,9 @@ pub(crate) fn upgrade(tables: &Tables, txn: &mut RwTxn<'_>, from: u32) -> Result
         rewritten += dbs_v2_to_v3(tables, txn)?;
         rewritten += entries_v2_to_v3(tables, txn)?;
     }
+    if from < 4 {
+        rewritten += dbs_v3_to_v4(tables, txn)?;
+    }
     Ok(rewritten)
 }
 
@@ -106,7 +122,7 @@ fn dbs_v2_to_v3(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
         let s = old.settings;
         let settings = DbSettings::new(s.shards, s.replication, s.retention)
             .map_err(|e| corrupt("dbs", key, e.to_string()))?;
-        let new = DbRecord {
+        let new = DbRecordV3 {
             name: old.name.clone(),
             settings,
             created: old.created,
@@ -116,6 +132,29 @@ fn dbs_v2_to_v3(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
             supersedes: old.supersedes,
         };
         put_record(tables.dbs, txn, key, &new, "db record")?;
+    }
+    Ok(records.len() as u64)
+}
+
+fn dbs_v3_to_v4(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
+    let mut records = Vec::new();
+    for item in tables.dbs.iter(txn)? {
+        let (key, bytes) = item?;
+        let old: DbRecordV3 = decode_record(bytes, || crate::keys::describe("dbs", key))?;
+        records.push((key.to_vec(), old));
+    }
+    for (key, old) in records.iter().cloned() {
+        let new = DbRecord {
+            name: old.name,
+            settings: old.settings,
+            created: old.created,
+            origin: old.origin,
+            changed: old.changed,
+            dropped: old.dropped,
+            supersedes: old.supersedes,
+            seal: None,
+        };
+        put_record(tables.dbs, txn, &key, &new, "db record")?;
     }
     Ok(records.len() as u64)
 }
@@ -250,6 +289,34 @@ mod tests {
         // Opening again is a no-op.
         let inv = Inventory::open(dir.path(), cluster, InventoryConfig::default()).unwrap();
         assert_eq!(inv.dbs().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_format_3_store_keeps_its_dbs_unsealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = ClusterId::random();
+        let name = DbName::new("three").unwrap();
+        let at = Hlc { wall_ms: 1_700_000_000_000, logical: 1 };
+        let old = DbRecordV3 {
+            name: name.clone(),
+            settings: DbSettings::new(8, 2, Retention::default()).unwrap(),
+            created: at,
+            origin: SiteId(5),
+            changed: at,
+            dropped: false,
+            supersedes: None,
+        };
+        {
+            let inv = Inventory::open(dir.path(), cluster, InventoryConfig::default()).unwrap();
+            inv.write(|txn| {
+                put_record(inv.tables.meta, txn, FORMAT_KEY, &3u32, "format")?;
+                put_record(inv.tables.dbs, txn, &crate::keys::db(&name), &old, "db record")
+            })
+            .unwrap();
+        }
+        let inv = Inventory::open(dir.path(), cluster, InventoryConfig::default()).unwrap();
+        let db = inv.db(&name).unwrap().expect("the db survives the upgrade");
+        assert_eq!(db, DbRecord::new(name, old.settings, at, SiteId(5)), "the same record, with no seal");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! These are plain values. How they are stored lives in the store modules; how plans
 //! change lives in [`crate::plan_machine`].
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ClusterId, DbName, PlanId, SiteId};
@@ -76,12 +78,49 @@ pub struct DbRecord {
     /// drop in force when no site holds the tombstone any more (records of the name
     /// created at or before it stay dropped).
     pub supersedes: Option<Hlc>,
+    /// The operator's signature of this record (creation, change or drop), without
+    /// which no site takes it from gossip. `None` only on records that stay local (a
+    /// tombstone a site wrote because a later creation superseded its db, or a record
+    /// stored before format 4).
+    pub seal: Option<OperatorSeal>,
 }
 
 impl DbRecord {
     /// A new db's record: created (and last changed) at `created` by `origin`.
     pub fn new(name: DbName, settings: DbSettings, created: Hlc, origin: SiteId) -> Self {
-        Self { name, settings, created, origin, changed: created, dropped: false, supersedes: None }
+        Self {
+            name,
+            settings,
+            created,
+            origin,
+            changed: created,
+            dropped: false,
+            supersedes: None,
+            seal: None,
+        }
+    }
+
+    /// The bytes an operator signs to seal this record: every field but the seal, after
+    /// a domain tag, in the codec's encoding.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let fields = (
+            "cairn db record v1",
+            &self.name,
+            &self.settings,
+            self.created,
+            self.origin,
+            self.changed,
+            self.dropped,
+            self.supersedes,
+        );
+        // Encoding plain values into a Vec cannot fail; an empty message would check
+        // against no signature.
+        crate::codec::encode(&fields).unwrap_or_default()
+    }
+
+    /// Whether this is a creation (never changed since).
+    pub fn is_creation(&self) -> bool {
+        !self.dropped && self.changed == self.created
     }
 
     /// The shard count.
@@ -111,6 +150,87 @@ impl DbRecord {
     pub fn version(&self) -> (Hlc, bool, u32, Option<u64>, Option<u64>) {
         let s = &self.settings;
         (self.changed, self.dropped, s.replication.get(), s.retention.max_age_ms, s.retention.max_bytes)
+    }
+}
+
+/// An operator's signature of a [`DbRecord`]: the operator's certificate (DER) and its
+/// signature of [`DbRecord::signed_bytes`]. Checking it (the certificate chains to the
+/// cluster CA and names an operator; the signature checks) is the transport's job; this
+/// is only the bytes, bounded on decode. In JSON it is one string,
+/// `<certificate>.<signature>` in URL-safe base64.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct OperatorSeal {
+    /// The operator's certificate, DER.
+    pub certificate: Vec<u8>,
+    /// The signature (ECDSA P-256, fixed 64-byte form).
+    pub signature: Vec<u8>,
+}
+
+/// Largest operator certificate a seal may carry (DER bytes).
+pub const MAX_SEAL_CERTIFICATE: usize = 8 * 1024;
+/// Largest signature a seal may carry.
+pub const MAX_SEAL_SIGNATURE: usize = 256;
+
+impl std::fmt::Debug for OperatorSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorSeal")
+            .field("certificate_bytes", &self.certificate.len())
+            .field("signature_bytes", &self.signature.len())
+            .finish()
+    }
+}
+
+impl OperatorSeal {
+    fn check(certificate: Vec<u8>, signature: Vec<u8>) -> Result<Self, String> {
+        if certificate.len() > MAX_SEAL_CERTIFICATE {
+            return Err(format!("a seal's certificate of {} bytes is too long", certificate.len()));
+        }
+        if signature.len() > MAX_SEAL_SIGNATURE {
+            return Err(format!("a seal's signature of {} bytes is too long", signature.len()));
+        }
+        Ok(Self { certificate, signature })
+    }
+
+    /// The JSON form: `<certificate>.<signature>`, URL-safe base64 without padding.
+    pub fn to_text(&self) -> String {
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(&self.certificate), URL_SAFE_NO_PAD.encode(&self.signature))
+    }
+
+    /// Reads [`Self::to_text`]'s form.
+    pub fn from_text(text: &str) -> Result<Self, String> {
+        if text.len() > (MAX_SEAL_CERTIFICATE + MAX_SEAL_SIGNATURE) * 4 / 3 + 8 {
+            return Err("the seal is too long".into());
+        }
+        let (certificate, signature) = text.split_once('.').ok_or("a seal is <certificate>.<signature>")?;
+        let certificate =
+            URL_SAFE_NO_PAD.decode(certificate).map_err(|_| "the seal's certificate is not base64")?;
+        let signature =
+            URL_SAFE_NO_PAD.decode(signature).map_err(|_| "the seal's signature is not base64")?;
+        Self::check(certificate, signature)
+    }
+}
+
+impl Serialize for OperatorSeal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_text())
+        } else {
+            (serde_bytes::Bytes::new(&self.certificate), serde_bytes::Bytes::new(&self.signature))
+                .serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OperatorSeal {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            Self::from_text(&text).map_err(serde::de::Error::custom)
+        } else {
+            let (certificate, signature) =
+                <(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>::deserialize(deserializer)?;
+            Self::check(certificate.into_vec(), signature.into_vec()).map_err(serde::de::Error::custom)
+        }
     }
 }
 

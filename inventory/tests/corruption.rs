@@ -17,6 +17,7 @@ fn open(dir: &Path) -> Inventory {
 
 fn db(name: &str) -> DbRecord {
     DbRecord {
+        seal: None,
         name: DbName::new(name).unwrap(),
         settings: DbSettings::new(2, 1, Retention::default()).expect("settings in range"),
         created: Hlc::default(),

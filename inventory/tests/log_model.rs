@@ -131,6 +131,7 @@ proptest! {
 fn with_db(inv: &Inventory, retention: Retention) -> DbName {
     let name = DbName::new("ret").unwrap();
     inv.put_db(&DbRecord {
+        seal: None,
         name: name.clone(),
         settings: DbSettings::new(1, 1, retention).expect("settings in range"),
         created: Hlc::default(),
@@ -169,6 +170,7 @@ fn a_raised_frontier_counts_expired_entries_as_held() {
     assert!(matches!(refused, cairn_inventory::InventoryError::NoReplica { .. }), "{refused}");
     assert_eq!(inv.frontier(&db, 0).unwrap().get(a), 0);
     let record = DbRecord {
+        seal: None,
         name: db.clone(),
         settings: DbSettings::new(1, 1, Retention::default()).expect("settings in range"),
         created: Hlc::default(),

@@ -11,6 +11,7 @@ fn open(dir: &std::path::Path) -> Inventory {
     let inv = Inventory::open(dir, ClusterId(7), InventoryConfig::default()).unwrap();
     let db = DbName::new("d").unwrap();
     let record = DbRecord {
+        seal: None,
         name: db.clone(),
         settings: DbSettings::new(1, 2, Retention::default()).expect("settings in range"),
         created: Hlc::default(),

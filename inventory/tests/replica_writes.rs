@@ -9,6 +9,7 @@ use cairn_inventory::{
 fn db(inv: &Inventory, name: &str, shards: u32) -> DbName {
     let db = DbName::new(name).unwrap();
     inv.put_db(&DbRecord {
+        seal: None,
         name: db.clone(),
         settings: cairn_inventory::DbSettings::new(shards, 1, Retention::default())
             .expect("settings in range"),

@@ -9,6 +9,7 @@ const CLUSTER: ClusterId = ClusterId(0xc1);
 
 fn db(name: &str, shards: u32) -> DbRecord {
     DbRecord {
+        seal: None,
         name: DbName::new(name).unwrap(),
         settings: cairn_inventory::DbSettings::new(shards, 2, Retention::default())
             .expect("settings in range"),

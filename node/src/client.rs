@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use cairn_transport::{Credentials, Endpoint, Request, Response, TransportConfig};
+use cairn_transport::operator::DbChange;
+use cairn_transport::{Credentials, Endpoint, Request, Response, Signer, TransportConfig};
 use clap::Args;
 
 use crate::addr::parse_addr;
@@ -36,6 +37,8 @@ pub(crate) struct ConnArgs {
 #[derive(Debug)]
 pub(crate) struct Client {
     endpoint: Endpoint,
+    /// Signs db creations, changes and drops (sites take them only from an operator).
+    signer: Signer,
     node: SocketAddr,
     timeout: Duration,
 }
@@ -55,6 +58,7 @@ impl Client {
             ..TransportConfig::default()
         };
         Ok(Self {
+            signer: credentials.signer()?,
             endpoint: Endpoint::client(&credentials, config, args.node)?,
             node: args.node,
             timeout: Duration::from_secs(args.timeout),
@@ -81,9 +85,21 @@ impl Client {
         self.request_at(self.node, request).await
     }
 
+    /// Creates, changes or drops a db at the node: the node prepares the record, this
+    /// client checks and seals it, the node writes it (see `cairn_transport::operator`).
+    pub(crate) async fn change_db(&self, change: &DbChange) -> anyhow::Result<Response> {
+        let result =
+            cairn_transport::operator::change_db(&self.endpoint, self.node, &self.signer, change).await;
+        result.map_err(|error| self.explain(error))
+    }
+
     /// Sends one request to another site of the cluster (one the node named).
     pub(crate) async fn request_at(&self, node: SocketAddr, request: &Request) -> anyhow::Result<Response> {
-        self.endpoint.request(node, request).await.map_err(|error| {
+        self.endpoint.request(node, request).await.map_err(|error| self.explain(error))
+    }
+
+    fn explain(&self, error: cairn_transport::TransportError) -> anyhow::Error {
+        {
             let text = error.to_string();
             let hint = if text.contains("certificate") {
                 "; the site and these credentials are not of the same cluster (check --credentials / CAIRN_CREDENTIALS)"
@@ -93,7 +109,7 @@ impl Client {
                 ""
             };
             anyhow::anyhow!("{text}{hint}")
-        })
+        }
     }
 
     /// Closes the connection politely.

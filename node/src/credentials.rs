@@ -151,6 +151,7 @@ pub struct ServingCertificate {
     site: SiteId,
     expires_ms: AtomicU64,
     signing: Arc<SigningKeys>,
+    trust: cairn_transport::ClusterTrust,
 }
 
 impl ServingCertificate {
@@ -163,7 +164,14 @@ impl ServingCertificate {
     ) -> Result<Self, CredentialsError> {
         let expires_ms = AtomicU64::new(expiry_ms(credentials));
         let signing = Arc::new(SigningKeys::new(credentials.signer()?));
-        Ok(Self { data_dir: data_dir.to_owned(), role, site, expires_ms, signing })
+        let trust = credentials.trust()?;
+        Ok(Self { data_dir: data_dir.to_owned(), role, site, expires_ms, signing, trust })
+    }
+
+    /// The cluster CA the certificate chains to: what peers' certificates, gossip and
+    /// operators' seals are checked against (a renewal keeps the CA).
+    pub fn trust(&self) -> &cairn_transport::ClusterTrust {
+        &self.trust
     }
 
     /// The key the site signs its gossip with (replaced on reload).

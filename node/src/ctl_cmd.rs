@@ -2,6 +2,7 @@
 
 use anyhow::bail;
 use cairn_inventory::{DbName, DbSettings, Replication, Retention, ShardCount};
+use cairn_transport::operator::DbChange;
 use cairn_transport::{Request, Response};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -135,7 +136,7 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
             set_db(client, name, replication, retention_secs, retention_bytes).await
         }
         CtlCommand::Db(DbCommand::Drop { name, yes: _ }) => {
-            match client.request(&Request::DropDb { db: name.clone() }).await? {
+            match client.change_db(&DbChange::Drop { db: name.clone() }).await? {
                 Response::DbChanged { changed: true, .. } => {
                     println!("dropped db {name}; every site deletes its replicas of it");
                 }
@@ -153,8 +154,7 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
                 max_bytes: retention_bytes.and_then(limit),
             };
             let settings = DbSettings { shards, replication, retention, routing: Default::default() };
-            let request = Request::CreateDb { name: name.clone(), settings };
-            match client.request(&request).await? {
+            match client.change_db(&DbChange::Create { name: name.clone(), settings }).await? {
                 Response::DbCreated { created: true } => {
                     println!("created db {name} ({shards} shards × {replication})")
                 }
@@ -189,7 +189,7 @@ async fn set_db(
     } else {
         None
     };
-    match client.request(&Request::AlterDb { db: name.clone(), replication, retention }).await? {
+    match client.change_db(&DbChange::Alter { db: name.clone(), replication, retention }).await? {
         Response::DbChanged { changed: true, replication, .. } => {
             println!(
                 "db {name} changed (replication {replication}); automation adds or trims replicas to match"

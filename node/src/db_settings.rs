@@ -29,6 +29,7 @@ pub fn alter(
         return None;
     }
     next.changed = after(at, base.changed);
+    next.seal = None;
     Some(next)
 }
 
@@ -43,6 +44,7 @@ pub fn tombstone(db: &DbRecord, at: Hlc) -> DbRecord {
     let mut dead = db.clone();
     dead.dropped = true;
     dead.changed = after(at, db.changed);
+    dead.seal = None;
     dead
 }
 
@@ -59,19 +61,31 @@ pub enum LocalUpdate {
 pub fn local_updates(local: &[DbRecord], view: &ClusterView) -> Vec<LocalUpdate> {
     let mut out = Vec::new();
     for record in local.iter().filter(|r| !r.dropped) {
-        let dropped_at = view.dropped.iter().find(|d| d.name == record.name).map(|d| d.at);
-        if let Some(at) = dropped_at
-            && ended_by(record, Some(at))
+        let drop = view.dropped.iter().find(|d| d.name == record.name);
+        if let Some(drop) = drop
+            && ended_by(record, Some(drop.at))
         {
-            let mut dead = record.clone();
-            dead.dropped = true;
-            dead.changed = at;
+            // The operator's sealed tombstone when there is one (so this site gossips
+            // it in turn); else the drop was a later creation's `supersedes`, which that
+            // creation carries: the tombstone made here stays local.
+            let dead = drop.tombstone.clone().unwrap_or_else(|| {
+                let mut dead = record.clone();
+                dead.dropped = true;
+                dead.changed = drop.at;
+                dead.seal = None;
+                dead
+            });
             out.push(LocalUpdate::Drop(dead));
             continue;
         }
+        // A change never changes the shard count or routing: a record that does is
+        // nobody's change (the operator signs what a site prepared; that site could
+        // have lied about what it did not ask to change).
         if let Some(current) = view.db(&record.name).map(|d| d.record())
             && current.incarnation() == record.incarnation()
             && current.version() > record.version()
+            && current.settings.shards == record.settings.shards
+            && current.settings.routing == record.settings.routing
         {
             out.push(LocalUpdate::Adopt(current));
         }
@@ -125,6 +139,7 @@ mod tests {
             dbs: dbs
                 .iter()
                 .map(|r| DbView {
+                    seal: None,
                     name: r.name.clone(),
                     settings: r.settings,
                     created: r.created,
@@ -136,7 +151,7 @@ mod tests {
                 .collect(),
             dropped: dropped
                 .iter()
-                .map(|(n, at)| DroppedDb { name: DbName::new(*n).unwrap(), at: hlc(*at) })
+                .map(|(n, at)| DroppedDb { tombstone: None, name: DbName::new(*n).unwrap(), at: hlc(*at) })
                 .collect(),
             plans: Vec::new(),
             warnings: Vec::new(),

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use cairn_inventory::{DbName, DbSettings, Retention, Role};
 use cairn_node::credentials;
+use cairn_transport::operator::DbChange;
 use cairn_transport::tls::{self, ClusterCa, Credentials, Identity, PrincipalName};
 use cairn_transport::{Request, Response};
 use clap::Args;
@@ -255,11 +256,11 @@ async fn watch(
 /// Creates the demo db and, the first time, writes a few messages into it.
 async fn make_demo(client: &Client, args: &LocalArgs) -> anyhow::Result<()> {
     let replication = u32::from(args.nodes).min(2);
-    let demo = Request::CreateDb {
+    let demo = DbChange::Create {
         name: DbName::new(DEMO_DB)?,
         settings: DbSettings::new(4, replication, Retention::default())?,
     };
-    match client.request(&demo).await? {
+    match client.change_db(&demo).await? {
         Response::DbCreated { created: true } => {
             println!("created db {DEMO_DB} (4 shards × {replication})");
             match write_demo(client).await {

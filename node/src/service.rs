@@ -5,6 +5,7 @@
 
 mod authorize;
 mod data;
+mod dbs;
 mod subscribe;
 
 /// Aborts a task when dropped.
@@ -22,9 +23,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use cairn_gossip::ClusterView;
+use cairn_gossip::view::ViewLimits;
 use cairn_inventory::{
-    DbName, DbRecord, DbSettings, Hlc, Inventory, InventoryError, Message, Replication, Retention, Role,
-    STORE_FORMAT, Topic, now_ms,
+    DbName, DbRecord, Hlc, Inventory, InventoryError, Message, Role, STORE_FORMAT, Topic, now_ms,
 };
 use cairn_transport::{
     Peer, PullFrame, PullRequest, PullSender, Request, Response, Service, SiteStatus, WireError,
@@ -37,7 +38,6 @@ use crate::data::access;
 use crate::data::appender::Appender;
 use crate::data::replicator::DataShared;
 use crate::data::retention::RetentionCounters;
-use crate::db_settings;
 use crate::supervisor::Supervisor;
 use tokio::sync::watch;
 
@@ -62,9 +62,9 @@ pub struct SiteService {
     forwarded: std::sync::atomic::AtomicUsize,
     /// What retention has removed (for `Status`).
     retention: Arc<RetentionCounters>,
-    /// The most dbs (dropped ones included) the cluster may hold: creations beyond are
-    /// refused (the view ignores dbs beyond it anyway).
-    max_dbs: usize,
+    /// What the view takes in (creations beyond `max_dbs` are refused, as the view
+    /// would ignore them; committed records may be at most `max_clock_drift_ms` ahead).
+    limits: ViewLimits,
     /// The certificate the site serves with (its expiry, and reloading it).
     certificate: Arc<crate::credentials::ServingCertificate>,
     /// The (identity, request kind) pairs refused so far, each logged once.
@@ -83,13 +83,13 @@ impl SiteService {
         data: Arc<DataShared>,
         supervisor: &Arc<Supervisor>,
         retention: Arc<RetentionCounters>,
-        max_dbs: usize,
+        limits: ViewLimits,
         certificate: Arc<crate::credentials::ServingCertificate>,
     ) -> Self {
         Self {
             certificate,
             retention,
-            max_dbs,
+            limits,
             appender: Appender::start(&inventory, supervisor),
             inventory,
             data,
@@ -211,115 +211,6 @@ impl SiteService {
             Err(join) => {
                 Err(InventoryError::InvalidSetting { what: "inventory task", why: join.to_string() })
             }
-        }
-    }
-
-    async fn create_db(&self, name: DbName, settings: DbSettings) -> Response {
-        let view = self.current_view();
-        let mut record = DbRecord::new(name, settings, self.tick(), self.inventory.identity().site_id);
-        if let Some(existing) = view.as_ref().and_then(|v| v.db(&record.name)) {
-            // Created elsewhere already: the same settings are the same db.
-            return match existing.record().same_settings(&record) {
-                true => Response::DbCreated { created: false },
-                false => Response::Rejected { reason: exists(&existing.record()) },
-            };
-        }
-        if let Some(v) = &view {
-            let known = v.dbs.len() + v.dropped.iter().filter(|d| v.db(&d.name).is_none()).count();
-            if known >= self.max_dbs {
-                return Response::Rejected {
-                    reason: format!(
-                        "the cluster holds {known} dbs (dropped ones included), its cap; drop one first or \
-                         raise max_dbs"
-                    ),
-                };
-            }
-        }
-        // A name dropped before: the new db carries that drop, so records of the old
-        // one stay dropped even when no tombstone is left.
-        let view_drop = view.and_then(|v| v.dropped.iter().find(|d| d.name == record.name).map(|d| d.at));
-        let result = self
-            .blocking(move |inv| match inv.db_record(&record.name)? {
-                Some(existing) if !existing.dropped && existing.same_settings(&record) => Ok(Ok(false)),
-                Some(existing) if !existing.dropped => Ok(Err(exists(&existing))),
-                tombstone => {
-                    let drop = tombstone.map(|t| t.changed).max(view_drop);
-                    if let Some(at) = drop {
-                        record.supersedes = Some(at);
-                        if record.created <= at {
-                            record.created = at.tick(now_ms());
-                            record.changed = record.created;
-                        }
-                    }
-                    inv.put_db(&record).map(|()| Ok(true))
-                }
-            })
-            .await;
-        match result {
-            Ok(Ok(created)) => Response::DbCreated { created },
-            Ok(Err(reason)) => Response::Rejected { reason },
-            Err(error) => internal(&error),
-        }
-    }
-}
-
-fn exists(db: &DbRecord) -> String {
-    format!("db {} already exists with {} shards × {}", db.name, db.settings.shards, db.settings.replication)
-}
-
-impl SiteService {
-    async fn alter_db(
-        &self,
-        db: DbName,
-        replication: Option<Replication>,
-        retention: Option<Retention>,
-    ) -> Response {
-        let base = match self.known_db(&db).await {
-            Some(Ok(base)) => base,
-            Some(Err(error)) => return internal(&error),
-            None => return unknown_db(&db),
-        };
-        let next = match db_settings::alter(&base, replication, retention, self.tick()) {
-            Some(next) => next,
-            None => {
-                return Response::DbChanged {
-                    changed: false,
-                    replication: base.settings.replication.get(),
-                    dropped: false,
-                };
-            }
-        };
-        let stored = next.clone();
-        match self.blocking(move |inv| inv.put_db(&stored)).await {
-            Ok(()) => {
-                let replication = next.settings.replication.get();
-                tracing::info!(%db, replication, "db settings changed by request");
-                Response::DbChanged { changed: true, replication, dropped: false }
-            }
-            Err(error) => internal(&error),
-        }
-    }
-
-    async fn drop_db(&self, db: DbName) -> Response {
-        let base = match self.known_db(&db).await {
-            Some(Ok(base)) => base,
-            Some(Err(error)) => return internal(&error),
-            None => {
-                let gone = self.current_view().is_some_and(|v| v.dropped.iter().any(|d| d.name == db));
-                return match gone {
-                    true => Response::DbChanged { changed: false, replication: 0, dropped: true },
-                    false => unknown_db(&db),
-                };
-            }
-        };
-        let dead = db_settings::tombstone(&base, self.tick());
-        let replication = dead.settings.replication.get();
-        match self.blocking(move |inv| inv.drop_db(&dead)).await {
-            Ok(replicas) => {
-                tracing::info!(%db, replicas, "db dropped by request");
-                Response::DbChanged { changed: true, replication, dropped: true }
-            }
-            Err(error) => internal(&error),
         }
     }
 
@@ -537,7 +428,7 @@ impl SiteService {
                 },
                 None => Response::Error(WireError::new(WireErrorKind::Busy, "gossip is starting; try again")),
             },
-            Request::CreateDb { name, settings } => self.create_db(name, settings).await,
+            Request::CreateDb { name, settings } => self.prepare_create(name, settings).await,
             Request::Publish { db, shard, messages } => self.publish(db, shard, messages).await,
             Request::Read { db, shard, from, max } => self.read(peer, db, shard, from, max).await,
             Request::Pull(_) => Response::Error(WireError::new(
@@ -568,9 +459,10 @@ impl SiteService {
                 }
             }
             Request::AlterDb { db, replication, retention } => {
-                self.alter_db(db, replication, retention).await
+                self.prepare_alter(db, replication, retention).await
             }
-            Request::DropDb { db } => self.drop_db(db).await,
+            Request::DropDb { db } => self.prepare_drop(db).await,
+            Request::CommitDb { record } => self.commit(record).await,
             Request::Write(write) => self.write(peer, write).await,
             Request::Fetch(fetch) => self.fetch(peer, fetch).await,
             Request::Routes { db } => self.routes(&db),

@@ -188,7 +188,7 @@ impl Site {
             data.clone(),
             &supervisor,
             retention.clone(),
-            options.gossip.limits.max_dbs,
+            options.gossip.limits,
             certificate.clone(),
         ));
         let (endpoint, inbox) =
@@ -225,7 +225,7 @@ impl Site {
                 options.gossip,
                 &snapshot,
                 certificate.signing_keys(),
-                credentials.trust().map_err(StartError::Transport)?,
+                certificate.trust().clone(),
             )
             .await?,
         );

@@ -62,16 +62,11 @@ impl Service for FaultyUpstream {
     }
 }
 
-fn db() -> DbRecord {
-    DbRecord {
-        name: DbName::new("crc").unwrap(),
-        settings: DbSettings::new(1, 2, Retention::default()).expect("settings in range"),
-        created: Hlc { wall_ms: 1, logical: 0 },
-        origin: UPSTREAM,
-        changed: Hlc { wall_ms: 1, logical: 0 },
-        dropped: false,
-        supersedes: None,
-    }
+fn db(cluster: &std::path::Path) -> DbRecord {
+    let settings = DbSettings::new(1, 2, Retention::default()).expect("settings in range");
+    let record =
+        DbRecord::new(DbName::new("crc").unwrap(), settings, Hlc { wall_ms: 1, logical: 0 }, UPSTREAM);
+    cairn_tests::sealed(cluster, record)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,9 +103,9 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
             draining: false,
             certificate_expires_ms: 0,
         },
-        dbs: vec![db()],
+        dbs: vec![db(&cluster)],
         replicas: vec![(
-            db().name,
+            db(&cluster).name,
             0,
             ReplicaSummary {
                 phase: ReplicaPhase::Ready,
@@ -150,7 +145,7 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
     options.auto_repair = false;
     options.auto_rebalance = false;
     let site = Site::start(options).await.unwrap();
-    let name = db().name;
+    let name = db(&cluster).name;
     let plan = Plan {
         db: name.clone(),
         plan_id: PlanId(7),

@@ -37,6 +37,7 @@ fn init_show_verify_round_trip() {
         let inv = Inventory::open(data, ClusterId(0xc1), InventoryConfig::default()).unwrap();
         let name = DbName::new("messages").unwrap();
         let record = DbRecord {
+            seal: None,
             name: name.clone(),
             settings: DbSettings::new(4, 2, Retention::default()).expect("settings in range"),
             created: Hlc { wall_ms: 1, logical: 0 },
@@ -201,6 +202,7 @@ fn dump_json() -> String {
             };
             let at = Hlc { wall_ms: 5, logical: 0 };
             let db = DbSummary {
+                seal: None,
                 settings: DbSettings::new(4, 2, Retention::default()).unwrap(),
                 created: at,
                 origin: SiteId(1),

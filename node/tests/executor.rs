@@ -12,6 +12,7 @@ use cairn_node::executor::{StepResult, run_head};
 
 fn db_record(origin: SiteId) -> DbRecord {
     DbRecord {
+        seal: None,
         name: DbName::new("d").unwrap(),
         settings: DbSettings::new(2, 1, Retention::default()).expect("settings in range"),
         created: Hlc { wall_ms: 1, logical: 0 },

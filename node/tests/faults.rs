@@ -349,7 +349,7 @@ async fn clocks_off_lose_no_write_and_no_setting() {
         }
     }
     let retention = |secs: u64| cairn_inventory::Retention { max_age_ms: Some(secs * 1000), max_bytes: None };
-    let alter = |secs: u64| cairn_transport::Request::AlterDb {
+    let alter = |secs: u64| cairn_transport::operator::DbChange::Alter {
         db: DbName::new("clock").unwrap(),
         replication: None,
         retention: Some(retention(secs)),
@@ -371,14 +371,14 @@ async fn clocks_off_lose_no_write_and_no_setting() {
     // each, every site within the drift shows it.
     let mut changes = 0;
     for (at, secs) in [(1, 7200u64), (2, 3600), (0, 5400), (2, 1800), (1, 9000)] {
-        let answer = c.client.request(c.addrs[at], &alter(secs)).await.unwrap();
+        let answer = c.client.change_db(c.addrs[at], &alter(secs)).await.unwrap();
         assert!(matches!(answer, cairn_transport::Response::DbChanged { .. }), "{answer:?}");
         changes += 1;
         seen_on_sane_sites(secs).await;
     }
     // A change through the site 10 minutes ahead: flagged, not believed, and it does not
     // poison anyone's clock — the next change through a right clock still wins.
-    let answer = c.client.request(c.addrs[3], &alter(600)).await.unwrap();
+    let answer = c.client.change_db(c.addrs[3], &alter(600)).await.unwrap();
     assert!(matches!(answer, cairn_transport::Response::DbChanged { .. }), "{answer:?}");
     let far = c.id(3);
     wait_for("the far-ahead change listed as invalid on sites 0-2", limit, async || {
@@ -395,7 +395,7 @@ async fn clocks_off_lose_no_write_and_no_setting() {
         Some(())
     })
     .await;
-    let answer = c.client.request(c.addrs[0], &alter(4000)).await.unwrap();
+    let answer = c.client.change_db(c.addrs[0], &alter(4000)).await.unwrap();
     assert!(matches!(answer, cairn_transport::Response::DbChanged { changed: true, .. }), "{answer:?}");
     seen_on_sane_sites(4000).await;
     let view = c.wait_agreed(&[0, 1, 2], limit).await;
@@ -653,14 +653,14 @@ async fn a_lossy_slow_network_converges_and_a_catch_up_completes() {
     let view = c.wait_agreed(&[0, 1, 2], Duration::from_secs(120)).await;
     let converged = joined.elapsed();
     assert_eq!(view.sites.iter().filter(|s| view.is_live(s.site_id)).count(), 3, "{view:?}");
-    let request = cairn_transport::Request::AlterDb {
+    let request = cairn_transport::operator::DbChange::Alter {
         db: DbName::new(DB).unwrap(),
         replication: Some(cairn_inventory::Replication::new(3).unwrap()),
         retention: None,
     };
     // Requests cross the lossy links too: retried as an operator would.
     wait_for("the replication change accepted", limit, async || {
-        c.client.request(c.addrs[0], &request).await.ok()
+        c.client.change_db(c.addrs[0], &request).await.ok()
     })
     .await;
     let changed = Instant::now();

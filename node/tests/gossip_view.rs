@@ -11,8 +11,8 @@ use cairn_inventory::Role;
 use cairn_inventory::{DbName, DbRecord, DbSettings, Hlc, ReplicaState, Retention};
 use cairn_node::site::{Site, SiteOptions};
 use cairn_tests::free_port;
+use cairn_transport::Response;
 use cairn_transport::tls;
-use cairn_transport::{Request, Response};
 
 fn fast_gossip(seeds: Vec<String>) -> GossipConfig {
     GossipConfig { interval: Duration::from_millis(100), seeds, ..GossipConfig::default() }
@@ -44,15 +44,15 @@ async fn a_site_with_2000_replicas_gossips_them_all() {
     let name = DbName::new("wide").unwrap();
     let me = a.inventory.identity().site_id;
     a.inventory
-        .put_db(&DbRecord {
-            name: name.clone(),
-            settings: DbSettings::new(2000, 1, Retention::default()).expect("settings in range"),
-            created: Hlc { wall_ms: 1, logical: 0 },
-            origin: me,
-            changed: Hlc { wall_ms: 1, logical: 0 },
-            dropped: false,
-            supersedes: None,
-        })
+        .put_db(&cairn_tests::sealed(
+            &cluster,
+            DbRecord::new(
+                name.clone(),
+                DbSettings::new(2000, 1, Retention::default()).expect("settings in range"),
+                Hlc { wall_ms: cairn_inventory::now_ms(), logical: 0 },
+                me,
+            ),
+        ))
         .unwrap();
     for shard in 0..2000 {
         a.inventory.set_replica(&name, shard, ReplicaState::Ready).unwrap();
@@ -87,20 +87,21 @@ async fn two_sites_creating_one_db_with_different_settings_agree_on_one() {
     let a = start_site(root.path(), "a", &cluster, None).await;
     let b = start_site(root.path(), "b", &cluster, Some(&a)).await;
     let name = DbName::new("dup").unwrap();
-    let create = |shards| Request::CreateDb {
+    let create = |shards| cairn_transport::operator::DbChange::Create {
         name: name.clone(),
         settings: DbSettings::new(shards, 1, Retention::default()).expect("settings in range"),
     };
     // Both at the same moment, each through a different site, before either hears of the other's.
     let (four, eight) = (create(4), create(8));
+    let credentials = tls::Credentials::load(&root.path().join("cluster-operator")).unwrap();
+    let signer = credentials.signer().unwrap();
     let operator = |at: &Site| {
-        let credentials = tls::Credentials::load(&root.path().join("cluster-operator")).unwrap();
         cairn_transport::Endpoint::client(&credentials, Default::default(), at.endpoint.local_addr()).unwrap()
     };
     let (oa, ob) = (operator(&a), operator(&b));
     let (ra, rb) = tokio::join!(
-        oa.request(b.endpoint.local_addr(), &four),
-        ob.request(a.endpoint.local_addr(), &eight),
+        cairn_transport::operator::change_db(&oa, b.endpoint.local_addr(), &signer, &four),
+        cairn_transport::operator::change_db(&ob, a.endpoint.local_addr(), &signer, &eight),
     );
     assert!(matches!(ra.unwrap(), Response::DbCreated { created: true }));
     assert!(matches!(rb.unwrap(), Response::DbCreated { created: true }));

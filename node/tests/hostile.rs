@@ -105,14 +105,14 @@ async fn a_hostile_member_crashes_nothing_stops_no_automation_and_fills_no_memor
     for round in 0..5 {
         write(&view, &format!("before{round}"), &mut acked).await;
     }
-    let alter = |n: u32| cairn_transport::Request::AlterDb {
+    let alter = |n: u32| cairn_transport::operator::DbChange::Alter {
         db: DbName::new(DB).unwrap(),
         replication: Some(cairn_inventory::Replication::new(n).unwrap()),
         retention: None,
     };
-    client.request(addrs[0], &alter(4)).await.unwrap();
+    client.change_db(addrs[0], &alter(4)).await.unwrap();
     wait_at_factor(&client, addrs[0], DB, 4, "events raised to 4").await;
-    client.request(addrs[0], &alter(2)).await.unwrap();
+    client.change_db(addrs[0], &alter(2)).await.unwrap();
     let view = wait_at_factor(&client, addrs[0], DB, 2, "events back at 2").await;
     for round in 5..10 {
         write(&view, &format!("before{round}"), &mut acked).await;
@@ -144,7 +144,20 @@ async fn a_hostile_member_crashes_nothing_stops_no_automation_and_fills_no_memor
     let values = vec![
         ("db:huge".to_owned(), raw_db(u32::MAX, 2, long_ago, SiteId(9))),
         ("db:zero".to_owned(), raw_db(4, 0, long_ago, SiteId(9))),
-        ("db:future".to_owned(), raw_db(4, 2, hour_ahead, SiteId(9))),
+        // An operator's real seal on a record an hour ahead: believed for its seal, not
+        // for its clock.
+        ("db:future".to_owned(), {
+            let settings = cairn_inventory::DbSettings::new(4, 2, Default::default()).unwrap();
+            let record = cairn_inventory::DbRecord::new(
+                DbName::new("future").unwrap(),
+                settings,
+                hour_ahead,
+                SiteId(9),
+            );
+            cairn_gossip::summary::encode_value(&cairn_gossip::summary::DbSummary::from(
+                &cairn_tests::sealed(&cluster, record),
+            ))
+        }),
         (events0.clone(), far_frontier),
     ];
     let member = HostileMember::join(credentials, ca.cluster_id(), listen, &[addrs[1]], values).await;

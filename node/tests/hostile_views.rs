@@ -103,6 +103,7 @@ fn inputs(dbs: &[Db], sites: &[Site]) -> Vec<NodeInput> {
                 let shards = if *variant == 0 { spec.shards } else { (spec.shards % 7) + 1 };
                 let created = Hlc { wall_ms: 100 + u64::from(*variant) * (1 + i as u64), logical: 0 };
                 let record = DbSummary {
+                    seal: None,
                     settings: DbSettings::new(shards, spec.replication, Retention::default()).unwrap(),
                     created,
                     origin: id(0),

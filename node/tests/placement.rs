@@ -9,7 +9,7 @@ use cairn_gossip::GossipConfig;
 use cairn_inventory::Role;
 use cairn_inventory::{DbName, Retention};
 use cairn_node::site::{Site, SiteOptions};
-use cairn_transport::{Request, Response, tls};
+use cairn_transport::{Response, tls};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_sites_place_16_shards_times_2_balanced() {
@@ -29,7 +29,7 @@ async fn three_sites_place_16_shards_times_2_balanced() {
         sites.push(Site::start(options).await.unwrap());
     }
     let name = DbName::new("events").unwrap();
-    let create = Request::CreateDb {
+    let create = cairn_transport::operator::DbChange::Create {
         name: name.clone(),
         settings: cairn_inventory::DbSettings::new(16, 2, Retention::default()).expect("settings in range"),
     };
@@ -37,7 +37,11 @@ async fn three_sites_place_16_shards_times_2_balanced() {
     let operator =
         cairn_transport::Endpoint::client(&operator, Default::default(), sites[2].endpoint.local_addr())
             .unwrap();
-    let answer = operator.request(sites[2].endpoint.local_addr(), &create).await.unwrap();
+    let signer = tls::Credentials::load(&root.path().join("cluster-operator")).unwrap().signer().unwrap();
+    let answer =
+        cairn_transport::operator::change_db(&operator, sites[2].endpoint.local_addr(), &signer, &create)
+            .await
+            .unwrap();
     assert_eq!(answer, Response::DbCreated { created: true });
 
     let start = Instant::now();

@@ -179,6 +179,7 @@ pub fn planner_nodes(data: &[u8]) -> Vec<NodeInput> {
                     changed: created,
                     dropped: false,
                     supersedes: None,
+                    seal: None,
                 };
                 kv.push((SummaryKey::Db(name(d)).render(), encode_value(&record)));
             }

@@ -46,6 +46,8 @@ pub struct RawDb {
     pub dropped: bool,
     /// Superseded drop.
     pub supersedes: Option<Hlc>,
+    /// The operator's seal (none: a member's own making).
+    pub seal: Option<cairn_inventory::OperatorSeal>,
 }
 
 /// A replica summary as the wire carries it, with a frontier of any length and seqs.
@@ -82,6 +84,7 @@ pub fn raw_db(shards: u32, replication: u32, created: Hlc, origin: SiteId) -> St
         changed: created,
         dropped: false,
         supersedes: None,
+        seal: None,
     })
 }
 

@@ -12,8 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_gossip::ClusterView;
-use cairn_inventory::{DbName, DbSettings, Entry, EntryId, Plan, Retention};
-use cairn_transport::{Credentials, Endpoint, Request, Response, SiteStatus, TransportConfig, tls};
+use cairn_inventory::{DbName, DbRecord, DbSettings, Entry, EntryId, Plan, Retention};
+use cairn_transport::operator::{DbChange, change_db};
+use cairn_transport::{Credentials, Endpoint, Request, Response, Signer, SiteStatus, TransportConfig, tls};
 
 pub mod decoders;
 pub mod delay;
@@ -262,6 +263,15 @@ pub fn operator_dir(cluster_dir: &Path) -> PathBuf {
     tls::operator_dir_beside(cluster_dir)
 }
 
+/// `record` sealed by the operator of the cluster of `cluster_dir` (its credentials
+/// beside the CA's directory), as `cairn ctl db create|set|drop` seals what it sends: no
+/// site takes a db record from gossip without an operator's seal.
+pub fn sealed(cluster_dir: &Path, mut record: DbRecord) -> DbRecord {
+    let operator = Credentials::load(&operator_dir(cluster_dir)).expect("the operator's credentials");
+    record.seal = Some(operator.signer().expect("a signing key").seal(&record));
+    record
+}
+
 /// Issues credentials for `identity` (an operator or a client, say) into `root/name`.
 pub fn issue_credentials(cluster_dir: &Path, identity: &tls::Identity, out: &Path) -> PathBuf {
     tls::issue_to_dir(cluster_dir, identity, out, 30).expect("issuing credentials");
@@ -272,6 +282,7 @@ pub fn issue_credentials(cluster_dir: &Path, identity: &tls::Identity, out: &Pat
 #[derive(Debug)]
 pub struct Client {
     endpoint: Endpoint,
+    signer: Signer,
 }
 
 impl Client {
@@ -289,7 +300,16 @@ impl Client {
             request_timeout: Duration::from_secs(10),
             ..TransportConfig::default()
         };
-        Self { endpoint: Endpoint::client(&credentials, config, family).expect("client endpoint") }
+        Self {
+            signer: credentials.signer().expect("a signing key"),
+            endpoint: Endpoint::client(&credentials, config, family).expect("client endpoint"),
+        }
+    }
+
+    /// A db creation, change or drop, sealed with these credentials (see
+    /// `cairn_transport::operator`).
+    pub async fn change_db(&self, at: SocketAddr, change: &DbChange) -> Result<Response, String> {
+        change_db(&self.endpoint, at, &self.signer, change).await.map_err(|e| e.to_string())
     }
 
     /// One request.
@@ -315,11 +335,11 @@ impl Client {
 
     /// Creates a db.
     pub async fn create_db(&self, at: SocketAddr, name: &str, shards: u32, replication: u32) {
-        let request = Request::CreateDb {
+        let change = DbChange::Create {
             name: DbName::new(name).expect("name"),
             settings: DbSettings::new(shards, replication, Retention::default()).expect("settings in range"),
         };
-        match self.request(at, &request).await {
+        match self.change_db(at, &change).await {
             Ok(Response::DbCreated { .. }) => {}
             other => panic!("create db answered {other:?}"),
         }

@@ -6,6 +6,7 @@
 //! - [`frame`]: length-prefixed, versioned frames with a size limit checked before
 //!   allocation;
 //! - [`message`]: the request and response enums;
+//! - [`operator`]: db creations, changes and drops sealed by an operator;
 //! - [`pull`]: the pull stream protocol (catch-up and follow of shard logs);
 //! - [`Endpoint`]: serving ([`Service`]), requesting (pooled connections with backoff)
 //!   and gossip carriage.
@@ -17,6 +18,7 @@ mod endpoint;
 mod error;
 pub mod frame;
 pub mod message;
+pub mod operator;
 mod per_addr;
 mod pool;
 pub mod pull;

@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 
 use cairn_inventory::{
-    ClusterId, DbName, DbSettings, Entry, EntryId, FetchStart, Frontier, Message, OfferOutcome, OutOfRange,
-    Plan, ProducerName, Replication, Retention, Role, SiteId, Stored, TopicFilter,
+    ClusterId, DbName, DbRecord, DbSettings, Entry, EntryId, FetchStart, Frontier, Message, OfferOutcome,
+    OutOfRange, Plan, ProducerName, Replication, Retention, Role, SiteId, Stored, TopicFilter,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,9 +25,11 @@ pub enum Request {
     Schedule(Plan),
     /// The cluster view as this site holds it. Answered with [`Response::Dump`].
     Dump,
-    /// Create a db (known to the cluster through this site's gossip). Answered with
-    /// [`Response::DbCreated`], or [`Response::Rejected`] if this site already holds the
-    /// name with other settings.
+    /// Prepare a db's creation: the site answers [`Response::DbPrepared`] with the
+    /// record it would write (nothing is written until the operator sends it back sealed
+    /// in [`Request::CommitDb`]), [`Response::DbCreated`] `{created: false}` if the db
+    /// exists with these settings, or [`Response::Rejected`] if the name is taken with
+    /// other settings. [`crate::operator::change_db`] does both steps.
     CreateDb {
         /// The name.
         name: DbName,
@@ -78,11 +80,12 @@ pub enum Request {
         /// The db.
         db: DbName,
     },
-    /// Change a db's replication factor and/or retention (shard counts never change).
-    /// This site records the change (a newer version of the db's settings) and gossips
-    /// it; every holder takes it up, and automation adds or trims replicas to the new
-    /// factor. Answered with [`Response::DbChanged`], or [`Response::Rejected`] naming
-    /// the unknown db or the setting out of range.
+    /// Prepare a change of a db's replication factor and/or retention (shard counts
+    /// never change): answered with [`Response::DbPrepared`] (the newer version of the
+    /// db's record, to be sealed and committed), [`Response::DbChanged`] `{changed:
+    /// false}` when nothing changes, or [`Response::Rejected`] naming the unknown db.
+    /// Once committed, every holder takes the change up, and automation adds or trims
+    /// replicas to the new factor.
     AlterDb {
         /// The db.
         db: DbName,
@@ -91,9 +94,11 @@ pub enum Request {
         /// The new retention, if it changes.
         retention: Option<Retention>,
     },
-    /// Drop a db: this site records a tombstone and gossips it; every site holding the
-    /// db deletes its replicas, data and pending plan. Answered with
-    /// [`Response::DbChanged`], or [`Response::Rejected`] if no such db is in the view.
+    /// Prepare a db's drop: answered with [`Response::DbPrepared`] (its tombstone, to be
+    /// sealed and committed), [`Response::DbChanged`] `{dropped: true, changed: false}`
+    /// if it is dropped already, or [`Response::Rejected`] if no such db is in the view.
+    /// Once committed, every site holding the db deletes its replicas, data and pending
+    /// plan.
     DropDb {
         /// The db.
         db: DbName,
@@ -121,6 +126,15 @@ pub enum Request {
     /// renewed them), as SIGHUP does. Answered with [`Response::Reloaded`], or an error
     /// naming what is wrong with the files (the site keeps the credentials it had).
     ReloadCredentials,
+    /// Write a db record an operator sealed (a creation, change or drop that
+    /// [`Request::CreateDb`], [`Request::AlterDb`] or [`Request::DropDb`] prepared), and
+    /// gossip it. The site checks the seal and that the record still follows from what
+    /// it knows (another change in between refuses it: prepare again). Answered with
+    /// [`Response::DbCreated`] or [`Response::DbChanged`], or [`Response::Rejected`].
+    CommitDb {
+        /// The record, with its seal.
+        record: DbRecord,
+    },
 }
 
 /// How many replicas must hold a write before it is answered.
@@ -280,6 +294,7 @@ impl Request {
             Self::Routes { .. } => "routes",
             Self::Subscribe(_) => "subscribe",
             Self::ReloadCredentials => "reload_credentials",
+            Self::CommitDb { .. } => "commit_db",
         }
     }
 }
@@ -377,6 +392,12 @@ pub enum Response {
         identity: String,
         /// When it stops being valid (ms since the Unix epoch).
         expires_ms: u64,
+    },
+    /// The record a db creation, change or drop would write: the operator seals it and
+    /// sends it back in [`Request::CommitDb`]. Nothing is written yet.
+    DbPrepared {
+        /// The record.
+        record: DbRecord,
     },
 }
 

@@ -95,6 +95,7 @@ mod tests {
 
     fn db(shards: u32, replication: u32) -> DbView {
         DbView {
+            seal: None,
             name: DbName::new("orders").unwrap(),
             settings: cairn_inventory::DbSettings::new(shards, replication, Retention::default()).unwrap(),
             created: Hlc { wall_ms: 5, logical: 0 },

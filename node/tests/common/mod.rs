@@ -53,6 +53,7 @@ pub fn build(shape: &Shape) -> ClusterView {
     };
     for (d, (shards, replication)) in shape.dbs.iter().enumerate() {
         let mut db = DbView {
+            seal: None,
             name: DbName::new(format!("db{d}")).unwrap(),
             settings: DbSettings::new(*shards, *replication, Retention::default())
                 .expect("settings in range"),

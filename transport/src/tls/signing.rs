@@ -19,6 +19,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 
+use cairn_inventory::{DbRecord, OperatorSeal};
+
 use super::SERVER_NAME;
 use super::identity::{CertificateFacts, Identity};
 use crate::error::TransportError;
@@ -63,6 +65,12 @@ impl Signer {
             // then checks nowhere, which is what such a value deserves.
             Err(_) => Vec::new(),
         }
+    }
+
+    /// Seals `record`: this holder's signature of it, with its certificate. Only an
+    /// operator's seal is taken by sites ([`ClusterTrust::check_seal`]).
+    pub fn seal(&self, record: &DbRecord) -> OperatorSeal {
+        OperatorSeal { certificate: self.certificate.to_vec(), signature: self.sign(&record.signed_bytes()) }
     }
 
     /// The certificate (DER) whose key signs.
@@ -163,6 +171,30 @@ impl ClusterTrust {
         }
     }
 
+    /// Whether `record` carries an operator's seal: a certificate of this cluster that
+    /// names an operator, was not expired when the record was made (its `changed` time —
+    /// so records outlive the certificate that sealed them, but an expired key cannot
+    /// make new ones), and its signature of the record. `now_ms` is the time to check
+    /// the chain at (or the certificate's last valid moment, if earlier). Answers the
+    /// operator's identity, or why the seal does not check.
+    pub fn check_seal(&self, record: &DbRecord, now_ms: u64) -> Result<Identity, String> {
+        let Some(seal) = &record.seal else {
+            return Err("no operator sealed it".into());
+        };
+        let facts = CertificateFacts::read(&CertificateDer::from(seal.certificate.as_slice()))
+            .map_err(|e| format!("the seal's certificate: {e}"))?;
+        let last_valid_ms = u64::try_from(facts.not_after_unix).unwrap_or(0).saturating_mul(1000);
+        if record.changed.wall_ms > last_valid_ms {
+            return Err(format!("it was made after the certificate of {} expired", facts.identity));
+        }
+        let key = self.operator(&seal.certificate, now_ms.min(last_valid_ms.saturating_sub(1000)))?;
+        if key.verifies(&record.signed_bytes(), &seal.signature) {
+            Ok(key.identity)
+        } else {
+            Err(format!("the seal of {} does not check: the record is not what it signed", key.identity))
+        }
+    }
+
     fn key_of(cert: &CertificateDer<'_>) -> Result<VerifyingKey, String> {
         use x509_parser::prelude::{FromDer, X509Certificate};
         let facts = CertificateFacts::read(cert).map_err(|e| e.to_string())?;
@@ -235,5 +267,42 @@ mod tests {
         let in_a_week = now_ms() + 7 * 86_400_000;
         assert!(trust.member(site.certificate(), in_a_week).unwrap_err().contains("expired"));
         assert!(trust.member(b"not a certificate", now_ms()).is_err());
+    }
+
+    #[test]
+    fn only_an_operators_seal_of_the_very_record_checks() {
+        use cairn_inventory::{DbName, DbSettings, Hlc, Retention};
+        let ca = ClusterCa::generate().unwrap();
+        let trust = holder(&ca, Identity::Site(SiteId(1))).trust().unwrap();
+        let operator = holder(&ca, Identity::Operator(PrincipalName::new("ops").unwrap())).signer().unwrap();
+        let settings = DbSettings::new(4, 2, Retention::default()).unwrap();
+        let mut record =
+            DbRecord::new(DbName::new("d").unwrap(), settings, Hlc { wall_ms: 1_000, logical: 0 }, SiteId(1));
+        assert!(trust.check_seal(&record, now_ms()).unwrap_err().contains("no operator"));
+        record.seal = Some(operator.seal(&record));
+        assert_eq!(
+            trust.check_seal(&record, now_ms()),
+            Ok(Identity::Operator(PrincipalName::new("ops").unwrap()))
+        );
+        // Checked long after the certificate expired: still the operator's.
+        assert!(trust.check_seal(&record, now_ms() + 3 * 86_400_000).is_ok());
+        // Anything else changed: not what was signed.
+        let mut dropped = record.clone();
+        dropped.dropped = true;
+        assert!(trust.check_seal(&dropped, now_ms()).unwrap_err().contains("not what it signed"));
+        // Made after the certificate expired.
+        let mut late = record.clone();
+        late.changed = Hlc { wall_ms: now_ms() + 3 * 86_400_000, logical: 0 };
+        late.seal = Some(operator.seal(&late));
+        assert!(trust.check_seal(&late, now_ms()).unwrap_err().contains("expired"));
+        // A site's seal, and another cluster's operator's.
+        let site = holder(&ca, Identity::Site(SiteId(7))).signer().unwrap();
+        record.seal = Some(site.seal(&record));
+        assert!(trust.check_seal(&record, now_ms()).unwrap_err().contains("not an operator"));
+        let stranger = ClusterCa::generate().unwrap();
+        let foreign =
+            holder(&stranger, Identity::Operator(PrincipalName::new("ops").unwrap())).signer().unwrap();
+        record.seal = Some(foreign.seal(&record));
+        assert!(trust.check_seal(&record, now_ms()).is_err());
     }
 }
