@@ -88,6 +88,7 @@ impl Service for NoRequests {
 
 fn snapshot(addr: SocketAddr) -> SiteSnapshot {
     SiteSnapshot {
+        revocations: None,
         site: SiteSummary {
             role: Role::Core,
             addr: Label::truncated(&addr.to_string()),

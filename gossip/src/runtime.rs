@@ -346,6 +346,11 @@ async fn view_loop(
         let view = match std::panic::catch_unwind(AssertUnwindSafe(build)) {
             Ok(view) => {
                 health.in_a_row.store(0, Ordering::Relaxed);
+                // Nodes whose certificates the newest list revokes are left out from
+                // the next round on.
+                if let Some(list) = &view.revocations {
+                    verifier.revoke(list);
+                }
                 view
             }
             Err(_) => {

@@ -31,8 +31,8 @@ use std::net::SocketAddr;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cairn_inventory::{Role, SiteId, codec};
-use cairn_transport::{ClusterTrust, Identity, Signer, VerifyingKey};
+use cairn_inventory::{RevocationList, Role, SiteId, codec};
+use cairn_transport::{ClusterTrust, Identity, RevokedSet, Signer, VerifyingKey};
 
 use crate::summary::{DbSummary, SITE_KEY, SiteSummary, SummaryKey, decode_value};
 use crate::view::NodeInput;
@@ -197,8 +197,11 @@ pub struct Verifier {
     trust: ClusterTrust,
     hasher: RandomState,
     nodes: HashMap<NodeKey, AdmittedNode>,
-    /// Outcomes of seal checks by the db value's hash: many sites gossip one record.
+    /// Outcomes of seal checks by the value's hash: many sites gossip one record.
     seals: HashMap<u64, Result<(), Refusal>>,
+    /// What the newest revocation list revokes: nodes whose certificates it names are
+    /// not believed.
+    revoked: RevokedSet,
 }
 
 /// Seal outcomes remembered at most (then forgotten all at once).
@@ -207,7 +210,21 @@ const MAX_REMEMBERED_SEALS: usize = 4096;
 impl Verifier {
     /// A verifier for the cluster `trust` checks against.
     pub fn new(trust: ClusterTrust) -> Self {
-        Self { trust, hasher: RandomState::new(), nodes: HashMap::new(), seals: Default::default() }
+        Self {
+            trust,
+            hasher: RandomState::new(),
+            nodes: HashMap::new(),
+            seals: HashMap::new(),
+            revoked: RevokedSet::default(),
+        }
+    }
+
+    /// Takes the revocations of `list` (an operator-sealed list the view chose) into
+    /// account from the next [`Self::admit`], if it is newer than those it has.
+    pub fn revoke(&mut self, list: &RevocationList) {
+        if list.issued_ms > self.revoked.issued_ms() {
+            self.revoked = RevokedSet::new(list);
+        }
     }
 
     /// Whether this node was admitted at `max_version` already: its values may then be
@@ -241,7 +258,7 @@ impl Verifier {
                     forged: Vec::new(),
                     unverified: None,
                 };
-                let input = finish(input, &checked, now_ms);
+                let input = finish(input, &checked, &self.revoked, now_ms);
                 admitted.insert(at, checked);
                 input
             })
@@ -288,7 +305,7 @@ impl Verifier {
             let outcome = match old_values.remove(&key) {
                 Some(seen) if seen.version == version && seen.hash == hash => seen.outcome,
                 _ => check_value(keys, site, generation, version, &key, &value)
-                    .and_then(|payload| self.check_db_seal(&key, payload, now_ms)),
+                    .and_then(|payload| self.check_operator_seal(&key, payload, now_ms)),
             };
             match &outcome {
                 Ok(payload) => node.key_values.push((key.clone(), payload.clone())),
@@ -317,21 +334,35 @@ impl Verifier {
         node
     }
 
-    /// A db record must carry an operator's seal (a site may gossip only what an
-    /// operator ordered about dbs: above all no drop of its own making). A payload that
-    /// does not decode is passed on, for the view to call `invalid`.
-    fn check_db_seal(&mut self, key: &str, payload: String, now_ms: u64) -> Result<String, Refusal> {
-        let Some(SummaryKey::Db(name)) = SummaryKey::parse(key) else { return Ok(payload) };
-        let Ok(summary) = decode_value::<DbSummary>(&payload) else { return Ok(payload) };
+    /// A db record, and a revocation list, must carry an operator's seal (a site may
+    /// gossip only what an operator ordered about dbs — above all no drop of its own
+    /// making — and about who is revoked). A payload that does not decode is passed on,
+    /// for the view to call `invalid`. Outcomes are remembered by the payload's hash:
+    /// many sites gossip the same record.
+    fn check_operator_seal(&mut self, key: &str, payload: String, now_ms: u64) -> Result<String, Refusal> {
+        let parsed = SummaryKey::parse(key);
+        if !matches!(parsed, Some(SummaryKey::Db(_) | SummaryKey::Revocations)) {
+            return Ok(payload);
+        }
         let hash = self.hasher.hash_one(&payload);
         if let Some(outcome) = self.seals.get(&hash) {
             return outcome.clone().map(|()| payload);
         }
-        let record = summary.record(name);
-        let outcome = self.trust.check_seal(&record, now_ms).map(|_| ()).map_err(|why| {
-            let what = if record.dropped { "drop of" } else { "record of" };
-            format!("its {what} db {} is not an operator's: {why}", record.name)
-        });
+        let outcome = match parsed {
+            Some(SummaryKey::Db(name)) => {
+                let Ok(summary) = decode_value::<DbSummary>(&payload) else { return Ok(payload) };
+                let record = summary.record(name);
+                self.trust.check_seal(&record, now_ms).map(drop).map_err(|why| {
+                    let what = if record.dropped { "drop of" } else { "record of" };
+                    format!("its {what} db {} is not an operator's: {why}", record.name)
+                })
+            }
+            _ => {
+                let Ok(list) = decode_value::<RevocationList>(&payload) else { return Ok(payload) };
+                let checked = self.trust.check_revocations(&list, now_ms).map(drop);
+                checked.map_err(|why| format!("its revocation list is not an operator's: {why}"))
+            }
+        };
         if self.seals.len() >= MAX_REMEMBERED_SEALS {
             self.seals.clear();
         }
@@ -364,11 +395,14 @@ impl Verifier {
 
 /// `input` filled from what was admitted of its node, as of `now_ms` (a certificate
 /// that expired since it was checked unverifies the node).
-fn finish(mut input: NodeInput, node: &AdmittedNode, now_ms: u64) -> NodeInput {
+fn finish(mut input: NodeInput, node: &AdmittedNode, revoked: &RevokedSet, now_ms: u64) -> NodeInput {
     let refusal = match &node.keys {
         Err(why) => Some(why.clone()),
         Ok(keys) if !keys.iter().any(|k| valid_at(k, now_ms)) => {
             Some("its certificate has expired".to_owned())
+        }
+        Ok(keys) if keys.iter().all(|k| revoked.revokes_key(k).is_some()) => {
+            keys.iter().find_map(|k| revoked.revokes_key(k))
         }
         Ok(_) => node.refused.clone(),
     };

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cairn_inventory::{
-    DbName, DbRecord, DbSettings, Frontier, Hlc, OperatorSeal, PlanId, Role, SiteId, codec,
+    DbName, DbRecord, DbSettings, Frontier, Hlc, OperatorSeal, PlanId, RevocationList, Role, SiteId, codec,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 pub const SITE_KEY: &str = "site";
 /// The site's load key.
 pub const LOAD_KEY: &str = "load";
+/// The revocation list's key.
+pub const REVOCATIONS_KEY: &str = "revoked";
 const DB_PREFIX: &str = "db:";
 const REPLICA_PREFIX: &str = "r:";
 const PLAN_PREFIX: &str = "plan:";
@@ -255,6 +257,8 @@ pub struct SiteSnapshot {
     pub replicas: Vec<(DbName, u32, ReplicaSummary)>,
     /// Its pending plans by db.
     pub plans: Vec<(DbName, PlanSummary)>,
+    /// The newest revocation list it holds (an operator's; gossiped whole).
+    pub revocations: Option<RevocationList>,
 }
 
 /// A typed key of a site's summary.
@@ -270,6 +274,8 @@ pub enum SummaryKey {
     Replica(DbName, u32),
     /// `plan:<db>`.
     Plan(DbName),
+    /// `revoked`: the cluster's revocation list as this site holds it.
+    Revocations,
 }
 
 impl SummaryKey {
@@ -281,6 +287,7 @@ impl SummaryKey {
             Self::Db(db) => format!("{DB_PREFIX}{db}"),
             Self::Replica(db, shard) => format!("{REPLICA_PREFIX}{db}:{shard}"),
             Self::Plan(db) => format!("{PLAN_PREFIX}{db}"),
+            Self::Revocations => REVOCATIONS_KEY.to_owned(),
         }
     }
 
@@ -289,6 +296,7 @@ impl SummaryKey {
         match key {
             SITE_KEY => return Some(Self::Site),
             LOAD_KEY => return Some(Self::Load),
+            REVOCATIONS_KEY => return Some(Self::Revocations),
             _ => {}
         }
         if let Some(name) = key.strip_prefix(DB_PREFIX) {
@@ -346,6 +354,9 @@ pub fn summarize(snapshot: &SiteSnapshot) -> BTreeMap<String, String> {
         keys.insert(SummaryKey::Plan(db.clone()).render(), encode_value(plan));
     }
     keys.insert(SummaryKey::Load.render(), encode_value(&load));
+    if let Some(list) = snapshot.revocations.as_ref().filter(|l| l.seal.is_some()) {
+        keys.insert(SummaryKey::Revocations.render(), encode_value(list));
+    }
     keys
 }
 

@@ -36,7 +36,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use cairn_inventory::{DbName, DbRecord, DbSettings, Frontier, Hlc, OperatorSeal, PlanId, Role, SiteId};
+use cairn_inventory::{
+    DbName, DbRecord, DbSettings, Frontier, Hlc, OperatorSeal, PlanId, RevocationList, Role, SiteId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::summary::{
@@ -441,6 +443,10 @@ pub struct ClusterView {
     pub plans: Vec<PlanView>,
     /// What needs attention.
     pub warnings: Vec<Warning>,
+    /// The newest operator-sealed revocation list any verified site gossips: the
+    /// certificates and identities every site refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocations: Option<RevocationList>,
 }
 
 impl ClusterView {
@@ -516,6 +522,7 @@ struct Decoded {
     dbs: Vec<(DbName, DbSummary)>,
     replicas: Vec<(DbName, u32, ReplicaSummary)>,
     plans: Vec<(DbName, PlanSummary)>,
+    revocations: Option<RevocationList>,
 }
 
 /// Collects one site's `invalid` warnings, listing at most [`MAX_INVALID_PER_SITE`].
@@ -669,6 +676,7 @@ fn decode_site(node: &NodeInput, ctx: &ViewContext, warnings: &mut Vec<Warning>)
             }),
             SummaryKey::Replica(db, shard) => decode_value(value).map(|v| out.replicas.push((db, shard, v))),
             SummaryKey::Plan(db) => decode_value(value).map(|v| out.plans.push((db, v))),
+            SummaryKey::Revocations => decode_value(value).map(|v| out.revocations = Some(v)),
         };
         if let Err(error) = result {
             bad.add(key, error);
@@ -1001,5 +1009,10 @@ pub fn build_view(self_site: SiteId, nodes: &[NodeInput], ctx: &ViewContext) -> 
         sites.iter().filter(|s| s.state == SiteState::Live).map(|s| s.site_id).collect();
     let (dbs, dropped) = db_views(self_site, &decoded, &live, &ctx.limits, &mut warnings);
     let plans = plan_views(&decoded);
-    ClusterView { site: self_site, sites, dbs, dropped, plans, warnings }
+    let revocations = decoded
+        .values()
+        .filter_map(|(_, d)| d.revocations.as_ref())
+        .max_by(|a, b| (a.issued_ms, a.signed_bytes()).cmp(&(b.issued_ms, b.signed_bytes())))
+        .cloned();
+    ClusterView { site: self_site, sites, dbs, dropped, plans, warnings, revocations }
 }

@@ -20,6 +20,7 @@ fn addr(i: usize) -> SocketAddr {
 
 fn snapshot(i: usize) -> SiteSnapshot {
     SiteSnapshot {
+        revocations: None,
         site: SiteSummary {
             role: Role::Core,
             addr: Label::truncated(&addr(i).to_string()),

@@ -18,6 +18,7 @@ mod migrate;
 pub mod plan_machine;
 mod plans;
 mod records;
+mod revocations;
 mod settings;
 mod shard_log;
 mod store;
@@ -32,6 +33,7 @@ pub use records::{
     DbRecord, Hlc, Identity, MAX_SEAL_CERTIFICATE, MAX_SEAL_SIGNATURE, OperatorSeal, PendingPlan, Plan,
     PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord, ReplicaState, Role, Step,
 };
+pub use revocations::{MAX_REVOKED, MAX_REVOKED_URI, RevocationList, Revoked};
 pub use settings::{DbSettings, MAX_REPLICATION, MAX_SHARDS, Replication, Retention, ShardCount};
 pub use shard_log::{
     Append, Appended, AsMessage, CleanupOutcome, Entry, EntryId, FetchLimits, FetchQuery, FetchStart,

@@ -65,6 +65,11 @@ impl Client {
         })
     }
 
+    /// Signs with these credentials' key (sites take seals only from an operator).
+    pub(crate) fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
     /// The site's address.
     pub(crate) fn node(&self) -> SocketAddr {
         self.node

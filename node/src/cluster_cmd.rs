@@ -49,10 +49,22 @@ pub(crate) enum ClusterCommand {
         #[arg(long, default_value_t = tls::DEFAULT_VALID_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
+    /// Revoke a certificate (its PEM file) or an identity (a site id: its site and
+    /// replicant certificates; or a URI such as cairn://client/app): the operator signs
+    /// the cluster's revocation list with the new entry and hands it to --node, which
+    /// gossips it. Every site then refuses the revoked peer's connections and leaves it
+    /// out of its view. An identity stays revoked (a revoked site needs a new data dir).
+    Revoke {
+        /// A certificate file, a site id or an identity URI.
+        target: String,
+        #[command(flatten)]
+        conn: crate::client::ConnArgs,
+    },
 }
 
 pub(crate) fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
+        ClusterCommand::Revoke { target, conn } => crate::revoke_cmd::revoke(&target, &conn)?,
         ClusterCommand::Init { out } => {
             let (id, operator) = tls::init_cluster_dir(&out)
                 .with_context(|| format!("creating the cluster's CA in {}", out.display()))?;

@@ -134,6 +134,7 @@ mod tests {
 
     fn view(dbs: &[&DbRecord], dropped: &[(&str, u64)]) -> ClusterView {
         ClusterView {
+            revocations: None,
             site: SiteId(1),
             sites: Vec::new(),
             dbs: dbs

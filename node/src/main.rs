@@ -12,6 +12,7 @@ mod inventory_cmd;
 mod local_cmd;
 mod logging;
 mod plan_cmd;
+mod revoke_cmd;
 mod start_cmd;
 mod wait_cmd;
 

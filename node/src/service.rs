@@ -127,6 +127,32 @@ impl SiteService {
         }
     }
 
+    /// Takes an operator's revocation list: stored if newer, handed to the endpoint at
+    /// once (revoked peers are cut off), and gossiped by the publisher.
+    async fn revoke(&self, list: cairn_inventory::RevocationList) -> Response {
+        let operator = match self.certificate.trust().check_revocations(&list, now_ms()) {
+            Ok(operator) => operator,
+            Err(why) => return Response::Rejected { reason: format!("revocation list: {why}") },
+        };
+        let stored = list.clone();
+        let taken = match self.blocking(move |inv| inv.put_revocations(&stored)).await {
+            Ok(taken) => taken,
+            Err(error) => return internal(&error),
+        };
+        let current = match self.blocking(|inv| inv.revocations()).await {
+            Ok(current) => current,
+            Err(error) => return internal(&error),
+        };
+        if taken {
+            tracing::warn!(%operator, entries = list.entries.len(), issued_ms = list.issued_ms, "revocation list taken");
+            let endpoint = self.endpoint.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            if let Some(endpoint) = endpoint {
+                endpoint.revoke(cairn_transport::RevokedSet::new(&list));
+            }
+        }
+        Response::RevocationsTaken { issued_ms: current.map_or(0, |c| c.issued_ms), taken }
+    }
+
     /// Checks `asked` from `peer` against the access table (see [`authorize`]); a refusal
     /// is counted (`outcome="forbidden"`), logged once per identity and kind, and returned
     /// as the reason to answer with.
@@ -463,6 +489,7 @@ impl SiteService {
             }
             Request::DropDb { db } => self.prepare_drop(db).await,
             Request::CommitDb { record } => self.commit(record).await,
+            Request::Revoke { list } => self.revoke(list).await,
             Request::Write(write) => self.write(peer, write).await,
             Request::Fetch(fetch) => self.fetch(peer, fetch).await,
             Request::Routes { db } => self.routes(&db),

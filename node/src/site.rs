@@ -194,6 +194,10 @@ impl Site {
         let (endpoint, inbox) =
             Endpoint::serve(options.listen, &credentials, options.transport, service.clone())
                 .map_err(StartError::Transport)?;
+        // Peers revoked before this start are refused from the first handshake.
+        if let Some(list) = inventory.revocations()? {
+            endpoint.revoke(cairn_transport::RevokedSet::new(&list));
+        }
         let identity = inventory.identity();
         let addr = endpoint.local_addr();
         let summary = SiteSummary {
@@ -232,25 +236,16 @@ impl Site {
         service.attach_view(gossip.subscribe());
         let notes = Arc::new(StepNotes::default());
         let publisher = {
-            let (inv, gossip, summary, data, notes, certificate) = (
-                inventory.clone(),
-                gossip.clone(),
-                summary.clone(),
-                data.clone(),
-                notes.clone(),
-                certificate.clone(),
-            );
-            supervisor.spawn("publisher", move || {
-                publish_loop(
-                    inv.clone(),
-                    gossip.clone(),
-                    summary.clone(),
-                    data.clone(),
-                    notes.clone(),
-                    certificate.clone(),
-                    interval,
-                )
-            })
+            let publisher = Publisher {
+                inventory: inventory.clone(),
+                gossip: gossip.clone(),
+                endpoint: endpoint.clone(),
+                summary: summary.clone(),
+                data: data.clone(),
+                notes: notes.clone(),
+                certificate: certificate.clone(),
+            };
+            supervisor.spawn("publisher", move || publish_loop(publisher.clone(), interval))
         };
         // Shard data flows whatever `run_plans` says: replicas keep following each other.
         let mut workers = Vec::new();
@@ -419,19 +414,38 @@ async fn watch_view_health(gossip: Arc<Gossip>, supervisor: Arc<Supervisor>) {
 const VIEW_FAILURES_TO_STOP: u64 = 20;
 
 /// Publishes the site's summary every gossip round (only what changed goes out).
-async fn publish_loop(
+/// What the publisher works with.
+#[derive(Clone)]
+struct Publisher {
     inventory: Arc<Inventory>,
     gossip: Arc<Gossip>,
+    endpoint: Endpoint,
     summary: SiteSummary,
     data: Arc<DataShared>,
     notes: Arc<StepNotes>,
     certificate: Arc<ServingCertificate>,
-    every: Duration,
-) {
+}
+
+/// Every round: takes a newer revocation list the view holds (stored, so it is kept and
+/// gossiped on; handed to the endpoint, which cuts revoked peers off), then publishes
+/// the site's summary.
+async fn publish_loop(p: Publisher, every: Duration) {
+    let Publisher { inventory, gossip, endpoint, summary, data, notes, certificate } = p;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut revoked_at = 0;
     loop {
         ticker.tick().await;
+        if let Some(list) = gossip.view().revocations.clone().filter(|l| l.issued_ms > revoked_at) {
+            revoked_at = list.issued_ms;
+            endpoint.revoke(cairn_transport::RevokedSet::new(&list));
+            let inv = inventory.clone();
+            match crate::supervisor::blocking(move || inv.put_revocations(&list)).await {
+                Ok(true) => tracing::warn!(issued_ms = revoked_at, "revocation list taken from gossip"),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "cannot store the revocation list"),
+            }
+        }
         let site = SiteSummary { certificate_expires_ms: certificate.expires_ms(), ..summary.clone() };
         let (inv, data, notes) = (inventory.clone(), data.clone(), notes.clone());
         let progress = move |db: &_, shard, held| data.progress(db, shard, held);

@@ -56,5 +56,5 @@ pub fn read_snapshot(
         })
         .collect();
     let site = SiteSummary { draining: inventory.draining()?, ..site.clone() };
-    Ok(SiteSnapshot { site, dbs, replicas, plans })
+    Ok(SiteSnapshot { site, dbs, replicas, plans, revocations: inventory.revocations()? })
 }

@@ -92,6 +92,7 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
             .unwrap();
     let upstream_addr = endpoint.local_addr();
     let snapshot = SiteSnapshot {
+        revocations: None,
         site: SiteSummary {
             role: Role::Core,
             addr: cairn_gossip::summary::Label::truncated(&upstream_addr.to_string()),

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use cairn_inventory::codec;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::config::TransportConfig;
@@ -29,7 +29,7 @@ use crate::stats::{Stats, StatsSnapshot};
 use crate::subscribe::{
     Credit, FrameReceiver, FrameSender, SubscribeRequest, Subscription, SubscriptionFrame, SubscriptionSender,
 };
-use crate::tls::{Credentials, Identity};
+use crate::tls::{Credentials, Identity, RevokedSet};
 
 /// The kind byte of a gossip stream.
 const STREAM_GOSSIP: u8 = 1;
@@ -45,6 +45,8 @@ const ACK_FRAME_BYTES: usize = 1 << 20;
 
 /// Application close code for a peer whose certificate names no identity.
 const CLOSE_NO_IDENTITY: u32 = 3;
+/// Application close code for a peer whose certificate was revoked.
+const CLOSE_REVOKED: u32 = 4;
 
 /// Who is at the other end of a connection: its address and the identity its verified
 /// certificate names.
@@ -65,14 +67,23 @@ impl std::fmt::Display for Peer {
     }
 }
 
-/// The identity in the verified certificate of a connection's peer.
-fn peer_identity(conn: &quinn::Connection) -> Result<Identity, String> {
+/// The verified certificate (DER) of a connection's peer.
+fn peer_certificate(conn: &quinn::Connection) -> Result<rustls::pki_types::CertificateDer<'static>, String> {
     let certs = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
         .ok_or_else(|| "the peer presented no certificate".to_owned())?;
-    let leaf = certs.first().ok_or_else(|| "the peer presented no certificate".to_owned())?;
-    Identity::of_certificate(leaf).map_err(|e| e.to_string())
+    certs.first().cloned().ok_or_else(|| "the peer presented no certificate".to_owned())
+}
+
+/// The identity in the verified certificate of a connection's peer.
+fn peer_identity(conn: &quinn::Connection) -> Result<Identity, String> {
+    Identity::of_certificate(&peer_certificate(conn)?).map_err(|e| e.to_string())
+}
+
+/// Why `conn`'s peer may not stay connected under `revoked`, if it may not.
+fn revoked_peer(conn: &quinn::Connection, revoked: &RevokedSet) -> Option<String> {
+    peer_certificate(conn).ok().and_then(|leaf| revoked.revokes(leaf.as_ref()))
 }
 
 /// What a site does with requests. Implemented by the node; the transport only carries.
@@ -128,6 +139,9 @@ struct Inner {
     /// Serves the streams a peer opens on a connection we made (a site's endpoint
     /// only): connections are used both ways, so a peer can answer on ours.
     serve_outgoing: OnceLock<Box<dyn Fn(SocketAddr, quinn::Connection) + Send + Sync>>,
+    /// What the cluster's newest revocation list revokes: refused at the handshake,
+    /// and connections already open closed when it changes.
+    revoked: watch::Sender<Arc<RevokedSet>>,
 }
 
 /// A site's (or the CLI's) QUIC endpoint. Cheap to clone.
@@ -218,6 +232,7 @@ impl Endpoint {
             handshakes: AtomicUsize::new(0),
             tasks: TaskTracker::new(),
             serve_outgoing: OnceLock::new(),
+            revoked: watch::Sender::new(Arc::default()),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -234,6 +249,19 @@ impl Endpoint {
         let client = client_config(credentials, config)?;
         *self.inner.client.write().unwrap_or_else(std::sync::PoisonError::into_inner) = client;
         Ok(())
+    }
+
+    /// Refuses, from now on, peers whose certificate `revoked` names (if it is newer
+    /// than what the endpoint holds), and closes the connections of those connected.
+    /// Answers whether it was newer.
+    pub fn revoke(&self, revoked: RevokedSet) -> bool {
+        self.inner.revoked.send_if_modified(|current| {
+            let newer = revoked.issued_ms() > current.issued_ms();
+            if newer {
+                *current = Arc::new(revoked);
+            }
+            newer
+        })
     }
 
     /// The UDP address the endpoint is bound to.
@@ -417,6 +445,12 @@ impl Inner {
         let client = self.client.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let (conn, fresh) =
             self.pool.connection(&self.quinn, client, &self.config, &self.stats, peer).await?;
+        let revoked = self.revoked.borrow().clone();
+        if let Some(why) = revoked_peer(&conn, &revoked) {
+            conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
+            self.pool.forget(peer, &conn);
+            return Err(TransportError::Tls(format!("{peer}: {why}")));
+        }
         if fresh && let Some(serve) = self.serve_outgoing.get() {
             serve(peer, conn.clone());
         }
@@ -589,8 +623,18 @@ async fn serve_streams<S: Service>(
             return;
         }
     };
+    let mut revoked = inner.revoked.subscribe();
     loop {
+        let why = revoked_peer(&conn, &revoked.borrow_and_update());
+        if let Some(why) = why {
+            Stats::bump(&inner.stats.handshakes_refused);
+            refused(&inner, addr, &why);
+            conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
+            inner.pool.forget(addr, &conn);
+            return;
+        }
         tokio::select! {
+            changed = revoked.changed() => if changed.is_err() { break },
             bi = conn.accept_bi() => match bi {
                 Ok((send, recv)) => {
                     inner.tasks.spawn(serve_request(inner.clone(), service.clone(), peer.clone(), send, recv));

@@ -42,4 +42,6 @@ pub use subscribe::{
     Credit, FrameReceiver, FrameSender, MAX_CREDIT, SubscribeRequest, Subscription, SubscriptionFrame,
     SubscriptionSender,
 };
-pub use tls::{ClusterCa, ClusterTrust, Credentials, Identity, PrincipalName, Signer, VerifyingKey};
+pub use tls::{
+    ClusterCa, ClusterTrust, Credentials, Identity, PrincipalName, RevokedSet, Signer, VerifyingKey,
+};

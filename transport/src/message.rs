@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 
 use cairn_inventory::{
     ClusterId, DbName, DbRecord, DbSettings, Entry, EntryId, FetchStart, Frontier, Message, OfferOutcome,
-    OutOfRange, Plan, ProducerName, Replication, Retention, Role, SiteId, Stored, TopicFilter,
+    OutOfRange, Plan, ProducerName, Replication, Retention, RevocationList, Role, SiteId, Stored,
+    TopicFilter,
 };
 use serde::{Deserialize, Serialize};
 
@@ -134,6 +135,14 @@ pub enum Request {
     CommitDb {
         /// The record, with its seal.
         record: DbRecord,
+    },
+    /// Take this revocation list (an operator sealed it; newer than the site's) and
+    /// gossip it: every site then refuses the certificates and identities it names.
+    /// Answered with [`Response::RevocationsTaken`], or [`Response::Rejected`] naming
+    /// what is wrong with the seal.
+    Revoke {
+        /// The list, with its seal.
+        list: RevocationList,
     },
 }
 
@@ -295,6 +304,7 @@ impl Request {
             Self::Subscribe(_) => "subscribe",
             Self::ReloadCredentials => "reload_credentials",
             Self::CommitDb { .. } => "commit_db",
+            Self::Revoke { .. } => "revoke",
         }
     }
 }
@@ -398,6 +408,13 @@ pub enum Response {
     DbPrepared {
         /// The record.
         record: DbRecord,
+    },
+    /// What a site did with a revocation list.
+    RevocationsTaken {
+        /// The list the site now holds (issued at this time).
+        issued_ms: u64,
+        /// Whether the one sent was newer than what the site held (so it was taken).
+        taken: bool,
     },
 }
 

@@ -44,6 +44,7 @@ pub fn site(i: usize, zones: u8, capacity: u32, state: SiteState) -> SiteView {
 pub fn build(shape: &Shape) -> ClusterView {
     let capacity = |i: usize| if shape.capacities { 1 + (i % 3) as u32 } else { 1 };
     let mut view = ClusterView {
+        revocations: None,
         site: SiteId(1),
         sites: (0..shape.old).map(|i| site(i, shape.zones, capacity(i), SiteState::Live)).collect(),
         dbs: Vec::new(),

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 pub use authority::{ClusterCa, IssuedCert, operator_dir_beside};
 pub use credentials::{Credentials, write_credentials};
 pub use identity::{CertificateFacts, Identity, IdentityError, PrincipalName};
-pub use signing::{ClusterTrust, Signer, VerifyingKey};
+pub use signing::{ClusterTrust, RevokedSet, Signer, VerifyingKey, fingerprint};
 
 use crate::error::TransportError;
 
@@ -66,6 +66,14 @@ pub fn init_cluster_dir(dir: &Path) -> Result<(ClusterId, PathBuf), TransportErr
 pub fn issue_to_dir(ca_dir: &Path, identity: &Identity, out: &Path, days: u32) -> Result<(), TransportError> {
     let ca = ClusterCa::load(ca_dir)?;
     write_credentials(out, &ca, &ca.issue(identity, days)?)
+}
+
+/// The first certificate of a PEM file, DER-encoded (to revoke it, say).
+pub fn read_certificate(path: &Path) -> Result<Vec<u8>, TransportError> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(path)
+        .map(|der| der.as_ref().to_vec())
+        .map_err(|e| TransportError::Tls(format!("{}: not a PEM certificate: {e}", path.display())))
 }
 
 /// The cluster id a CA certificate defines: the first 16 bytes of its SHA-256.

@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 
-use cairn_inventory::{DbRecord, OperatorSeal};
+use cairn_inventory::{DbRecord, OperatorSeal, RevocationList, Revoked};
 
 use super::SERVER_NAME;
 use super::identity::{CertificateFacts, Identity};
@@ -73,6 +73,11 @@ impl Signer {
         OperatorSeal { certificate: self.certificate.to_vec(), signature: self.sign(&record.signed_bytes()) }
     }
 
+    /// Seals a revocation list (sites take only an operator's).
+    pub fn seal_revocations(&self, list: &RevocationList) -> OperatorSeal {
+        OperatorSeal { certificate: self.certificate.to_vec(), signature: self.sign(&list.signed_bytes()) }
+    }
+
     /// The certificate (DER) whose key signs.
     pub fn certificate(&self) -> &[u8] {
         self.certificate.as_ref()
@@ -90,6 +95,7 @@ pub struct VerifyingKey {
     identity: Identity,
     public_key: Vec<u8>,
     not_after_unix: i64,
+    fingerprint: [u8; 32],
 }
 
 impl VerifyingKey {
@@ -101,6 +107,11 @@ impl VerifyingKey {
     /// When the certificate stops being valid (seconds since the Unix epoch).
     pub fn not_after_unix(&self) -> i64 {
         self.not_after_unix
+    }
+
+    /// The SHA-256 of the certificate ([`fingerprint`]).
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
     }
 
     /// Whether `signature` is this key's signature of `message`.
@@ -178,20 +189,36 @@ impl ClusterTrust {
     /// the chain at (or the certificate's last valid moment, if earlier). Answers the
     /// operator's identity, or why the seal does not check.
     pub fn check_seal(&self, record: &DbRecord, now_ms: u64) -> Result<Identity, String> {
-        let Some(seal) = &record.seal else {
+        self.check_operator_seal(record.seal.as_ref(), record.changed.wall_ms, &record.signed_bytes(), now_ms)
+    }
+
+    /// Whether a revocation list carries an operator's seal, as [`Self::check_seal`]
+    /// says of a db record (made at its `issued_ms`).
+    pub fn check_revocations(&self, list: &RevocationList, now_ms: u64) -> Result<Identity, String> {
+        self.check_operator_seal(list.seal.as_ref(), list.issued_ms, &list.signed_bytes(), now_ms)
+    }
+
+    fn check_operator_seal(
+        &self,
+        seal: Option<&OperatorSeal>,
+        made_ms: u64,
+        signed: &[u8],
+        now_ms: u64,
+    ) -> Result<Identity, String> {
+        let Some(seal) = seal else {
             return Err("no operator sealed it".into());
         };
         let facts = CertificateFacts::read(&CertificateDer::from(seal.certificate.as_slice()))
             .map_err(|e| format!("the seal's certificate: {e}"))?;
         let last_valid_ms = u64::try_from(facts.not_after_unix).unwrap_or(0).saturating_mul(1000);
-        if record.changed.wall_ms > last_valid_ms {
+        if made_ms > last_valid_ms {
             return Err(format!("it was made after the certificate of {} expired", facts.identity));
         }
         let key = self.operator(&seal.certificate, now_ms.min(last_valid_ms.saturating_sub(1000)))?;
-        if key.verifies(&record.signed_bytes(), &seal.signature) {
+        if key.verifies(signed, &seal.signature) {
             Ok(key.identity)
         } else {
-            Err(format!("the seal of {} does not check: the record is not what it signed", key.identity))
+            Err(format!("the seal of {} does not check: it is not what was signed", key.identity))
         }
     }
 
@@ -215,8 +242,67 @@ impl ClusterTrust {
             identity: facts.identity,
             public_key: spki.subject_public_key.data.to_vec(),
             not_after_unix: facts.not_after_unix,
+            fingerprint: fingerprint(cert.as_ref()),
         })
     }
+}
+
+/// What a revocation list revokes, ready to match certificates against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevokedSet {
+    issued_ms: u64,
+    certificates: std::collections::HashSet<[u8; 32]>,
+    identities: std::collections::HashSet<String>,
+}
+
+impl RevokedSet {
+    /// The entries of `list` (whose seal the caller checked).
+    pub fn new(list: &RevocationList) -> Self {
+        let mut set = Self { issued_ms: list.issued_ms, ..Self::default() };
+        for entry in &list.entries {
+            match entry {
+                Revoked::Certificate(hash) => set.certificates.insert(*hash),
+                Revoked::Identity(uri) => set.identities.insert(uri.clone()),
+            };
+        }
+        set
+    }
+
+    /// When the list was issued (0: nothing revoked yet).
+    pub fn issued_ms(&self) -> u64 {
+        self.issued_ms
+    }
+
+    /// Why the certificate behind `key` is revoked, if it is.
+    pub fn revokes_key(&self, key: &VerifyingKey) -> Option<String> {
+        if self.certificates.contains(&key.fingerprint) {
+            return Some(format!("its certificate ({}) was revoked", Revoked::Certificate(key.fingerprint)));
+        }
+        let identity = key.identity.uri();
+        self.identities.contains(&identity).then(|| format!("{identity} was revoked"))
+    }
+
+    /// Why the certificate `der` is revoked, if it is: by its hash, or by the identity
+    /// it names.
+    pub fn revokes(&self, der: &[u8]) -> Option<String> {
+        if self.certificates.is_empty() && self.identities.is_empty() {
+            return None;
+        }
+        let hash = fingerprint(der);
+        if self.certificates.contains(&hash) {
+            return Some(format!("its certificate ({}) was revoked", Revoked::Certificate(hash)));
+        }
+        let identity = Identity::of_certificate(&CertificateDer::from(der)).ok()?.uri();
+        self.identities.contains(&identity).then(|| format!("{identity} was revoked"))
+    }
+}
+
+/// The SHA-256 of a certificate's DER encoding: how a revocation names one certificate.
+pub fn fingerprint(der: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(digest.as_ref());
+    hash
 }
 
 fn unix_time(now_ms: u64) -> UnixTime {
@@ -289,7 +375,7 @@ mod tests {
         // Anything else changed: not what was signed.
         let mut dropped = record.clone();
         dropped.dropped = true;
-        assert!(trust.check_seal(&dropped, now_ms()).unwrap_err().contains("not what it signed"));
+        assert!(trust.check_seal(&dropped, now_ms()).unwrap_err().contains("not what was signed"));
         // Made after the certificate expired.
         let mut late = record.clone();
         late.changed = Hlc { wall_ms: now_ms() + 3 * 86_400_000, logical: 0 };
