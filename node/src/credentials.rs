@@ -61,6 +61,19 @@ pub enum CredentialsError {
         /// The site's data dir.
         data_dir: PathBuf,
     },
+    /// A renewed certificate of another cluster's CA (it would cut the site off).
+    #[error(
+        "{}/tls: the renewed certificate is of cluster {found}, but this site serves cluster {expected}: issue          it with this cluster's CA",
+        data_dir.display()
+    )]
+    OtherCluster {
+        /// The renewed certificate's cluster.
+        found: cairn_inventory::ClusterId,
+        /// The site's cluster.
+        expected: cairn_inventory::ClusterId,
+        /// The site's data dir.
+        data_dir: PathBuf,
+    },
 }
 
 fn flag(role: Role) -> &'static str {
@@ -152,6 +165,8 @@ pub struct ServingCertificate {
     expires_ms: AtomicU64,
     signing: Arc<SigningKeys>,
     trust: cairn_transport::ClusterTrust,
+    /// The cluster the site serves (its CA's id): a renewal must keep it.
+    cluster: cairn_inventory::ClusterId,
 }
 
 impl ServingCertificate {
@@ -165,7 +180,8 @@ impl ServingCertificate {
         let expires_ms = AtomicU64::new(expiry_ms(credentials));
         let signing = Arc::new(SigningKeys::new(credentials.signer()?));
         let trust = credentials.trust()?;
-        Ok(Self { data_dir: data_dir.to_owned(), role, site, expires_ms, signing, trust })
+        let cluster = credentials.cluster_id();
+        Ok(Self { data_dir: data_dir.to_owned(), role, site, expires_ms, signing, trust, cluster })
     }
 
     /// The cluster CA the certificate chains to: what peers' certificates, gossip and
@@ -190,6 +206,13 @@ impl ServingCertificate {
     pub fn reload(&self, endpoint: &Endpoint) -> Result<Credentials, CredentialsError> {
         let credentials = load_site(&self.data_dir, self.role)?;
         check_site(&credentials, &self.data_dir, self.role, self.site)?;
+        if credentials.cluster_id() != self.cluster {
+            return Err(CredentialsError::OtherCluster {
+                found: credentials.cluster_id(),
+                expected: self.cluster,
+                data_dir: self.data_dir.clone(),
+            });
+        }
         let signer = credentials.signer()?;
         endpoint.reload(&credentials)?;
         self.signing.replace(signer);

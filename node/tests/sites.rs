@@ -410,6 +410,20 @@ fn a_renewed_certificate_is_reloaded_without_a_restart() {
     let left = certificate_days_left(&node, &operator);
     assert!((19.9..20.1).contains(&left), "{left} days left after ctl reload");
 
+    // A renewal for this very site by another cluster's CA: refused (it would cut the
+    // site off from its cluster), naming both clusters.
+    let current = cairn_transport::Credentials::load(&data.join("tls")).unwrap().identity().clone();
+    let stranger = cairn_transport::ClusterCa::generate().unwrap();
+    cairn_transport::tls::write_credentials(
+        &data.join("tls"),
+        &stranger,
+        &stranger.issue(&current, 20).unwrap(),
+    )
+    .unwrap();
+    let out = cairn(&["ctl", "--node", &node, "--credentials", operator.to_str().unwrap(), "reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("renewed certificate is of cluster"), "{}", text(&out));
+
     // A broken renewal: refused, and the site goes on with the certificate it has.
     std::fs::write(data.join("tls/cert.pem"), "not a certificate").unwrap();
     let out = cairn(&["ctl", "--node", &node, "--credentials", operator.to_str().unwrap(), "reload"]);
