@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cairn_gossip::signed::{GossipedNode, GossipedValue, Verifier};
 use cairn_gossip::view::{NodeInput, ViewContext, build_view};
 use cairn_inventory::codec::{self, CHECKED_HEADER_LEN, FORMAT_VERSION};
 use cairn_inventory::plan_machine::{self, SlotChange};
@@ -84,6 +85,45 @@ pub fn gossip_values(data: &[u8]) {
     let view = build_view(SiteId(1), &nodes, &ViewContext::at(2_000));
     // The view is what `cairn dump --format json` prints: it must serialise.
     serde_json::to_string(&view).expect("a view serialises to JSON");
+    // The same values as chitchat holds them, before the view: through the signature,
+    // certificate and seal checks (a value after its last `.` is taken as a signature).
+    let gossiped: Vec<GossipedNode> = nodes
+        .iter()
+        .map(|n| GossipedNode {
+            site_id: n.site_id,
+            generation: n.generation,
+            gossip_addr: n.gossip_addr,
+            live: n.live,
+            last_seen_ms: n.last_seen_ms,
+            max_version: n.key_values.len() as u64,
+            values: Some(
+                n.key_values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (key, value))| GossipedValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        version: i as u64,
+                    })
+                    .collect(),
+            ),
+        })
+        .collect();
+    let admitted =
+        verifier().lock().unwrap_or_else(std::sync::PoisonError::into_inner).admit(gossiped, 2_000);
+    assert_eq!(admitted.len(), nodes.len(), "every node is admitted or refused, none lost");
+}
+
+/// One verifier of a cluster generated once (a CA and a key pair take milliseconds).
+fn verifier() -> &'static std::sync::Mutex<Verifier> {
+    static VERIFIER: std::sync::OnceLock<std::sync::Mutex<Verifier>> = std::sync::OnceLock::new();
+    VERIFIER.get_or_init(|| {
+        let ca = cairn_transport::ClusterCa::generate().expect("a CA");
+        let issued = ca.issue(&cairn_transport::Identity::Site(SiteId(1)), 1).expect("a certificate");
+        let credentials =
+            cairn_transport::Credentials::from_pem(ca.cert_pem(), &issued).expect("credentials");
+        std::sync::Mutex::new(Verifier::new(credentials.trust().expect("trust")))
+    })
 }
 
 /// What a site reads from its own inventory file (which a disk or an operator may have
