@@ -514,6 +514,73 @@ async fn a_partition_mid_rebalance_heals_into_one_view_with_every_write() {
     assert!(rounds <= 10, "views took {rounds} gossip rounds to agree on membership after healing");
 }
 
+/// Scenario 1b: cuts of 5, 15, 25 and 45 s (`CAIRN_FAULTS_CUTS`, seconds, comma
+/// separated) between 2 and 3 sites: shorter and longer than QUIC's idle timeout (30 s),
+/// during which QUIC's loss probes back off to many seconds. After each heal every site
+/// sees every other live again within 10 gossip rounds: a connection on which nothing
+/// comes back is dropped and dialled again, and gossip dials a peer it cannot reach
+/// every `gossip_redial`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cuts_of_any_length_heal_within_ten_gossip_rounds() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut c) = hosts("cu", 59, 5) else { return };
+    let limit = Duration::from_secs(60);
+    let cuts: Vec<u64> = std::env::var("CAIRN_FAULTS_CUTS")
+        .unwrap_or_else(|_| "5,15,25,45".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("seconds"))
+        .collect();
+    for _ in 0..5 {
+        c.launch(Vec::new());
+    }
+    c.wait_live(0, 5, limit).await;
+    create_placed(&c, 0, "cuts", 8, 3).await;
+    let (left, right) = ([0, 1], [2, 3, 4]);
+    let mut figures = Vec::new();
+    for secs in cuts {
+        c.hosts.partition(&left, &right).unwrap();
+        let cut = Instant::now();
+        // The cut is seen (each side calls the other dead) before it heals.
+        wait_for("the other side dead in site 0's view", Duration::from_secs(secs.max(10)), async || {
+            let view = c.client.view(c.addrs[0]).await.ok()?;
+            (view.sites.iter().filter(|s| view.is_live(s.site_id)).count() == 2).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(secs).saturating_sub(cut.elapsed())).await;
+        c.hosts.heal_partition(&left, &right).unwrap();
+        let healed = Instant::now();
+        let mut whole: [Option<Duration>; 5] = [None; 5];
+        while whole.iter().any(Option::is_none) {
+            for (seen, addr) in whole.iter_mut().zip(&c.addrs) {
+                if seen.is_some() {
+                    continue;
+                }
+                let live = c
+                    .client
+                    .view(*addr)
+                    .await
+                    .map(|v| v.sites.iter().filter(|s| v.is_live(s.site_id)).count());
+                if live == Ok(5) {
+                    *seen = Some(healed.elapsed());
+                }
+            }
+            assert!(healed.elapsed() < limit, "sites still apart {limit:?} after a {secs} s cut healed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let rejoined = whole.iter().flatten().max().copied().unwrap_or_default();
+        let rounds = rejoined.as_millis().div_ceil(100);
+        eprintln!(
+            "cut of {secs} s: every site live everywhere {rejoined:?} ({rounds} gossip rounds) after healing"
+        );
+        figures.push((secs, rounds));
+        // Settled again before the next cut.
+        c.wait_agreed(&[0, 1, 2, 3, 4], limit).await;
+    }
+    for (secs, rounds) in figures {
+        assert!(rounds <= 10, "after a {secs} s cut, views took {rounds} gossip rounds to agree");
+    }
+}
+
 /// Scenario 2: writes flow while a random site is SIGKILLed and restarted every 10 s for
 /// two minutes (`CAIRN_FAULTS_KILL_SECS` to change it): no acknowledged write is lost, and
 /// afterwards all replicas of each shard hold the same entries.

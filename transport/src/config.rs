@@ -46,6 +46,19 @@ pub struct TransportConfig {
     pub reconnect_backoff: Duration,
     /// Longest wait between connection attempts.
     pub max_reconnect_backoff: Duration,
+    /// Longest wait between connection attempts that gossip makes to a peer it cannot
+    /// reach (shorter than for requests: a peer coming back from a partition is heard
+    /// within this plus one handshake; a dead peer costs a handshake packet this often,
+    /// and only when gossip is sent to it).
+    pub gossip_redial: Duration,
+    /// A connection on which something was sent this long ago and nothing has come back
+    /// since (not an acknowledgement, not a keep-alive answer) has stalled: gossip
+    /// closes it and dials again. QUIC alone would resume it once the path heals, but
+    /// only at its next loss probe, which backs off to many seconds during a long cut.
+    pub stall_timeout: Duration,
+    /// The round-trip time QUIC assumes before it has measured one (handshake
+    /// retransmissions come after three of these).
+    pub initial_rtt: Duration,
     /// Gossip messages being sent at once; more are dropped (gossip tolerates loss).
     pub max_gossip_in_flight: usize,
     /// Received gossip messages waiting for the gossip layer; more are dropped.
@@ -120,6 +133,9 @@ impl Default for TransportConfig {
             max_connections_per_addr: 16,
             reconnect_backoff: Duration::from_millis(100),
             max_reconnect_backoff: Duration::from_secs(5),
+            gossip_redial: Duration::from_millis(250),
+            stall_timeout: Duration::from_secs(2),
+            initial_rtt: Duration::from_millis(100),
             max_gossip_in_flight: 256,
             gossip_inbox: 1024,
             max_gossip_bytes: 256 << 10,
@@ -155,6 +171,9 @@ impl TransportConfig {
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),
             ("reconnect_backoff", self.reconnect_backoff),
+            ("gossip_redial", self.gossip_redial),
+            ("stall_timeout", self.stall_timeout),
+            ("initial_rtt", self.initial_rtt),
         ] {
             if d.is_zero() {
                 return bad(what, "must be above zero");
@@ -204,6 +223,7 @@ impl TransportConfig {
             .receive_window(varint("connection_receive_window", self.connection_receive_window)?)
             .send_window(self.send_window)
             .keep_alive_interval(Some(self.keep_alive))
+            .initial_rtt(self.initial_rtt)
             .max_idle_timeout(Some(self.idle_timeout.try_into().map_err(|_| {
                 TransportError::InvalidSetting { what: "idle_timeout", why: "too large".into() }
             })?));

@@ -23,7 +23,7 @@ use crate::error::TransportError;
 use crate::frame::{self, FrameError};
 use crate::message::{Request, Response, WireError, WireErrorKind};
 use crate::per_addr::{PerAddr, Slot};
-use crate::pool::Pool;
+use crate::pool::{Dial, Pool};
 use crate::pull::{PullReceiver, PullRequest, PullSender};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::subscribe::{
@@ -47,6 +47,8 @@ const ACK_FRAME_BYTES: usize = 1 << 20;
 const CLOSE_NO_IDENTITY: u32 = 3;
 /// Application close code for a peer whose certificate was revoked.
 const CLOSE_REVOKED: u32 = 4;
+/// Application close code for a connection on which nothing came back for a while.
+const CLOSE_STALLED: u32 = 5;
 
 /// Who is at the other end of a connection: its address and the identity its verified
 /// certificate names.
@@ -290,7 +292,7 @@ impl Endpoint {
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                let conn = inner.connection(peer).await?;
+                let conn = inner.connection(peer, Dial::Request).await?;
                 let result = exchange_on(&conn, peer, &bytes, inner.config.max_frame_bytes).await;
                 if result.is_err() && conn.close_reason().is_some() {
                     inner.pool.forget(peer, &conn);
@@ -323,7 +325,7 @@ impl Endpoint {
         let inner = &self.inner;
         let bytes = codec::encode(&Request::Subscribe(request.clone()))?;
         let open = async {
-            let conn = inner.connection(peer).await?;
+            let conn = inner.connection(peer, Dial::Request).await?;
             let lost =
                 |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
             let result = async {
@@ -363,7 +365,7 @@ impl Endpoint {
         let inner = &self.inner;
         let bytes = codec::encode(&Request::Pull(request.clone()))?;
         let open = async {
-            let conn = inner.connection(peer).await?;
+            let conn = inner.connection(peer, Dial::Request).await?;
             let lost =
                 |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
             let result = async {
@@ -399,7 +401,15 @@ impl Endpoint {
         self.inner.tasks.spawn(async move {
             let _permit = permit;
             let send = async {
-                let conn = inner.connection(peer).await?;
+                let mut conn = inner.connection(peer, Dial::Gossip).await?;
+                if inner.pool.stalled(peer, &conn, inner.config.stall_timeout) {
+                    // QUIC would resume it once the path heals, but only at its next
+                    // loss probe, seconds away after a long cut: dial afresh instead.
+                    tracing::debug!(%peer, "connection stalled: closed, dialling again");
+                    Stats::bump(&inner.stats.connections_stalled);
+                    conn.close(CLOSE_STALLED.into(), b"nothing came back");
+                    conn = inner.connection(peer, Dial::Gossip).await?;
+                }
                 let io = |e: &dyn std::fmt::Display| TransportError::ConnectionLost {
                     peer,
                     reason: e.to_string(),
@@ -441,10 +451,10 @@ impl Endpoint {
 
 impl Inner {
     /// A pooled connection to `peer`; a new one is also served for the peer's streams.
-    async fn connection(&self, peer: SocketAddr) -> Result<quinn::Connection, TransportError> {
+    async fn connection(&self, peer: SocketAddr, dial: Dial) -> Result<quinn::Connection, TransportError> {
         let client = self.client.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let (conn, fresh) =
-            self.pool.connection(&self.quinn, client, &self.config, &self.stats, peer).await?;
+            self.pool.connection(&self.quinn, client, &self.config, &self.stats, peer, dial).await?;
         let revoked = self.revoked.borrow().clone();
         if let Some(why) = revoked_peer(&conn, &revoked) {
             conn.close(CLOSE_REVOKED.into(), b"certificate revoked");

@@ -31,6 +31,8 @@ struct PeerSlot {
     spare: Vec<quinn::Connection>,
     failures: u32,
     retry_at: Option<Instant>,
+    /// When the last attempt failed (gossip redials on its own, shorter cadence).
+    failed_at: Option<Instant>,
     last_error: String,
     /// When a request last asked for this peer.
     last_used: Option<Instant>,
@@ -40,9 +42,72 @@ struct PeerSlot {
 pub(crate) struct Pool {
     peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<PeerSlot>>>>,
     last_prune: Mutex<Option<Instant>>,
+    /// Per peer, what came back on its connection (see [`Pool::stalled`]).
+    answers: Mutex<HashMap<SocketAddr, Answers>>,
+}
+
+/// Most peers whose answers are watched; beyond, the watch starts afresh.
+const MAX_WATCHED: usize = 4096;
+
+/// Who asks for a connection: requests wait out the full backoff after a failed
+/// attempt; gossip dials again after at most `TransportConfig::gossip_redial`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dial {
+    /// A request (skipped at once while the peer is in backoff).
+    Request,
+    /// A gossip message.
+    Gossip,
+}
+
+/// What came back on one connection: how many datagrams, and since when something we
+/// sent has had no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Answers {
+    conn: usize,
+    datagrams: u64,
+    waiting_since: Instant,
+}
+
+impl Answers {
+    /// Notes a send on connection `conn`, which has received `datagrams` so far, at
+    /// `now`; answers whether it has stalled: nothing came back for `after` since the
+    /// first send that is still unanswered. Pure, so it is tested without a network.
+    pub(crate) fn note_send(
+        seen: &mut Option<Self>,
+        conn: usize,
+        datagrams: u64,
+        now: Instant,
+        after: Duration,
+    ) -> bool {
+        match seen {
+            Some(s) if s.conn == conn && s.datagrams == datagrams => {
+                now.duration_since(s.waiting_since) > after
+            }
+            _ => {
+                *seen = Some(Self { conn, datagrams, waiting_since: now });
+                false
+            }
+        }
+    }
 }
 
 impl Pool {
+    /// Whether the pooled connection `conn` to `peer` has stalled, noting a send on it
+    /// now (see [`Answers::note_send`]).
+    pub(crate) fn stalled(&self, peer: SocketAddr, conn: &quinn::Connection, after: Duration) -> bool {
+        let datagrams = conn.stats().udp_rx.datagrams;
+        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        if answers.len() >= MAX_WATCHED && !answers.contains_key(&peer) {
+            answers.clear();
+        }
+        let mut seen = answers.get(&peer).copied();
+        let stalled = Answers::note_send(&mut seen, conn.stable_id(), datagrams, Instant::now(), after);
+        if let Some(seen) = seen {
+            answers.insert(peer, seen);
+        }
+        stalled
+    }
+
     /// A live connection to `peer`, made now if needed; `true` if it was just made.
     pub(crate) async fn connection(
         &self,
@@ -51,6 +116,7 @@ impl Pool {
         config: &TransportConfig,
         stats: &Stats,
         peer: SocketAddr,
+        dial: Dial,
     ) -> Result<(quinn::Connection, bool), TransportError> {
         self.prune();
         let slot = self.peers.lock().unwrap_or_else(PoisonError::into_inner).entry(peer).or_default().clone();
@@ -63,7 +129,11 @@ impl Pool {
             slot.conn = None;
         }
         let now = Instant::now();
-        if let Some(at) = slot.retry_at.filter(|at| *at > now) {
+        let retry_at = match dial {
+            Dial::Request => slot.retry_at,
+            Dial::Gossip => slot.retry_at.min(slot.failed_at.map(|at| at + config.gossip_redial)),
+        };
+        if let Some(at) = retry_at.filter(|at| *at > now) {
             return Err(TransportError::Backoff {
                 peer,
                 last_error: slot.last_error.clone(),
@@ -92,6 +162,7 @@ impl Pool {
             Err(err) => {
                 slot.failures = slot.failures.saturating_add(1);
                 let backoff = backoff(config, slot.failures);
+                slot.failed_at = Some(Instant::now());
                 slot.retry_at = Some(Instant::now() + backoff);
                 slot.last_error = err.to_string();
                 tracing::debug!(%peer, failures = slot.failures, ?backoff, error = %err, "connect failed");
@@ -176,6 +247,7 @@ impl PeerSlot {
         self.conn = Some(conn);
         self.failures = 0;
         self.retry_at = None;
+        self.failed_at = None;
         self.last_error.clear();
     }
 }
@@ -210,6 +282,29 @@ mod tests {
         pool.peers.lock().unwrap().insert(SocketAddr::from(([127, 0, 0, 2], 1)), Arc::default());
         pool.prune();
         assert_eq!(pool.len(), 11);
+    }
+
+    #[test]
+    fn a_connection_stalls_when_nothing_comes_back_for_a_while_after_a_send() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(2);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut seen = None;
+        // Answers keep coming: never stalled, however long the connection lives.
+        for (i, ms) in (0..100u64).map(|i| (i, i * 100)) {
+            assert!(!Answers::note_send(&mut seen, 1, i, at(ms), after));
+        }
+        // A cut: the datagram count stops moving; stalled once 2 s passed since the first
+        // unanswered send.
+        assert!(!Answers::note_send(&mut seen, 1, 99, at(10_000), after));
+        assert!(!Answers::note_send(&mut seen, 1, 99, at(11_900), after));
+        assert!(Answers::note_send(&mut seen, 1, 99, at(12_100), after));
+        // A new connection starts its own watch.
+        assert!(!Answers::note_send(&mut seen, 2, 0, at(12_200), after));
+        // A quiet connection is not stalled: the first send after a silence starts the
+        // wait, and the answer to it ends it.
+        assert!(!Answers::note_send(&mut seen, 2, 5, at(60_000), after));
+        assert!(!Answers::note_send(&mut seen, 2, 6, at(63_000), after));
     }
 
     #[test]

@@ -33,6 +33,7 @@ counters! {
     gossip_received: "Gossip messages received and queued for the gossip layer.",
     gossip_dropped: "Gossip messages dropped (queue full, too many in flight, or send failed).",
     gossip_forbidden: "Gossip messages ignored because the sender's certificate is not a site's.",
+    connections_stalled: "Connections closed because nothing came back on them for the stall timeout (then dialled again).",
 }
 
 impl Stats {
