@@ -90,6 +90,7 @@ fn snapshot(addr: SocketAddr) -> SiteSnapshot {
     SiteSnapshot {
         revocations: None,
         site: SiteSummary {
+            drain: None,
             role: Role::Core,
             addr: Label::truncated(&addr.to_string()),
             version: Label::truncated("bench"),

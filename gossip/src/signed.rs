@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cairn_inventory::{RevocationList, Role, SiteId, codec};
+use cairn_inventory::{DrainOrder, RevocationList, Role, SiteId, codec};
 use cairn_transport::{ClusterTrust, Identity, RevokedSet, Signer, VerifyingKey};
 
 use crate::summary::{DbSummary, SITE_KEY, SiteSummary, SummaryKey, decode_value};
@@ -319,8 +319,8 @@ impl Verifier {
             _ => Role::Core,
         };
         let summary = node.key_values.iter().find(|(k, _)| k == SITE_KEY);
-        if let Some((_, payload)) = summary
-            && let Ok(summary) = decode_value::<SiteSummary>(payload)
+        let summary = summary.and_then(|(_, payload)| decode_value::<SiteSummary>(payload).ok());
+        if let Some(summary) = &summary
             && summary.role != certified
         {
             node.refused = Some(format!(
@@ -328,6 +328,10 @@ impl Verifier {
                 role_name(summary.role),
                 role_name(certified)
             ));
+        } else if let Some(summary) = summary.filter(|s| s.draining)
+            && let Err(why) = self.check_drain_order(site, summary.drain.as_ref(), now_ms)
+        {
+            node.refused = Some(format!("it says it is draining, but {why}"));
         } else if let Some((_, why)) = node.forged.iter().find(|(k, _)| k == SITE_KEY) {
             node.refused = Some(format!("its site summary is not believed: {why}"));
         }
@@ -368,6 +372,19 @@ impl Verifier {
         }
         self.seals.insert(hash, outcome.clone());
         outcome.map(|()| payload)
+    }
+
+    /// Whether `order` is an operator's order that `site` drain.
+    fn check_drain_order(
+        &self,
+        site: SiteId,
+        order: Option<&DrainOrder>,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
+        let Some(order) = order.filter(|o| o.on && o.site == site) else {
+            return Err("no operator ordered it".into());
+        };
+        self.trust.check_drain(order, now_ms).map(drop).map_err(|why| format!("its drain order: {why}"))
     }
 
     fn check_certificates(
@@ -469,6 +486,7 @@ mod tests {
 
     fn summary(role: Role) -> String {
         encode_value(&SiteSummary {
+            drain: None,
             role,
             addr: Label::truncated("127.0.0.1:1"),
             version: Label::truncated("t"),

@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cairn_inventory::{
-    DbName, DbRecord, DbSettings, Frontier, Hlc, OperatorSeal, PlanId, RevocationList, Role, SiteId, codec,
+    DbName, DbRecord, DbSettings, DrainOrder, Frontier, Hlc, OperatorSeal, PlanId, RevocationList, Role,
+    SiteId, codec,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -111,6 +112,8 @@ pub struct SiteSummary {
     /// When the certificate it serves with stops being valid (ms since the Unix epoch;
     /// 0 if it did not say).
     pub certificate_expires_ms: u64,
+    /// The operator's order behind `draining` (peers believe the flag only with it).
+    pub drain: Option<DrainOrder>,
 }
 
 /// A db as this site holds it: its record without the name (the key carries it).

@@ -22,6 +22,7 @@ fn snapshot(i: usize) -> SiteSnapshot {
     SiteSnapshot {
         revocations: None,
         site: SiteSummary {
+            drain: None,
             role: Role::Core,
             addr: Label::truncated(&addr(i).to_string()),
             version: Label::truncated("test"),

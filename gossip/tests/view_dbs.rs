@@ -18,6 +18,7 @@ fn name() -> DbName {
 
 fn site(n: u8, role: Role) -> (String, String) {
     let summary = SiteSummary {
+        drain: None,
         role,
         addr: Label::truncated(&format!("127.0.0.1:{}", 7000 + u16::from(n))),
         version: Label::truncated("t"),

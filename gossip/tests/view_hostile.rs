@@ -61,6 +61,7 @@ fn raw_db(shards: u32, replication: u32, wall_ms: u64) -> String {
 
 fn site_value(n: u8) -> String {
     encode_value(&SiteSummary {
+        drain: None,
         role: Role::Core,
         addr: Label::truncated(&format!("127.0.0.1:{}", 7000 + u16::from(n))),
         version: Label::truncated("t"),

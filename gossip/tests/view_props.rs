@@ -12,6 +12,7 @@ use proptest::prelude::*;
 
 fn site_summary(leaving: bool) -> SiteSummary {
     SiteSummary {
+        drain: None,
         role: Role::Core,
         addr: Label::truncated("127.0.0.1:1"),
         version: Label::truncated("t"),

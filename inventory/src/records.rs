@@ -234,6 +234,28 @@ impl<'de> Deserialize<'de> for OperatorSeal {
     }
 }
 
+/// An operator's order that a site drain (be emptied and take no new replicas) or stop
+/// draining. The site keeps the latest and gossips it with its `draining` flag, so
+/// peers believe the flag only when an operator ordered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainOrder {
+    /// The site ordered.
+    pub site: SiteId,
+    /// Draining or not.
+    pub on: bool,
+    /// When the operator made the order (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The operator's signature of [`Self::signed_bytes`].
+    pub seal: Option<OperatorSeal>,
+}
+
+impl DrainOrder {
+    /// The bytes an operator signs: everything but the seal, after a domain tag.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        crate::codec::encode(&("cairn drain order v1", self.site, self.on, self.at_ms)).unwrap_or_default()
+    }
+}
+
 /// A hybrid logical clock reading: wall-clock milliseconds, then a counter that orders
 /// events within one millisecond and keeps order when a clock runs behind the others.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ use crate::codec;
 use crate::error::{InventoryError, Result};
 use crate::ids::{ClusterId, SiteId};
 use crate::keys;
-use crate::records::Identity;
+use crate::records::{DrainOrder, Identity};
 
 /// The store format this build reads and writes. Bump it when a table's layout changes
 /// and teach `open` to migrate the older one.
@@ -180,6 +180,7 @@ impl Tables {
 pub(crate) const FORMAT_KEY: &[u8] = b"format";
 const IDENTITY_KEY: &[u8] = b"identity";
 const DRAINING_KEY: &[u8] = b"draining";
+const DRAIN_ORDER_KEY: &[u8] = b"drain_order";
 
 /// A site's inventory: its identity, dbs, replicas, plans and shard logs, in one LMDB
 /// environment that only this site writes.
@@ -305,6 +306,20 @@ impl Inventory {
     /// and move what it holds elsewhere), or not. Durable.
     pub fn set_draining(&self, on: bool) -> Result<()> {
         self.write(|txn| put_record(self.tables.meta, txn, DRAINING_KEY, &on, "draining"))
+    }
+
+    /// Stores an operator's drain order (its seal checked by the caller) and sets the
+    /// draining flag it orders, in one transaction.
+    pub fn put_drain_order(&self, order: &DrainOrder) -> Result<()> {
+        self.write(|txn| {
+            put_record(self.tables.meta, txn, DRAIN_ORDER_KEY, order, "drain order")?;
+            put_record(self.tables.meta, txn, DRAINING_KEY, &order.on, "draining")
+        })
+    }
+
+    /// The latest drain order this site took, if any.
+    pub fn drain_order(&self) -> Result<Option<DrainOrder>> {
+        self.read(|txn| get_record(self.tables.meta, txn, DRAIN_ORDER_KEY, "meta[drain_order]"))
     }
 
     /// Whether this site is draining (see [`Self::set_draining`]).

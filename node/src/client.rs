@@ -70,6 +70,14 @@ impl Client {
         &self.signer
     }
 
+    /// An order, sealed with these credentials' key, that `site` drain (or stop).
+    pub(crate) fn drain_order(&self, site: cairn_inventory::SiteId, on: bool) -> Request {
+        let mut order =
+            cairn_inventory::DrainOrder { site, on, at_ms: cairn_inventory::now_ms(), seal: None };
+        order.seal = Some(self.signer.seal_drain(&order));
+        Request::SetDraining { order }
+    }
+
     /// The site's address.
     pub(crate) fn node(&self) -> SocketAddr {
         self.node

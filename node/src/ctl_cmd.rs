@@ -125,7 +125,7 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
             Response::Rejected { reason } => bail!("{}: {reason}", client.node()),
             other => bail!("{} answered reload with {other:?}", client.node()),
         },
-        CtlCommand::Drain { off } => match client.request(&Request::SetDraining { on: !off }).await? {
+        CtlCommand::Drain { off } => match client.request(&drain(client, !off).await?).await? {
             Response::Draining { on } => {
                 println!("{} is {}", client.node(), if on { "draining" } else { "not draining" });
                 Ok(())
@@ -167,6 +167,14 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
             Ok(())
         }
     })
+}
+
+/// The sealed order that the node drain (or stop): the node's site id from its status.
+async fn drain(client: &Client, on: bool) -> anyhow::Result<Request> {
+    match client.request(&Request::Status).await? {
+        Response::Status(status) => Ok(client.drain_order(status.site_id, on)),
+        other => bail!("{} answered status with {other:?}", client.node()),
+    }
 }
 
 async fn set_db(

@@ -239,7 +239,7 @@ async fn drain(client: &Client, site: SiteId) -> anyhow::Result<()> {
     let Some(addr) = view.site(site).and_then(|s| s.addr.parse::<SocketAddr>().ok()) else {
         bail!("site {} has no usable address in {}'s view", site.short(), client.node());
     };
-    match client.request_at(addr, &Request::SetDraining { on: true }).await {
+    match client.request_at(addr, &client.drain_order(site, true)).await {
         Ok(Response::Draining { on: true }) => Ok(()),
         Ok(other) => bail!("{addr} answered set-draining with {other:?}"),
         Err(error) => Err(error.context(format!(

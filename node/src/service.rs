@@ -127,6 +127,31 @@ impl SiteService {
         }
     }
 
+    /// Takes an operator's sealed order to drain (or stop draining) this site.
+    async fn set_draining(&self, peer: SocketAddr, order: cairn_inventory::DrainOrder) -> Response {
+        let me = self.inventory.identity().site_id;
+        if order.site != me {
+            return Response::Rejected {
+                reason: format!(
+                    "the drain order names site {}, not this site ({})",
+                    order.site.short(),
+                    me.short()
+                ),
+            };
+        }
+        if let Err(why) = self.certificate.trust().check_drain(&order, now_ms()) {
+            return Response::Rejected { reason: format!("drain order: {why}") };
+        }
+        let on = order.on;
+        match self.blocking(move |inv| inv.put_drain_order(&order)).await {
+            Ok(()) => {
+                tracing::info!(%peer, draining = on, "draining set");
+                Response::Draining { on }
+            }
+            Err(error) => internal(&error),
+        }
+    }
+
     /// Takes an operator's revocation list: stored if newer, handed to the endpoint at
     /// once (revoked peers are cut off), and gossiped by the publisher.
     async fn revoke(&self, list: cairn_inventory::RevocationList) -> Response {
@@ -498,13 +523,7 @@ impl SiteService {
                 "a subscription is a stream, not a request",
             )),
             Request::ReloadCredentials => self.reload_credentials(),
-            Request::SetDraining { on } => match self.blocking(move |inv| inv.set_draining(on)).await {
-                Ok(()) => {
-                    tracing::info!(%peer, draining = on, "draining set");
-                    Response::Draining { on }
-                }
-                Err(error) => internal(&error),
-            },
+            Request::SetDraining { order } => self.set_draining(peer, order).await,
         }
     }
 }

@@ -201,6 +201,7 @@ impl Site {
         let identity = inventory.identity();
         let addr = endpoint.local_addr();
         let summary = SiteSummary {
+            drain: None,
             role: options.role,
             addr: Label::truncated(&addr.to_string()),
             version: Label::truncated(env!("CARGO_PKG_VERSION")),

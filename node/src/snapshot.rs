@@ -55,6 +55,7 @@ pub fn read_snapshot(
             (p.db, summary)
         })
         .collect();
-    let site = SiteSummary { draining: inventory.draining()?, ..site.clone() };
+    let site =
+        SiteSummary { draining: inventory.draining()?, drain: inventory.drain_order()?, ..site.clone() };
     Ok(SiteSnapshot { site, dbs, replicas, plans, revocations: inventory.revocations()? })
 }

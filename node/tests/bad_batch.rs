@@ -94,6 +94,7 @@ async fn a_corrupted_batch_is_refused_and_fetched_again() {
     let snapshot = SiteSnapshot {
         revocations: None,
         site: SiteSummary {
+            drain: None,
             role: Role::Core,
             addr: cairn_gossip::summary::Label::truncated(&upstream_addr.to_string()),
             version: cairn_gossip::summary::Label::truncated("test"),

@@ -190,6 +190,7 @@ fn dump_json() -> String {
     let nodes: Vec<NodeInput> = (1..=2u8)
         .map(|n| {
             let site = SiteSummary {
+                drain: None,
                 role: cairn_inventory::Role::Core,
                 addr: Label::truncated(&format!("127.0.0.1:{}", 7000 + u16::from(n))),
                 version: Label::truncated("t"),

@@ -26,6 +26,7 @@ fn db_record(origin: SiteId) -> DbRecord {
 /// A view where `other` is live, knows db "d", and holds `replicas` (shard, frontier).
 fn view(me: SiteId, other: SiteId, replicas: &[(u32, Vec<(SiteId, u64)>)]) -> ClusterView {
     let site = SiteSummary {
+        drain: None,
         role: Role::Core,
         addr: cairn_gossip::summary::Label::truncated("127.0.0.1:1"),
         version: cairn_gossip::summary::Label::truncated("t"),

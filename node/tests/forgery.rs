@@ -2,7 +2,8 @@
 //! members holding valid *site* certificates of the cluster gossip (1) a summary under
 //! another site's id with a fake ready, fully covering replica of a shard that site
 //! does not hold, (2) a drop tombstone of a live db that no operator sealed, and (3) an
-//! unsigned claim of a ready replica. No view adopts any of it, no replica is deleted or
+//! unsigned claim of a ready replica, and a member says it is draining with no operator's
+//! order. No view adopts any of it, no replica is deleted or
 //! moved, every acknowledged write stays on every replica, and each forgery is a
 //! `forged` warning in every site's dump.
 
@@ -12,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_gossip::ClusterView;
-use cairn_gossip::summary::{ReplicaPhase, SummaryKey};
+use cairn_gossip::summary::{ReplicaPhase, SITE_KEY, SummaryKey, encode_value};
 use cairn_gossip::view::Warning;
 use cairn_inventory::{DbName, EntryId, Hlc, Retention, SiteId, now_ms};
 use cairn_tests::hosted::check_replicas;
@@ -54,16 +55,14 @@ async fn forged_summaries_replicas_and_drops_are_flagged_and_change_nothing() {
     let cluster = new_cluster_dir(root.path());
     let addrs = loopback_addrs(3);
     let bin = Path::new(env!("CARGO_BIN_EXE_cairn"));
+    // The members below hold valid core certificates, so they are real (if empty) sites:
+    // rebalancing would rightly move shards onto them. It is off; repair and trims, what
+    // a forged replica or drop would set off, stay on.
     let sites: Vec<SiteProc> = (0..3)
         .map(|i| {
-            SiteProc::start(&SiteSpec::new(
-                bin,
-                root.path(),
-                &format!("s{i}"),
-                &cluster,
-                addrs[i],
-                &[addrs[0]],
-            ))
+            let mut spec = SiteSpec::new(bin, root.path(), &format!("s{i}"), &cluster, addrs[i], &[addrs[0]]);
+            spec.extra = vec!["--auto-rebalance".into(), "false".into()];
+            SiteProc::start(&spec)
         })
         .collect();
     let client = Client::new(&cluster, addrs[0]);
@@ -137,10 +136,26 @@ async fn forged_summaries_replicas_and_drops_are_flagged_and_change_nothing() {
     )
     .await;
     dropper.set_raw(&replica_key, &fake_ready).await;
+    // (4) A member that says it is draining (so planners would empty it) with no order.
+    let drainer = HostileMember::join(
+        member_credentials(&ca, SiteId::random()),
+        ca.cluster_id(),
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        &[addrs[0]],
+        Vec::new(),
+    )
+    .await;
+    let mut summary = drainer.summary();
+    summary.draining = true;
+    drainer.set(SITE_KEY, &encode_value(&summary)).await;
 
-    let expected: BTreeSet<(SiteId, String)> =
-        [(victim, "*".to_owned()), (dropper.site_id, db_key.clone()), (dropper.site_id, replica_key.clone())]
-            .into();
+    let expected: BTreeSet<(SiteId, String)> = [
+        (victim, "*".to_owned()),
+        (dropper.site_id, db_key.clone()),
+        (dropper.site_id, replica_key.clone()),
+        (drainer.site_id, "*".to_owned()),
+    ]
+    .into();
     let started = Instant::now();
     wait_for("every forgery a forged warning in every site's view", Duration::from_secs(30), async || {
         for at in &addrs {
@@ -152,7 +167,7 @@ async fn forged_summaries_replicas_and_drops_are_flagged_and_change_nothing() {
         Some(())
     })
     .await;
-    eprintln!("3 forgeries flagged in every view after {:?}", started.elapsed());
+    eprintln!("4 forgeries flagged in every view after {:?}", started.elapsed());
 
     // Long enough for automation to have acted on any of it (a trim, a drop, a repair).
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -164,6 +179,7 @@ async fn forged_summaries_replicas_and_drops_are_flagged_and_change_nothing() {
         let impostor_seen = view.site(victim).unwrap();
         assert_eq!(impostor_seen.addr, addrs[2].to_string(), "{at}: the victim's summary was replaced");
         assert!(view.site(dropper.site_id).is_some(), "the dropper itself is a verified member");
+        assert!(view.site(drainer.site_id).is_none(), "{at}: a site draining on no order is believed");
         assert!(
             view.replicas(&name, shard).iter().all(|r| r.site_id != victim && r.site_id != dropper.site_id),
             "{at}: a forged replica is in the placement"
@@ -174,5 +190,6 @@ async fn forged_summaries_replicas_and_drops_are_flagged_and_change_nothing() {
     eprintln!("every acknowledged write on every replica: {checked} entries checked");
     drop(impostor);
     drop(dropper);
+    drop(drainer);
     drop(sites);
 }

@@ -87,6 +87,7 @@ fn inputs(dbs: &[Db], sites: &[Site]) -> Vec<NodeInput> {
         .map(|(i, s)| {
             let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16));
             let summary = SiteSummary {
+                drain: None,
                 role: if s.role_replicant { Role::Replicant } else { Role::Core },
                 addr: Label::truncated(&addr.to_string()),
                 version: Label::truncated("t"),

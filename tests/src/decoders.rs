@@ -198,6 +198,7 @@ pub fn planner_nodes(data: &[u8]) -> Vec<NodeInput> {
         let flags = next();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 7000 + i as u16));
         let summary = SiteSummary {
+            drain: None,
             role: if flags & 1 == 1 { Role::Replicant } else { Role::Core },
             addr: Label::truncated(&addr.to_string()),
             version: Label::truncated("fuzz"),

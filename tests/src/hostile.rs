@@ -113,6 +113,7 @@ pub struct HostileMember {
     chitchat: ChitchatHandle,
     credentials: Credentials,
     signer: Signer,
+    summary: SiteSummary,
 }
 
 impl std::fmt::Debug for HostileMember {
@@ -155,6 +156,7 @@ impl HostileMember {
             _ => Role::Replicant,
         };
         let site = SiteSummary {
+            drain: None,
             role,
             addr: Label::truncated(&listen.to_string()),
             version: Label::truncated("hostile"),
@@ -165,6 +167,7 @@ impl HostileMember {
             draining: false,
             certificate_expires_ms: 0,
         };
+        let summary = site.clone();
         let mut key_values = vec![(SummaryKey::Site.render(), encode_value(&site))];
         key_values.extend(values);
         let generation = now_ms();
@@ -183,12 +186,17 @@ impl HostileMember {
         let carriage = QuicCarriage::new(endpoint.clone(), inbox);
         let chitchat = chitchat::spawn_chitchat(config, Vec::new(), &carriage).await.expect("chitchat");
         let signer = credentials.signer().expect("a signing key");
-        let member = Self { endpoint, site_id, generation, chitchat, credentials, signer };
+        let member = Self { endpoint, site_id, generation, chitchat, credentials, signer, summary };
         member.set_raw(CERT_KEY, &encode_certificates(&[member.signer.certificate()])).await;
         for (key, value) in key_values {
             member.set(&key, &value).await;
         }
         member
+    }
+
+    /// The site summary it joined with (to gossip a changed one with [`Self::set`]).
+    pub fn summary(&self) -> SiteSummary {
+        self.summary.clone()
     }
 
     /// Gossips `payload` under `key` from now on, signed as an honest site signs.

@@ -8,9 +8,9 @@
 use std::net::SocketAddr;
 
 use cairn_inventory::{
-    ClusterId, DbName, DbRecord, DbSettings, Entry, EntryId, FetchStart, Frontier, Message, OfferOutcome,
-    OutOfRange, Plan, ProducerName, Replication, Retention, RevocationList, Role, SiteId, Stored,
-    TopicFilter,
+    ClusterId, DbName, DbRecord, DbSettings, DrainOrder, Entry, EntryId, FetchStart, Frontier, Message,
+    OfferOutcome, OutOfRange, Plan, ProducerName, Replication, Retention, RevocationList, Role, SiteId,
+    Stored, TopicFilter,
 };
 use serde::{Deserialize, Serialize};
 
@@ -72,8 +72,8 @@ pub enum Request {
     /// so planners move its replicas away and place nothing new here. Answered with
     /// [`Response::Draining`].
     SetDraining {
-        /// Draining or not.
-        on: bool,
+        /// The operator's sealed order, naming this site: draining or not.
+        order: DrainOrder,
     },
     /// Cancel this site's pending plan for a db (its handovers in progress are undone).
     /// Answered with [`Response::Cancelled`].

@@ -127,7 +127,9 @@ mod tests {
         let client = Identity::Client(PrincipalName::new("app").unwrap());
         let (site, replicant) = (Identity::Site(a), Identity::Replicant(a));
         let drop = Request::DropDb { db: DbName::new("d").unwrap() };
-        let drain = Request::SetDraining { on: true };
+        let drain = Request::SetDraining {
+            order: cairn_inventory::DrainOrder { site: a, on: true, at_ms: 0, seal: None },
+        };
         let routes = Request::Routes { db: DbName::new("d").unwrap() };
         let auto = plan(PlanOrigin::Automatic { planner: a }, AUTOMATIC_PRIORITY);
         let high = plan(PlanOrigin::Automatic { planner: a }, u32::MAX);

@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 
-use cairn_inventory::{DbRecord, OperatorSeal, RevocationList, Revoked};
+use cairn_inventory::{DbRecord, DrainOrder, OperatorSeal, RevocationList, Revoked};
 
 use super::SERVER_NAME;
 use super::identity::{CertificateFacts, Identity};
@@ -71,6 +71,11 @@ impl Signer {
     /// operator's seal is taken by sites ([`ClusterTrust::check_seal`]).
     pub fn seal(&self, record: &DbRecord) -> OperatorSeal {
         OperatorSeal { certificate: self.certificate.to_vec(), signature: self.sign(&record.signed_bytes()) }
+    }
+
+    /// Seals a drain order (sites take only an operator's).
+    pub fn seal_drain(&self, order: &DrainOrder) -> OperatorSeal {
+        OperatorSeal { certificate: self.certificate.to_vec(), signature: self.sign(&order.signed_bytes()) }
     }
 
     /// Seals a revocation list (sites take only an operator's).
@@ -196,6 +201,12 @@ impl ClusterTrust {
     /// says of a db record (made at its `issued_ms`).
     pub fn check_revocations(&self, list: &RevocationList, now_ms: u64) -> Result<Identity, String> {
         self.check_operator_seal(list.seal.as_ref(), list.issued_ms, &list.signed_bytes(), now_ms)
+    }
+
+    /// Whether a drain order carries an operator's seal, as [`Self::check_seal`] says of
+    /// a db record (made at its `at_ms`).
+    pub fn check_drain(&self, order: &DrainOrder, now_ms: u64) -> Result<Identity, String> {
+        self.check_operator_seal(order.seal.as_ref(), order.at_ms, &order.signed_bytes(), now_ms)
     }
 
     fn check_operator_seal(
