@@ -91,20 +91,9 @@ pub enum InventoryError {
         /// The data dir.
         path: PathBuf,
     },
-    /// A db name that is not allowed.
-    #[error("invalid db name {name:?}: use 1-64 of A-Z a-z 0-9 _ - . starting with a letter or digit")]
-    InvalidDbName {
-        /// The name given.
-        name: String,
-    },
-    /// A malformed id.
-    #[error("invalid {what} {value:?}: expected 32 hex digits")]
-    InvalidId {
-        /// Which kind of id.
-        what: &'static str,
-        /// The text given.
-        value: String,
-    },
+    /// A value its type refuses (a db name, an id, a setting out of range).
+    #[error(transparent)]
+    Value(#[from] cairn_types::ValueError),
     /// A setting out of its allowed range.
     #[error("invalid {what}: {why}")]
     InvalidSetting {

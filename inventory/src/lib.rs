@@ -9,40 +9,36 @@
 //! No network code lives here.
 
 mod catalog;
-pub mod codec;
 mod error;
-mod ids;
 mod import;
 mod keys;
 mod migrate;
-pub mod plan_machine;
 mod plans;
-mod records;
 mod revocations;
-mod settings;
 mod shard_log;
 mod store;
-mod topics;
 mod verify;
 
+// The values (ids, settings, topics, records, entries, positions, the codec) live in
+// `cairn-types`, which has no storage in it; they are re-exported here whole, so users
+// of the inventory name them as before.
+pub use cairn_types::{codec, plan_machine};
+use cairn_types::{ids, records, settings, topics};
+
+pub use cairn_types::{
+    AdvanceOutcome, AsMessage, ClusterId, DbName, DbRecord, DbSettings, DrainOrder, Entry, EntryId,
+    FetchStart, Frontier, Hlc, Identity, MAX_DB_NAME_LEN, MAX_FRONTIER_ORIGINS, MAX_KEY_LEN, MAX_PAYLOAD,
+    MAX_PRODUCER_LEN, MAX_REPLICATION, MAX_REVOKED, MAX_REVOKED_URI, MAX_SEAL_CERTIFICATE,
+    MAX_SEAL_SIGNATURE, MAX_SEQ, MAX_SHARDS, MAX_TOPIC_LEN, Message, MessageKey, OfferOutcome, OperatorSeal,
+    OutOfRange, PendingPlan, Plan, PlanEnd, PlanHistoryEntry, PlanId, PlanOrigin, PlanRejection,
+    ProducerName, ProducerStamp, ReplicaRecord, ReplicaState, Replication, Retention, RevocationList,
+    Revoked, Role, Routing, ShardCount, SiteId, Step, Stored, Topic, TopicFilter, fnv1a64, now_ms,
+};
 pub use error::{InventoryError, Result};
-pub use ids::{ClusterId, DbName, MAX_DB_NAME_LEN, PlanId, SiteId};
 pub use import::{ImportOutcome, ImportedDb};
-pub use plan_machine::{AdvanceOutcome, OfferOutcome, PlanRejection};
-pub use records::{
-    DbRecord, DrainOrder, Hlc, Identity, MAX_SEAL_CERTIFICATE, MAX_SEAL_SIGNATURE, OperatorSeal, PendingPlan,
-    Plan, PlanEnd, PlanHistoryEntry, PlanOrigin, ReplicaRecord, ReplicaState, Role, Step,
-};
-pub use revocations::{MAX_REVOKED, MAX_REVOKED_URI, RevocationList, Revoked};
-pub use settings::{DbSettings, MAX_REPLICATION, MAX_SHARDS, Replication, Retention, ShardCount};
 pub use shard_log::{
-    Append, Appended, AsMessage, CleanupOutcome, Entry, EntryId, FetchLimits, FetchQuery, FetchStart,
-    Fetched, Frontier, InsertOutcome, LogEntry, MAX_FRONTIER_ORIGINS, MAX_PAYLOAD, MAX_SEQ, Message,
-    OutOfRange, PullLimits, ReadBatch, ShardLogStats, Stored,
+    Append, Appended, CleanupOutcome, FetchLimits, FetchQuery, Fetched, InsertOutcome, LogEntry, PullLimits,
+    ReadBatch, ShardLogStats,
 };
-pub use store::{Inventory, InventoryConfig, LOCK_FILE, STORE_FORMAT, now_ms};
-pub use topics::{
-    MAX_KEY_LEN, MAX_PRODUCER_LEN, MAX_TOPIC_LEN, MessageKey, ProducerName, ProducerStamp, Routing, Topic,
-    TopicFilter, fnv1a64,
-};
+pub use store::{Inventory, InventoryConfig, LOCK_FILE, STORE_FORMAT};
 pub use verify::{CorruptRecord, VerifyReport};

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::ids::{DbName, PlanId};
 use crate::keys;
 use crate::plan_machine::{self, AdvanceOutcome, OfferOutcome, SlotChange, Transition};
-use crate::records::{PendingPlan, Plan, PlanEnd, PlanHistoryEntry, ReplicaRecord, ReplicaState, Step};
+use crate::records::{PendingPlan, Plan, PlanHistoryEntry, ReplicaRecord, ReplicaState, Step};
 use crate::store::{Inventory, decode_or_skip, decode_record, get_record, now_ms, put_record};
 
 impl Inventory {
@@ -174,17 +174,5 @@ impl Inventory {
             table.delete(txn, &keys::with_u64(db_key, *n))?;
         }
         Ok(())
-    }
-}
-
-impl PlanEnd {
-    /// A one-word name for tables and logs.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Replaced { .. } => "replaced",
-            Self::Cancelled => "cancelled",
-            Self::Failed { .. } => "failed",
-        }
     }
 }

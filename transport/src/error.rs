@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cairn_inventory::codec::CodecError;
+use cairn_types::codec::CodecError;
 
 use crate::frame::FrameError;
 use crate::message::WireError;

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use cairn_inventory::{
+use cairn_types::{
     ClusterId, DbName, DbRecord, DbSettings, DrainOrder, Entry, EntryId, FetchStart, Frontier, Message,
     OfferOutcome, OutOfRange, Plan, ProducerName, Replication, Retention, RevocationList, Role, SiteId,
     Stored, TopicFilter,
@@ -366,7 +366,7 @@ pub enum Response {
     /// The plan cancelled, if the site had one pending for the db.
     Cancelled {
         /// Its id.
-        plan: Option<cairn_inventory::PlanId>,
+        plan: Option<cairn_types::PlanId>,
     },
     /// A db's settings as this site now records them (after [`Request::AlterDb`] or
     /// [`Request::DropDb`]); `changed` is false when they already were so.

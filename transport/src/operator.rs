@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use cairn_inventory::{DbName, DbRecord, DbSettings, Replication, Retention};
+use cairn_types::{DbName, DbRecord, DbSettings, Replication, Retention};
 
 use crate::endpoint::Endpoint;
 use crate::error::TransportError;
@@ -116,7 +116,7 @@ pub async fn change_db(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_inventory::{Hlc, SiteId};
+    use cairn_types::{Hlc, SiteId};
 
     fn record() -> DbRecord {
         let settings = DbSettings::new(4, 2, Retention::default()).unwrap();

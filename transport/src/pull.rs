@@ -23,7 +23,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cairn_inventory::{DbName, Entry, Frontier, SiteId, codec};
+use cairn_types::{DbName, Entry, Frontier, SiteId, codec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TransportError;
@@ -296,7 +296,7 @@ impl PullReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_inventory::EntryId;
+    use cairn_types::EntryId;
 
     fn entries(n: u64) -> Vec<Entry> {
         (1..=n).map(|seq| Entry::plain(EntryId { origin: SiteId(1), seq }, seq, vec![1; 9])).collect()

@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cairn_inventory::{DbName, Entry, FetchStart, Frontier, OutOfRange, TopicFilter, codec};
+use cairn_types::{DbName, Entry, FetchStart, Frontier, OutOfRange, TopicFilter, codec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

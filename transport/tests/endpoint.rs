@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cairn_inventory::{ClusterId, DbName, Entry, EntryId, Frontier, Role, SiteId};
 use cairn_transport::frame::{self, FRAME_VERSION};
 use cairn_transport::tls::{ClusterCa, SERVER_NAME};
 use cairn_transport::{
     Credentials, Endpoint, PullFrame, PullRequest, PullSender, PullStart, Request, Response, SealedBatch,
     Service, SiteStatus, TransportConfig, TransportError, WireErrorKind,
 };
+use cairn_types::{ClusterId, DbName, Entry, EntryId, Frontier, Role, SiteId};
 
 /// Answers `Status` with a counter of requests seen.
 struct Counting(AtomicU64);
@@ -126,7 +126,7 @@ async fn raw_request(client: rustls::ClientConfig, server: SocketAddr) -> Result
             .await
             .map_err(|e| e.to_string())?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        let payload = cairn_inventory::codec::encode(&Request::Status).unwrap();
+        let payload = cairn_types::codec::encode(&Request::Status).unwrap();
         frame::write_frame(&mut send, &payload).await.map_err(|e| e.to_string())?;
         send.finish().map_err(|e| e.to_string())?;
         frame::read_frame(&mut recv, 1 << 20)
@@ -222,7 +222,7 @@ async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> Response {
     send.write_all(bytes).await.unwrap();
     send.finish().unwrap();
     let payload = frame::read_frame(&mut recv, 1 << 20).await.unwrap().expect("an answer");
-    cairn_inventory::codec::decode(&payload).unwrap()
+    cairn_types::codec::decode(&payload).unwrap()
 }
 
 #[tokio::test]
@@ -231,7 +231,7 @@ async fn bad_frames_get_named_errors_and_the_site_keeps_serving() {
     let server = site(&ca, "server");
     let conn = raw_connection(&ca, server.local_addr()).await;
     let valid = {
-        let payload = cairn_inventory::codec::encode(&Request::Status).unwrap();
+        let payload = cairn_types::codec::encode(&Request::Status).unwrap();
         let mut bytes = frame::header(payload.len()).unwrap().to_vec();
         bytes.extend(payload);
         bytes

@@ -24,23 +24,13 @@ use std::collections::BinaryHeap;
 use std::ops::Bound;
 
 use heed::types::Bytes;
-use serde::{Deserialize, Serialize};
 
-use super::{Entry, Frontier, StoredEntry};
+use super::{Entry, FetchStart, Frontier, OutOfRange, StoredEntry};
 use crate::error::Result;
 use crate::ids::{DbName, SiteId};
 use crate::keys;
 use crate::store::{Inventory, decode_record};
 use crate::topics::TopicFilter;
-
-/// Where a fetch starts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FetchStart {
-    /// At the oldest entry each origin still has here.
-    Earliest,
-    /// Beyond a position an earlier fetch answered (on any replica).
-    After(Frontier),
-}
 
 /// What a fetch looks for.
 #[derive(Debug, Clone, Copy)]
@@ -74,23 +64,6 @@ pub struct Fetched {
     pub cursor: Frontier,
     /// Whether this replica holds more beyond `cursor` right now (a limit stopped it).
     pub more: bool,
-}
-
-/// A position that needs entries this replica no longer holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error(
-    "position out of range: entries of origin {origin} from seq {wanted} are gone; the log now starts at seq {starts_at}"
-)]
-pub struct OutOfRange {
-    /// The origin whose entries are gone.
-    pub origin: SiteId,
-    /// The first seq the position needed.
-    pub wanted: u64,
-    /// The oldest seq of that origin this replica holds (or will hold next).
-    pub starts_at: u64,
-    /// The position where this replica's log now starts (for every origin): reading
-    /// from it skips, knowingly, what is gone.
-    pub start: Frontier,
 }
 
 /// One origin's index entries still to look at, in seq order.

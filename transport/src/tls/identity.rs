@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use cairn_inventory::SiteId;
+use cairn_types::SiteId;
 use rustls::pki_types::CertificateDer;
 
 /// The URI scheme of identities.

@@ -16,7 +16,7 @@ mod files;
 mod identity;
 mod signing;
 
-use cairn_inventory::ClusterId;
+use cairn_types::ClusterId;
 use rustls::pki_types::CertificateDer;
 use std::path::{Path, PathBuf};
 
@@ -87,7 +87,7 @@ pub fn cluster_id_of(ca: &CertificateDer<'_>) -> ClusterId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_inventory::SiteId;
+    use cairn_types::SiteId;
 
     #[test]
     fn issued_certificates_name_their_identity() {

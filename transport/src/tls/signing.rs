@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 
-use cairn_inventory::{DbRecord, DrainOrder, OperatorSeal, RevocationList, Revoked};
+use cairn_types::{DbRecord, DrainOrder, OperatorSeal, RevocationList, Revoked};
 
 use super::SERVER_NAME;
 use super::identity::{CertificateFacts, Identity};
@@ -324,7 +324,7 @@ fn unix_time(now_ms: u64) -> UnixTime {
 mod tests {
     use super::super::{ClusterCa, Credentials, PrincipalName};
     use super::*;
-    use cairn_inventory::SiteId;
+    use cairn_types::SiteId;
 
     fn now_ms() -> u64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn only_an_operators_seal_of_the_very_record_checks() {
-        use cairn_inventory::{DbName, DbSettings, Hlc, Retention};
+        use cairn_types::{DbName, DbSettings, Hlc, Retention};
         let ca = ClusterCa::generate().unwrap();
         let trust = holder(&ca, Identity::Site(SiteId(1))).trust().unwrap();
         let operator = holder(&ca, Identity::Operator(PrincipalName::new("ops").unwrap())).signer().unwrap();

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::InventoryError;
+use crate::error::ValueError;
 
 macro_rules! hex_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
@@ -65,16 +65,16 @@ macro_rules! hex_id {
         }
 
         impl FromStr for $name {
-            type Err = InventoryError;
+            type Err = ValueError;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(InventoryError::InvalidId {
+                    return Err(ValueError::InvalidId {
                         what: $what,
                         value: s.chars().take(40).collect(),
                     });
                 }
-                u128::from_str_radix(s, 16).map(Self).map_err(|_| InventoryError::InvalidId {
+                u128::from_str_radix(s, 16).map(Self).map_err(|_| ValueError::InvalidId {
                     what: $what,
                     value: s.to_owned(),
                 })
@@ -111,12 +111,12 @@ pub struct DbName(String);
 
 impl DbName {
     /// Checks `name` and wraps it.
-    pub fn new(name: impl Into<String>) -> Result<Self, InventoryError> {
+    pub fn new(name: impl Into<String>) -> Result<Self, ValueError> {
         let name = name.into();
         let valid_first = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
         let valid_rest = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if name.len() > MAX_DB_NAME_LEN || !valid_first || !valid_rest {
-            return Err(InventoryError::InvalidDbName { name: name.chars().take(80).collect() });
+            return Err(ValueError::InvalidDbName { name: name.chars().take(80).collect() });
         }
         Ok(Self(name))
     }
@@ -128,7 +128,7 @@ impl DbName {
 }
 
 impl TryFrom<String> for DbName {
-    type Error = InventoryError;
+    type Error = ValueError;
 
     fn try_from(value: String) -> Result<Self, Self::Error> {
         Self::new(value)
@@ -142,7 +142,7 @@ impl From<DbName> for String {
 }
 
 impl FromStr for DbName {
-    type Err = InventoryError;
+    type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::new(s)

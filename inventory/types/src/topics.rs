@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::InventoryError;
+use crate::error::ValueError;
 
 /// The longest topic or filter, in bytes.
 pub const MAX_TOPIC_LEN: usize = 1024;
@@ -22,8 +22,8 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// The longest producer name, in bytes.
 pub const MAX_PRODUCER_LEN: usize = 128;
 
-fn invalid(what: &'static str, why: impl Into<String>) -> InventoryError {
-    InventoryError::InvalidSetting { what, why: why.into() }
+fn invalid(what: &'static str, why: impl Into<String>) -> ValueError {
+    ValueError::InvalidSetting { what, why: why.into() }
 }
 
 /// A message's topic: up to [`MAX_TOPIC_LEN`] bytes of UTF-8, `/`-separated levels, with
@@ -35,7 +35,7 @@ pub struct Topic(String);
 
 impl Topic {
     /// The topic, if `text` is a valid one.
-    pub fn new(text: impl Into<String>) -> Result<Self, InventoryError> {
+    pub fn new(text: impl Into<String>) -> Result<Self, ValueError> {
         let text = text.into();
         if text.len() > MAX_TOPIC_LEN {
             return Err(invalid("topic", format!("{} bytes is longer than {MAX_TOPIC_LEN}", text.len())));
@@ -53,7 +53,7 @@ impl Topic {
 }
 
 impl TryFrom<String> for Topic {
-    type Error = InventoryError;
+    type Error = ValueError;
 
     fn try_from(text: String) -> Result<Self, Self::Error> {
         Self::new(text)
@@ -67,7 +67,7 @@ impl From<Topic> for String {
 }
 
 impl std::str::FromStr for Topic {
-    type Err = InventoryError;
+    type Err = ValueError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Self::new(text)
@@ -96,7 +96,7 @@ impl TopicFilter {
 
     /// The filter, if `text` is a valid one: `+` only as a whole level, `#` only as the
     /// whole last level, no NUL, at most [`MAX_TOPIC_LEN`] bytes.
-    pub fn new(text: impl Into<String>) -> Result<Self, InventoryError> {
+    pub fn new(text: impl Into<String>) -> Result<Self, ValueError> {
         let text = text.into();
         if text.len() > MAX_TOPIC_LEN {
             return Err(invalid("filter", format!("{} bytes is longer than {MAX_TOPIC_LEN}", text.len())));
@@ -161,7 +161,7 @@ impl TopicFilter {
 }
 
 impl TryFrom<String> for TopicFilter {
-    type Error = InventoryError;
+    type Error = ValueError;
 
     fn try_from(text: String) -> Result<Self, Self::Error> {
         Self::new(text)
@@ -175,7 +175,7 @@ impl From<TopicFilter> for String {
 }
 
 impl std::str::FromStr for TopicFilter {
-    type Err = InventoryError;
+    type Err = ValueError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Self::new(text)
@@ -196,7 +196,7 @@ pub struct MessageKey(Vec<u8>);
 
 impl MessageKey {
     /// The key, if it is at most [`MAX_KEY_LEN`] bytes.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, InventoryError> {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, ValueError> {
         let bytes = bytes.into();
         if bytes.len() > MAX_KEY_LEN {
             return Err(invalid("key", format!("{} bytes is longer than {MAX_KEY_LEN}", bytes.len())));
@@ -211,7 +211,7 @@ impl MessageKey {
 }
 
 impl TryFrom<serde_bytes::ByteBuf> for MessageKey {
-    type Error = InventoryError;
+    type Error = ValueError;
 
     fn try_from(bytes: serde_bytes::ByteBuf) -> Result<Self, Self::Error> {
         Self::new(bytes.into_vec())
@@ -232,7 +232,7 @@ pub struct ProducerName(String);
 
 impl ProducerName {
     /// The name, if it is a valid one.
-    pub fn new(text: impl Into<String>) -> Result<Self, InventoryError> {
+    pub fn new(text: impl Into<String>) -> Result<Self, ValueError> {
         let text = text.into();
         if text.is_empty() || text.len() > MAX_PRODUCER_LEN {
             return Err(invalid("producer", format!("{text:?} is not 1 to {MAX_PRODUCER_LEN} bytes")));
@@ -253,7 +253,7 @@ impl ProducerName {
 }
 
 impl TryFrom<String> for ProducerName {
-    type Error = InventoryError;
+    type Error = ValueError;
 
     fn try_from(text: String) -> Result<Self, Self::Error> {
         Self::new(text)
@@ -267,7 +267,7 @@ impl From<ProducerName> for String {
 }
 
 impl std::str::FromStr for ProducerName {
-    type Err = InventoryError;
+    type Err = ValueError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Self::new(text)

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_FRONTIER_ORIGINS, MAX_SEQ};
+use crate::entries::{MAX_FRONTIER_ORIGINS, MAX_SEQ};
 use crate::ids::SiteId;
 
 /// Per origin site, the seq up to which a log holds every entry.

@@ -443,6 +443,18 @@ pub struct PlanHistoryEntry {
     pub ended_ms: u64,
 }
 
+impl PlanEnd {
+    /// A one-word name for tables and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Replaced { .. } => "replaced",
+            Self::Cancelled => "cancelled",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::InventoryError;
+use crate::error::ValueError;
 use crate::topics::Routing;
 
 /// The most shards a db may have.
@@ -25,11 +25,11 @@ macro_rules! bounded_u32 {
 
         impl $name {
             /// The value, if it is in range.
-            pub fn new(value: u32) -> Result<Self, InventoryError> {
+            pub fn new(value: u32) -> Result<Self, ValueError> {
                 if (1..=$max).contains(&value) {
                     Ok(Self(value))
                 } else {
-                    Err(InventoryError::InvalidSetting {
+                    Err(ValueError::InvalidSetting {
                         what: $what,
                         why: format!("{value} is out of range 1..={}", $max),
                     })
@@ -43,7 +43,7 @@ macro_rules! bounded_u32 {
         }
 
         impl TryFrom<u32> for $name {
-            type Error = InventoryError;
+            type Error = ValueError;
 
             fn try_from(value: u32) -> Result<Self, Self::Error> {
                 Self::new(value)
@@ -57,10 +57,10 @@ macro_rules! bounded_u32 {
         }
 
         impl std::str::FromStr for $name {
-            type Err = InventoryError;
+            type Err = ValueError;
 
             fn from_str(text: &str) -> Result<Self, Self::Err> {
-                let value = text.trim().parse::<u32>().map_err(|_| InventoryError::InvalidSetting {
+                let value = text.trim().parse::<u32>().map_err(|_| ValueError::InvalidSetting {
                     what: $what,
                     why: format!("{text:?} is not a whole number in 1..={}", $max),
                 })?;
@@ -136,7 +136,7 @@ pub struct DbSettings {
 
 impl DbSettings {
     /// Settings from plain numbers, each checked; the error names the first out of range.
-    pub fn new(shards: u32, replication: u32, retention: Retention) -> Result<Self, InventoryError> {
+    pub fn new(shards: u32, replication: u32, retention: Retention) -> Result<Self, ValueError> {
         Ok(Self {
             shards: ShardCount::new(shards)?,
             replication: Replication::new(replication)?,
