@@ -437,14 +437,20 @@ impl Endpoint {
     /// seconds at most) for the close to reach them and for every task of the endpoint,
     /// with the service handles they hold, to end.
     pub async fn close(&self) {
-        self.inner.quinn.close(CLOSE_LEAVING.into(), b"site leaving");
+        self.close_within(std::time::Duration::from_secs(3)).await;
+    }
+
+    /// [`Self::close`], waiting at most `settle` (a client that has somewhere to be:
+    /// its peers hear the close, or see the connection idle out).
+    pub async fn close_within(&self, settle: std::time::Duration) {
+        self.inner.quinn.close(CLOSE_LEAVING.into(), b"leaving");
         self.inner.tasks.close();
-        let settle = async {
+        let done = async {
             self.inner.quinn.wait_idle().await;
             self.inner.tasks.wait().await;
         };
-        if tokio::time::timeout(std::time::Duration::from_secs(3), settle).await.is_err() {
-            tracing::warn!("endpoint tasks still running 3 s after close");
+        if tokio::time::timeout(settle, done).await.is_err() {
+            tracing::debug!(?settle, "endpoint tasks still running after close");
         }
     }
 }
