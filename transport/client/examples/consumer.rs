@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
                     let e = &delivered.entry;
                     println!("{} {} {}:{} {}", delivered.shard, e.topic, e.id.origin, e.id.seq, String::from_utf8_lossy(&e.payload));
                     seen += 1;
-                    if seen % 1000 == 0 {
+                    if seen.is_multiple_of(1000) {
                         println!("cursor {}", subscription.cursor());
                     }
                 }
