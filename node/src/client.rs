@@ -125,9 +125,9 @@ impl Client {
         }
     }
 
-    /// Closes the connection politely.
+    /// Closes the connection politely, waiting at most a moment for the site to hear.
     pub(crate) async fn close(self) {
-        self.endpoint.close().await;
+        self.endpoint.close_within(Duration::from_millis(200)).await;
     }
 }
 

@@ -112,8 +112,9 @@ pub(crate) enum DbCommand {
 pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
     with_client(&args.conn, async |client| match args.command {
         CtlCommand::Status { format } => status(client, format).await,
-        CtlCommand::Publish(publish) => crate::data_cmd::publish(client, publish).await,
-        CtlCommand::Read(read) => crate::data_cmd::read(client, read).await,
+        CtlCommand::Publish(publish) => bounded(client, crate::data_cmd::publish(client, publish)).await,
+        CtlCommand::Read(read) if read.follows() => crate::data_cmd::read(client, read).await,
+        CtlCommand::Read(read) => bounded(client, crate::data_cmd::read(client, read)).await,
         CtlCommand::Plan(plan) => crate::plan_cmd::run(client, plan).await,
         CtlCommand::Wait(wait) => crate::wait_cmd::wait(client, wait).await,
         CtlCommand::Db(DbCommand::List { format }) => crate::wait_cmd::list(client, format).await,
@@ -167,6 +168,14 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
             Ok(())
         }
     })
+}
+
+/// `work`, within `--timeout` as a whole (however many sites it tries).
+async fn bounded(client: &Client, work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    match tokio::time::timeout(client.timeout(), work).await {
+        Ok(result) => result,
+        Err(_) => bail!("not done within --timeout {} s", client.timeout().as_secs()),
+    }
 }
 
 /// The sealed order that the node drain (or stop): the node's site id from its status.

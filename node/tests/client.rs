@@ -247,3 +247,22 @@ fn the_client_crate_builds_without_a_storage_engine_or_gossip() {
         );
     }
 }
+
+#[test]
+fn ctl_timeout_bounds_the_whole_command() {
+    let root = tempfile::tempdir().unwrap();
+    let cluster = new_cluster_dir(root.path());
+    let nobody = loopback_addrs(1)[0].to_string();
+    for args in [&["publish", "x", "hi"][..], &["read", "x"]] {
+        let started = Instant::now();
+        let out = std::process::Command::new(bin())
+            .args(["ctl", "--node", &nobody, "--timeout", "2", "--credentials"])
+            .arg(cairn_tests::operator_dir(&cluster))
+            .args(args)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(took < Duration::from_millis(3500), "{args:?} took {took:?} with --timeout 2");
+    }
+}

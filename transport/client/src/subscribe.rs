@@ -184,6 +184,12 @@ impl Subscription {
         }
     }
 
+    /// Entries received and not yet taken by [`Self::next`] (0: the next call waits for
+    /// the sites).
+    pub fn buffered(&self) -> usize {
+        self.current.len()
+    }
+
     /// Where to resume from: right after the last entry [`Self::next`] returned (on any
     /// replica, with [`Client::subscribe`] or [`Client::read`]).
     pub fn cursor(&self) -> &Cursor {
