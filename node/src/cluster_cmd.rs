@@ -49,6 +49,24 @@ pub(crate) enum ClusterCommand {
         #[arg(long, default_value_t = tls::DEFAULT_VALID_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
+    /// Mint a bearer token for the HTTP API, naming an application (--client) or an
+    /// operator (--operator); printed alone on the last line. Sites check it with the
+    /// CA certificate; revoking the identity revokes its tokens.
+    #[command(group(ArgGroup::new("who").required(true).args(["client", "operator"])))]
+    IssueToken {
+        /// The CA dir (`cairn cluster init --out`).
+        #[arg(long, value_name = "DIR", env = "CAIRN_CLUSTER_DIR")]
+        cluster_dir: PathBuf,
+        /// For an application named NAME (publish, read and streams only).
+        #[arg(long, value_name = "NAME")]
+        client: Option<String>,
+        /// For an operator named NAME.
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
+        /// Days the token stays valid.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+    },
     /// Revoke a certificate (its PEM file) or an identity (a site id: its site and
     /// replicant certificates; or a URI such as cairn://client/app): the operator signs
     /// the cluster's revocation list with the new entry and hands it to --node, which
@@ -65,6 +83,29 @@ pub(crate) enum ClusterCommand {
 pub(crate) fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
         ClusterCommand::Revoke { target, conn } => crate::revoke_cmd::revoke(&target, &conn)?,
+        ClusterCommand::IssueToken { cluster_dir, client, operator, days } => {
+            let ca = ClusterCa::load(&cluster_dir)
+                .with_context(|| format!("loading the CA from {}", cluster_dir.display()))?;
+            let identity = match (client, operator) {
+                (Some(name), _) => Identity::Client(
+                    PrincipalName::new(&name).map_err(|e| crate::UsageError::from_err(&e.into()))?,
+                ),
+                (None, Some(name)) => Identity::Operator(
+                    PrincipalName::new(&name).map_err(|e| crate::UsageError::from_err(&e.into()))?,
+                ),
+                (None, None) => {
+                    return Err(crate::UsageError::from_err(&anyhow::anyhow!(
+                        "give --client NAME or --operator NAME"
+                    )));
+                }
+            };
+            let token = ca.issue_token(&identity, cairn_inventory::now_ms(), days)?;
+            println!(
+                "bearer token for {}, valid {days} days (send it as Authorization: Bearer TOKEN):",
+                identity.uri()
+            );
+            println!("{token}");
+        }
         ClusterCommand::Init { out } => {
             let (id, operator) = tls::init_cluster_dir(&out)
                 .with_context(|| format!("creating the cluster's CA in {}", out.display()))?;

@@ -31,6 +31,7 @@ pub(crate) struct FileConfig {
     pub(crate) zone: Option<String>,
     pub(crate) capacity: Option<u32>,
     pub(crate) metrics_listen: Option<SocketAddr>,
+    pub(crate) http_listen: Option<SocketAddr>,
     #[serde(default)]
     pub(crate) gossip: GossipSection,
     #[serde(default)]
@@ -151,6 +152,7 @@ impl FileConfig {
             zone: self.zone.or(lower.zone),
             capacity: self.capacity.or(lower.capacity),
             metrics_listen: self.metrics_listen.or(lower.metrics_listen),
+            http_listen: self.http_listen.or(lower.http_listen),
             gossip: GossipSection {
                 interval_ms: self.gossip.interval_ms.or(lower.gossip.interval_ms),
                 phi_threshold: self.gossip.phi_threshold.or(lower.gossip.phi_threshold),
@@ -231,6 +233,7 @@ impl FileConfig {
             zone: None,
             capacity: Some(100),
             metrics_listen: None,
+            http_listen: None,
             gossip: GossipSection {
                 interval_ms: ms(g.interval),
                 phi_threshold: Some(g.phi_threshold),
@@ -317,6 +320,7 @@ impl FileConfig {
         };
         o.capacity = self.capacity.unwrap_or(100);
         o.metrics_listen = self.metrics_listen;
+        o.http_listen = self.http_listen;
         if !(1..=10_000).contains(&o.capacity) {
             bail!("invalid capacity {}: must be between 1 and 10000", o.capacity);
         }

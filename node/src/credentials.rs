@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cairn_gossip::signed::SigningKeys;
 
 use cairn_inventory::{Inventory, InventoryConfig, InventoryError, Role, SiteId};
-use cairn_transport::tls::{self, ClusterCa, Credentials, Identity};
+use cairn_transport::tls::{self, ClusterCa, Credentials, HttpServerConfig, Identity};
 use cairn_transport::{Endpoint, TransportError};
 
 /// The dir under a data dir that holds the site's credentials.
@@ -167,6 +167,8 @@ pub struct ServingCertificate {
     trust: cairn_transport::ClusterTrust,
     /// The cluster the site serves (its CA's id): a renewal must keep it.
     cluster: cairn_inventory::ClusterId,
+    /// The HTTPS config of the HTTP gateway (replaced on reload).
+    http: std::sync::RwLock<Arc<HttpServerConfig>>,
 }
 
 impl ServingCertificate {
@@ -181,13 +183,19 @@ impl ServingCertificate {
         let signing = Arc::new(SigningKeys::new(credentials.signer()?));
         let trust = credentials.trust()?;
         let cluster = credentials.cluster_id();
-        Ok(Self { data_dir: data_dir.to_owned(), role, site, expires_ms, signing, trust, cluster })
+        let http = std::sync::RwLock::new(Arc::new(credentials.http_server_config()?));
+        Ok(Self { data_dir: data_dir.to_owned(), role, site, expires_ms, signing, trust, cluster, http })
     }
 
     /// The cluster CA the certificate chains to: what peers' certificates, gossip and
     /// operators' seals are checked against (a renewal keeps the CA).
     pub fn trust(&self) -> &cairn_transport::ClusterTrust {
         &self.trust
+    }
+
+    /// The HTTPS config the HTTP gateway serves with now (replaced on reload).
+    pub fn http_config(&self) -> Arc<HttpServerConfig> {
+        self.http.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The key the site signs its gossip with (replaced on reload).
@@ -214,7 +222,9 @@ impl ServingCertificate {
             });
         }
         let signer = credentials.signer()?;
+        let http = credentials.http_server_config()?;
         endpoint.reload(&credentials)?;
+        *self.http.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(http);
         self.signing.replace(signer);
         self.expires_ms.store(expiry_ms(&credentials), Ordering::Relaxed);
         tracing::info!(identity = %credentials.identity(), expires_ms = self.expires_ms(), "certificate reloaded");

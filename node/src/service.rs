@@ -3,7 +3,7 @@
 //! Inventory calls are blocking LMDB transactions, so they run on tokio's blocking pool.
 //! The data-plane requests (writes, fetches, routes) are in [`data`].
 
-mod authorize;
+pub(crate) mod authorize;
 mod data;
 mod dbs;
 mod subscribe;

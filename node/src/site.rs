@@ -18,6 +18,7 @@ use crate::data::DataConfig;
 use crate::data::replicator::DataShared;
 use crate::data::retention::{RetentionConfig, RetentionCounters};
 use crate::executor::StepNotes;
+use crate::http::{Gateway, HttpServer};
 use crate::metrics::{MetricsServer, Sources};
 use crate::service::SiteService;
 use crate::snapshot::read_snapshot;
@@ -58,6 +59,8 @@ pub struct SiteOptions {
     pub auto_rebalance: bool,
     /// Where to serve Prometheus metrics over HTTP (`/metrics`), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve the HTTP/JSON API (HTTPS), if anywhere.
+    pub http_listen: Option<SocketAddr>,
     /// How retention clean-up runs.
     pub retention: RetentionConfig,
     /// How the site's tasks are restarted when they panic.
@@ -83,6 +86,7 @@ impl SiteOptions {
             auto_repair: true,
             auto_rebalance: true,
             metrics_listen: None,
+            http_listen: None,
             retention: RetentionConfig::default(),
             restarts: RestartPolicy::default(),
         }
@@ -113,6 +117,15 @@ pub enum StartError {
         /// How many.
         replicas: usize,
     },
+    /// The HTTP API's address could not be bound.
+    #[error("cannot serve the HTTP API on {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The metrics address could not be bound.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -137,6 +150,8 @@ pub struct Site {
     pub data: Arc<DataShared>,
     /// Where metrics are served, if they are.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the HTTP API is served, if it is.
+    pub http_addr: Option<SocketAddr>,
     /// The site's tasks (restarts, and why the site must stop if one keeps failing).
     pub supervisor: Arc<Supervisor>,
     /// What retention has removed.
@@ -219,6 +234,12 @@ impl Site {
             }
             None => None,
         };
+        let http = match options.http_listen {
+            Some(addr) => {
+                Some(HttpServer::bind(addr).await.map_err(|source| StartError::Http { addr, source })?)
+            }
+            None => None,
+        };
         let carriage = QuicCarriage::new(endpoint.clone(), inbox);
         let interval = options.gossip.interval;
         let gossip = Arc::new(
@@ -285,6 +306,23 @@ impl Site {
             workers.push(supervisor.spawn("metrics", move || server.clone().serve(sources.clone())));
             tracing::info!(addr = ?metrics_addr, "serving metrics at /metrics");
         }
+        let http_addr = http.as_ref().and_then(|h| h.local_addr().ok());
+        if let Some(server) = http {
+            // Data requests go out through the site's own endpoint, to the holders.
+            let client = cairn_client::Client::with_endpoint(
+                endpoint.clone(),
+                cairn_client::ClientConfig::new([addr]),
+            );
+            let gateway = Arc::new(Gateway {
+                client,
+                view: gossip.subscribe(),
+                certificate: certificate.clone(),
+                endpoint: endpoint.clone(),
+            });
+            let server = Arc::new(server);
+            workers.push(supervisor.spawn("http", move || server.clone().serve(gateway.clone())));
+            tracing::info!(addr = ?http_addr, "serving the HTTP API");
+        }
         if options.run_plans {
             let (inv, view, wake, follow) = (
                 inventory.clone(),
@@ -326,6 +364,7 @@ impl Site {
             gossip,
             data,
             metrics_addr,
+            http_addr,
             supervisor,
             retention,
             summary,

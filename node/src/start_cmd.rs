@@ -3,6 +3,7 @@
 //! Settings come from flags, then `CAIRN_*` environment variables, then the TOML file of
 //! `--config`, then defaults (see [`crate::config`]).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -40,6 +41,10 @@ pub(crate) struct StartArgs {
     /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics [default: off].
     #[arg(long, value_name = "HOST:PORT", env = "CAIRN_METRICS_LISTEN", value_parser = parse_addr)]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the HTTP/JSON API (HTTPS with the site's certificate; clients present a
+    /// certificate of the cluster or a bearer token) at https://HOST:PORT [default: off].
+    #[arg(long, value_name = "HOST:PORT", env = "CAIRN_HTTP_LISTEN", value_parser = parse_addr)]
+    http_listen: Option<SocketAddr>,
     /// Failure-domain label (rack, zone) used to spread replicas.
     #[arg(long, env = "CAIRN_ZONE")]
     zone: Option<String>,
@@ -93,6 +98,7 @@ impl StartArgs {
             zone: self.zone.clone(),
             capacity: self.capacity,
             metrics_listen: self.metrics_listen,
+            http_listen: self.http_listen,
             gossip: GossipSection { interval_ms: self.gossip_interval_ms, ..GossipSection::default() },
             transport: TransportSection { congestion: self.congestion, ..TransportSection::default() },
             data: DataSection { catch_up_limit_kib: self.catch_up_limit, ..DataSection::default() },
@@ -145,6 +151,11 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<()> {
             site.endpoint.local_addr(),
             identity.cluster_id,
         );
+        if let Some(http) = site.http_addr {
+            // Whoever started us may read only the banner line and close stdout: a
+            // failed write here must not stop the site.
+            let _ = writeln!(std::io::stdout(), "HTTP API at https://{http}/v1 (health at /healthz)");
+        }
         let mut fatal = site.fatal();
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;

@@ -266,6 +266,11 @@ impl Endpoint {
         })
     }
 
+    /// What the newest revocation list this endpoint holds revokes.
+    pub fn revoked(&self) -> Arc<RevokedSet> {
+        self.inner.revoked.borrow().clone()
+    }
+
     /// The UDP address the endpoint is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.quinn.local_addr().expect("a bound endpoint has an address")

@@ -5,7 +5,6 @@
 
 mod publish;
 mod read;
-mod since;
 
 pub(crate) use publish::{PublishArgs, publish};
 pub(crate) use read::{ReadArgs, read};

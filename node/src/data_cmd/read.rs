@@ -19,7 +19,6 @@ use cairn_inventory::{DbName, TopicFilter, now_ms};
 use clap::Args;
 use serde_json::json;
 
-use super::since::parse_since;
 use super::{data_client, explain};
 use crate::client::Client;
 use crate::inventory_cmd::Format;
@@ -66,7 +65,12 @@ impl ReadArgs {
 }
 
 pub(crate) async fn read(client: &Client, args: ReadArgs) -> anyhow::Result<()> {
-    let since_ms = args.since.as_deref().map(|s| parse_since(s, now_ms())).transpose()?;
+    let since_ms = args
+        .since
+        .as_deref()
+        .map(|s| cairn_node::since::parse_since(s, now_ms()))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let from = args.from.as_deref().map(Cursor::parse).transpose().map_err(explain)?.unwrap_or_default();
     let data = data_client(client);
     let mut out = Printer { format: args.format, sites: Vec::new(), printed: 0 };

@@ -8,8 +8,7 @@
 //! | `CreateDb`, `AlterDb`, `DropDb`                | yes      | no        | no        | no     |
 //! | `SetDraining`, `CancelPlan`, `PlanPreview`     | yes      | no        | no        | no     |
 //! | `Schedule` (plan delivery)                     | yes      | automatic plans of its own, at automatic priority, while it is planner of record | no | no |
-//! | `Publish`, `Write`                             | yes      | no        | yes (forwarding its clients' writes) | yes |
-//! | `Read`, `Fetch`, `Routes`, subscriptions       | yes      | no        | no        | yes    |
+//! | `Publish`, `Write`, `Read`, `Fetch`, `Routes`, subscriptions | yes | yes (its HTTP gateway's users') | yes (its clients' and its gateway's) | yes |
 //! | pull streams                                   | no       | as itself | as itself | no     |
 //! | gossip (checked by the transport)              | no       | yes       | yes       | no     |
 //!
@@ -40,6 +39,20 @@ impl Asked<'_> {
             Self::Subscribe => "subscribe",
         }
     }
+}
+
+/// Whether `asked` is a data-plane request (publish, read, streams).
+fn is_data_plane(asked: Asked<'_>) -> bool {
+    matches!(
+        asked,
+        Asked::Request(
+            Request::Publish { .. }
+                | Request::Write(_)
+                | Request::Read { .. }
+                | Request::Fetch(_)
+                | Request::Routes { .. },
+        ) | Asked::Subscribe
+    )
 }
 
 /// Checks `asked` from `identity` against the table; `planner_of_record` is the site the
@@ -73,19 +86,13 @@ pub(crate) fn authorize(
                 Ok(())
             }
         }
-        (Identity::Replicant(_), Asked::Request(Request::Publish { .. } | Request::Write(_))) => Ok(()),
+        // A site forwards data requests: a replicant its clients' writes, any site its
+        // HTTP gateway's users'. (A site can already read every shard it pulls and
+        // write entries of its own origin; this gives it nothing more.)
+        (Identity::Site(_) | Identity::Replicant(_) | Identity::Client(_), asked) if is_data_plane(asked) => {
+            Ok(())
+        }
         (Identity::Site(_) | Identity::Replicant(_), _) => refuse("operator or client requests only"),
-        (
-            Identity::Client(_),
-            Asked::Request(
-                Request::Publish { .. }
-                | Request::Write(_)
-                | Request::Read { .. }
-                | Request::Fetch(_)
-                | Request::Routes { .. },
-            )
-            | Asked::Subscribe,
-        ) => Ok(()),
         (Identity::Client(_), _) => {
             refuse("a client sends data-plane requests only (publish, read, streams)")
         }
@@ -149,7 +156,9 @@ mod tests {
             (&site, Asked::Request(&forged), Some(a), false),
             (&site, Asked::Request(&by_operator), Some(a), false),
             (&site, Asked::Request(&Request::Status), None, true),
-            (&site, Asked::Request(&routes), None, false),
+            (&site, Asked::Request(&routes), None, true),
+            (&site, Asked::Subscribe, None, true),
+            (&replicant, Asked::Request(&routes), None, true),
             (&site, Asked::Pull(&pull(a)), None, true),
             (&site, Asked::Pull(&pull(b)), None, false),
             (&replicant, Asked::Pull(&pull(a)), None, true),

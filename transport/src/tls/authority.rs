@@ -67,6 +67,11 @@ impl std::fmt::Debug for IssuedCert {
 }
 
 impl ClusterCa {
+    /// The CA's key (it signs certificates and bearer tokens).
+    pub(super) fn key(&self) -> &KeyPair {
+        &self.key
+    }
+
     /// A new CA with a fresh key, valid for 20 years.
     pub fn generate() -> Result<Self> {
         let key = KeyPair::generate().map_err(tls_err("generating the CA key"))?;
@@ -129,6 +134,12 @@ impl ClusterCa {
         if identity.is_site() {
             let dns = SERVER_NAME.try_into().map_err(tls_err("the server name"))?;
             params.subject_alt_names.push(SanType::DnsName(dns));
+            // So HTTP clients on the site's own host can check the gateway by a usual
+            // name (`https://localhost:PORT`, `https://127.0.0.1:PORT`).
+            let localhost = "localhost".try_into().map_err(tls_err("localhost"))?;
+            params.subject_alt_names.push(SanType::DnsName(localhost));
+            params.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+            params.subject_alt_names.push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
             params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         params.distinguished_name.push(DnType::CommonName, identity.to_string());

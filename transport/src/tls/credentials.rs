@@ -158,6 +158,24 @@ impl Credentials {
         Ok(config)
     }
 
+    /// The HTTPS server side of the HTTP gateway: this holder's certificate, ALPN
+    /// `http/1.1`, and a client certificate of the cluster taken when presented but not
+    /// required (a bearer token may stand in for it).
+    pub fn http_server_config(&self) -> Result<rustls::ServerConfig> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, Self::provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TransportError::Tls(format!("client verifier: {e}")))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Self::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TransportError::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| TransportError::Tls(format!("own certificate: {e}")))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
     /// TLS 1.3, server checked against the cluster CA (only a site's certificate names
     /// the server name), our certificate presented.
     pub fn client_config(&self) -> Result<rustls::ClientConfig> {

@@ -15,6 +15,7 @@ mod credentials;
 mod files;
 mod identity;
 mod signing;
+mod tokens;
 
 use cairn_types::ClusterId;
 use rustls::pki_types::CertificateDer;
@@ -23,6 +24,9 @@ use std::path::{Path, PathBuf};
 pub use authority::{ClusterCa, IssuedCert, operator_dir_beside};
 pub use credentials::{Credentials, write_credentials};
 pub use identity::{CertificateFacts, Identity, IdentityError, PrincipalName};
+pub use tokens::MAX_TOKEN_LEN;
+/// rustls's server config, as the HTTP gateway serves with it.
+pub type HttpServerConfig = rustls::ServerConfig;
 pub use signing::{ClusterTrust, RevokedSet, Signer, VerifyingKey, fingerprint};
 
 use crate::error::TransportError;

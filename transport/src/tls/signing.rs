@@ -132,6 +132,8 @@ impl VerifyingKey {
 pub struct ClusterTrust {
     servers: Arc<WebPkiServerVerifier>,
     clients: Arc<dyn ClientCertVerifier>,
+    /// The CA's own public key (it signs bearer tokens).
+    ca_key: Vec<u8>,
 }
 
 impl std::fmt::Debug for ClusterTrust {
@@ -155,7 +157,21 @@ impl ClusterTrust {
         let clients = WebPkiClientVerifier::builder_with_provider(roots, provider)
             .build()
             .map_err(|e| TransportError::Tls(format!("certificate verifier: {e}")))?;
-        Ok(Self { servers, clients })
+        let ca_key = Self::public_key(ca).map_err(TransportError::Tls)?;
+        Ok(Self { servers, clients, ca_key })
+    }
+
+    /// Whether the CA's key signed `message` (ECDSA P-256, ASN.1 form, as rcgen signs).
+    pub(super) fn ca_signed(&self, message: &[u8], signature: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &self.ca_key)
+            .verify(message, signature)
+            .is_ok()
+    }
+
+    fn public_key(cert: &CertificateDer<'_>) -> Result<Vec<u8>, String> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, parsed) = X509Certificate::from_der(cert.as_ref()).map_err(|e| e.to_string())?;
+        Ok(parsed.public_key().subject_public_key.data.to_vec())
     }
 
     /// The key of a site's or replicant's certificate (DER), if it chains to the
@@ -282,6 +298,12 @@ impl RevokedSet {
     /// When the list was issued (0: nothing revoked yet).
     pub fn issued_ms(&self) -> u64 {
         self.issued_ms
+    }
+
+    /// Why `identity` is revoked, if it is (a bearer token naming it is refused).
+    pub fn revokes_identity(&self, identity: &Identity) -> Option<String> {
+        let uri = identity.uri();
+        self.identities.contains(&uri).then(|| format!("{uri} was revoked"))
     }
 
     /// Why the certificate behind `key` is revoked, if it is.

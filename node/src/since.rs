@@ -1,10 +1,9 @@
-//! `--since` times: a duration back from now, or an RFC 3339 time.
-
-use anyhow::Context;
+//! Start times as people give them (`ctl read --since`, the HTTP API's `since=`): a
+//! duration back from now, or an RFC 3339 time.
 
 /// `--since`: a duration back from now (`90s`, `10m`, `2h`, `3d`) or an RFC 3339 time;
 /// answers ms since the Unix epoch.
-pub(crate) fn parse_since(text: &str, now_ms: u64) -> anyhow::Result<u64> {
+pub fn parse_since(text: &str, now_ms: u64) -> Result<u64, String> {
     let text = text.trim();
     let units = [("ms", 1u64), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
     for (unit, ms) in units {
@@ -15,11 +14,9 @@ pub(crate) fn parse_since(text: &str, now_ms: u64) -> anyhow::Result<u64> {
         }
     }
     let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .with_context(|| {
-            format!("--since {text:?}: give a duration (90s, 10m, 2h, 1d) or an RFC 3339 time")
-        })?;
+        .map_err(|_| format!("since {text:?}: give a duration (90s, 10m, 2h, 1d) or an RFC 3339 time"))?;
     let ms = time.unix_timestamp_nanos() / 1_000_000;
-    u64::try_from(ms).with_context(|| format!("--since {text:?} is before 1970"))
+    u64::try_from(ms).map_err(|_| format!("since {text:?} is before 1970"))
 }
 
 #[cfg(test)]
