@@ -39,6 +39,10 @@ pub(crate) struct LocalArgs {
     /// Seconds between view refreshes.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
     refresh: u64,
+    /// Serve the HTTP API from the first site at https://HOST:PORT (an operator's token
+    /// for it is printed).
+    #[arg(long, value_name = "HOST:PORT", value_parser = crate::addr::parse_addr)]
+    http_listen: Option<SocketAddr>,
 }
 
 /// The demo db `cairn local` creates.
@@ -109,6 +113,9 @@ fn spawn_site(root: &Path, ca: &ClusterCa, i: u16, args: &LocalArgs) -> anyhow::
     if args.nodes > 1 {
         command.args(["--seed", &format!("127.0.0.1:{seed}")]);
     }
+    if let Some(http) = args.http_listen.filter(|_| i == 0) {
+        command.args(["--http-listen", &http.to_string()]);
+    }
     let mut child = command.spawn().context("starting a site")?;
     let mut banner = String::new();
     let stdout = child.stdout.take().context("the site's stdout")?;
@@ -156,6 +163,24 @@ pub(crate) fn run(args: LocalArgs) -> anyhow::Result<()> {
     println!("to use ctl and dump from here (and to issue more certificates):");
     println!("export CAIRN_CREDENTIALS={}", absolute(&operator).display());
     println!("export CAIRN_CLUSTER_DIR={}", absolute(&cluster).display());
+    if let Some(http) = args.http_listen {
+        let identity = Identity::Operator(PrincipalName::new(tls::OPERATOR_NAME)?);
+        let token = ca.issue_token(&identity, cairn_inventory::now_ms(), 30)?;
+        let host = if http.ip().is_loopback() || http.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            http.ip().to_string()
+        };
+        println!(
+            "HTTP API of the first site (check it with {}):",
+            absolute(&cluster.join(tls::CA_CERT)).display()
+        );
+        println!("export CAIRN_HTTP=https://{host}:{}", http.port());
+        println!("export CAIRN_HTTP_TOKEN={token}");
+        println!(
+            "curl --cacert $CAIRN_CLUSTER_DIR/ca.pem -H \"Authorization: Bearer $CAIRN_HTTP_TOKEN\" $CAIRN_HTTP/v1/dbs/demo/messages"
+        );
+    }
     let conn = ConnArgs {
         node: SocketAddr::from(([127, 0, 0, 1], args.base_port)),
         credentials: operator.clone(),
