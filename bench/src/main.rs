@@ -4,6 +4,7 @@
 mod catchup;
 mod failure;
 mod gossip;
+mod nats;
 mod plans;
 mod plot;
 mod publish;
@@ -35,6 +36,9 @@ enum Scenario {
     /// The data plane: publish by topic (ack local, quorum) vs raw LMDB appends; reads of
     /// a whole db, one topic and a filter; write and publish-to-subscriber latency.
     Streams,
+    /// cairn beside a 3-server NATS JetStream cluster in the same run: acknowledged
+    /// publishes/s (ack local and quorum vs R3) and publish-to-consumer latency.
+    Nats,
     /// Every scenario above, in order.
     All,
     /// Opt-in, not part of `all`: a mixed load for CAIRN_BENCH_SOAK_SECS (300) with a
@@ -83,6 +87,9 @@ fn main() -> anyhow::Result<()> {
     }
     if all || args.scenario == Scenario::Streams {
         streams::run(&reporter, args.smoke)?;
+    }
+    if all || args.scenario == Scenario::Nats {
+        nats::run(&reporter, args.smoke)?;
     }
     if all || args.scenario == Scenario::Plans {
         plans::run(&reporter, args.smoke)?;
