@@ -197,11 +197,11 @@ async fn nats_publish(js: &jetstream::Context, n: usize) -> anyhow::Result<f64> 
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();
     for i in 0..n {
-        if pending.len() >= NATS_WINDOW {
-            if let Some(ack) = pending.pop_front() {
-                let ack: jetstream::context::PublishAckFuture = ack;
-                ack.await?;
-            }
+        if pending.len() >= NATS_WINDOW
+            && let Some(ack) = pending.pop_front()
+        {
+            let ack: jetstream::context::PublishAckFuture = ack;
+            ack.await?;
         }
         pending.push_back(js.publish(format!("bench.{}", i % 3), payload(i).into()).await?);
     }
