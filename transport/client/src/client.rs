@@ -171,9 +171,18 @@ impl Client {
 
     /// The sites to try for `shard` of `routes`, in order (the holders, or the seeds when
     /// the routes name none: a seed says where to go).
+    /// Each shard starts at another holder (the shard's index, rotated), so the writes
+    /// of a db with several shards spread over the sites holding them: any ready replica
+    /// takes writes, and each site then commits its own share.
     pub(crate) fn holders(&self, routes: &Routes, shard: u32) -> Vec<SocketAddr> {
-        let holders = routes.holders.get(shard as usize).cloned().unwrap_or_default();
-        if holders.is_empty() { self.inner.config.seeds.clone() } else { holders }
+        let mut holders = routes.holders.get(shard as usize).cloned().unwrap_or_default();
+        if holders.is_empty() {
+            return self.inner.config.seeds.clone();
+        }
+        holders.sort();
+        let n = holders.len();
+        holders.rotate_left(shard as usize % n);
+        holders
     }
 
     /// Sends `request` to `at` and classes the outcome.
