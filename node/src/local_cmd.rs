@@ -177,6 +177,8 @@ pub(crate) fn run(args: LocalArgs) -> anyhow::Result<()> {
         );
         println!("export CAIRN_HTTP=https://{host}:{}", http.port());
         println!("export CAIRN_HTTP_TOKEN={token}");
+        println!("the live page (trust {} in the browser, or accept its warning):", tls::CA_CERT);
+        println!("https://{host}:{}/ui?token={token}", http.port());
         println!(
             "curl --cacert $CAIRN_CLUSTER_DIR/ca.pem -H \"Authorization: Bearer $CAIRN_HTTP_TOKEN\" $CAIRN_HTTP/v1/dbs/demo/messages"
         );

@@ -30,6 +30,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/v1/openapi.json"),
     ("GET", "/v1/cluster"),
+    ("GET", "/ui"),
     ("POST", "/v1/dbs/{db}/messages"),
     ("GET", "/v1/dbs/{db}/messages"),
     ("GET", "/v1/dbs/{db}/subscribe"),
@@ -37,6 +38,11 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The API's description, served at `/v1/openapi.json`.
 const OPENAPI: &str = include_str!("openapi.json");
+/// The live page of the cluster, served at `/ui`: self-contained (no asset from
+/// elsewhere; the Content-Security-Policy says so too).
+const UI: &str = include_str!("ui.html");
+/// What the page may load: nothing but itself and this site's API.
+const UI_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:";
 /// Largest request body taken.
 const MAX_BODY: usize = 16 << 20;
 /// Most entries one read answers.
@@ -52,6 +58,7 @@ enum Route {
     Healthz,
     OpenApi,
     Cluster,
+    Ui,
     Publish(DbName),
     Read(DbName),
     Subscribe(DbName),
@@ -126,6 +133,7 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["healthz"] => (Route::Healthz, &Method::GET),
         ["v1", "openapi.json"] => (Route::OpenApi, &Method::GET),
         ["v1", "cluster"] => (Route::Cluster, &Method::GET),
+        ["ui"] => (Route::Ui, &Method::GET),
         ["v1", "dbs", db, "messages"] => {
             let db = decode(db)?.parse::<DbName>().map_err(|e| ApiError::bad_request(e.to_string()))?;
             return match *method {
@@ -159,7 +167,8 @@ fn asked_for(route: &Route) -> Option<Request> {
     let db = |db: &DbName| db.clone();
     match route {
         Route::Healthz | Route::OpenApi => None,
-        Route::Cluster => Some(Request::Dump),
+        // The page shows the cluster view: who may read it may see the page.
+        Route::Cluster | Route::Ui => Some(Request::Dump),
         // Routes stand for the data requests: the table treats them alike.
         Route::Publish(d) | Route::Read(d) | Route::Subscribe(d) => Some(Request::Routes { db: db(d) }),
     }
@@ -183,8 +192,11 @@ async fn answer(
     by_certificate: &Option<Result<Identity, String>>,
 ) -> Result<hyper::Response<ResponseBody>, ApiError> {
     let route = route(request.method(), request.uri().path())?;
+    let query = parse_query(request.uri().query().unwrap_or(""))?;
     if let Some(asked) = asked_for(&route) {
-        let identity = identify(gateway, &request, by_certificate)?;
+        // A browser gets to the page through a link that carries a token.
+        let in_link = if route == Route::Ui { query.get("token").map(String::as_str) } else { None };
+        let identity = identify(gateway, &request, by_certificate, in_link)?;
         let asked = match route {
             Route::Subscribe(_) => Asked::Subscribe,
             _ => Asked::Request(&asked),
@@ -192,12 +204,17 @@ async fn answer(
         authorize(&identity, asked, None)
             .map_err(|why| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why))?;
     }
-    let query = parse_query(request.uri().query().unwrap_or(""))?;
     match route {
         Route::Healthz => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         Route::OpenApi => Ok(hyper::Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(OPENAPI))
+            .unwrap_or_else(|_| hyper::Response::new(full("")))),
+        Route::Ui => Ok(hyper::Response::builder()
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .header("content-security-policy", UI_POLICY)
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(full(UI))
             .unwrap_or_else(|_| hyper::Response::new(full("")))),
         Route::Cluster => {
             let view = gateway.view.borrow().clone();
@@ -217,6 +234,7 @@ fn identify(
     gateway: &Gateway,
     request: &hyper::Request<Incoming>,
     by_certificate: &Option<Result<Identity, String>>,
+    in_link: Option<&str>,
 ) -> Result<Identity, ApiError> {
     let unauthorized = |why: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
     match by_certificate {
@@ -224,17 +242,20 @@ fn identify(
         Some(Err(why)) => return Err(unauthorized(format!("the client certificate is not taken: {why}"))),
         None => {}
     }
-    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
-        return Err(unauthorized(
-            "present a client certificate of the cluster, or a bearer token (cairn cluster issue-token)"
-                .into(),
-        ));
+    let token = match (request.headers().get(header::AUTHORIZATION), in_link) {
+        (Some(value), _) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("Authorization must be \"Bearer TOKEN\"".into()))?,
+        (None, Some(token)) => token,
+        (None, None) => {
+            return Err(unauthorized(
+                "present a client certificate of the cluster, or a bearer token (cairn cluster issue-token)"
+                    .into(),
+            ));
+        }
     };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("Authorization must be \"Bearer TOKEN\"".into()))?;
     let identity = gateway.certificate.trust().check_token(token.trim(), now_ms()).map_err(unauthorized)?;
     if let Some(why) = gateway.endpoint.revoked().revokes_identity(&identity) {
         return Err(unauthorized(why));
@@ -489,6 +510,14 @@ mod tests {
             ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
         served.sort();
         assert_eq!(described, served);
+    }
+
+    #[test]
+    fn the_page_fetches_nothing_from_elsewhere() {
+        for needle in ["http://", "https://", "//cdn", "src=\"//", "@import", "url("] {
+            assert!(!UI.contains(needle), "the page names {needle}");
+        }
+        assert!(UI.contains("fetch(\"/v1/cluster\""), "the page reads this site's API");
     }
 
     #[test]
