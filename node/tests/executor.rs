@@ -204,3 +204,27 @@ fn a_failing_step_backs_off_and_does_not_hold_up_other_dbs() {
     // The plan stays pending for an operator to cancel or replace.
     assert!(inv.pending_plan(&a.name).unwrap().is_some());
 }
+
+#[test]
+fn an_allocation_step_for_a_shard_held_elsewhere_fails_instead_of_making_an_empty_ready_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::open(dir.path(), ClusterId(1), InventoryConfig::default()).unwrap();
+    let me = inv.identity().site_id;
+    // Site 2 holds shard 0 ready (with data): a stale allocation step arrives here.
+    let v = view(me, SiteId(2), &[(0, vec![(SiteId(2), 40)])]);
+    inv.offer(&plan(vec![Step::AddReplica { shard: 0, upstreams: vec![] }])).unwrap();
+    let result = run_head(&inv, &v, &pending(&inv).unwrap()).unwrap();
+    let StepResult::Failed(why) = result else { panic!("{result:?}") };
+    assert!(why.contains("held by") && why.contains("plan again"), "{why}");
+    assert_eq!(inv.replica(&DbName::new("d").unwrap(), 0).unwrap(), None, "no empty replica made");
+    assert_eq!(pending(&inv), None, "the plan is over");
+    // Shard 1, held nowhere, is allocated as before.
+    inv.offer(&cairn_inventory::Plan {
+        plan_id: PlanId(8),
+        ..plan(vec![Step::AddReplica { shard: 1, upstreams: vec![] }])
+    })
+    .unwrap();
+    assert_eq!(run_head(&inv, &v, &pending(&inv).unwrap()).unwrap(), StepResult::Advanced);
+    let replica = inv.replica(&DbName::new("d").unwrap(), 1).unwrap().unwrap();
+    assert_eq!(replica.state, ReplicaState::Ready);
+}

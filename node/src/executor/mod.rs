@@ -1,19 +1,24 @@
 //! The executor: runs the head step of each pending plan, then advances the plan in the
 //! inventory. Steps are idempotent, so a crash at any moment resumes at the same step.
 //!
-//! Steps: `add_replica` makes the replica (ready at once when it has no upstreams — a new,
-//! empty shard — else `catching_up`, which the replicator copies and turns ready; the
-//! step waits for that); `remove_replica`; and `handover_replica` (once the view shows
-//! the target ready, the replica refuses writes; it is deleted once the view shows the
-//! target covering our frontier).
+//! What a step does is decided by [`decide`] (pure: step, local facts, view → actions and
+//! a verdict); this module reads the facts and applies the actions. Steps:
+//! `add_replica` makes the replica (ready at once when it has no upstreams — a new,
+//! empty shard, and only while no other site holds the shard — else `catching_up`, which
+//! the replicator copies and turns ready; the step waits for that); `remove_replica`;
+//! and `handover_replica` (once the view shows the target ready, the replica refuses
+//! writes; it is deleted once the view shows the target covering our frontier).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use cairn_gossip::ClusterView;
-use cairn_gossip::view::ReplicaView;
-use cairn_inventory::{DbName, Inventory, InventoryError, PendingPlan, PlanId, ReplicaState, SiteId, Step};
+use cairn_inventory::{DbName, Frontier, Inventory, InventoryError, PendingPlan, PlanId, Step};
+
+pub use decide::{Action, Decision, Local, Verdict, decide};
+
+mod decide;
 use tokio::sync::watch;
 
 /// What one attempt at a plan's head step did.
@@ -27,7 +32,8 @@ pub enum StepResult {
     Failed(String),
 }
 
-/// Runs the head step of `plan` once.
+/// Runs the head step of `plan` once: reads what this site holds, [`decide`]s, applies
+/// the actions, then advances, waits or fails the plan.
 pub fn run_head(
     inv: &Inventory,
     view: &ClusterView,
@@ -35,84 +41,36 @@ pub fn run_head(
 ) -> Result<StepResult, InventoryError> {
     let db = &plan.db;
     let Some(step) = plan.head() else { return Ok(StepResult::Waiting("no steps".into())) };
-    match step {
-        Step::AddReplica { shard, upstreams } => match inv.replica(db, *shard)?.map(|r| r.state) {
-            None => {
-                if inv.db(db)?.is_none() {
-                    let Some(known) = view.db(db) else {
-                        if view.dropped.iter().any(|d| &d.name == db) {
-                            let why = format!("db {db} was dropped");
-                            inv.fail_plan(db, plan.plan_id, &why)?;
-                            return Ok(StepResult::Failed(why));
-                        }
-                        return Ok(StepResult::Waiting(format!("db {db} is not in the cluster view yet")));
-                    };
-                    inv.put_db(&known.record())?;
-                }
-                if upstreams.is_empty() {
-                    inv.set_replica(db, *shard, ReplicaState::Ready)?;
-                } else {
-                    // The replicator copies from the upstreams and turns it ready.
-                    inv.set_replica(db, *shard, ReplicaState::CatchingUp { upstreams: upstreams.clone() })?;
-                    return Ok(StepResult::Waiting(format!("{db}/{shard} is catching up")));
-                }
-            }
-            Some(ReplicaState::CatchingUp { .. }) => {
-                return Ok(StepResult::Waiting(format!("{db}/{shard} is catching up")));
-            }
-            // A copy kept from when this site was a replicant: what it holds is the
-            // shard's data, so it catches up the rest like any new replica.
-            Some(ReplicaState::Following { .. }) => {
-                let state = match upstreams.is_empty() {
-                    true => ReplicaState::Ready,
-                    false => ReplicaState::CatchingUp { upstreams: upstreams.clone() },
-                };
-                inv.set_replica(db, *shard, state)?;
-                return Ok(StepResult::Waiting(format!("{db}/{shard} is catching up")));
-            }
-            Some(ReplicaState::Ready | ReplicaState::HandingOver { .. }) => {}
-        },
-        Step::RemoveReplica { shard } => {
-            inv.remove_replica(db, *shard)?;
-        }
-        Step::HandoverReplica { shard, to } => {
-            if let Some(replica) = inv.replica(db, *shard)? {
-                let handing_over = ReplicaState::HandingOver { to: *to };
-                let target = ready_target(view, db, *shard, *to);
-                if replica.state != handing_over {
-                    // Keep taking writes until the target is ready: the shard never has
-                    // fewer ready replicas than before the move.
-                    if target.is_none() {
-                        return Ok(StepResult::Waiting(format!(
-                            "waiting for {} to be ready before handing over",
-                            to.short()
-                        )));
-                    }
-                    inv.set_replica(db, *shard, handing_over)?;
-                }
-                let ours = inv.frontier(db, *shard)?;
-                let covered = target.is_some_and(|r| r.frontier.covers(&ours));
-                if !covered {
-                    return Ok(StepResult::Waiting(format!(
-                        "waiting for {} to be ready and cover us",
-                        to.short()
-                    )));
-                }
-                inv.remove_replica(db, *shard)?;
-            }
+    let shard = match step {
+        Step::AddReplica { shard, .. }
+        | Step::HandoverReplica { shard, .. }
+        | Step::RemoveReplica { shard } => *shard,
+    };
+    let replica = inv.replica(db, shard)?.map(|r| r.state);
+    let frontier = match (step, &replica) {
+        (Step::HandoverReplica { .. }, Some(_)) => inv.frontier(db, shard)?,
+        _ => Frontier::default(),
+    };
+    let local = Local { me: inv.identity().site_id, db_known: inv.db(db)?.is_some(), replica, frontier };
+    let decision = decide(db, step, &local, view);
+    for action in decision.actions {
+        match action {
+            Action::LearnDb(record) => inv.put_db(&record)?,
+            Action::SetReplica(state) => drop(inv.set_replica(db, shard, state)?),
+            Action::RemoveReplica => drop(inv.remove_replica(db, shard)?),
         }
     }
-    inv.advance(db, plan.plan_id, plan.done)?;
-    Ok(StepResult::Advanced)
-}
-
-/// `to`'s replica of `db`/`shard`, if the view shows it live and ready.
-fn ready_target<'v>(view: &'v ClusterView, db: &DbName, shard: u32, to: SiteId) -> Option<&'v ReplicaView> {
-    if !view.is_live(to) {
-        return None;
+    match decision.verdict {
+        Verdict::Done => {
+            inv.advance(db, plan.plan_id, plan.done)?;
+            Ok(StepResult::Advanced)
+        }
+        Verdict::Wait(why) => Ok(StepResult::Waiting(why)),
+        Verdict::Fail(why) => {
+            inv.fail_plan(db, plan.plan_id, &why)?;
+            Ok(StepResult::Failed(why))
+        }
     }
-    let placement = view.db(db)?.placement.get(shard as usize)?;
-    placement.replicas.iter().find(|r| r.site_id == to && r.is_ready())
 }
 
 /// The longest pause between two attempts at a failing step.
