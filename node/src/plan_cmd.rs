@@ -101,7 +101,7 @@ pub(crate) async fn run(client: &Client, command: PlanCommand) -> anyhow::Result
     };
     let request =
         change.request(&node_view(client).await?).with_context(|| format!("in {}'s view", client.node()))?;
-    let preview = match client.request(&Request::PlanPreview(request.clone())).await? {
+    let mut preview = match client.request(&Request::PlanPreview(request.clone())).await? {
         Response::PlanPreview(preview) => preview,
         Response::Rejected { reason } => bail!("{} refused: {reason}", client.node()),
         other => bail!("{} answered plan preview with {other:?}", client.node()),
@@ -110,6 +110,13 @@ pub(crate) async fn run(client: &Client, command: PlanCommand) -> anyhow::Result
         // Draining first: from then on no planner places anything there, and automatic
         // rebalancing finishes the job if these plans are ever replaced.
         drain(client, site).await?;
+    }
+    if apply {
+        // Applied twice, the same change is two plans: the second runs again rather than
+        // being answered `AlreadyEnded` by sites that ran the first. (A preview's ids stay
+        // those of the view alone, as `plan simulate` computes them.)
+        let now = cairn_inventory::now_ms().to_be_bytes();
+        cairn_node::planner::made_from(preview.plans.iter_mut().map(|p| &mut p.plan), &now);
     }
     let outcomes = if apply { deliver(client, &preview).await } else { Vec::new() };
     match format {

@@ -209,6 +209,24 @@ async fn rebalance_after_a_join_then_decommission() {
     })
     .await;
     same_content(&client, &view).await;
+    // The same move back and forth: each time a new plan that runs, not one a site
+    // already ran (which it would answer as ended, moving nothing).
+    let holder_id = db.placement[3].replicas[0].site_id;
+    let back = ["plan", "apply", "move", DB, "3", "--from", &leaving_addr, "--to", &holder];
+    for (args, onto, off) in
+        [(&back, holder_id, leaving), (&moving, leaving, holder_id), (&back, holder_id, leaving)]
+    {
+        let (ok, out) = ctl(&cluster, addrs[2], args);
+        assert!(ok && out.contains("1 replicas would move"), "{out}");
+        wait_for("the replica moved again", Duration::from_secs(120), async || {
+            let view = client.view(addrs[2]).await.ok()?;
+            settled(&view)?;
+            let shard = &view.db(&DbName::new(DB).unwrap())?.placement[3];
+            let on = |site| shard.replicas.iter().any(|r| r.site_id == site);
+            (on(onto) && !on(off)).then_some(())
+        })
+        .await;
+    }
     let (ok, out) = ctl(&cluster, addrs[2], &["plan", "show"]);
     assert!(ok && out.contains("no plan in flight"), "{out}");
     let (ok, out) = ctl(&cluster, addrs[2], &["plan", "cancel", DB]);

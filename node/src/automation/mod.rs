@@ -9,28 +9,33 @@
 //! shards that have more ready replicas than their factor (a lost site came back);
 //! **rebalance** — when no dead site holds replicas, even out replica counts (a site
 //! joined) and empty draining sites. Each site gets its plan (`Schedule`), again every
-//! round until it has answered, so a lost delivery is retried. Plans are deterministic,
-//! so a second planner working from the same view sends the same plan ids, and
-//! redelivery is harmless.
+//! round until it has answered, so a lost delivery is retried; a pending plan is given up
+//! when the view moves on or it waits too long. What to do is decided by the pure state
+//! machine in [`state`] ([`Automation`]); this module's [`run`] delivers. Allocations
+//! are deterministic (two planners of a brand-new cluster send the same plan); repair
+//! and rebalance plan ids also name the planner's process and the db's epoch, which goes
+//! up when a site answers that it already ran a plan (`AlreadyEnded`: the same change
+//! made again), so the change is made anew instead of being taken as done.
+
+mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_gossip::{ClusterView, SiteState};
-use cairn_inventory::{DbName, Inventory, Plan, PlanId, PlanOrigin, SiteId};
+use cairn_inventory::{DbName, Inventory, OfferOutcome, PlanOrigin, SiteId};
 use cairn_transport::{Endpoint, Request, Response};
 use tokio::sync::watch;
 
+pub use state::{Answer, Automation, Event, MAX_PENDING_ROUNDS, Offer};
+
 use crate::planner::repair::{RepairKinds, repair};
 use crate::planner::reshape::reshape;
-use crate::planner::{self, AUTOMATIC_PRIORITY, SitePlans, allocate::allocate};
+use crate::planner::{self, AUTOMATIC_PRIORITY, SitePlans};
 
 /// Rounds the set of live sites must stay the same before the planner acts.
-const STABLE_ROUNDS: u32 = 6;
-
-/// Plans made but not yet answered by their site.
-type Undelivered = BTreeMap<(DbName, PlanId), BTreeMap<SiteId, Plan>>;
+pub const STABLE_ROUNDS: u32 = 6;
 
 /// The planner of record of `view`: the live core site with the lowest id.
 pub fn planner_of_record(view: &ClusterView) -> Option<SiteId> {
@@ -123,7 +128,8 @@ pub fn next_change(
     Some(Change { kind: "rebalance", plans, lost_shards: fixed.lost })
 }
 
-/// Runs automation for site `me` until the task is dropped.
+/// Runs automation for site `me` until the task is dropped: each round, the state
+/// machine ([`Automation`]) says what to offer; this delivers it and reports back.
 pub async fn run(
     me: SiteId,
     inventory: Arc<Inventory>,
@@ -131,104 +137,66 @@ pub async fn run(
     mut view: watch::Receiver<Arc<ClusterView>>,
     config: AutomationConfig,
 ) {
-    let mut undelivered = Undelivered::new();
-    let mut live_before = BTreeSet::new();
-    let mut stable = 0u32;
-    // Rounds with no plan in flight or undelivered.
-    let mut quiet = 0u32;
-    let started_ms = cairn_inventory::now_ms();
+    let mut automation = Automation::new(me, config, cairn_inventory::now_ms());
     let mut ticker = tokio::time::interval(config.every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let current = view.borrow_and_update().clone();
-        let live: BTreeSet<SiteId> = planner::candidates(&current).iter().map(|c| c.site).collect();
-        stable = if live == live_before { stable.saturating_add(1) } else { 0 };
-        live_before = live;
-        if stable < STABLE_ROUNDS || planner_of_record(&current) != Some(me) {
-            continue;
-        }
-        let candidates = planner::candidates(&current);
-        for db in dbs_to_allocate(&current) {
-            let plans = allocate(db, &candidates, me);
-            let Some(plan_id) = plans.values().next().map(|p| p.plan_id) else { continue };
-            let change = BTreeMap::from([(db.name.clone(), plans.clone())]);
-            if let Err(why) = planner::check::check_change(&current, &change) {
-                tracing::error!(db = %db.name, %why, "an allocation plan is unsafe; not delivered");
-                continue;
-            }
-            if let std::collections::btree_map::Entry::Vacant(slot) =
-                undelivered.entry((db.name.clone(), plan_id))
-            {
-                tracing::info!(db = %db.name, sites = plans.len(), plan = %plan_id.short(), "allocating");
-                slot.insert(plans);
+        let (offers, events) = automation.round(&current, cairn_inventory::now_ms());
+        events.iter().for_each(log);
+        for offer in offers {
+            let answer = deliver(me, &inventory, &endpoint, &current, &offer).await;
+            if let Some(event) = automation.answered(&offer.plan.db, offer.plan.plan_id, offer.site, answer) {
+                log(&event);
             }
         }
-        quiet = if current.plans.is_empty() && undelivered.is_empty() { quiet.saturating_add(1) } else { 0 };
-        if quiet >= STABLE_ROUNDS {
-            let lost = lost_sites(&current, cairn_inventory::now_ms(), started_ms, config.lost_after);
-            let change = next_change(&current, me, &lost, &config);
-            let unsafe_change =
-                change.as_ref().and_then(|c| planner::check::check_change(&current, &c.plans).err());
-            if let Some(why) = unsafe_change {
-                tracing::error!(%why, "a planned change is unsafe; not delivered");
-            } else if let Some(change) = change {
-                let lost_shards = change.lost_shards.len();
-                tracing::info!(
-                    kind = change.kind,
-                    dbs = change.plans.len(),
-                    lost_sites = lost.len(),
-                    lost_shards,
-                    "planning"
-                );
-                for (db, plans) in change.plans {
-                    let Some(plan_id) = plans.values().next().map(|p| p.plan_id) else { continue };
-                    undelivered.entry((db, plan_id)).or_insert(plans);
-                }
-                quiet = 0;
-            }
-        }
-        deliver(me, &inventory, &endpoint, &current, &mut undelivered).await;
     }
 }
 
-/// Offers every undelivered plan to its site; forgets those that were answered.
+fn log(event: &Event) {
+    match event {
+        Event::Allocating { db, plan, sites } => {
+            tracing::info!(%db, sites, plan = %plan.short(), "allocating")
+        }
+        Event::Planned { kind, dbs, lost_sites, lost_shards } => {
+            tracing::info!(kind, dbs, lost_sites, lost_shards, "planning")
+        }
+        Event::Unsafe { why } => tracing::error!(%why, "a planned change is unsafe; not delivered"),
+        Event::Dropped { db, plan, why } => {
+            tracing::info!(%db, plan = %plan.short(), %why, "pending plan given up")
+        }
+    }
+}
+
+/// Offers one plan to its site (this one through its own inventory) and classes the
+/// answer.
 async fn deliver(
     me: SiteId,
     inv: &Arc<Inventory>,
     endpoint: &Endpoint,
     view: &ClusterView,
-    undelivered: &mut Undelivered,
-) {
-    for plans in undelivered.values_mut() {
-        let mut answered = Vec::new();
-        for (site, plan) in plans.iter() {
-            let outcome = if *site == me {
-                let (inv, plan) = (inv.clone(), plan.clone());
-                match crate::supervisor::blocking(move || inv.offer(&plan)).await {
-                    Ok(outcome) => Some(format!("{outcome:?}")),
-                    Err(error) => Some(format!("rejected: {error}")),
-                }
-            } else {
-                let Some(addr) = view.site(*site).and_then(|s| s.addr.parse().ok()) else { continue };
-                match endpoint.request(addr, &Request::Schedule(plan.clone())).await {
-                    Ok(Response::Scheduled(outcome)) => Some(format!("{outcome:?}")),
-                    Ok(Response::Rejected { reason }) => Some(format!("rejected: {reason}")),
-                    Ok(other) => Some(format!("unexpected answer {other:?}")),
-                    Err(error) => {
-                        tracing::debug!(site = %site.short(), %error, "plan delivery failed; retrying next round");
-                        None
-                    }
-                }
-            };
-            if let Some(outcome) = outcome {
-                tracing::info!(db = %plan.db, site = %site.short(), %outcome, "plan delivered");
-                answered.push(*site);
+    offer: &Offer,
+) -> Answer {
+    let (site, plan) = (offer.site, &offer.plan);
+    let outcome = if site == me {
+        let (inv, plan) = (inv.clone(), plan.clone());
+        crate::supervisor::blocking(move || inv.offer(&plan)).await.map_err(|e| e.to_string())
+    } else {
+        let Some(addr) = view.site(site).and_then(|s| s.addr.parse().ok()) else { return Answer::NotNow };
+        match endpoint.request(addr, &Request::Schedule(plan.clone())).await {
+            Ok(Response::Scheduled(outcome)) => Ok(outcome),
+            Ok(Response::Rejected { reason }) => Err(reason),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(error) => {
+                tracing::debug!(site = %site.short(), %error, "plan delivery failed; retrying next round");
+                return Answer::NotNow;
             }
         }
-        for site in answered {
-            plans.remove(&site);
-        }
+    };
+    tracing::info!(db = %plan.db, site = %site.short(), outcome = ?outcome, "plan delivered");
+    match outcome {
+        Ok(OfferOutcome::AlreadyEnded { .. }) => Answer::AlreadyEnded,
+        _ => Answer::Taken,
     }
-    undelivered.retain(|_, plans| !plans.is_empty());
 }

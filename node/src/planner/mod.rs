@@ -113,6 +113,17 @@ pub fn stable_hash(parts: &[&[u8]]) -> u128 {
     (u128::from(lane(0)) << 64) | u128::from(lane(0x9e37_79b9_7f4a_7c15))
 }
 
+/// Gives `plans` ids that also name what they were made from (`salt`: an automatic
+/// planner's process generation and epoch, an operator request's time), so the same
+/// change made again later is a new plan, not one a site already ran and would answer
+/// `AlreadyEnded`. Every site's plan of one change keeps one id (the same old id and salt
+/// give the same new one).
+pub fn made_from<'p>(plans: impl IntoIterator<Item = &'p mut cairn_inventory::Plan>, salt: &[u8]) {
+    for plan in plans {
+        plan.plan_id = plan_id(&[&plan.plan_id.0.to_be_bytes(), salt]);
+    }
+}
+
 /// A plan id from the words and values that determine a plan.
 pub fn plan_id(parts: &[&[u8]]) -> PlanId {
     PlanId(stable_hash(parts))
