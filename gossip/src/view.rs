@@ -236,14 +236,23 @@ pub struct ShardView {
     pub followers: Vec<FollowerView>,
 }
 
+/// The state of a replicant's copy, as the view shows it (one state: such a copy is never
+/// part of the placement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FollowerState {
+    /// A read-only copy kept up to date from the shard's ready replicas.
+    Following,
+}
+
 /// A replicant's copy of a shard (state `following`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FollowerView {
     /// The replicant site.
     pub site_id: SiteId,
-    /// Always `following`.
-    pub state: String,
+    /// `following`.
+    pub state: FollowerState,
     /// Whether it has caught up once; until then it serves no reads.
     pub caught_up: bool,
     /// Entries held.
@@ -883,7 +892,7 @@ fn placement(
                 ReplicaPhase::Following { caught_up } => {
                     slot.followers.push(FollowerView {
                         site_id: *id,
-                        state: "following".to_owned(),
+                        state: FollowerState::Following,
                         caught_up,
                         entries: r.entries,
                         bytes: r.bytes,

@@ -165,7 +165,10 @@ fn a_replicants_copies_are_followers_with_their_lag_never_replicas() {
     assert_eq!(shard.replicas.len(), 2, "the copy is not a replica");
     assert_eq!(shard.followers.len(), 1);
     let f = &shard.followers[0];
-    assert_eq!((f.site_id, f.state.as_str(), f.caught_up), (SiteId(3), "following", true));
+    assert_eq!(
+        (f.site_id, f.state, f.caught_up),
+        (SiteId(3), cairn_gossip::view::FollowerState::Following, true)
+    );
     // Behind site 2 by 3 of a's entries and all 5 of b's.
     assert_eq!(f.lag_entries, Some(8));
     let site = view.site(SiteId(3)).unwrap();

@@ -228,3 +228,37 @@ fn an_allocation_step_for_a_shard_held_elsewhere_fails_instead_of_making_an_empt
     let replica = inv.replica(&DbName::new("d").unwrap(), 1).unwrap().unwrap();
     assert_eq!(replica.state, ReplicaState::Ready);
 }
+
+#[test]
+fn a_handover_whose_target_never_took_its_part_fails_after_a_while_and_the_replica_stays() {
+    use cairn_node::executor::{Action, Local, ORPHANED_AFTER_MS, Verdict, decide};
+    let (me, target) = (SiteId(1), SiteId(2));
+    let name = DbName::new("d").unwrap();
+    let step = Step::HandoverReplica { shard: 0, to: target };
+    let local = |state: ReplicaState, pending_ms: u64| Local {
+        me,
+        db_known: true,
+        replica: Some(state),
+        frontier: cairn_inventory::Frontier([(me, 3)].into()),
+        pending_ms,
+    };
+    // The target is live but holds nothing and runs no plan for the db.
+    let absent = view(me, target, &[]);
+    let soon = decide(&name, &step, &local(ReplicaState::Ready, 1_000), &absent);
+    assert!(matches!(soon.verdict, Verdict::Wait(_)) && soon.actions.is_empty(), "{soon:?}");
+    let late = decide(&name, &step, &local(ReplicaState::Ready, ORPHANED_AFTER_MS), &absent);
+    assert!(
+        matches!(late.verdict, Verdict::Fail(ref why) if why.contains("has not taken its part")),
+        "{late:?}"
+    );
+    assert!(late.actions.is_empty(), "the replica stays as it is: {late:?}");
+    // Handing over already (the target was ready, then lost its copy): back to taking writes.
+    let handing = ReplicaState::HandingOver { to: target };
+    let late = decide(&name, &step, &local(handing.clone(), ORPHANED_AFTER_MS), &absent);
+    assert_eq!(late.actions, vec![Action::SetReplica(ReplicaState::Ready)]);
+    assert!(matches!(late.verdict, Verdict::Fail(_)));
+    // A target that holds the shard, however far behind, is waited for.
+    let behind = view(me, target, &[(0, vec![(me, 1)])]);
+    let patient = decide(&name, &step, &local(handing, 10 * ORPHANED_AFTER_MS), &behind);
+    assert!(matches!(patient.verdict, Verdict::Wait(_)), "{patient:?}");
+}

@@ -97,19 +97,23 @@ proptest! {
     }
 
     #[test]
-    fn trim_removes_extras_down_to_the_factor_keeping_zones(shape in shape(10, 32), extra in any::<u64>()) {
+    fn trim_removes_extras_down_to_the_factor_keeping_zones(shape in shape(10, 32), extra in any::<u64>(), more in any::<u64>()) {
         let mut view = build(&shape);
-        // Sites that "came back": some shards hold one more ready replica than their factor.
+        // Sites that "came back", or a factor lowered: some shards hold one or two more
+        // ready replicas than their factor (two extras once let one leave for the other).
         let live: Vec<SiteId> = view.sites.iter().filter(|s| s.state == SiteState::Live).map(|s| s.site_id).collect();
         for db in &mut view.dbs {
             for shard in &mut db.placement {
                 if extra >> (shard.shard % 64) & 1 == 0 {
                     continue;
                 }
-                if let Some(site) = live.iter().find(|s| !shard.replicas.iter().any(|r| r.site_id == **s)) {
-                    let mut copy: ReplicaView = shard.replicas[0].clone();
-                    copy.site_id = *site;
-                    shard.replicas.push(copy);
+                let copies = 1 + (more >> (shard.shard % 64) & 1) as usize;
+                for _ in 0..copies {
+                    if let Some(site) = live.iter().find(|s| !shard.replicas.iter().any(|r| r.site_id == **s)) {
+                        let mut copy: ReplicaView = shard.replicas[0].clone();
+                        copy.site_id = *site;
+                        shard.replicas.push(copy);
+                    }
                 }
             }
         }

@@ -35,7 +35,7 @@ fn with_replicants(view: &ClusterView, n: usize, dead: usize) -> ClusterView {
             for shard in &mut db.placement {
                 shard.followers.push(FollowerView {
                     site_id: site.site_id,
-                    state: "following".into(),
+                    state: cairn_gossip::view::FollowerState::Following,
                     caught_up: true,
                     entries: 10,
                     bytes: 1000,

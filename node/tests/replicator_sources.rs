@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use cairn_gossip::SiteState;
 use cairn_inventory::{DbName, ReplicaRecord, ReplicaState, SiteId};
-use cairn_node::data::replicator::sources;
+use cairn_node::data::replicator::{catch_up_from, caught_up, sources};
 
 mod common;
 use common::{Shape, build};
@@ -16,6 +16,7 @@ fn a_catching_up_replica_pulls_from_one_new_upstream_at_a_time() {
     let mut view = build(&Shape { old: 4, new: 0, zones: 1, capacities: false, dbs: vec![(1, 3)], dead: 0 });
     let ids: Vec<SiteId> = view.sites.iter().map(|s| s.site_id).collect();
     let (me, a, b, c) = (ids[0], ids[1], ids[2], ids[3]);
+    hold(&mut view, &[a, b, c]);
     let db = DbName::new("db0").unwrap();
     let record = |state| ReplicaRecord { db: db.clone(), shard: 0, state, created_ms: 0, updated_ms: 0 };
     let catching = [record(ReplicaState::CatchingUp { upstreams: vec![a, b, c] })];
@@ -35,6 +36,35 @@ fn a_catching_up_replica_pulls_from_one_new_upstream_at_a_time() {
     let mut got = streams(&view, &HashSet::from([a, c]));
     got.sort();
     assert_eq!(got, want);
+}
+
+/// Makes `sites` the ready holders of db0/0 in `view`.
+fn hold(view: &mut cairn_gossip::ClusterView, sites: &[SiteId]) {
+    let replicas = &mut view.dbs[0].placement[0].replicas;
+    let model = replicas[0].clone();
+    *replicas =
+        sites.iter().map(|s| cairn_gossip::view::ReplicaView { site_id: *s, ..model.clone() }).collect();
+}
+
+#[test]
+fn a_catch_up_passes_over_upstreams_that_gave_the_shard_up_and_falls_back_to_its_holders() {
+    let mut view = build(&Shape { old: 5, new: 0, zones: 1, capacities: false, dbs: vec![(1, 2)], dead: 0 });
+    let ids: Vec<SiteId> = view.sites.iter().map(|s| s.site_id).collect();
+    let (me, a, b, c, d) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    let db = DbName::new("db0").unwrap();
+    // Planned from a and b; a has since handed its copy to c.
+    hold(&mut view, &[b, c]);
+    assert_eq!(catch_up_from(me, &db, 0, &[a, b], &view), vec![b]);
+    // b too (to d): no upstream holds it any more, so the holders stand in.
+    hold(&mut view, &[c, d]);
+    assert_eq!(catch_up_from(me, &db, 0, &[a, b], &view), vec![c, d]);
+    let reached = |sites: &[SiteId]| sites.iter().copied().collect::<HashSet<_>>();
+    let from = catch_up_from(me, &db, 0, &[a, b], &view);
+    assert!(!caught_up(me, &from, &reached(&[]), &view));
+    assert!(caught_up(me, &from, &reached(&[c, d]), &view), "ready once the holders are copied");
+    // A dead upstream is kept (it may come back, and counts as settled), a live holder joins it.
+    view.sites.iter_mut().find(|s| s.site_id == a).unwrap().state = SiteState::Dead;
+    assert_eq!(catch_up_from(me, &db, 0, &[a, b], &view), vec![a, c, d]);
 }
 
 #[test]

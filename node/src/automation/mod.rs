@@ -1,8 +1,8 @@
 //! Automation: the planner of record turns cluster changes into plans.
 //!
 //! The live core site with the lowest site id is the planner of record. Once the set of
-//! live sites has been stable for a few rounds, it allocates dbs with no replica
-//! anywhere and no plan in flight ([`allocate`]). Then, when no plan is in flight or
+//! live sites has been stable for a few rounds, it allocates the shards no site holds
+//! (every shard of a new db) of dbs with no plan in flight ([`allocate`]). Then, when no plan is in flight or
 //! undelivered and a few quiet rounds have passed, it takes the first of
 //! ([`next_change`], pure): **repair** — recover shards that had replicas on sites dead
 //! for longer than `lost_after` (new replicas catching up from live copies), and trim
@@ -24,11 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_gossip::{ClusterView, SiteState};
-use cairn_inventory::{DbName, Inventory, OfferOutcome, PlanOrigin, SiteId};
+use cairn_inventory::{DbName, Inventory, InventoryError, OfferOutcome, PlanOrigin, SiteId};
 use cairn_transport::{Endpoint, Request, Response};
 use tokio::sync::watch;
 
-pub use state::{Answer, Automation, Event, MAX_PENDING_ROUNDS, Offer};
+pub use state::{ALLOCATION_SETTLE_ROUNDS, Answer, Automation, Event, MAX_PENDING_ROUNDS, Offer};
 
 use crate::planner::repair::{RepairKinds, repair};
 use crate::planner::reshape::reshape;
@@ -42,11 +42,12 @@ pub fn planner_of_record(view: &ClusterView) -> Option<SiteId> {
     planner::candidates(view).iter().map(|c| c.site).min()
 }
 
-/// Dbs that need allocating: known, no replica anywhere, no plan in flight.
+/// Dbs that need allocating: known, a shard with no replica on any site in the view (a
+/// new db, or one whose allocation a site never took its part of), no plan in flight.
 pub fn dbs_to_allocate(view: &ClusterView) -> Vec<&cairn_gossip::view::DbView> {
     view.dbs
         .iter()
-        .filter(|db| db.placement.iter().all(|s| s.replicas.is_empty()))
+        .filter(|db| !planner::allocate::missing_shards(db).is_empty())
         .filter(|db| !view.plans.iter().any(|p| p.db == db.name))
         .collect()
 }
@@ -181,12 +182,24 @@ async fn deliver(
     let (site, plan) = (offer.site, &offer.plan);
     let outcome = if site == me {
         let (inv, plan) = (inv.clone(), plan.clone());
-        crate::supervisor::blocking(move || inv.offer(&plan)).await.map_err(|e| e.to_string())
+        match crate::supervisor::blocking(move || inv.offer(&plan)).await {
+            Ok(outcome) => Ok(outcome),
+            Err(InventoryError::PlanRejected(reason)) => Err(reason.to_string()),
+            Err(error) => {
+                tracing::warn!(%error, "offering a plan to this site failed; retrying next round");
+                return Answer::NotNow;
+            }
+        }
     } else {
         let Some(addr) = view.site(site).and_then(|s| s.addr.parse().ok()) else { return Answer::NotNow };
         match endpoint.request(addr, &Request::Schedule(plan.clone())).await {
             Ok(Response::Scheduled(outcome)) => Ok(outcome),
             Ok(Response::Rejected { reason }) => Err(reason),
+            // "Not yet" (the db's gossip has not reached it, it is busy): again next round.
+            Ok(Response::Error(error)) => {
+                tracing::debug!(site = %site.short(), %error, "plan not taken yet; retrying next round");
+                return Answer::NotNow;
+            }
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(error) => {
                 tracing::debug!(site = %site.short(), %error, "plan delivery failed; retrying next round");

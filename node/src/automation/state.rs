@@ -23,6 +23,10 @@ use crate::planner::{self, SitePlans, allocate::allocate};
 /// (and made again if still needed).
 pub const MAX_PENDING_ROUNDS: u64 = 120;
 
+/// Rounds after allocating a db's shards before allocating that db again: the sites that
+/// took their parts need a few rounds to show the replicas and plans in gossip.
+pub const ALLOCATION_SETTLE_ROUNDS: u64 = 30;
+
 /// A plan offered to a site this round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
@@ -109,6 +113,8 @@ pub struct Automation {
     pending: BTreeMap<(DbName, PlanId), Pending>,
     /// Per db, how many times a change of it was made again (`AlreadyEnded`).
     epochs: BTreeMap<DbName, u64>,
+    /// Per db, the round its shards were last allocated.
+    allocated: BTreeMap<DbName, u64>,
 }
 
 impl Automation {
@@ -124,6 +130,7 @@ impl Automation {
             quiet: 0,
             pending: BTreeMap::new(),
             epochs: BTreeMap::new(),
+            allocated: BTreeMap::new(),
         }
     }
 
@@ -232,12 +239,18 @@ impl Automation {
             if self.pending.keys().any(|(name, _)| *name == db.name) {
                 continue;
             }
+            let recently =
+                self.allocated.get(&db.name).is_some_and(|r| self.round < r + ALLOCATION_SETTLE_ROUNDS);
+            if recently {
+                continue;
+            }
             let change = BTreeMap::from([(db.name.clone(), plans.clone())]);
             if let Err(why) = planner::check::check_change(view, &change) {
                 events.push(Event::Unsafe { why: format!("allocating {}: {why}", db.name) });
                 continue;
             }
             events.push(Event::Allocating { db: db.name.clone(), plan: plan_id, sites: plans.len() });
+            self.allocated.insert(db.name.clone(), self.round);
             self.pending
                 .insert((db.name.clone(), plan_id), Pending { plans, made_round: self.round, begun: false });
         }

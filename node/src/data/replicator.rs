@@ -12,7 +12,8 @@
 //! A catching-up replica turns ready once, for each of its upstreams, it holds what that
 //! upstream held when its stream started — or the upstream is dead or gone from the
 //! cluster (at least one upstream must have been copied). Then it follows like any
-//! ready replica.
+//! ready replica. An upstream that has since handed the shard over is passed over; if
+//! none is left, the shard's current holders stand in ([`catch_up_from`]).
 //!
 //! A replicant's copy (`following`) pulls from one live core replica of the shard, ready
 //! or handing over — chosen by a hash of the replicant, the shard and the holder, so
@@ -207,6 +208,7 @@ pub fn sources(
     for r in replicas {
         let (sites, catching_up): (Vec<SiteId>, bool) = match &r.state {
             ReplicaState::CatchingUp { upstreams } => {
+                let upstreams = catch_up_from(me, &r.db, r.shard, upstreams, view);
                 let done = reached(&r.db, r.shard);
                 let live = |u: &&SiteId| **u != me && addr(**u).is_some();
                 let next = upstreams.iter().filter(live).find(|u| !done.contains(u));
@@ -246,6 +248,32 @@ fn follow_rank(me: SiteId, db: &DbName, shard: u32, holder: SiteId) -> u128 {
     let parts: [&[u8]; 4] =
         [&me.0.to_be_bytes(), db.as_str().as_bytes(), &shard.to_be_bytes(), &holder.0.to_be_bytes()];
     crate::planner::stable_hash(&parts)
+}
+
+/// Where a replica of `db`/`shard` catching up from `upstreams` copies from, by the view
+/// (pure): its upstreams, less those the view shows live but no longer holding the shard
+/// whole (they handed it over after the plan was made: what they held is with the
+/// shard's holders now, and they would only answer "not here"); when no live upstream is
+/// left, the shard's live complete holders instead. Without this a catch-up planned from
+/// a replica that then moved waits for ever.
+pub fn catch_up_from(
+    me: SiteId,
+    db: &DbName,
+    shard: u32,
+    upstreams: &[SiteId],
+    view: &ClusterView,
+) -> Vec<SiteId> {
+    let holding = holders(view, db, shard);
+    let kept: Vec<SiteId> = upstreams
+        .iter()
+        .copied()
+        .filter(|u| *u != me && (holding.contains(u) || !view.is_live(*u)))
+        .collect();
+    if kept.iter().any(|u| view.is_live(*u)) {
+        return kept;
+    }
+    let instead = holding.into_iter().filter(|h| *h != me && view.is_live(*h) && !kept.contains(h));
+    kept.iter().copied().chain(instead).collect()
 }
 
 /// Whether a replica catching up from `upstreams` may turn ready: every upstream is
@@ -347,7 +375,9 @@ async fn finish_catch_ups(
             }
             let reached = &progress.entry((r.db.clone(), r.shard)).or_default().reached;
             let done_now = match &r.state {
-                ReplicaState::CatchingUp { upstreams } => caught_up(me, upstreams, reached, view),
+                ReplicaState::CatchingUp { upstreams } => {
+                    caught_up(me, &catch_up_from(me, &r.db, r.shard, upstreams, view), reached, view)
+                }
                 _ => !reached.is_empty(),
             };
             if done_now {

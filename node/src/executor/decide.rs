@@ -5,7 +5,7 @@
 
 use cairn_gossip::ClusterView;
 use cairn_gossip::view::ReplicaView;
-use cairn_inventory::{DbName, DbRecord, Frontier, ReplicaState, SiteId, Step};
+use cairn_inventory::{DbName, DbRecord, Frontier, PendingPlan, ReplicaState, SiteId, Step};
 
 /// What this site holds that a step depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,15 @@ pub struct Local {
     pub replica: Option<ReplicaState>,
     /// That replica's frontier (needed only to hand it over).
     pub frontier: Frontier,
+    /// How long the plan has been pending here (ms).
+    pub pending_ms: u64,
 }
+
+/// How long a handover waits for a target that neither holds the shard nor runs a plan
+/// for its db (it never took its part of the move: the planner died before delivering
+/// it, or an operator's plan replaced it) before the plan fails, so it does not hold
+/// every later change of the cluster up for ever.
+pub const ORPHANED_AFTER_MS: u64 = 60_000;
 
 /// One change to this site's inventory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +139,19 @@ fn handover(db: &DbName, shard: u32, to: SiteId, local: &Local, view: &ClusterVi
     let Some(replica) = &local.replica else { return Decision::new(Vec::new(), Verdict::Done) };
     let handing_over = ReplicaState::HandingOver { to };
     let target = ready_target(view, db, shard, to);
+    if target.is_none() && local.pending_ms >= ORPHANED_AFTER_MS && !target_coming(view, db, shard, to) {
+        // Back to taking writes: this replica stays.
+        let actions =
+            if *replica == handing_over { vec![Action::SetReplica(ReplicaState::Ready)] } else { Vec::new() };
+        return Decision::new(
+            actions,
+            Verdict::Fail(format!(
+                "{} has not taken its part of the move of {db}/{shard} in {} s (it is not live, or neither holds the shard nor runs a plan for {db}); the replica stays here",
+                to.short(),
+                local.pending_ms / 1000
+            )),
+        );
+    }
     let mut actions = Vec::new();
     if *replica != handing_over {
         // Keep taking writes until the target is ready: the shard never has fewer ready
@@ -150,6 +171,14 @@ fn handover(db: &DbName, shard: u32, to: SiteId, local: &Local, view: &ClusterVi
     Decision::new(actions, Verdict::Done)
 }
 
+/// Whether `to` is live and, by the view, holds `db`/`shard` or runs a plan for `db`
+/// (so it may yet become ready).
+fn target_coming(view: &ClusterView, db: &DbName, shard: u32, to: SiteId) -> bool {
+    view.is_live(to)
+        && (view.replicas(db, shard).iter().any(|r| r.site_id == to)
+            || view.plans.iter().any(|p| &p.db == db && p.site_id == to))
+}
+
 /// `to`'s replica of `db`/`shard`, if the view shows it live and ready.
 fn ready_target<'v>(view: &'v ClusterView, db: &DbName, shard: u32, to: SiteId) -> Option<&'v ReplicaView> {
     if !view.is_live(to) {
@@ -157,4 +186,23 @@ fn ready_target<'v>(view: &'v ClusterView, db: &DbName, shard: u32, to: SiteId) 
     }
     let placement = view.db(db)?.placement.get(shard as usize)?;
     placement.replicas.iter().find(|r| r.site_id == to && r.is_ready())
+}
+
+/// Replicas (of `handing_over`: db and shard of each replica this site has handing over)
+/// that no pending plan hands over any more: the plan that began it ended before it
+/// finished (replaced, cancelled, failed). Each goes back to ready — taking writes again
+/// rather than refusing them for ever; if the target took over meanwhile, a planner
+/// trims the extra copy.
+pub fn abandoned_handovers(handing_over: &[(DbName, u32)], plans: &[PendingPlan]) -> Vec<(DbName, u32)> {
+    handing_over
+        .iter()
+        .filter(|(db, shard)| {
+            !plans.iter().filter(|p| &p.db == db).any(|p| {
+                p.remaining
+                    .iter()
+                    .any(|step| matches!(step, Step::HandoverReplica { shard: s, .. } if s == shard))
+            })
+        })
+        .cloned()
+        .collect()
 }

@@ -41,17 +41,31 @@ pub fn place(db: &DbView, candidates: &[Candidate]) -> Placement {
     placement
 }
 
-/// The allocation plans for `db`: for each site, `add_replica` of its shards (no
-/// upstreams: a new db holds no data yet). Made by `planner`; the plan id depends only
-/// on the db's identity and the placement, so every planner of the same view agrees.
+/// The shards of `db` with no replica on any site in the view (every shard of a new db).
+pub fn missing_shards(db: &DbView) -> Vec<u32> {
+    (0..db.shards()).filter(|s| db.placement.get(*s as usize).is_none_or(|p| p.replicas.is_empty())).collect()
+}
+
+/// The allocation plans for `db`'s shards that no site holds ([`missing_shards`]: every
+/// shard of a new db; those an allocation left out, when the site given them never took
+/// its part): for each site, `add_replica` of its shards (no upstreams: such a shard
+/// holds no data). Made by `planner`; the plan id depends only on the db's identity, the
+/// shards and the placement, so every planner of the same view agrees.
 pub fn allocate(db: &DbView, candidates: &[Candidate], planner: SiteId) -> SitePlans {
     let placement = place(db, candidates);
+    let missing = missing_shards(db);
     let mut fingerprint = Vec::new();
     for sites in &placement {
         for site in sites {
             fingerprint.extend_from_slice(&site.0.to_be_bytes());
         }
     }
+    // A whole db's allocation keeps the id it always had; a partial one names its shards.
+    let partial: Vec<u8> = if missing.len() == db.shards() as usize {
+        Vec::new()
+    } else {
+        missing.iter().flat_map(|s| s.to_be_bytes()).collect()
+    };
     let id = plan_id(&[
         b"allocate",
         db.name.as_str().as_bytes(),
@@ -59,9 +73,10 @@ pub fn allocate(db: &DbView, candidates: &[Candidate], planner: SiteId) -> SiteP
         &db.created.logical.to_be_bytes(),
         &db.origin.0.to_be_bytes(),
         &fingerprint,
+        &partial,
     ]);
     let mut steps: BTreeMap<SiteId, Vec<Step>> = BTreeMap::new();
-    for (shard, sites) in placement.iter().enumerate() {
+    for (shard, sites) in placement.iter().enumerate().filter(|(s, _)| missing.contains(&(*s as u32))) {
         for site in sites {
             steps
                 .entry(*site)

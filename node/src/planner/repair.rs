@@ -130,6 +130,7 @@ fn trim_shard(
     let mut ready: Vec<SiteId> =
         sorted(shard.replicas.iter().filter(|r| r.is_ready() && view.is_live(r.site_id)).map(|r| r.site_id));
     let zone_of = |s: &SiteId| candidates.iter().find(|c| c.site == *s).map_or("", |c| c.zone.as_str());
+    let mut victims = Vec::new();
     while ready.len() > factor {
         // The extra whose zone another holder shares (so no zone is lost), then the
         // most loaded, then the highest id.
@@ -141,11 +142,16 @@ fn trim_shard(
             })
             .expect("more than `factor` ready replicas");
         ready.retain(|s| *s != victim);
-        let to = ready[0];
         if let Some(l) = load.get_mut(&victim) {
             *l = l.saturating_sub(1);
         }
-        out.trims.push((db.name.clone(), shard.shard, victim, to));
+        victims.push(victim);
+    }
+    // Each extra is handed over to a replica that stays — never to another extra, which
+    // may be gone by the time the handover completes (the simulation found one leaving
+    // for a site that had itself just handed the shard on).
+    for (i, victim) in victims.into_iter().enumerate() {
+        out.trims.push((db.name.clone(), shard.shard, victim, ready[i % ready.len()]));
     }
 }
 
