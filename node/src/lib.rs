@@ -12,8 +12,11 @@
 //! - [`metrics`]: the Prometheus endpoint (`--metrics-listen`);
 //! - [`data`]: shard data: writes, reads, pull streams, catch-up and follow;
 //! - [`snapshot`]: what a site publishes, read from its inventory;
-//! - [`import`]: the records of a view that belong to one site (`cairn import`);
+//! - [`http`]: the HTTP/JSON gateway and the live page (`--http-listen`);
+//! - [`since`]: reading a `--since` time for reads and subscriptions;
 //! - [`supervisor`]: runs the site's tasks, restarting those that panic.
+//!
+//! The `cairn` binary's commands are in `src/cli/`, beside this library and not part of it.
 
 pub mod automation;
 pub mod credentials;
@@ -22,7 +25,6 @@ pub mod db_settings;
 pub mod executor;
 pub mod follow;
 pub mod http;
-pub mod import;
 pub mod metrics;
 pub mod planner;
 pub mod service;

@@ -1,25 +1,13 @@
 //! `cairn`: one site of a sharded durable storage cluster, and the tools to run it.
 
-mod addr;
-mod client;
-mod cluster_cmd;
-mod config;
-mod ctl_cmd;
-mod data_cmd;
-mod dump_cmd;
-mod import_cmd;
-mod inventory_cmd;
-mod local_cmd;
-mod logging;
-mod plan_cmd;
-mod revoke_cmd;
-mod start_cmd;
-mod wait_cmd;
+mod cli;
 
 use std::process::ExitCode;
 use std::sync::LazyLock;
 
 use clap::{Parser, Subcommand};
+
+use cli::{cluster, ctl, dump, import, inventory, local, logging, plan, start};
 
 /// cairn: a peer-to-peer node for a sharded durable storage cluster.
 #[derive(Debug, Parser)]
@@ -34,24 +22,24 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one site in the foreground until SIGINT or SIGTERM.
-    Start(start_cmd::StartArgs),
+    Start(start::StartArgs),
     /// Run a whole local cluster (N sites as child processes) and watch its view.
-    Local(local_cmd::LocalArgs),
+    Local(local::LocalArgs),
     /// Operate a running site.
-    Ctl(ctl_cmd::CtlArgs),
+    Ctl(ctl::CtlArgs),
     /// Print the cluster view as one site holds it.
-    Dump(dump_cmd::DumpArgs),
+    Dump(dump::DumpArgs),
     /// Create a cluster's certificate authority and issue certificates.
     #[command(subcommand)]
-    Cluster(cluster_cmd::ClusterCommand),
+    Cluster(cluster::ClusterCommand),
     /// Look after a site's local inventory (its LMDB store) directly.
     #[command(subcommand)]
-    Inventory(inventory_cmd::InventoryCommand),
+    Inventory(inventory::InventoryCommand),
     /// Rebuild a stopped site's inventory from a placement (a dump file or a live site).
-    Import(import_cmd::ImportArgs),
+    Import(import::ImportArgs),
     /// Try the planners offline against a saved view.
     #[command(subcommand)]
-    Plan(plan_cmd::OfflineCommand),
+    Plan(plan::OfflineCommand),
 }
 
 /// A bad setting or argument found after parsing (exit code 2, like clap's own).
@@ -112,14 +100,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log);
     let result = match cli.command {
-        Command::Start(args) => start_cmd::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Local(args) => local_cmd::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Ctl(args) => ctl_cmd::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Dump(args) => dump_cmd::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Cluster(cmd) => cluster_cmd::run(cmd).map(|()| ExitCode::SUCCESS),
-        Command::Inventory(cmd) => inventory_cmd::run(cmd),
-        Command::Plan(cmd) => plan_cmd::run_offline(cmd).map(|()| ExitCode::SUCCESS),
-        Command::Import(args) => import_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Start(args) => start::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Local(args) => local::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Ctl(args) => ctl::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Dump(args) => dump::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Cluster(cmd) => cluster::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Inventory(cmd) => inventory::run(cmd),
+        Command::Plan(cmd) => plan::run_offline(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Import(args) => import::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

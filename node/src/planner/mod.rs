@@ -5,10 +5,12 @@
 //! `allocate` places a new db; `reshape` moves replicas (rebalance, decommission);
 //! `repair` recovers shards of lost sites and trims extras; `operator` turns an
 //! operator's request into a preview with its plans; `check` says whether plans are
-//! safe for the view they were made from.
+//! safe for the view they were made from; `import` picks out of a view the records
+//! that belong to one site (`cairn import`).
 
 pub mod allocate;
 pub mod check;
+pub mod import;
 pub mod operator;
 pub mod repair;
 pub mod reshape;

@@ -8,8 +8,8 @@ use cairn_gossip::ClusterView;
 use cairn_transport::{Request, Response};
 use clap::Args;
 
-use crate::client::{Client, ConnArgs, with_client};
-use crate::inventory_cmd::Format;
+use crate::cli::client::{Client, ConnArgs, with_client};
+use crate::cli::inventory::Format;
 
 #[derive(Debug, Args)]
 pub(crate) struct DumpArgs {

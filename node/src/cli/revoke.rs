@@ -10,7 +10,7 @@ use cairn_inventory::{RevocationList, Revoked, SiteId, now_ms};
 use cairn_transport::tls::{CertificateFacts, Identity, fingerprint, read_certificate};
 use cairn_transport::{Request, Response};
 
-use crate::client::{Client, ConnArgs, with_client};
+use crate::cli::client::{Client, ConnArgs, with_client};
 
 /// What `target` names: a certificate file (PEM), a site id (its site and replicant
 /// identities), or an identity URI.
@@ -45,7 +45,7 @@ pub(crate) fn revoke(target: &str, conn: &ConnArgs) -> anyhow::Result<()> {
 }
 
 async fn send(client: &Client, entries: &[Revoked], target: &str) -> anyhow::Result<()> {
-    let view = crate::dump_cmd::node_view(client).await?;
+    let view = crate::cli::dump::node_view(client).await?;
     let mut list =
         view.revocations.unwrap_or(RevocationList { issued_ms: 0, entries: Vec::new(), seal: None });
     for entry in entries {

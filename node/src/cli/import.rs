@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use cairn_gossip::ClusterView;
 use cairn_inventory::{Inventory, InventoryConfig, SiteId};
-use cairn_node::import::placement_of;
+use cairn_node::planner::import::placement_of;
 use cairn_transport::Credentials;
 use clap::{ArgGroup, Args};
 
 use crate::UsageError;
-use crate::addr::parse_addr;
-use crate::client::{ConnArgs, with_client};
+use crate::cli::addr::parse_addr;
+use crate::cli::client::{ConnArgs, with_client};
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("source").required(true).args(["from", "from_cluster"])))]
@@ -49,7 +49,7 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
         (Some(file), _) => read_view(file)?,
         (None, Some(node)) => {
             let conn = ConnArgs { node, credentials: args.credentials.clone(), timeout: 10 };
-            with_client(&conn, async |client| crate::dump_cmd::node_view(client).await)?
+            with_client(&conn, async |client| crate::cli::dump::node_view(client).await)?
         }
         (None, None) => unreachable!("clap requires a source"),
     };
@@ -94,7 +94,7 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
 
 /// Reads and checks a placement file; errors name the file, line and column.
 fn read_view(file: &std::path::Path) -> anyhow::Result<ClusterView> {
-    crate::dump_cmd::read_view_file(file, "a cairn placement")
+    crate::cli::dump::read_view_file(file, "a cairn placement")
 }
 
 /// The site the data dir belongs to: its inventory's id, or `--site` where it holds none.

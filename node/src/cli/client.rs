@@ -10,7 +10,7 @@ use cairn_transport::operator::DbChange;
 use cairn_transport::{Credentials, Endpoint, Request, Response, Signer, TransportConfig};
 use clap::Args;
 
-use crate::addr::parse_addr;
+use crate::cli::addr::parse_addr;
 
 /// Which site to talk to, as whom, and how patiently.
 #[derive(Debug, Clone, Args)]

@@ -17,8 +17,8 @@ use clap::Args;
 use serde_json::json;
 
 use super::{data_client, explain};
-use crate::client::Client;
-use crate::inventory_cmd::Format;
+use crate::cli::client::Client;
+use crate::cli::inventory::Format;
 
 #[derive(Debug, Args)]
 pub(crate) struct PublishArgs {

@@ -22,8 +22,8 @@ use cairn_transport::{Request, Response};
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::client::{Client, ConnArgs};
-use crate::dump_cmd::{node_view, render_table};
+use crate::cli::client::{Client, ConnArgs};
+use crate::cli::dump::{node_view, render_table};
 
 #[derive(Debug, Args)]
 pub(crate) struct LocalArgs {
@@ -41,7 +41,7 @@ pub(crate) struct LocalArgs {
     refresh: u64,
     /// Serve the HTTP API from the first site at https://HOST:PORT (an operator's token
     /// for it is printed).
-    #[arg(long, value_name = "HOST:PORT", value_parser = crate::addr::parse_addr)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = crate::cli::addr::parse_addr)]
     http_listen: Option<SocketAddr>,
 }
 

@@ -13,9 +13,9 @@ use cairn_transport::{PlanPreview, PlanRequest, Request, Response};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::client::Client;
-use crate::dump_cmd::node_view;
-use crate::inventory_cmd::Format;
+use crate::cli::client::Client;
+use crate::cli::dump::node_view;
+use crate::cli::inventory::Format;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PlanCommand {
@@ -175,7 +175,7 @@ async fn show(client: &Client, format: Format) -> anyhow::Result<()> {
                 println!("no plan in flight");
             }
             for p in &view.plans {
-                println!("{}", crate::dump_cmd::plan_row(p));
+                println!("{}", crate::cli::dump::plan_row(p));
             }
         }
     }
@@ -229,7 +229,7 @@ pub(crate) enum OfflineCommand {
 
 pub(crate) fn run_offline(command: OfflineCommand) -> anyhow::Result<()> {
     let OfflineCommand::Simulate(args) = command;
-    let view = crate::dump_cmd::read_view_file(&args.dump, "a `cairn dump --format json` view")?;
+    let view = crate::cli::dump::read_view_file(&args.dump, "a `cairn dump --format json` view")?;
     let request = args.request.request(&view)?;
     let preview =
         cairn_node::planner::operator::preview(&view, &request, view.site).map_err(anyhow::Error::msg)?;

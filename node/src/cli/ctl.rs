@@ -7,10 +7,10 @@ use cairn_transport::{Request, Response};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::client::{Client, ConnArgs, with_client};
-use crate::data_cmd::{PublishArgs, ReadArgs};
-use crate::inventory_cmd::Format;
-use crate::plan_cmd::PlanCommand;
+use crate::cli::client::{Client, ConnArgs, with_client};
+use crate::cli::data::{PublishArgs, ReadArgs};
+use crate::cli::inventory::Format;
+use crate::cli::plan::PlanCommand;
 
 #[derive(Debug, Args)]
 pub(crate) struct CtlArgs {
@@ -42,7 +42,7 @@ pub(crate) enum CtlCommand {
     Plan(PlanCommand),
     /// Wait until a db is fully placed or its plans are done (exit 1 on timeout).
     #[command(subcommand)]
-    Wait(crate::wait_cmd::WaitCommand),
+    Wait(crate::cli::wait::WaitCommand),
     /// Mark the site as draining (planners move its replicas away and place nothing
     /// new there), or with --off, take it back into placement.
     Drain {
@@ -112,12 +112,12 @@ pub(crate) enum DbCommand {
 pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
     with_client(&args.conn, async |client| match args.command {
         CtlCommand::Status { format } => status(client, format).await,
-        CtlCommand::Publish(publish) => bounded(client, crate::data_cmd::publish(client, publish)).await,
-        CtlCommand::Read(read) if read.follows() => crate::data_cmd::read(client, read).await,
-        CtlCommand::Read(read) => bounded(client, crate::data_cmd::read(client, read)).await,
-        CtlCommand::Plan(plan) => crate::plan_cmd::run(client, plan).await,
-        CtlCommand::Wait(wait) => crate::wait_cmd::wait(client, wait).await,
-        CtlCommand::Db(DbCommand::List { format }) => crate::wait_cmd::list(client, format).await,
+        CtlCommand::Publish(publish) => bounded(client, crate::cli::data::publish(client, publish)).await,
+        CtlCommand::Read(read) if read.follows() => crate::cli::data::read(client, read).await,
+        CtlCommand::Read(read) => bounded(client, crate::cli::data::read(client, read)).await,
+        CtlCommand::Plan(plan) => crate::cli::plan::run(client, plan).await,
+        CtlCommand::Wait(wait) => crate::cli::wait::wait(client, wait).await,
+        CtlCommand::Db(DbCommand::List { format }) => crate::cli::wait::list(client, format).await,
         CtlCommand::Reload => match client.request(&Request::ReloadCredentials).await? {
             Response::Reloaded { identity, expires_ms } => {
                 println!("{} serves as {identity}, valid {}", client.node(), valid_for(expires_ms));
@@ -195,7 +195,7 @@ async fn set_db(
 ) -> anyhow::Result<()> {
     let retention = if retention_secs.is_some() || retention_bytes.is_some() {
         // The request carries the whole retention: keep the part not given as it is.
-        let view = crate::dump_cmd::node_view(client).await?;
+        let view = crate::cli::dump::node_view(client).await?;
         let Some(db) = view.db(&name) else { bail!("unknown db {name}: it is not in the cluster view") };
         let limit = |v: u64| (v > 0).then_some(v);
         Some(Retention {

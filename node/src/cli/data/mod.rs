@@ -9,7 +9,7 @@ mod read;
 pub(crate) use publish::{PublishArgs, publish};
 pub(crate) use read::{ReadArgs, read};
 
-use crate::client::Client;
+use crate::cli::client::Client;
 
 /// A `cairn-client` over the CLI's endpoint, seeded with the node, as patient as
 /// `--timeout`.

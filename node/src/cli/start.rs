@@ -1,7 +1,7 @@
 //! `cairn start`: run one site in the foreground until SIGINT or SIGTERM.
 //!
 //! Settings come from flags, then `CAIRN_*` environment variables, then the TOML file of
-//! `--config`, then defaults (see [`crate::config`]).
+//! `--config`, then defaults (see [`crate::cli::config`]).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,8 +13,8 @@ use cairn_node::site::Site;
 use clap::Args;
 
 use crate::UsageError;
-use crate::addr::parse_addr;
-use crate::config::{
+use crate::cli::addr::parse_addr;
+use crate::cli::config::{
     DataSection, FileConfig, GossipSection, LimitsSection, PlacementSection, TransportSection,
 };
 

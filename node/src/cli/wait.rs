@@ -13,9 +13,9 @@ use cairn_inventory::DbName;
 use clap::Subcommand;
 use serde_json::json;
 
-use crate::client::Client;
-use crate::dump_cmd::node_view;
-use crate::inventory_cmd::Format;
+use crate::cli::client::Client;
+use crate::cli::dump::node_view;
+use crate::cli::inventory::Format;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum WaitCommand {

@@ -76,13 +76,13 @@ pub(crate) enum ClusterCommand {
         /// A certificate file, a site id or an identity URI.
         target: String,
         #[command(flatten)]
-        conn: crate::client::ConnArgs,
+        conn: crate::cli::client::ConnArgs,
     },
 }
 
 pub(crate) fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
-        ClusterCommand::Revoke { target, conn } => crate::revoke_cmd::revoke(&target, &conn)?,
+        ClusterCommand::Revoke { target, conn } => crate::cli::revoke::revoke(&target, &conn)?,
         ClusterCommand::IssueToken { cluster_dir, client, operator, days } => {
             let ca = ClusterCa::load(&cluster_dir)
                 .with_context(|| format!("loading the CA from {}", cluster_dir.display()))?;

@@ -20,8 +20,8 @@ use clap::Args;
 use serde_json::json;
 
 use super::{data_client, explain};
-use crate::client::Client;
-use crate::inventory_cmd::Format;
+use crate::cli::client::Client;
+use crate::cli::inventory::Format;
 
 /// Entries asked for per read call.
 const PAGE: usize = 10_000;
