@@ -5,11 +5,13 @@
 //! - [`summary`]: keys and values a site owns; pure snapshot → keys, and key diffs;
 //! - [`signed`]: every value signed by its site; checking what peers gossip, pure;
 //! - [`view`]: the cluster view, a pure function of chitchat's node states;
+//! - [`decoded`]: decoded values kept between view builds (only changed ones decoded);
 //! - [`settings`]: which db settings win (creation, changes, drops), pure;
 //! - [`carriage`]: chitchat's `Transport` over the site's endpoint;
 //! - [`runtime`]: the running gossip: publish, view, change stream, leave.
 
 pub mod carriage;
+pub mod decoded;
 pub mod runtime;
 pub mod settings;
 pub mod signed;

@@ -15,9 +15,10 @@ use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
+use crate::decoded::DecodeCache;
 use crate::signed::{CERT_KEY, GossipedNode, GossipedValue, SigningKeys, Verifier, sign_value};
 use crate::summary::{Change, SiteSnapshot, diff, summarize};
-use crate::view::{ClusterView, ViewContext, ViewLimits, build_view};
+use crate::view::{ClusterView, ViewContext, ViewLimits, build_view, build_view_cached};
 
 /// Gossip settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -295,6 +296,8 @@ async fn view_loop(
     health: Arc<ViewHealth>,
 ) {
     let mut heartbeats: HashMap<ChitchatId, (u64, u64)> = HashMap::new();
+    // Values that did not change since the last round are not decoded again.
+    let mut decoded = DecodeCache::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -342,7 +345,7 @@ async fn view_loop(
             inputs
         };
         let ctx = ViewContext { now_ms: now_ms(), limits };
-        let build = || build_view(site_id, &verifier.admit(inputs, ctx.now_ms), &ctx);
+        let build = || build_view_cached(site_id, &verifier.admit(inputs, ctx.now_ms), &ctx, &mut decoded);
         let view = match std::panic::catch_unwind(AssertUnwindSafe(build)) {
             Ok(view) => {
                 health.in_a_row.store(0, Ordering::Relaxed);
@@ -354,6 +357,7 @@ async fn view_loop(
                 view
             }
             Err(_) => {
+                decoded = DecodeCache::new();
                 health.panics.fetch_add(1, Ordering::Relaxed);
                 let in_a_row = health.in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::error!(in_a_row, "building the cluster view panicked; keeping the last view");

@@ -41,9 +41,9 @@ use cairn_inventory::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::decoded::{DecodeCache, Value};
 use crate::summary::{
-    CatchUpProgress, DbSummary, LoadSummary, PlanSummary, ReplicaPhase, ReplicaSummary, SiteSummary,
-    SummaryKey, decode_value,
+    CatchUpProgress, DbSummary, PlanSummary, ReplicaPhase, ReplicaSummary, SiteSummary, SummaryKey,
 };
 
 /// One chitchat node's state, as plain values.
@@ -625,7 +625,12 @@ pub fn newest_sites<'n>(
 
 /// Stage 2: one site's key/values, decoded into their types; what does not decode or
 /// is not believed becomes an `invalid` warning.
-fn decode_site(node: &NodeInput, ctx: &ViewContext, warnings: &mut Vec<Warning>) -> Decoded {
+fn decode_site(
+    node: &NodeInput,
+    ctx: &ViewContext,
+    cache: &mut DecodeCache,
+    warnings: &mut Vec<Warning>,
+) -> Decoded {
     let mut out = Decoded::default();
     for (key, why) in node.forged.iter().take(MAX_INVALID_PER_SITE) {
         warnings.push(Warning::Forged {
@@ -662,31 +667,27 @@ fn decode_site(node: &NodeInput, ctx: &ViewContext, warnings: &mut Vec<Warning>)
             }
             read += 1;
         }
-        let result = match parsed {
-            SummaryKey::Site => decode_value::<SiteSummary>(value).and_then(|site| {
-                site.addr
-                    .as_str()
-                    .parse::<SocketAddr>()
-                    .map_err(|e| format!("address {:?}: {e}", site.addr.as_str()))?;
-                out.site = Some(site);
-                Ok(())
-            }),
-            SummaryKey::Load => decode_value::<LoadSummary>(value).map(drop),
-            SummaryKey::Db(db) => decode_value::<DbSummary>(value).and_then(|summary| {
-                let ahead = summary.latest_wall_ms().saturating_sub(ctx.now_ms);
-                if ahead > ctx.limits.max_clock_drift_ms {
-                    return Err(format!(
-                        "its clock reading is {ahead} ms ahead of this site's clock (at most {} ms allowed)",
-                        ctx.limits.max_clock_drift_ms
-                    ));
+        let result = cache.get(node.site_id, &parsed, key, value).and_then(|decoded| {
+            match (parsed, decoded) {
+                (_, Value::Site(site)) => out.site = Some(site),
+                (SummaryKey::Db(db), Value::Db(summary)) => {
+                    let ahead = summary.latest_wall_ms().saturating_sub(ctx.now_ms);
+                    if ahead > ctx.limits.max_clock_drift_ms {
+                        return Err(format!(
+                            "its clock reading is {ahead} ms ahead of this site's clock (at most {} ms allowed)",
+                            ctx.limits.max_clock_drift_ms
+                        ));
+                    }
+                    out.dbs.push((db, summary));
                 }
-                out.dbs.push((db, summary));
-                Ok(())
-            }),
-            SummaryKey::Replica(db, shard) => decode_value(value).map(|v| out.replicas.push((db, shard, v))),
-            SummaryKey::Plan(db) => decode_value(value).map(|v| out.plans.push((db, v))),
-            SummaryKey::Revocations => decode_value(value).map(|v| out.revocations = Some(v)),
-        };
+                (SummaryKey::Replica(db, shard), Value::Replica(replica)) => out.replicas.push((db, shard, replica)),
+                (SummaryKey::Plan(db), Value::Plan(plan)) => out.plans.push((db, plan)),
+                (_, Value::Revocations(list)) => out.revocations = Some(list),
+                // A load summary is only checked; `decode` gives each key its own kind.
+                _ => {}
+            }
+            Ok(())
+        });
         if let Err(error) = result {
             bad.add(key, error);
         }
@@ -993,11 +994,29 @@ fn plan_views(decoded: &BTreeMap<SiteId, (&NodeInput, Decoded)>) -> Vec<PlanView
 
 /// Builds the view `self_site` holds from every node's state, at `ctx.now_ms`.
 pub fn build_view(self_site: SiteId, nodes: &[NodeInput], ctx: &ViewContext) -> ClusterView {
+    build_view_cached(self_site, nodes, ctx, &mut DecodeCache::new())
+}
+
+/// [`build_view`], decoding only the values that changed since the build that last used
+/// `cache` (the same view as without it: a value's decoding depends on its text alone).
+pub fn build_view_cached(
+    self_site: SiteId,
+    nodes: &[NodeInput],
+    ctx: &ViewContext,
+    cache: &mut DecodeCache,
+) -> ClusterView {
+    cache.begin();
+    let view = build(self_site, nodes, ctx, cache);
+    cache.end();
+    view
+}
+
+fn build(self_site: SiteId, nodes: &[NodeInput], ctx: &ViewContext, cache: &mut DecodeCache) -> ClusterView {
     let mut warnings = Vec::new();
     let newest = newest_sites(self_site, nodes, &ctx.limits, &mut warnings);
     let mut decoded = BTreeMap::new();
     for (id, node) in newest {
-        let site = decode_site(node, ctx, &mut warnings);
+        let site = decode_site(node, ctx, cache, &mut warnings);
         // A node without a readable `site` summary is not a cairn site (honest sites
         // publish it first): what else it says is not taken in.
         if site.site.is_none() {

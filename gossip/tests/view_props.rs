@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 
+use cairn_gossip::decoded::DecodeCache;
 use cairn_gossip::summary::{
     DbSummary, Label, ReplicaPhase, ReplicaSummary, SiteSummary, SummaryKey, encode_value,
 };
-use cairn_gossip::view::{NodeInput, SiteState, ViewContext, Warning, build_view};
+use cairn_gossip::view::{NodeInput, SiteState, ViewContext, Warning, build_view, build_view_cached};
 use cairn_inventory::{DbName, DbSettings, Frontier, Hlc, Retention, Role, SiteId};
 use proptest::prelude::*;
 
@@ -102,6 +103,25 @@ fn input(s: &Spec) -> NodeInput {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// A view built with the cache of earlier builds (of other inputs, some values
+    /// changed, some corrupted) is the view built from scratch.
+    #[test]
+    fn a_cached_build_is_the_same_view(rounds in prop::collection::vec((prop::collection::vec(spec(), 0..8), any::<u8>()), 1..6)) {
+        let mut cache = DecodeCache::new();
+        for (specs, corrupt) in rounds {
+            let mut ids = std::collections::BTreeSet::new();
+            let specs: Vec<Spec> = specs.into_iter().filter(|s| ids.insert((s.site, s.generation))).collect();
+            let mut inputs: Vec<NodeInput> = specs.iter().map(input).collect();
+            if let Some((_, value)) = inputs.get_mut(corrupt as usize % 8).and_then(|n| n.key_values.last_mut()) {
+                value.push_str("}garbage");
+            }
+            let fresh = build_view(SiteId(1), &inputs, &ctx());
+            let cached = build_view_cached(SiteId(1), &inputs, &ctx(), &mut cache);
+            prop_assert_eq!(cached, fresh);
+            prop_assert!(cache.len() <= inputs.iter().map(|n| n.key_values.len()).sum::<usize>());
+        }
+    }
 
     #[test]
     fn the_view_does_not_depend_on_input_order(specs in prop::collection::vec(spec(), 0..10), seed in any::<u64>()) {

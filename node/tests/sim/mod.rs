@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_gossip::view::{NodeInput, ViewContext, build_view};
+use cairn_gossip::decoded::DecodeCache;
+use cairn_gossip::view::{NodeInput, ViewContext, build_view_cached};
 use cairn_gossip::{ClusterView, SiteState};
 use cairn_inventory::{
     DbName, DbRecord, DbSettings, Hlc, OperatorSeal, ReplicaState, Replication, Retention, SiteId,
@@ -66,8 +67,11 @@ pub struct World {
     side: Vec<u8>,
     /// What each site has heard of every site.
     heard: Vec<BTreeMap<SiteId, Heard>>,
-    /// Writes acknowledged: (db, shard, origin site, seq).
-    acked: Vec<(DbName, u32, SiteId, u64)>,
+    /// Each site's decoded values from its last view build (as the runtime keeps them).
+    decoded: Vec<DecodeCache>,
+    /// Writes acknowledged: per (db, shard, origin site) the highest seq (an origin's
+    /// seqs are dense, and a frontier holds everything up to its seq).
+    acked: BTreeMap<(DbName, u32, SiteId), u64>,
     /// The complete replicas after the last round, by site and shard.
     complete: BTreeMap<(SiteId, DbName, u32), site::Replica>,
     dbs_created: u32,
@@ -88,7 +92,8 @@ impl World {
             sites: Vec::new(),
             side: Vec::new(),
             heard: Vec::new(),
-            acked: Vec::new(),
+            decoded: Vec::new(),
+            acked: BTreeMap::new(),
             complete: BTreeMap::new(),
             dbs_created: 0,
             max_sites,
@@ -135,17 +140,24 @@ impl World {
         }
         self.gossip();
         for i in self.up() {
-            let view = build_view(self.sites[i].id, &self.inputs(i), &ViewContext::at(self.now));
+            let inputs = self.inputs(i);
+            let view = build_view_cached(
+                self.sites[i].id,
+                &inputs,
+                &ViewContext::at(self.now),
+                &mut self.decoded[i],
+            );
             self.sites[i].view = Some(view);
         }
         for i in self.up() {
-            let view = self.sites[i].view.clone().expect("built above");
+            let view = self.sites[i].view.take().expect("built above");
             for what in self.sites[i].execute(&view, self.now) {
                 if what.contains("Done") {
                     self.count("plan steps done");
                 }
                 self.note(what);
             }
+            self.sites[i].view = Some(view);
         }
         self.replicate();
         self.write();
@@ -171,6 +183,7 @@ impl World {
         self.sites.push(Site::new(id, index, zone, self.now, AUTOMATION));
         self.side.push(0);
         self.heard.push(BTreeMap::new());
+        self.decoded.push(DecodeCache::new());
         self.note(format!("site {} joins", id.short()));
     }
 
@@ -180,6 +193,7 @@ impl World {
             let i = self.pick(&up).expect("not empty");
             self.sites[i].kill();
             self.heard[i].clear();
+            self.decoded[i] = DecodeCache::new();
             self.count("kills");
             self.note(format!("site {} killed", self.sites[i].id.short()));
         }
@@ -404,14 +418,15 @@ impl World {
             let seq = replica.frontier.0.entry(id).or_default();
             *seq += 1;
             let seq = *seq;
-            self.acked.push((key.0, key.1, id, seq));
+            self.acked.insert((key.0, key.1, id), seq);
         }
     }
 
     fn automate(&mut self) {
         for i in self.up() {
-            let Some(view) = self.sites[i].view.clone() else { continue };
+            let Some(view) = self.sites[i].view.take() else { continue };
             let (offers, events) = self.sites[i].automation.round(&view, self.now);
+            self.sites[i].view = Some(view);
             for event in events {
                 self.note(format!("{} automation: {event:?}", self.sites[i].id.short()));
             }
@@ -455,7 +470,7 @@ impl World {
     /// The invariants, after every round.
     fn check(&mut self) -> Result<(), String> {
         // No acknowledged write is lost: some replica (on any site, running or not) holds it.
-        for (db, shard, origin, seq) in &self.acked {
+        for ((db, shard, origin), seq) in &self.acked {
             let held = self.sites.iter().any(|s| {
                 s.replicas.get(&(db.clone(), *shard)).is_some_and(|r| r.frontier.get(*origin) >= *seq)
             });
