@@ -225,7 +225,8 @@ impl Automation {
         }
     }
 
-    /// Places dbs with no replica and no plan in flight.
+    /// Places the shards no site holds, of dbs with no plan in flight (not again within
+    /// [`ALLOCATION_SETTLE_ROUNDS`] of the last allocation of the db).
     fn allocate(&mut self, view: &ClusterView, events: &mut Vec<Event>) {
         let candidates = planner::candidates(view);
         for db in dbs_to_allocate(view) {
