@@ -22,9 +22,10 @@ const SETTLE_LIMIT: u64 = 3_000;
 /// - 2: a handover whose target never took its part of the move (the planner gave its
 ///   offer up) waited for ever, and with a plan in flight automation planned nothing
 ///   else again; now such a handover fails after `ORPHANED_AFTER_MS`.
-/// - 9 (and 7): a replica left `handing_over` by a plan that was replaced before it
-///   finished refused writes for ever and no planner touched it; now the executor makes
-///   it ready again (`abandoned_handovers`).
+/// - 9 (and 7): not a bug of the site but of the model: a replica was left
+///   `handing_over` by a plan replaced before it finished, because the simulated site
+///   lacked what `Inventory::offer` does in the same transaction (undo the replaced
+///   plan's handovers); `sim/site.rs` now models it.
 /// - 28: a catch-up planned from a replica that then moved away waited for ever for
 ///   that upstream; now it copies from the shard's holders instead (`catch_up_from`).
 /// - 64 (and 66): a shard whose site never took its part of the db's allocation (it

@@ -5,7 +5,7 @@
 
 use cairn_gossip::ClusterView;
 use cairn_gossip::view::ReplicaView;
-use cairn_inventory::{DbName, DbRecord, Frontier, PendingPlan, ReplicaState, SiteId, Step};
+use cairn_inventory::{DbName, DbRecord, Frontier, ReplicaState, SiteId, Step};
 
 /// What this site holds that a step depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,23 +186,4 @@ fn ready_target<'v>(view: &'v ClusterView, db: &DbName, shard: u32, to: SiteId) 
     }
     let placement = view.db(db)?.placement.get(shard as usize)?;
     placement.replicas.iter().find(|r| r.site_id == to && r.is_ready())
-}
-
-/// Replicas (of `handing_over`: db and shard of each replica this site has handing over)
-/// that no pending plan hands over any more: the plan that began it ended before it
-/// finished (replaced, cancelled, failed). Each goes back to ready — taking writes again
-/// rather than refusing them for ever; if the target took over meanwhile, a planner
-/// trims the extra copy.
-pub fn abandoned_handovers(handing_over: &[(DbName, u32)], plans: &[PendingPlan]) -> Vec<(DbName, u32)> {
-    handing_over
-        .iter()
-        .filter(|(db, shard)| {
-            !plans.iter().filter(|p| &p.db == db).any(|p| {
-                p.remaining
-                    .iter()
-                    .any(|step| matches!(step, Step::HandoverReplica { shard: s, .. } if s == shard))
-            })
-        })
-        .cloned()
-        .collect()
 }

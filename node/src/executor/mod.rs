@@ -7,18 +7,18 @@
 //! empty shard, and only while no other site holds the shard — else `catching_up`, which
 //! the replicator copies and turns ready; the step waits for that); `remove_replica`;
 //! and `handover_replica` (once the view shows the target ready, the replica refuses
-//! writes; it is deleted once the view shows the target covering our frontier). A
-//! replica left handing over by a plan that ended unfinished is made ready again
-//! ([`abandoned_handovers`]).
+//! writes; it is deleted once the view shows the target covering our frontier). A plan
+//! that ends unfinished (replaced, cancelled, failed) has its handovers undone by the
+//! inventory in the same transaction.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use cairn_gossip::ClusterView;
-use cairn_inventory::{DbName, Frontier, Inventory, InventoryError, PendingPlan, PlanId, ReplicaState, Step};
+use cairn_inventory::{DbName, Frontier, Inventory, InventoryError, PendingPlan, PlanId, Step};
 
-pub use decide::{Action, Decision, Local, ORPHANED_AFTER_MS, Verdict, abandoned_handovers, decide};
+pub use decide::{Action, Decision, Local, ORPHANED_AFTER_MS, Verdict, decide};
 
 mod decide;
 use tokio::sync::watch;
@@ -175,18 +175,6 @@ pub fn run_round(
         if let Err(error) = run_plan(inv, view, plan, notes, replicas_changed) {
             let failures = notes.failed(&db, plan_id, error.to_string(), every, Instant::now());
             tracing::warn!(%db, plan = %plan_id.short(), %error, failures, "plan step failed; retrying with backoff");
-        }
-    }
-    let handing_over: Vec<(DbName, u32)> = inv
-        .replicas(None)?
-        .into_iter()
-        .filter(|r| matches!(r.state, ReplicaState::HandingOver { .. }))
-        .map(|r| (r.db, r.shard))
-        .collect();
-    if !handing_over.is_empty() {
-        for (db, shard) in abandoned_handovers(&handing_over, &inv.pending_plans()?) {
-            tracing::info!(%db, shard, "a handover no plan finishes any more: the replica is ready again");
-            inv.set_replica(&db, shard, ReplicaState::Ready)?;
         }
     }
     Ok(())

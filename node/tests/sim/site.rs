@@ -13,11 +13,12 @@ use cairn_gossip::summary::{
 };
 use cairn_inventory::plan_machine::{self, OfferOutcome, SlotChange, Transition};
 use cairn_inventory::{
-    DbName, DbRecord, Frontier, PendingPlan, Plan, PlanHistoryEntry, ReplicaState, Role, SiteId, Step,
+    DbName, DbRecord, Frontier, PendingPlan, Plan, PlanEnd, PlanHistoryEntry, ReplicaState, Role, SiteId,
+    Step,
 };
 use cairn_node::automation::{Answer, Automation, AutomationConfig};
 use cairn_node::db_settings::{LocalUpdate, local_updates};
-use cairn_node::executor::{Action, Local, Verdict, abandoned_handovers, decide};
+use cairn_node::executor::{Action, Local, Verdict, decide};
 
 /// Plans a site remembers per db (as the inventory's history limit).
 pub const HISTORY: usize = 32;
@@ -174,6 +175,28 @@ impl Site {
             SlotChange::Set(plan) => drop(self.plans.insert(db.clone(), plan)),
             SlotChange::Clear => drop(self.plans.remove(db)),
         }
+        if transition.ended.as_ref().is_some_and(|e| e.end != PlanEnd::Completed) {
+            // As the inventory does in the same transaction: a plan that ended unfinished
+            // has its handovers undone, except of shards the plan now pending hands over.
+            let keep: Vec<u32> = self
+                .plans
+                .get(db)
+                .into_iter()
+                .flat_map(|p| &p.remaining)
+                .filter_map(|s| match s {
+                    Step::HandoverReplica { shard, .. } => Some(*shard),
+                    _ => None,
+                })
+                .collect();
+            for ((name, shard), replica) in &mut self.replicas {
+                if name == db
+                    && matches!(replica.state, ReplicaState::HandingOver { .. })
+                    && !keep.contains(shard)
+                {
+                    replica.state = ReplicaState::Ready;
+                }
+            }
+        }
         if let Some(ended) = transition.ended {
             let history = self.history.entry(db.clone()).or_default();
             history.push(ended);
@@ -286,19 +309,6 @@ impl Site {
                         break;
                     }
                 }
-            }
-        }
-        let handing_over: Vec<(DbName, u32)> = self
-            .replicas
-            .iter()
-            .filter(|(_, r)| matches!(r.state, ReplicaState::HandingOver { .. }))
-            .map(|(key, _)| key.clone())
-            .collect();
-        let plans: Vec<PendingPlan> = self.plans.values().cloned().collect();
-        for key in abandoned_handovers(&handing_over, &plans) {
-            done.push(format!("{} {}/{}: an abandoned handover, ready again", self.id.short(), key.0, key.1));
-            if let Some(replica) = self.replicas.get_mut(&key) {
-                replica.state = ReplicaState::Ready;
             }
         }
         done
