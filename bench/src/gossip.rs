@@ -14,17 +14,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use async_trait::async_trait;
 use cairn_gossip::signed::SigningKeys;
 use cairn_gossip::summary::{DbSummary, Label, SiteSummary, SummaryKey, encode_value};
 use cairn_gossip::{Gossip, GossipConfig, QuicCarriage, SiteSnapshot, SiteState};
 use cairn_inventory::{ClusterId, DbName, DbRecord, DbSettings, Hlc, Retention, Role, SiteId};
 use cairn_transport::tls::ClusterCa;
 use cairn_transport::{Credentials, Endpoint, Request, Response, Service, Signer, TransportConfig};
-use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransport};
-use chitchat::{ChitchatConfig, ChitchatEnvelope, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use chitchat::transport::UdpTransport;
+use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use serde_json::json;
 
+use crate::counting::Counting;
 use crate::plot::Series;
 use crate::report::{Measurement, Reporter, median};
 
@@ -33,39 +33,6 @@ const INTERVAL: Duration = Duration::from_millis(100);
 const CHANGES: usize = 5;
 /// The longest one size may take, either side, before the bench gives up.
 const RUN_LIMIT: Duration = Duration::from_secs(240);
-
-/// Counts the chitchat bytes a transport sends.
-struct Counting<T> {
-    inner: T,
-    bytes: Arc<AtomicU64>,
-}
-
-struct CountingSocket {
-    inner: Box<dyn Socket>,
-    bytes: Arc<AtomicU64>,
-}
-
-#[async_trait]
-impl<T: Transport> Transport for Counting<T> {
-    async fn open(&self, addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        Ok(Box::new(CountingSocket { inner: self.inner.open(addr).await?, bytes: self.bytes.clone() }))
-    }
-}
-
-#[async_trait]
-impl Socket for CountingSocket {
-    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-    async fn send(&mut self, to: SocketAddr, envelope: ChitchatEnvelope) -> anyhow::Result<SendOutcome> {
-        let outcome = self.inner.send(to, envelope).await?;
-        self.bytes.fetch_add(outcome.num_bytes_sent as u64, Ordering::Relaxed);
-        Ok(outcome)
-    }
-    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
-        self.inner.recv().await
-    }
-}
 
 /// Gossip only: the bench's sites answer no requests.
 struct NoRequests;

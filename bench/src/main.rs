@@ -2,8 +2,10 @@
 //! figure with a baseline measured in the same run (see bench/README.md).
 
 mod catchup;
+mod counting;
 mod failure;
 mod gossip;
+mod gossip_procs;
 mod nats;
 mod plans;
 mod plot;
@@ -26,6 +28,9 @@ enum Scenario {
     Transport,
     /// Convergence rounds and bytes per site vs plain chitchat over UDP.
     Gossip,
+    /// N real `cairn start` processes (20, 50, 100; smoke: 20) vs N plain chitchat/UDP
+    /// processes: time to complete views, idle CPU, bytes on the wire, RSS, detection.
+    GossipProcs,
     /// Catch-up MB/s of a new replica vs raw TCP copy and raw LMDB writes; publish
     /// throughput and replication lag.
     Catchup,
@@ -80,6 +85,9 @@ fn main() -> anyhow::Result<()> {
     }
     if all || args.scenario == Scenario::Gossip {
         gossip::run(&reporter, args.smoke)?;
+    }
+    if all || args.scenario == Scenario::GossipProcs {
+        gossip_procs::run(&reporter, args.smoke)?;
     }
     if all || args.scenario == Scenario::Catchup {
         catchup::run(&reporter, args.smoke)?;

@@ -106,6 +106,9 @@ impl GossipConfig {
 struct ViewHealth {
     panics: AtomicU64,
     in_a_row: AtomicU64,
+    /// Keys this site gossips, and their bytes (keys and signed values).
+    published_keys: AtomicU64,
+    published_bytes: AtomicU64,
 }
 
 /// What a site published last: the payloads (unsigned) by key, and which signing key
@@ -171,7 +174,7 @@ impl Gossip {
             marked_for_deletion_grace_period: config.tombstone_grace,
             catchup_callback: None,
             extra_liveness_predicate: None,
-            protocol_version: chitchat::ProtocolVersion::V0,
+            protocol_version: chitchat::ProtocolVersion::V1,
         };
         // Values are signed at the version chitchat sets them at, so they are set here,
         // not handed to chitchat to set.
@@ -243,6 +246,13 @@ impl Gossip {
             }
             published.payloads = wanted;
             published.epoch = Some(epoch);
+            let (mut keys, mut bytes) = (0, 0);
+            for (key, value) in state.key_values() {
+                keys += 1;
+                bytes += key.len() + value.len();
+            }
+            self.health.published_keys.store(keys, Ordering::Relaxed);
+            self.health.published_bytes.store(bytes as u64, Ordering::Relaxed);
         }
         changes.len()
     }
@@ -250,6 +260,14 @@ impl Gossip {
     /// View builds that panicked since the start (each was skipped).
     pub fn view_panics(&self) -> u64 {
         self.health.panics.load(Ordering::Relaxed)
+    }
+
+    /// How many keys this site gossips, and their bytes (keys and signed values).
+    pub fn published_size(&self) -> (u64, u64) {
+        (
+            self.health.published_keys.load(Ordering::Relaxed),
+            self.health.published_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// View builds in a row that panicked (0 once one succeeds).

@@ -49,8 +49,10 @@ pub struct Sources {
     pub requests: Arc<RequestCounters>,
     /// Its task supervisor (restarts by task).
     pub supervisor: Arc<Supervisor>,
-    /// Its gossip (view builds that panicked).
+    /// Its gossip (view builds that panicked, what it publishes).
     pub gossip_view_panics: Arc<Gossip>,
+    /// Its QUIC endpoint (datagrams and bytes on the wire).
+    pub endpoint: cairn_transport::Endpoint,
     /// What retention removed.
     pub retention: Arc<RetentionCounters>,
     /// The certificate the site serves with (its expiry).
@@ -70,6 +72,8 @@ pub struct Metrics {
     pulled: Family<Labels, Counter>,
     catch_up_rate: Gauge,
     gossip: Family<Labels, Counter>,
+    gossip_published: Family<Labels, Gauge>,
+    udp: Family<Labels, Counter>,
     requests: Family<Labels, Counter>,
     inventory_bytes: Gauge,
     task_restarts: Family<Labels, Counter>,
@@ -97,6 +101,8 @@ impl Metrics {
             pulled: Family::default(),
             catch_up_rate: Gauge::default(),
             gossip: Family::default(),
+            gossip_published: Family::default(),
+            udp: Family::default(),
             requests: Family::default(),
             inventory_bytes: Gauge::default(),
             task_restarts: Family::default(),
@@ -137,6 +143,17 @@ impl Metrics {
             "gossip",
             "Gossip messages and bytes this site sent and received",
             m.gossip.clone(),
+        );
+        registry.register(
+            "gossip_published",
+            "What this site gossips about itself: keys, bytes (keys and signed values)",
+            m.gossip_published.clone(),
+        );
+        registry.register(
+            "udp",
+            "UDP datagrams and bytes through this site's QUIC endpoint (everything it sends and \
+             receives: gossip, requests, pulls, acknowledgements, QUIC headers and encryption)",
+            m.udp.clone(),
         );
         registry.register(
             "requests",
@@ -189,6 +206,20 @@ impl Metrics {
             let labels = |what: &str| vec![("direction", direction.to_owned()), ("what", what.to_owned())];
             set(&self.gossip.get_or_create(&labels("messages")), messages.load(Ordering::Relaxed));
             set(&self.gossip.get_or_create(&labels("bytes")), bytes.load(Ordering::Relaxed));
+        }
+        let (keys, bytes) = sources.gossip_view_panics.published_size();
+        for (what, n) in [("keys", keys), ("bytes", bytes)] {
+            self.gossip_published.get_or_create(&vec![("what", what.to_owned())]).set(n as i64);
+        }
+        let wire = sources.endpoint.stats();
+        for (direction, what, n) in [
+            ("sent", "datagrams", wire.datagrams_sent),
+            ("sent", "bytes", wire.bytes_sent),
+            ("received", "datagrams", wire.datagrams_received),
+            ("received", "bytes", wire.bytes_received),
+        ] {
+            let labels = vec![("direction", direction.to_owned()), ("what", what.to_owned())];
+            set(&self.udp.get_or_create(&labels), n);
         }
         set(&self.steps_done, sources.steps.steps_done());
         for ((kind, outcome), n) in sources.requests.snapshot() {

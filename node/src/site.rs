@@ -299,6 +299,7 @@ impl Site {
                 requests: service.requests(),
                 supervisor: supervisor.clone(),
                 gossip_view_panics: gossip.clone(),
+                endpoint: endpoint.clone(),
                 retention: retention.clone(),
                 certificate: certificate.clone(),
             };

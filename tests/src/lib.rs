@@ -96,11 +96,13 @@ impl SiteProc {
             "start".into(),
             "--listen".into(),
             spec.addr.to_string(),
-            "--gossip-interval-ms".into(),
-            "100".into(),
             "--data-dir".into(),
             spec.data_dir.display().to_string(),
         ];
+        // Tests gossip every 100 ms unless the spec's flags say otherwise.
+        if !spec.extra.iter().any(|a| a == "--gossip-interval-ms") {
+            args.extend(["--gossip-interval-ms".into(), "100".into()]);
+        }
         issue_site_certificate(spec);
         for seed in &spec.seeds {
             args.extend(["--seed".into(), seed.to_string()]);

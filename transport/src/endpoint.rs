@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use cairn_types::codec;
+use quinn::Runtime;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::task::TaskTracker;
@@ -30,6 +31,7 @@ use crate::subscribe::{
     Credit, FrameReceiver, FrameSender, SubscribeRequest, Subscription, SubscriptionFrame, SubscriptionSender,
 };
 use crate::tls::{Credentials, Identity, RevokedSet};
+use crate::wire::{CountedSocket, WireCounters};
 
 /// The kind byte of a gossip stream.
 const STREAM_GOSSIP: u8 = 1;
@@ -129,6 +131,8 @@ struct Inner {
     config: TransportConfig,
     pool: Pool,
     stats: Stats,
+    /// What went through the endpoint's UDP socket.
+    wire: Arc<WireCounters>,
     gossip_slots: Arc<Semaphore>,
     /// Permits are KiB of request frames being buffered.
     request_budget: Semaphore,
@@ -180,10 +184,14 @@ impl Endpoint {
         let cid_key = credentials.connection_id_key();
         endpoint.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
         config.configure_endpoint(&mut endpoint)?;
-        let quinn = quinn::Endpoint::new(endpoint, Some(server), socket, runtime).map_err(bind_err)?;
+        let wire = Arc::new(WireCounters::default());
+        let socket =
+            Arc::new(CountedSocket::new(runtime.wrap_udp_socket(socket).map_err(bind_err)?, wire.clone()));
+        let quinn = quinn::Endpoint::new_with_abstract_socket(endpoint, Some(server), socket, runtime)
+            .map_err(bind_err)?;
         let client = client_config(credentials, &config)?;
         let (tx, rx) = mpsc::channel(config.gossip_inbox);
-        let endpoint = Self::new(quinn, client, config);
+        let endpoint = Self::new(quinn, client, config, wire);
         let weak: Weak<Inner> = Arc::downgrade(&endpoint.inner);
         let (outgoing_service, outgoing_gossip) = (service.clone(), tx.clone());
         let _ = endpoint.inner.serve_outgoing.set(Box::new(move |peer, conn| {
@@ -215,13 +223,22 @@ impl Endpoint {
         let bind_err = |source| TransportError::Bind { addr: bind, source };
         let socket = std::net::UdpSocket::bind(bind).map_err(bind_err)?;
         let runtime = Arc::new(quinn::TokioRuntime);
+        let wire = Arc::new(WireCounters::default());
+        let socket =
+            Arc::new(CountedSocket::new(runtime.wrap_udp_socket(socket).map_err(bind_err)?, wire.clone()));
         let quinn =
-            quinn::Endpoint::new(config.quinn_endpoint()?, None, socket, runtime).map_err(bind_err)?;
+            quinn::Endpoint::new_with_abstract_socket(config.quinn_endpoint()?, None, socket, runtime)
+                .map_err(bind_err)?;
         let client = client_config(credentials, &config)?;
-        Ok(Self::new(quinn, client, config))
+        Ok(Self::new(quinn, client, config, wire))
     }
 
-    fn new(quinn: quinn::Endpoint, client: quinn::ClientConfig, config: TransportConfig) -> Self {
+    fn new(
+        quinn: quinn::Endpoint,
+        client: quinn::ClientConfig,
+        config: TransportConfig,
+        wire: Arc<WireCounters>,
+    ) -> Self {
         let inner = Inner {
             client: std::sync::RwLock::new(client),
             gossip_slots: Arc::new(Semaphore::new(config.max_gossip_in_flight)),
@@ -231,6 +248,7 @@ impl Endpoint {
             config,
             pool: Pool::default(),
             stats: Stats::default(),
+            wire,
             handshakes: AtomicUsize::new(0),
             tasks: TaskTracker::new(),
             serve_outgoing: OnceLock::new(),
@@ -278,7 +296,7 @@ impl Endpoint {
 
     /// What the endpoint has done so far.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
+        self.inner.stats.snapshot_with(&self.inner.wire)
     }
 
     /// Sends `request` to the site at `peer` and waits for its answer, within the

@@ -25,6 +25,7 @@ pub mod pull;
 mod stats;
 pub mod subscribe;
 pub mod tls;
+mod wire;
 
 pub use config::{Congestion, DEFAULT_MTU, TransportConfig};
 pub use endpoint::{Endpoint, GossipInbox, Peer, Service};

@@ -114,6 +114,24 @@ async fn sites_with_cluster_certificates_talk() {
     assert_eq!(a.stats().requests_served, 1);
 }
 
+#[tokio::test]
+async fn the_wire_counters_count_every_datagram_both_ways() {
+    let ca = ClusterCa::generate().unwrap();
+    let (a, b) = (site(&ca, "a"), site(&ca, "b"));
+    for _ in 0..5 {
+        a.request(b.local_addr(), &Request::Status).await.unwrap();
+    }
+    // Let the last acknowledgements land, then nothing moves between the two.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (sa, sb) = (a.stats(), b.stats());
+    // A handshake (with certificates) and five requests: several packets each way.
+    assert!(sa.datagrams_sent >= 6 && sb.datagrams_sent >= 6, "{sa:?} {sb:?}");
+    assert!(sa.bytes_sent > 2_000 && sb.bytes_sent > 2_000, "{sa:?} {sb:?}");
+    // Loopback loses nothing: what one sent, the other received.
+    assert_eq!((sa.datagrams_sent, sa.bytes_sent), (sb.datagrams_received, sb.bytes_received));
+    assert_eq!((sb.datagrams_sent, sb.bytes_sent), (sa.datagrams_received, sa.bytes_received));
+}
+
 /// A raw quinn client with any rustls client config, to present what we like.
 async fn raw_request(client: rustls::ClientConfig, server: SocketAddr) -> Result<Vec<u8>, String> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client).map_err(|e| e.to_string())?;
