@@ -296,6 +296,22 @@ pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
             limit: Duration::from_secs(180),
         }
     };
+    let mut plan = plan;
+    if let Ok(sizes) = std::env::var("CAIRN_BENCH_GOSSIP_SITES") {
+        plan.sizes = sizes
+            .split(',')
+            .map(|n| n.trim().parse().ok().filter(|n| (4..=1000).contains(n)))
+            .collect::<Option<_>>()
+            .context("CAIRN_BENCH_GOSSIP_SITES: sizes between 4 and 1000, separated by commas")?;
+    }
+    if let Ok(secs) = std::env::var("CAIRN_BENCH_GOSSIP_WINDOW_S") {
+        let secs: u64 = secs
+            .parse()
+            .ok()
+            .filter(|s| (1..=3600).contains(s))
+            .context("CAIRN_BENCH_GOSSIP_WINDOW_S: 1 to 3600")?;
+        plan.window = Duration::from_secs(secs);
+    }
     let mut results = Vec::new();
     for &n in &plan.sizes {
         let root = tempfile::tempdir()?;

@@ -72,6 +72,17 @@ async fn a_site_serves_metrics_that_follow_what_it_does() {
         value(&body, "cairn_gossip_total{direction=\"received\",what=\"bytes\"}").unwrap() > 0.0,
         "{body}"
     );
+    // Everything on the wire, counted at the UDP socket: more than gossip's payloads alone.
+    let wire = value(&body, "cairn_udp_total{direction=\"sent\",what=\"bytes\"}").unwrap();
+    let gossip = value(&body, "cairn_gossip_total{direction=\"sent\",what=\"bytes\"}").unwrap();
+    assert!(wire > gossip, "{body}");
+    assert!(
+        value(&body, "cairn_udp_total{direction=\"received\",what=\"datagrams\"}").unwrap() > 0.0,
+        "{body}"
+    );
+    // The site's own gossiped state: its summary keys and its certificate, signed.
+    assert!(value(&body, "cairn_gossip_published{what=\"keys\"}").unwrap() >= 3.0, "{body}");
+    assert!(value(&body, "cairn_gossip_published{what=\"bytes\"}").unwrap() > 500.0, "{body}");
     assert!(value(&body, "cairn_inventory_bytes").unwrap() > 0.0, "{body}");
     assert!(body.contains("# HELP cairn_lost_shards"), "{body}");
     // The other replica of shard 0 follows the write: its pulled entries count it.

@@ -437,6 +437,14 @@ impl Endpoint {
                     peer,
                     reason: e.to_string(),
                 };
+                // A message that fits goes in one QUIC datagram (RFC 9221): no stream to
+                // open, no stream frame, nothing retransmitted (gossip makes up for loss).
+                if conn.max_datagram_size().is_some_and(|max| message.len() < max) {
+                    let mut datagram = Vec::with_capacity(message.len() + 1);
+                    datagram.push(STREAM_GOSSIP);
+                    datagram.extend_from_slice(&message);
+                    return conn.send_datagram(datagram.into()).map_err(|e| io(&e));
+                }
                 let mut stream = conn.open_uni().await.map_err(|e| io(&e))?;
                 stream.write_all(&[STREAM_GOSSIP]).await.map_err(|e| io(&e))?;
                 frame::write_frame(&mut stream, &message)
@@ -686,6 +694,10 @@ async fn serve_streams<S: Service>(
                 }
                 Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
             },
+            datagram = conn.read_datagram() => match datagram {
+                Ok(datagram) => receive_gossip_datagram(&inner, &gossip, &peer, &datagram),
+                Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
+            },
         }
     }
 }
@@ -779,6 +791,37 @@ async fn serve_request<S: Service>(
     };
     if frame::write_frame(&mut send, &bytes).await.is_ok() {
         let _ = send.finish();
+    }
+}
+
+/// Takes one gossip message carried in a datagram (kind byte, then the message), from
+/// a site only, into the gossip inbox.
+fn receive_gossip_datagram(
+    inner: &Inner,
+    gossip: &mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    who: &Peer,
+    datagram: &[u8],
+) {
+    if !who.identity.is_site() {
+        Stats::bump(&inner.stats.gossip_forbidden);
+        if inner.per_addr.should_log(who.addr).is_some() {
+            tracing::warn!(%who, "gossip from a certificate that is not a site's: ignored");
+        }
+        return;
+    }
+    match datagram.split_first() {
+        Some((&STREAM_GOSSIP, message)) if message.len() <= inner.config.max_gossip_bytes => {
+            match gossip.try_send((who.addr, message.to_vec())) {
+                Ok(()) => Stats::bump(&inner.stats.gossip_received),
+                Err(_) => Stats::bump(&inner.stats.gossip_dropped),
+            }
+        }
+        _ => {
+            Stats::bump(&inner.stats.request_errors);
+            if inner.per_addr.should_log(who.addr).is_some() {
+                tracing::info!(%who, len = datagram.len(), "bad gossip datagram: ignored");
+            }
+        }
     }
 }
 
