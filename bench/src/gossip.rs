@@ -53,7 +53,7 @@ impl Service for NoRequests {
     }
 }
 
-fn snapshot(addr: SocketAddr) -> SiteSnapshot {
+pub(crate) fn snapshot(addr: SocketAddr) -> SiteSnapshot {
     SiteSnapshot {
         revocations: None,
         site: SiteSummary {
@@ -92,7 +92,11 @@ fn operator(ca: &ClusterCa) -> anyhow::Result<Signer> {
     Ok(Credentials::from_pem(ca.cert_pem(), &ca.issue(&identity, 1)?)?.signer()?)
 }
 
-async fn wait(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) -> anyhow::Result<Duration> {
+pub(crate) async fn wait(
+    what: &str,
+    limit: Duration,
+    mut done: impl AsyncFnMut() -> bool,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
     while !done().await {
         if start.elapsed() > limit {

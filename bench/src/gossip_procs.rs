@@ -153,7 +153,7 @@ fn cpu_seconds(pid: u32, ticks: f64) -> Option<f64> {
 }
 
 /// Resident memory of a process, MiB.
-fn rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 =
         status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;

@@ -5,6 +5,7 @@ mod catchup;
 mod counting;
 mod failure;
 mod gossip;
+mod gossip_many;
 mod gossip_procs;
 mod nats;
 mod plans;
@@ -31,6 +32,9 @@ enum Scenario {
     /// N real `cairn start` processes (20, 50, 100; smoke: 20) vs N plain chitchat/UDP
     /// processes: time to complete views, idle CPU, bytes on the wire, RSS, detection.
     GossipProcs,
+    /// N sites in one process over chitchat's channel transport (1,000; smoke: 100):
+    /// rounds to complete views, bytes and memory per site vs plain chitchat.
+    GossipMany,
     /// Catch-up MB/s of a new replica vs raw TCP copy and raw LMDB writes; publish
     /// throughput and replication lag.
     Catchup,
@@ -88,6 +92,9 @@ fn main() -> anyhow::Result<()> {
     }
     if all || args.scenario == Scenario::GossipProcs {
         gossip_procs::run(&reporter, args.smoke)?;
+    }
+    if all || args.scenario == Scenario::GossipMany {
+        gossip_many::run(&reporter, args.smoke)?;
     }
     if all || args.scenario == Scenario::Catchup {
         catchup::run(&reporter, args.smoke)?;

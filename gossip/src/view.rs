@@ -141,7 +141,7 @@ pub struct SiteView {
     pub draining: bool,
     /// When it started.
     pub started_ms: u64,
-    /// When its heartbeat last advanced, as seen here.
+    /// When its heartbeat last advanced, as seen here; `None` while it is live.
     pub last_seen_ms: Option<u64>,
     /// Replicas it holds (placement replicas only; not a replicant's copies).
     pub replicas: u64,
@@ -752,7 +752,9 @@ fn site_views(
             capacity: summary.map_or(100, |s| s.capacity),
             draining: summary.is_some_and(|s| s.draining),
             started_ms: summary.map_or(0, |s| s.started_ms),
-            last_seen_ms: node.last_seen_ms,
+            // A live site's heartbeat advances every round: left out, so an idle
+            // cluster's view stays the same and wakes nobody.
+            last_seen_ms: if state == SiteState::Live { None } else { node.last_seen_ms },
             replicas: held,
             bytes: d.replicas.iter().map(|(_, _, r)| r.bytes).fold(0, u64::saturating_add),
             following,

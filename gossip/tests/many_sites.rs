@@ -106,3 +106,50 @@ async fn a_hundred_sites_converge() {
         g.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_clusters_view_stays_the_same_round_after_round() {
+    let transport = ChannelTransport::with_mtu(65_507);
+    let config = GossipConfig {
+        interval: Duration::from_millis(50),
+        seeds: vec![addr(0).to_string()],
+        ..GossipConfig::default()
+    };
+    let ca = ClusterCa::generate().unwrap();
+    let mut sites = Vec::new();
+    for i in 0..5 {
+        let id = SiteId(i as u128 + 1);
+        let credentials =
+            Credentials::from_pem(ca.cert_pem(), &ca.issue(&Identity::Site(id), 1).unwrap()).unwrap();
+        let keys = Arc::new(SigningKeys::new(credentials.signer().unwrap()));
+        let trust = credentials.trust().unwrap();
+        sites.push(
+            Gossip::start(id, ClusterId(7), addr(i), &transport, config.clone(), &snapshot(i), keys, trust)
+                .await
+                .unwrap(),
+        );
+    }
+    wait_until("every view has 5 live sites", Duration::from_secs(20), || {
+        sites.iter().all(|g| g.view().sites.iter().filter(|s| s.state == SiteState::Live).count() == 5)
+    })
+    .await;
+    // Heartbeats go on every round; the views (what wakes the replicator, the executor
+    // and automation) do not change.
+    let mut watchers: Vec<_> = sites.iter().map(Gossip::subscribe).collect();
+    for w in &mut watchers {
+        w.mark_unchanged();
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(watchers.iter().all(|w| !w.has_changed().unwrap()), "an idle view changed");
+    // A site killed: its state changes, and from then on when it was last seen is known.
+    sites.pop().unwrap().shutdown().await;
+    wait_until("the stopped site is dead everywhere", Duration::from_secs(30), || {
+        sites
+            .iter()
+            .all(|g| g.view().sites.iter().any(|s| s.state == SiteState::Dead && s.last_seen_ms.is_some()))
+    })
+    .await;
+    for g in sites {
+        g.shutdown().await;
+    }
+}

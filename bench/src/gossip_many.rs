@@ -1,0 +1,190 @@
+//! `gossip-many`: N sites in one process over chitchat's in-memory channel transport —
+//! cairn's signed summaries, verifier and view on one side, plain chitchat with the same
+//! number of keys and value bytes on the other — until every view is complete, to show
+//! the design holds at a size no single machine runs as processes (full: 1,000 sites).
+//!
+//! Reported per side: seconds and rounds until every view holds N live sites, chitchat
+//! bytes per site per second once complete (the channel transport's count of encoded
+//! messages), and the process's RSS growth per site. Plain chitchat runs first, then
+//! cairn, in the same process: memory the first side freed may be reused by the second,
+//! so cairn's memory figure is, if anything, low.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cairn_gossip::signed::SigningKeys;
+use cairn_gossip::{Gossip, GossipConfig, SiteState};
+use cairn_inventory::{ClusterId, SiteId};
+use cairn_transport::tls::ClusterCa;
+use cairn_transport::{Credentials, Identity};
+use chitchat::transport::ChannelTransport;
+use chitchat::{ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion};
+use serde_json::json;
+
+use crate::gossip::{snapshot, wait};
+use crate::gossip_procs::rss_mib;
+use crate::report::{Measurement, Reporter};
+
+/// How long either side may take to a complete view.
+const LIMIT: Duration = Duration::from_secs(900);
+/// The steady-state window bytes are counted over.
+const WINDOW: Duration = Duration::from_secs(5);
+
+/// One side's figures.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    complete_s: f64,
+    bytes_per_site_s: f64,
+    rss_mib_per_site: f64,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, (i / 250) as u8, 1 + (i % 250) as u8], 7000))
+}
+
+fn process_rss() -> f64 {
+    rss_mib(std::process::id()).unwrap_or(f64::NAN)
+}
+
+/// Bytes per site per second over [`WINDOW`].
+async fn steady_bytes(transport: &ChannelTransport, n: usize) -> f64 {
+    let before = transport.statistics().num_bytes_total;
+    tokio::time::sleep(WINDOW).await;
+    (transport.statistics().num_bytes_total - before) as f64 / n as f64 / WINDOW.as_secs_f64()
+}
+
+async fn ours(n: usize, interval: Duration) -> anyhow::Result<(Figures, u64, u64)> {
+    let transport = ChannelTransport::with_mtu(65_507);
+    let config = GossipConfig {
+        interval,
+        seeds: (0..3).map(|i| addr(i).to_string()).collect(),
+        ..GossipConfig::default()
+    };
+    let ca = ClusterCa::generate()?;
+    let rss_before = process_rss();
+    let mut sites = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = SiteId(rand::random());
+        let credentials = Credentials::from_pem(ca.cert_pem(), &ca.issue(&Identity::Site(id), 1)?)?;
+        let keys = Arc::new(SigningKeys::new(credentials.signer()?));
+        let trust = credentials.trust()?;
+        let site = Gossip::start(
+            id,
+            ClusterId(7),
+            addr(i),
+            &transport,
+            config.clone(),
+            &snapshot(addr(i)),
+            keys,
+            trust,
+        )
+        .await?;
+        sites.push(site);
+    }
+    let started = Instant::now();
+    wait("every view complete (cairn, in one process)", LIMIT, async || {
+        sites.iter().all(|g| {
+            let v = g.view();
+            v.sites.len() == n && v.sites.iter().all(|s| s.state == SiteState::Live)
+        })
+    })
+    .await?;
+    let complete_s = started.elapsed().as_secs_f64();
+    let rss_mib_per_site = (process_rss() - rss_before) / n as f64;
+    let bytes_per_site_s = steady_bytes(&transport, n).await;
+    let (keys, bytes) = sites[0].published_size();
+    for site in sites {
+        site.shutdown().await;
+    }
+    Ok((Figures { complete_s, bytes_per_site_s, rss_mib_per_site }, keys, bytes))
+}
+
+async fn plain(n: usize, interval: Duration, keys: u64, value_bytes: u64) -> anyhow::Result<Figures> {
+    let transport = ChannelTransport::with_mtu(65_507);
+    let rss_before = process_rss();
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        let config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(format!("{:032x}", rand::random::<u128>()), 1, addr(i)),
+            cluster_id: "bench".into(),
+            gossip_interval: interval,
+            listen_addr: addr(i),
+            seed_nodes: (0..3).map(|i| addr(i).to_string()).collect(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: 8.0,
+                sampling_window_size: 100,
+                max_interval: Duration::from_secs(10).max(interval * 4),
+                initial_interval: interval,
+                dead_node_grace_period: Duration::from_secs(3600),
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V1,
+        };
+        let values = (0..keys).map(|k| (format!("key{k}"), "v".repeat(value_bytes as usize))).collect();
+        nodes.push(chitchat::spawn_chitchat(config, values, &transport).await?);
+    }
+    let started = Instant::now();
+    wait("every view complete (plain chitchat, in one process)", LIMIT, async || {
+        for node in &nodes {
+            if node.chitchat().lock().await.live_nodes().count() != n {
+                return false;
+            }
+        }
+        true
+    })
+    .await?;
+    let complete_s = started.elapsed().as_secs_f64();
+    let rss_mib_per_site = (process_rss() - rss_before) / n as f64;
+    let bytes_per_site_s = steady_bytes(&transport, n).await;
+    for node in nodes {
+        node.shutdown().await.context("stopping a chitchat node")?;
+    }
+    Ok(Figures { complete_s, bytes_per_site_s, rss_mib_per_site })
+}
+
+pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
+    let n: usize = match std::env::var("CAIRN_BENCH_GOSSIP_MANY") {
+        Ok(n) => {
+            n.parse().ok().filter(|n| (4..=5000).contains(n)).context("CAIRN_BENCH_GOSSIP_MANY: 4 to 5000")?
+        }
+        Err(_) if smoke => 100,
+        Err(_) => 1000,
+    };
+    // N sites share this machine's cores: a slower round than a real site's.
+    let interval = Duration::from_millis(if n > 200 { 1000 } else { 250 });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // What a cairn site publishes, for plain chitchat to carry as much: measured at a
+    // small size first (it does not depend on N in an idle cluster).
+    let (_, keys, bytes) = runtime.block_on(ours(4, interval))?;
+    let keys = keys.max(1);
+    let plain = runtime.block_on(plain(n, interval, keys, bytes / keys))?;
+    let (ours, _, _) = runtime.block_on(ours(n, interval))?;
+    println!("gossip-many N={n}: cairn {ours:?}; plain chitchat {plain:?}");
+    let rounds = |f: &Figures| f.complete_s / interval.as_secs_f64();
+    let params = json!({
+        "sites": n, "interval_ms": interval.as_millis() as u64, "transport": "chitchat channel (in memory)",
+        "keys_per_site": keys, "bytes_per_site": bytes,
+        "ours_complete_s": ours.complete_s, "plain_complete_s": plain.complete_s,
+    });
+    let record = |name: &str, unit: &'static str, ours: f64, plain: f64| {
+        reporter.record(&Measurement {
+            scenario: "gossip-many",
+            name: format!("N={n} {name}"),
+            unit,
+            ours,
+            baseline_name: "plain chitchat, same transport".into(),
+            baseline: plain,
+            ratio: plain / ours,
+            aim: None,
+            params: params.clone(),
+            runs: json!({ "ours": [ours], "baseline": [plain] }),
+        })
+    };
+    record("rounds to every view complete", "rounds", rounds(&ours), rounds(&plain))?;
+    record("chitchat bytes per site", "B/s", ours.bytes_per_site_s, plain.bytes_per_site_s)?;
+    record("memory per site", "MiB", ours.rss_mib_per_site, plain.rss_mib_per_site)
+}
