@@ -40,6 +40,32 @@ struct Figures {
     rss_mib_per_site: f64,
 }
 
+/// Every 10 s while a side converges: how far its views are (a long run says where it is).
+struct Progress {
+    side: &'static str,
+    start: Instant,
+    shown: Instant,
+}
+
+impl Progress {
+    fn new(side: &'static str) -> Self {
+        Self { side, start: Instant::now(), shown: Instant::now() }
+    }
+
+    fn show(&mut self, live: &[usize], n: usize) {
+        if self.shown.elapsed() >= Duration::from_secs(10) {
+            self.shown = Instant::now();
+            let complete = live.iter().filter(|&&l| l == n).count();
+            let least = live.iter().min().copied().unwrap_or(0);
+            let secs = self.start.elapsed().as_secs();
+            eprintln!(
+                "gossip-many {}: {secs} s, {complete} of {n} views complete, the least has {least} live",
+                self.side
+            );
+        }
+    }
+}
+
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, (i / 250) as u8, 1 + (i % 250) as u8], 7000))
 }
@@ -84,11 +110,14 @@ async fn ours(n: usize, interval: Duration) -> anyhow::Result<(Figures, u64, u64
         sites.push(site);
     }
     let started = Instant::now();
+    let mut progress = Progress::new("cairn");
     wait("every view complete (cairn, in one process)", LIMIT, async || {
-        sites.iter().all(|g| {
-            let v = g.view();
-            v.sites.len() == n && v.sites.iter().all(|s| s.state == SiteState::Live)
-        })
+        let live: Vec<usize> = sites
+            .iter()
+            .map(|g| g.view().sites.iter().filter(|s| s.state == SiteState::Live).count())
+            .collect();
+        progress.show(&live, n);
+        live.iter().all(|&l| l == n)
     })
     .await?;
     let complete_s = started.elapsed().as_secs_f64();
@@ -128,13 +157,14 @@ async fn plain(n: usize, interval: Duration, keys: u64, value_bytes: u64) -> any
         nodes.push(chitchat::spawn_chitchat(config, values, &transport).await?);
     }
     let started = Instant::now();
+    let mut progress = Progress::new("plain chitchat");
     wait("every view complete (plain chitchat, in one process)", LIMIT, async || {
+        let mut live = Vec::with_capacity(n);
         for node in &nodes {
-            if node.chitchat().lock().await.live_nodes().count() != n {
-                return false;
-            }
+            live.push(node.chitchat().lock().await.live_nodes().count());
         }
-        true
+        progress.show(&live, n);
+        live.iter().all(|&l| l == n)
     })
     .await?;
     let complete_s = started.elapsed().as_secs_f64();
@@ -154,8 +184,11 @@ pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
         Err(_) if smoke => 100,
         Err(_) => 1000,
     };
-    // N sites share this machine's cores: a slower round than a real site's.
-    let interval = Duration::from_millis(if n > 200 { 1000 } else { 250 });
+    // N sites share this machine's cores, and a round's work grows with N² (every site
+    // digests every other): beyond 100 sites, rounds of N × 10 ms, so the process keeps
+    // up with its own heartbeats (chitchat's compressed digests alone saturate two cores
+    // at 300 sites and 1 s rounds).
+    let interval = Duration::from_millis(if n > 100 { n as u64 * 10 } else { 250 });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // What a cairn site publishes, for plain chitchat to carry as much: measured at a
     // small size first (it does not depend on N in an idle cluster).

@@ -303,7 +303,35 @@ impl Gossip {
     }
 }
 
-/// Rebuilds the view every round; publishes it when it changed.
+/// The longest the view goes without a rebuild, even when gossip brought nothing new.
+const REBUILD_AT_LEAST_EVERY: Duration = Duration::from_secs(5);
+
+/// What a node's input to the view build is made of, short of its values: the same
+/// key means the same values (chitchat bumps `max_version` with every change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InputsKey {
+    site_id: SiteId,
+    generation: u64,
+    live: bool,
+    max_version: u64,
+    /// When a node that is not live was last seen (the view shows it).
+    last_seen_ms: Option<u64>,
+}
+
+impl InputsKey {
+    fn of(node: &GossipedNode) -> Self {
+        Self {
+            site_id: node.site_id,
+            generation: node.generation,
+            live: node.live,
+            max_version: node.max_version,
+            last_seen_ms: if node.live { None } else { node.last_seen_ms },
+        }
+    }
+}
+
+/// Rebuilds the view every round in which gossip brought something new (and every few
+/// seconds regardless); publishes it when it changed.
 async fn view_loop(
     chitchat: Arc<Mutex<chitchat::Chitchat>>,
     site_id: SiteId,
@@ -316,6 +344,13 @@ async fn view_loop(
     let mut heartbeats: HashMap<ChitchatId, (u64, u64)> = HashMap::new();
     // Values that did not change since the last round are not decoded again.
     let mut decoded = DecodeCache::new();
+    // What the last build was made from, and when: a round whose inputs are the same
+    // (every node's generation, liveness and max version) is skipped, up to a rebuild
+    // every REBUILD_AT_LEAST_EVERY for what depends on the time alone (clock-drift
+    // checks, certificate expiry warnings).
+    let mut last_inputs: Vec<InputsKey> = Vec::new();
+    let mut last_build = std::time::Instant::now();
+    let mut revoked_issued = None;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -362,6 +397,11 @@ async fn view_loop(
             }
             inputs
         };
+        let key: Vec<InputsKey> = inputs.iter().map(InputsKey::of).collect();
+        if key == last_inputs && last_build.elapsed() < REBUILD_AT_LEAST_EVERY {
+            continue;
+        }
+        (last_inputs, last_build) = (key, std::time::Instant::now());
         let ctx = ViewContext { now_ms: now_ms(), limits };
         let build = || build_view_cached(site_id, &verifier.admit(inputs, ctx.now_ms), &ctx, &mut decoded);
         let view = match std::panic::catch_unwind(AssertUnwindSafe(build)) {
@@ -370,12 +410,20 @@ async fn view_loop(
                 // Nodes whose certificates the newest list revokes are left out from
                 // the next round on.
                 if let Some(list) = &view.revocations {
+                    if revoked_issued != Some(list.issued_ms) {
+                        // A new list: the nodes it names leave the next build, which
+                        // must therefore happen even if gossip brings nothing new.
+                        revoked_issued = Some(list.issued_ms);
+                        last_inputs.clear();
+                    }
                     verifier.revoke(list);
                 }
                 view
             }
             Err(_) => {
                 decoded = DecodeCache::new();
+                // Tried again next round, not after REBUILD_AT_LEAST_EVERY.
+                last_inputs.clear();
                 health.panics.fetch_add(1, Ordering::Relaxed);
                 let in_a_row = health.in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::error!(in_a_row, "building the cluster view panicked; keeping the last view");
