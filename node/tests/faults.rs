@@ -16,7 +16,7 @@ use cairn_gossip::view::Warning;
 use cairn_inventory::{DbName, EntryId, Inventory, InventoryConfig, PlanEnd, SiteId};
 use cairn_tests::hosted::{HostedCluster, check_replicas, settled};
 use cairn_tests::netns::Tmpfs;
-use cairn_tests::wait_for;
+use cairn_tests::{wait_for, wait_for_ok};
 use tokio::sync::Mutex;
 
 /// One scenario at a time (a failed one releases it as it unwinds).
@@ -130,9 +130,21 @@ async fn writes_again(
     })
     .await;
     acked.entry(0).or_default().extend(ids);
-    wait_for("every acknowledged write on both replicas", limit, async || {
-        let view = c.client.view(c.addrs[0]).await.ok()?;
-        check_replicas(&c.client, &view, db, acked).await.ok()
+    every_write_on_every_replica(c, db, acked, limit).await
+}
+
+/// Waits until every replica holds every acknowledged write, each check on a view read
+/// just before it (a replica may still move after the db first settled); a timeout
+/// names what was still missing.
+async fn every_write_on_every_replica(
+    c: &HostedCluster,
+    db: &str,
+    acked: &BTreeMap<u32, BTreeSet<EntryId>>,
+    limit: Duration,
+) -> usize {
+    wait_for_ok("every acknowledged write on every replica", limit, async || {
+        let view = c.client.view(c.addrs[0]).await.map_err(|e| format!("reading the view: {e}"))?;
+        check_replicas(&c.client, &view, db, acked).await
     })
     .await
 }
@@ -485,17 +497,13 @@ async fn a_partition_mid_rebalance_heals_into_one_view_with_every_write() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let rejoined = whole.iter().flatten().max().copied().unwrap_or_default();
-    let view =
-        wait_for("the plans done, every shard at 3 ready replicas", Duration::from_secs(180), async || {
-            let view = c.client.view(c.addrs[0]).await.ok()?;
-            settled(&view, DB, 3).then_some(view)
-        })
-        .await;
-    let settled_after = healed.elapsed();
-    let checked = wait_for("every acknowledged write on every replica", limit, async || {
-        check_replicas(&c.client, &view, DB, &acked).await.ok()
+    wait_for("the plans done, every shard at 3 ready replicas", Duration::from_secs(180), async || {
+        let view = c.client.view(c.addrs[0]).await.ok()?;
+        settled(&view, DB, 3).then_some(())
     })
     .await;
+    let settled_after = healed.elapsed();
+    let checked = every_write_on_every_replica(&c, DB, &acked, limit).await;
     let view = c.wait_agreed(&[0, 1, 2, 3, 4], limit).await;
     assert!(settled(&view, DB, 3), "unsettled after agreeing: {view:?}");
     let taken = view
@@ -651,15 +659,12 @@ async fn writes_flow_through_a_site_killed_every_ten_seconds_and_none_is_lost() 
     }
     let written: usize = acked.values().map(BTreeSet::len).sum();
     let settle = Instant::now();
-    let view = wait_for("every shard at 3 ready replicas", Duration::from_secs(120), async || {
+    wait_for("every shard at 3 ready replicas", Duration::from_secs(120), async || {
         let view = c.client.view(c.addrs[0]).await.ok()?;
-        settled(&view, DB, 3).then_some(view)
+        settled(&view, DB, 3).then_some(())
     })
     .await;
-    let checked = wait_for("every acknowledged write on every replica", limit, async || {
-        check_replicas(&c.client, &view, DB, &acked).await.ok()
-    })
-    .await;
+    let checked = every_write_on_every_replica(&c, DB, &acked, limit).await;
     eprintln!(
         "{kills} kills in {secs} s: {written} writes acknowledged ({refused} attempts refused by dead sites), \
          settled {:?} after the last restart, {checked} entries checked on every replica",

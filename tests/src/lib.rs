@@ -491,6 +491,19 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -
     }
 }
 
+/// Polls `f` every 200 ms until it answers `Ok`, or panics after `limit` saying `what`
+/// and the last error `f` gave (so a failure says what was still wrong).
+pub async fn wait_for_ok<T>(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match f().await {
+            Ok(value) => return value,
+            Err(last) => assert!(start.elapsed() < limit, "{what}: not within {limit:?}; last: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs `cairn ctl --node NODE --credentials <operator of CLUSTER> ARGS...` with the
 /// binary `bin`: whether it exited 0, and its stdout then stderr.
 pub fn ctl(bin: &Path, cluster: &Path, node: SocketAddr, args: &[&str]) -> (bool, String) {
