@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use heed::types::Bytes;
@@ -191,6 +192,8 @@ pub struct Inventory {
     dir: PathBuf,
     /// Read-held by every transaction, write-held while the map is resized.
     gate: RwLock<()>,
+    /// Write transactions committed since the inventory was opened.
+    commits: AtomicU64,
     /// Held (flock) for as long as the inventory is open.
     _lock: File,
 }
@@ -293,7 +296,16 @@ impl Inventory {
             }
         };
         tracing::debug!(dir = %dir.display(), site = %identity.site_id, "inventory open");
-        Ok(Self { env, tables, identity, config, dir: dir.to_owned(), gate: RwLock::new(()), _lock: lock })
+        Ok(Self {
+            env,
+            tables,
+            identity,
+            config,
+            dir: dir.to_owned(),
+            gate: RwLock::new(()),
+            commits: AtomicU64::new(0),
+            _lock: lock,
+        })
     }
 
     /// This site's identity.
@@ -338,6 +350,13 @@ impl Inventory {
         self.env.info().map_size
     }
 
+    /// How many write transactions this process has committed to the inventory since it
+    /// opened it. Only this process writes the inventory, so a reader that finds the
+    /// same count as at its last read would read the same state: it can skip the read.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Acquire)
+    }
+
     /// Runs `f` in a read transaction.
     pub(crate) fn read<R>(&self, f: impl FnOnce(&RoTxn<'_, WithoutTls>) -> Result<R>) -> Result<R> {
         let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
@@ -354,7 +373,13 @@ impl Inventory {
                 let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
                 let mut txn = self.env.write_txn().map_err(|e| classify(e, &self.dir))?;
                 match f(&mut txn) {
-                    Ok(value) => txn.commit().map(|()| value).map_err(|e| classify(e, &self.dir)),
+                    Ok(value) => txn
+                        .commit()
+                        .map(|()| {
+                            self.commits.fetch_add(1, Ordering::Release);
+                            value
+                        })
+                        .map_err(|e| classify(e, &self.dir)),
                     Err(err) => Err(err),
                 }
             };

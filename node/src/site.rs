@@ -467,14 +467,21 @@ struct Publisher {
     certificate: Arc<ServingCertificate>,
 }
 
+/// The longest the publisher goes without reading the inventory again, when nothing was
+/// committed to it: what the summary shows besides the inventory (catch-up progress, a
+/// step's status, the certificate's expiry) is at most this old in gossip.
+const PUBLISH_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+
 /// Every round: takes a newer revocation list the view holds (stored, so it is kept and
 /// gossiped on; handed to the endpoint, which cuts revoked peers off), then publishes
-/// the site's summary.
+/// the site's summary — read again only when the inventory committed something since
+/// the last read, or [`PUBLISH_AT_LEAST_EVERY`] passed.
 async fn publish_loop(p: Publisher, every: Duration) {
     let Publisher { inventory, gossip, endpoint, summary, data, notes, certificate } = p;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut revoked_at = 0;
+    let mut last_read: Option<(u64, tokio::time::Instant)> = None;
     loop {
         ticker.tick().await;
         if let Some(list) = gossip.view().revocations.clone().filter(|l| l.issued_ms > revoked_at) {
@@ -487,6 +494,12 @@ async fn publish_loop(p: Publisher, every: Duration) {
                 Err(error) => tracing::warn!(%error, "cannot store the revocation list"),
             }
         }
+        // Counted before the read: a commit racing with it makes the next round read again.
+        let commits = inventory.commits();
+        if last_read.is_some_and(|(seen, at)| seen == commits && at.elapsed() < PUBLISH_AT_LEAST_EVERY) {
+            continue;
+        }
+        last_read = Some((commits, tokio::time::Instant::now()));
         let site = SiteSummary { certificate_expires_ms: certificate.expires_ms(), ..summary.clone() };
         let (inv, data, notes) = (inventory.clone(), data.clone(), notes.clone());
         let progress = move |db: &_, shard, held| data.progress(db, shard, held);

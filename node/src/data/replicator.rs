@@ -299,6 +299,8 @@ pub async fn run(
     let mut streams: HashMap<(DbName, u32, SiteId), (Source, JoinHandle<()>)> = HashMap::new();
     let mut ticker = tokio::time::interval(shared.config.reconcile_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The replicas as of a number of inventory commits.
+    let mut read: Option<(u64, Vec<ReplicaRecord>)> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -306,14 +308,23 @@ pub async fn run(
             changed = view.changed() => if changed.is_err() { return },
         }
         let current = view.borrow_and_update().clone();
-        let inv = inventory.clone();
-        let replicas = match crate::supervisor::blocking(move || inv.replicas(None)).await {
-            Ok(replicas) => replicas,
-            Err(error) => {
-                tracing::warn!(%error, "replicator cannot read the replicas; retrying");
-                continue;
+        // Read again only after a commit (counted before the read, so a racing commit
+        // makes the next round read again).
+        let commits = inventory.commits();
+        let replicas = match read.take() {
+            Some((seen, replicas)) if seen == commits => replicas,
+            _ => {
+                let inv = inventory.clone();
+                match crate::supervisor::blocking(move || inv.replicas(None)).await {
+                    Ok(replicas) => replicas,
+                    Err(error) => {
+                        tracing::warn!(%error, "replicator cannot read the replicas; retrying");
+                        continue;
+                    }
+                }
             }
         };
+        read = Some((commits, replicas.clone()));
         finish_catch_ups(&shared, &inventory, me, &replicas, &current).await;
         let reached = |db: &DbName, shard: u32| {
             shared.with_progress(db, shard, |p| p.reached.clone()).unwrap_or_default()

@@ -155,19 +155,22 @@ impl StepNotes {
 /// `notes` and tried again after a backoff; it does not stop the other dbs' plans.
 /// `replicas_changed` is told whenever a step waits (e.g. on a replica it made to catch
 /// up), so the replicator looks at the replicas without waiting for its own tick.
+/// Answers how many plans it found pending.
 pub fn run_round(
     inv: &Inventory,
     view: &ClusterView,
     notes: &StepNotes,
     every: Duration,
     replicas_changed: &tokio::sync::Notify,
-) -> Result<(), InventoryError> {
+) -> Result<usize, InventoryError> {
     // Settings changes and drops first, so no step runs for a dropped db. A failure
     // here is retried next round; it does not hold up the plans.
     if let Err(error) = crate::db_settings::sync_local(inv, view) {
         tracing::warn!(%error, "taking up db setting changes failed; retrying next round");
     }
-    for plan in inv.pending_plans()? {
+    let pending = inv.pending_plans()?;
+    let found = pending.len();
+    for plan in pending {
         let (db, plan_id) = (plan.db.clone(), plan.plan_id);
         if !notes.may_run(&db, plan_id, Instant::now()) {
             continue;
@@ -177,7 +180,7 @@ pub fn run_round(
             tracing::warn!(%db, plan = %plan_id.short(), %error, failures, "plan step failed; retrying with backoff");
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Runs `plan`'s steps until one waits, so a plan of many quick steps does not take one
@@ -208,6 +211,10 @@ fn run_plan(
     Ok(())
 }
 
+/// The longest the executor goes without a round while neither the inventory nor the
+/// view changed.
+const RUN_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+
 /// Runs [`run_round`] every `every`, then keeps a replicant's copies of the dbs in
 /// `follow` ([`crate::follow::sync`]), until the task is dropped.
 pub async fn run(
@@ -223,22 +230,42 @@ pub async fn run(
     // A site that follows nothing syncs once (removing copies left from a replicant
     // past), not every round.
     let mut synced_once = false;
+    // What the last round read, if it found no plan: with the same inventory (no commit
+    // since) and the same view, a round would find none again, so it is skipped, up to a
+    // round every RUN_AT_LEAST_EVERY. A round that found plans is followed by another.
+    let mut idle: Option<(u64, Arc<ClusterView>, tokio::time::Instant)> = None;
     loop {
         ticker.tick().await;
         let current = view.borrow().clone();
+        // Counted before the round reads: a commit racing with it makes the next round run.
+        let commits = inventory.commits();
+        if follow.is_empty()
+            && idle.as_ref().is_some_and(|(seen, seen_view, at)| {
+                *seen == commits && Arc::ptr_eq(seen_view, &current) && at.elapsed() < RUN_AT_LEAST_EVERY
+            })
+        {
+            continue;
+        }
+        let round_view = current.clone();
         let (inv, changed, notes, follow) =
             (inventory.clone(), replicas_changed.clone(), notes.clone(), follow.clone());
         let sync = !follow.is_empty() || !synced_once;
         let result = crate::supervisor::blocking(move || {
-            run_round(&inv, &current, &notes, every, &changed)?;
+            let plans = run_round(&inv, &current, &notes, every, &changed)?;
             if sync && crate::follow::sync(&inv, &follow, &current)? {
                 changed.notify_one();
             }
-            Ok::<(), InventoryError>(())
+            Ok::<usize, InventoryError>(plans)
         })
         .await;
+        idle = None;
         match result {
-            Ok(()) => synced_once = true,
+            Ok(plans) => {
+                synced_once = true;
+                if plans == 0 {
+                    idle = Some((commits, round_view, tokio::time::Instant::now()));
+                }
+            }
             Err(error) => tracing::warn!(%error, "executor round failed; retrying next round"),
         }
     }
