@@ -17,8 +17,10 @@
 //! chitchat does make public; so acks skip the relay both ways (one in three messages,
 //! two loopback datagrams and two task wake-ups fewer each). An ack travels as
 //! [`ACK_MARK`], chitchat's protocol version, then the delta; whatever else a peer
-//! sends starts with chitchat's own magic number and goes through the relay. Sending never waits for a peer: the endpoint queues the message or drops it,
-//! and gossip's anti-entropy makes up for what is lost. A relay that carried nothing for
+//! sends starts with chitchat's own magic number and goes through the relay.
+//!
+//! Sending never waits for a peer: the endpoint queues the message or drops it, and
+//! gossip's anti-entropy makes up for what is lost. A relay that carried nothing for
 //! ten minutes (a peer that left, an address that changed) is closed.
 
 use std::collections::HashMap;
