@@ -129,8 +129,12 @@ impl SiteProc {
         let stderr_path = self.data_dir.with_extension("stderr");
         let stderr =
             std::fs::OpenOptions::new().create(true).append(true).open(&stderr_path).expect("stderr file");
+        // Info level unless the test's own RUST_LOG says otherwise: plans offered,
+        // allocations and follows are what a failing test's tail needs to show.
+        let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,cairn_node=info".to_owned());
         let mut child = Command::new(all[0])
             .args(&all[1..])
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -203,8 +207,22 @@ impl SiteProc {
 impl Drop for SiteProc {
     fn drop(&mut self) {
         self.kill();
+        // A failing test: the end of what the site logged, since its data dir (and the
+        // log beside it) goes away with the test's temporary directory.
+        if std::thread::panicking() {
+            let said = self.stderr();
+            let lines: Vec<&str> = said.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!("--- site {} ({}) logged, last {} lines:", self.addr, self.site_id, tail.len());
+            for line in tail {
+                eprintln!("  {line}");
+            }
+        }
     }
 }
+
+/// Lines of a site's log a failing test prints.
+const LOG_TAIL_LINES: usize = 40;
 
 /// A UDP port free on loopback now.
 pub fn free_port() -> u16 {
