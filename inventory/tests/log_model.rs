@@ -81,6 +81,8 @@ proptest! {
                 Op::Remote(batch) => {
                     let entries: Vec<Entry> = batch.iter().map(|(o, s)| remote(REMOTES[*o], *s)).collect();
                     let new = entries.iter().map(|e| e.id).collect::<BTreeSet<_>>().difference(&held).count() as u64;
+                    let holds = inv.holds_all(&db, 0, entries.iter().map(|e| e.id)).unwrap();
+                    prop_assert_eq!(holds, new == 0, "holds_all says whether the batch adds nothing");
                     let outcome = inv.insert_remote(&db, 0, &entries).unwrap();
                     prop_assert_eq!(outcome.inserted, new);
                     prop_assert_eq!(outcome.inserted + outcome.duplicates, entries.len() as u64);
@@ -89,6 +91,7 @@ proptest! {
                 Op::Echo(picks) => {
                     if own == 0 { continue }
                     let entries: Vec<Entry> = picks.iter().map(|i| remote(me, i.index(own as usize) as u64 + 1)).collect();
+                    prop_assert!(inv.holds_all(&db, 0, entries.iter().map(|e| e.id)).unwrap());
                     let outcome = inv.insert_remote(&db, 0, &entries).unwrap();
                     prop_assert_eq!(outcome.inserted, 0);
                 }

@@ -39,6 +39,28 @@ impl Inventory {
         Ok(frontier)
     }
 
+    /// Whether this log already holds every one of `ids` (at or below its origin's
+    /// frontier, or held early), so that storing them would add nothing. Read-only: no
+    /// durable commit. An id with seq 0 or above the maximum is not held.
+    pub fn holds_all(&self, db: &DbName, shard: u32, ids: impl IntoIterator<Item = EntryId>) -> Result<bool> {
+        let prefix = keys::shard(db, shard);
+        self.read(|txn| {
+            let frontier = self.frontier_in(txn, &prefix)?;
+            for EntryId { origin, seq } in ids {
+                if seq == 0 || seq > super::MAX_SEQ {
+                    return Ok(false);
+                }
+                if seq <= frontier.0.get(&origin).copied().unwrap_or(0) {
+                    continue;
+                }
+                if self.tables.log_early.get(txn, &keys::early(&prefix, origin, seq))?.is_none() {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+    }
+
     /// Where a pull from `upstream` resumes: the upstream's arrival number below which
     /// this log has received everything it lacked (0: from the start).
     pub fn pull_cursor(&self, db: &DbName, shard: u32, upstream: SiteId) -> Result<u64> {

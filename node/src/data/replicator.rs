@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use cairn_gossip::summary::CatchUpProgress;
 use cairn_gossip::{ClusterView, SiteState};
-use cairn_inventory::{DbName, Inventory, InventoryError, ReplicaRecord, ReplicaState, SiteId};
+use cairn_inventory::{
+    DbName, InsertOutcome, Inventory, InventoryError, ReplicaRecord, ReplicaState, SiteId,
+};
 use cairn_transport::pull::STOP_BAD_BATCH;
 use cairn_transport::{DataCounters, Endpoint, PullFrame, PullRequest, PullStart, TransportError};
 use tokio::sync::watch;
@@ -571,6 +573,7 @@ async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
     // together (fewer, larger commits when the disk is the bottleneck).
     let (to_writer, mut batches) = tokio::sync::mpsc::channel::<Received>(QUEUED_BATCHES);
     let writer = async {
+        let mut cursor_saved = Instant::now();
         while let Some(mut batch) = batches.recv().await {
             while batch.bytes < MAX_TXN_BYTES
                 && let Ok(more) = batches.try_recv()
@@ -579,7 +582,10 @@ async fn pull_once(ctx: &StreamCtx) -> Result<(), PullError> {
                 batch.bytes += more.bytes;
                 batch.cursor = more.cursor;
             }
-            ctx.store(batch, &start, &mut reached).await?;
+            let save_cursor = cursor_saved.elapsed() >= SAVE_CURSOR_EVERY;
+            if ctx.store(batch, &start, &mut reached, save_cursor).await? {
+                cursor_saved = Instant::now();
+            }
         }
         Ok::<(), PullError>(())
     };
@@ -649,6 +655,12 @@ async fn acknowledge(ctx: &StreamCtx, acks: Option<cairn_transport::PullAckSende
 
 /// Received batches waiting for the writer.
 const QUEUED_BATCHES: usize = 16;
+/// A batch that brings nothing new (every entry already came by another replica's
+/// stream, as most do when every replica pulls from every other) is not committed; its
+/// stream's cursor is saved with the next batch that brings something, or with one
+/// that brings nothing once this long has passed since the last save. A cursor saved
+/// late only makes a restarted stream send again entries that are then ignored.
+const SAVE_CURSOR_EVERY: Duration = Duration::from_secs(2);
 /// Queued batches are merged into one transaction up to about this many payload bytes.
 const MAX_TXN_BYTES: u64 = 8 << 20;
 
@@ -660,16 +672,28 @@ struct Received {
 }
 
 impl StreamCtx {
-    /// Stores a batch with its cursor, counts it and notes an upstream reached. Answers
-    /// the frontier held after the commit.
-    async fn store(&self, batch: Received, start: &PullStart, reached: &mut bool) -> Result<(), PullError> {
+    /// Stores a batch with its cursor, counts it and notes an upstream reached. A batch
+    /// this log holds all of already is only committed (to save the cursor) when
+    /// `save_cursor`. Answers whether the cursor was saved.
+    async fn store(
+        &self,
+        batch: Received,
+        start: &PullStart,
+        reached: &mut bool,
+        save_cursor: bool,
+    ) -> Result<bool, PullError> {
         let (count, bytes, cursor) = (batch.entries.len() as u64, batch.bytes, batch.cursor);
         let upstream = self.source.site;
-        let outcome = self
+        let stored = self
             .blocking(move |inv, db, shard| {
-                inv.insert_pulled(db, shard, &batch.entries, Some((upstream, cursor)))
+                if !save_cursor && inv.holds_all(db, shard, batch.entries.iter().map(|e| e.id))? {
+                    return Ok(None);
+                }
+                inv.insert_pulled(db, shard, &batch.entries, Some((upstream, cursor))).map(Some)
             })
             .await?;
+        let saved = stored.is_some();
+        let outcome = stored.unwrap_or(InsertOutcome { inserted: 0, duplicates: count });
         if outcome.inserted > 0 {
             self.shared.signals.notify(&self.db, self.shard);
         }
@@ -691,6 +715,6 @@ impl StreamCtx {
             self.reach(start).await?;
             *reached = true;
         }
-        Ok(())
+        Ok(saved)
     }
 }
