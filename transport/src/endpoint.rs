@@ -345,37 +345,16 @@ impl Endpoint {
         peer: SocketAddr,
         request: &SubscribeRequest,
     ) -> Result<Subscription, TransportError> {
-        let inner = &self.inner;
-        let bytes = codec::encode(&Request::Subscribe(request.clone()))?;
-        let open = async {
-            let conn = inner.connection(peer, Dial::Request).await?;
-            let lost =
-                |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
-            let result = async {
-                let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
-                frame::write_frame(&mut send, &bytes)
-                    .await
-                    .map_err(|source| TransportError::Frame { peer, source })?;
-                Ok(Subscription {
-                    frames: FrameReceiver {
-                        peer,
-                        recv,
-                        max_frame: inner.config.max_frame_bytes,
-                        _frames: std::marker::PhantomData,
-                    },
-                    credits: FrameSender { peer, send, _frames: std::marker::PhantomData },
-                })
-            }
-            .await;
-            if let Err(TransportError::ConnectionLost { .. }) = &result {
-                inner.pool.forget(peer, &conn);
-            }
-            result
-        };
-        match tokio::time::timeout(inner.config.request_timeout, open).await {
-            Err(_) => Err(TransportError::Timeout { peer, after: inner.config.request_timeout }),
-            Ok(result) => result,
-        }
+        let (send, recv) = self.open_stream(peer, &Request::Subscribe(request.clone())).await?;
+        Ok(Subscription {
+            frames: FrameReceiver {
+                peer,
+                recv,
+                max_frame: self.inner.config.max_frame_bytes,
+                _frames: std::marker::PhantomData,
+            },
+            credits: FrameSender { peer, send, _frames: std::marker::PhantomData },
+        })
     }
 
     /// Opens a pull stream to the site at `peer` (see [`crate::pull`]). The frames come
@@ -385,20 +364,33 @@ impl Endpoint {
         peer: SocketAddr,
         request: &PullRequest,
     ) -> Result<PullReceiver, TransportError> {
+        let (send, recv) = self.open_stream(peer, &Request::Pull(request.clone())).await?;
+        // The send side stays open for the receiver's acknowledgements.
+        let acks = Some(crate::pull::PullAckSender { peer, send, _frames: std::marker::PhantomData });
+        Ok(PullReceiver { peer, recv, max_frame: self.inner.config.max_frame_bytes, acks })
+    }
+
+    /// Opens a stream to `peer` and sends `request` as its first frame, within the
+    /// request timeout; both sides of the stream stay open for the caller. A connection
+    /// found lost is dropped from the pool.
+    async fn open_stream(
+        &self,
+        peer: SocketAddr,
+        request: &Request,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), TransportError> {
         let inner = &self.inner;
-        let bytes = codec::encode(&Request::Pull(request.clone()))?;
+        let bytes = codec::encode(request)?;
         let open = async {
             let conn = inner.connection(peer, Dial::Request).await?;
-            let lost =
-                |e: &dyn std::fmt::Display| TransportError::ConnectionLost { peer, reason: e.to_string() };
             let result = async {
-                let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+                let (mut send, recv) = conn
+                    .open_bi()
+                    .await
+                    .map_err(|e| TransportError::ConnectionLost { peer, reason: e.to_string() })?;
                 frame::write_frame(&mut send, &bytes)
                     .await
                     .map_err(|source| TransportError::Frame { peer, source })?;
-                // The send side stays open for the receiver's acknowledgements.
-                let acks = Some(crate::pull::PullAckSender { peer, send, _frames: std::marker::PhantomData });
-                Ok(PullReceiver { peer, recv, max_frame: inner.config.max_frame_bytes, acks })
+                Ok((send, recv))
             }
             .await;
             if let Err(TransportError::ConnectionLost { .. }) = &result {
