@@ -5,7 +5,7 @@
 //!
 //! For each N: start every process (seeds: the first three), time until every view
 //! holds N live sites; let the cluster idle, then over a window read each process's CPU
-//! (`/proc/PID/stat`), RSS (`/proc/PID/status`) and bytes sent; SIGKILL the last one and
+//! (`/proc/PID/stat`), RSS and anonymous memory (`/proc/PID/status`) and bytes sent; SIGKILL the last one and
 //! time until every other process counts it out. cairn's bytes are every UDP datagram
 //! its QUIC endpoint sent (`cairn_udp_total`: headers, encryption, acknowledgements,
 //! signatures); plain chitchat's are its UDP payloads, all it sends.
@@ -40,6 +40,9 @@ struct Figures {
     payload_per_s: f64,
     /// RSS per process, MiB.
     rss_mib: f64,
+    /// Of which anonymous memory (`RssAnon`), MiB: the process's own. The rest is
+    /// mostly the pages of its executable, which every process of that binary shares.
+    anon_mib: f64,
     /// Seconds from SIGKILL to dead in every other process's view.
     dead_s: f64,
 }
@@ -152,12 +155,22 @@ fn cpu_seconds(pid: u32, ticks: f64) -> Option<f64> {
     Some((user + system) / ticks)
 }
 
-/// Resident memory of a process, MiB.
-pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
+/// A memory line of a process's `/proc/PID/status` (`VmRSS`, `RssAnon`, …), MiB.
+pub(crate) fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(kib / 1024.0)
+}
+
+/// Resident memory of a process (`VmRSS`), MiB.
+pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmRSS")
 }
 
 /// Polls until every process in `among` answers `done`, or fails after `limit`;
@@ -218,18 +231,23 @@ fn measure(mut side: Side, started: Instant, plan: &Plan) -> anyhow::Result<Figu
         per_site(&|i| after[i].1.bytes_sent.saturating_sub(before[i].1.bytes_sent) as f64 / secs);
     let payload_per_s =
         per_site(&|i| after[i].1.payload_sent.saturating_sub(before[i].1.payload_sent) as f64 / secs);
-    let rss = everyone
-        .iter()
-        .map(|&i| side.pid(i).and_then(rss_mib).context("reading VmRSS"))
-        .collect::<anyhow::Result<Vec<f64>>>()?;
-    let rss_mib = rss.iter().sum::<f64>() / n as f64;
+    let memory = |field: &str| -> anyhow::Result<f64> {
+        let mib = everyone
+            .iter()
+            .map(|&i| {
+                side.pid(i).and_then(|pid| status_mib(pid, field)).with_context(|| format!("reading {field}"))
+            })
+            .collect::<anyhow::Result<Vec<f64>>>()?;
+        Ok(mib.iter().sum::<f64>() / n as f64)
+    };
+    let (rss_mib, anon_mib) = (memory("VmRSS")?, memory("RssAnon")?);
     side.kill(n - 1);
     let killed = Instant::now();
     let others: Vec<usize> = (0..n - 1).collect();
     let dead =
         wait_all(&side, &others, "the killed process dead everywhere", plan.limit, |p| p.live == n - 1)?;
     let dead_s = dead.duration_since(killed).as_secs_f64();
-    Ok(Figures { complete_s, cpu_percent, bytes_per_s, payload_per_s, rss_mib, dead_s })
+    Ok(Figures { complete_s, cpu_percent, bytes_per_s, payload_per_s, rss_mib, anon_mib, dead_s })
 }
 
 /// N cairn sites, seeded by the first three; answers them with the time the last started.
@@ -355,6 +373,7 @@ pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
         record("idle CPU per site", "% core", ours.cpu_percent, plain.cpu_percent, None)?;
         record("bytes on the wire per site", "B/s", ours.bytes_per_s, plain.bytes_per_s, Some(1.0))?;
         record("RSS per site", "MiB", ours.rss_mib, plain.rss_mib, None)?;
+        record("anonymous memory per site (RssAnon)", "MiB", ours.anon_mib, plain.anon_mib, None)?;
         record("SIGKILL to dead everywhere", "s", ours.dead_s, plain.dead_s, None)?;
     }
     plots(reporter.dir(), &results)
@@ -365,11 +384,12 @@ type Row = (usize, u64, u64, Figures, Figures);
 fn plots(dir: &Path, results: &[Row]) -> anyhow::Result<()> {
     /// File suffix, title, unit, and the figure.
     type Plotted = (&'static str, &'static str, &'static str, fn(&Figures) -> f64);
-    let figures: [Plotted; 5] = [
+    let figures: [Plotted; 6] = [
         ("complete", "every view complete after the last start", "s", |f| f.complete_s),
         ("cpu", "idle CPU per site", "% of a core", |f| f.cpu_percent),
         ("bytes", "bytes on the wire per site per second", "B/s", |f| f.bytes_per_s),
         ("rss", "RSS per site", "MiB", |f| f.rss_mib),
+        ("anon", "anonymous memory (RssAnon) per site", "MiB", |f| f.anon_mib),
         ("dead", "SIGKILL to dead in every view", "s", |f| f.dead_s),
     ];
     for (file, title, unit, pick) in figures {

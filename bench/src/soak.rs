@@ -68,10 +68,7 @@ struct Outcome {
 
 /// Anonymous resident memory of a process (`RssAnon`), MiB.
 fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 =
-        status.lines().find_map(|l| l.strip_prefix("RssAnon:"))?.split_whitespace().next()?.parse().ok()?;
-    Some(kib / 1024.0)
+    crate::gossip_procs::status_mib(pid, "RssAnon")
 }
 
 async fn soak(bin: &std::path::Path, duration: Duration) -> anyhow::Result<Outcome> {
