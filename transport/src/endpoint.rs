@@ -367,7 +367,13 @@ impl Endpoint {
         let (send, recv) = self.open_stream(peer, &Request::Pull(request.clone())).await?;
         // The send side stays open for the receiver's acknowledgements.
         let acks = Some(crate::pull::PullAckSender { peer, send, _frames: std::marker::PhantomData });
-        Ok(PullReceiver { peer, recv, max_frame: self.inner.config.max_frame_bytes, acks })
+        let frames = FrameReceiver {
+            peer,
+            recv,
+            max_frame: self.inner.config.max_frame_bytes,
+            _frames: std::marker::PhantomData,
+        };
+        Ok(PullReceiver { frames, acks })
     }
 
     /// Opens a stream to `peer` and sends `request` as its first frame, within the

@@ -243,9 +243,7 @@ impl PullSender {
 /// The receiver's side of a pull stream.
 #[derive(Debug)]
 pub struct PullReceiver {
-    pub(crate) peer: SocketAddr,
-    pub(crate) recv: quinn::RecvStream,
-    pub(crate) max_frame: usize,
+    pub(crate) frames: crate::subscribe::FrameReceiver<PullFrame>,
     /// Where acknowledgements go, until taken.
     pub(crate) acks: Option<PullAckSender>,
 }
@@ -253,7 +251,7 @@ pub struct PullReceiver {
 impl PullReceiver {
     /// The upstream's address.
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        self.frames.peer
     }
 
     /// The sender of this stream's acknowledgements (once; `None` after).
@@ -263,33 +261,18 @@ impl PullReceiver {
 
     /// The next frame; `None` when the upstream ended the stream cleanly.
     pub async fn next(&mut self) -> Result<Option<PullFrame>, TransportError> {
-        let frame = frame::read_frame(&mut self.recv, self.max_frame).await;
-        self.decode(frame)
+        self.frames.next().await
     }
 
     /// The next frame, as [`Self::next`], but [`TransportError::Timeout`] once no byte
     /// at all has arrived for `silence` (the frame is then lost: stop the stream).
     pub async fn next_within(&mut self, silence: Duration) -> Result<Option<PullFrame>, TransportError> {
-        let frame = frame::read_frame_within(&mut self.recv, self.max_frame, silence).await;
-        self.decode(frame)
-    }
-
-    fn decode(
-        &self,
-        frame: Result<Option<Vec<u8>>, FrameError>,
-    ) -> Result<Option<PullFrame>, TransportError> {
-        let peer = self.peer;
-        let frame = frame.map_err(|source| match source {
-            FrameError::Silent { after } => TransportError::Timeout { peer, after },
-            FrameError::Io(reason) => TransportError::ConnectionLost { peer, reason },
-            source => TransportError::Frame { peer, source },
-        })?;
-        frame.map(|bytes| codec::decode(&bytes).map_err(TransportError::from)).transpose()
+        self.frames.next_within(silence).await
     }
 
     /// Stops the stream with `code` ([`STOP_BAD_BATCH`] or [`STOP_DONE`]).
     pub fn stop(mut self, code: u32) {
-        let _ = self.recv.stop(code.into());
+        let _ = self.frames.recv.stop(code.into());
     }
 }
 
