@@ -5,8 +5,8 @@
 //!
 //! For each N: start every process (seeds: the first three), time until every view
 //! holds N live sites; let the cluster idle, then over a window read each process's CPU
-//! (`/proc/PID/stat`), RSS and anonymous memory (`/proc/PID/status`) and bytes sent; SIGKILL the last one and
-//! time until every other process counts it out. cairn's bytes are every UDP datagram
+//! (`/proc/PID/stat`), RSS and anonymous memory (`/proc/PID/status`) and bytes sent;
+//! SIGKILL the last one and time until every other process counts it out. cairn's bytes are every UDP datagram
 //! its QUIC endpoint sent (`cairn_udp_total`: headers, encryption, acknowledgements,
 //! signatures); plain chitchat's are its UDP payloads, all it sends.
 

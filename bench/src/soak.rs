@@ -23,6 +23,7 @@ use cairn_inventory::DbName;
 use cairn_tests::{Client, SiteProc, SiteSpec, loopback_addrs, new_cluster_dir};
 use serde_json::json;
 
+use crate::gossip_procs::status_mib;
 use crate::report::{Measurement, Reporter};
 
 const SITES: usize = 4;
@@ -66,11 +67,6 @@ struct Outcome {
     max_rss: Vec<f64>,
 }
 
-/// Anonymous resident memory of a process (`RssAnon`), MiB.
-fn rss_mib(pid: u32) -> Option<f64> {
-    crate::gossip_procs::status_mib(pid, "RssAnon")
-}
-
 async fn soak(bin: &std::path::Path, duration: Duration) -> anyhow::Result<Outcome> {
     let root = tempfile::tempdir()?;
     let cluster = new_cluster_dir(root.path());
@@ -108,7 +104,7 @@ async fn soak(bin: &std::path::Path, duration: Duration) -> anyhow::Result<Outco
         let now = Instant::now();
         if now >= next_sample {
             for (i, site) in sites.iter().enumerate() {
-                if let Some(rss) = site.pid().and_then(rss_mib) {
+                if let Some(rss) = site.pid().and_then(|pid| status_mib(pid, "RssAnon")) {
                     max_rss[i] = max_rss[i].max(rss);
                     if i == 0 {
                         rss_site0.push(rss);
