@@ -3,6 +3,7 @@
 //! site rebuilds from what all sites publish.
 //!
 //! - [`summary`]: keys and values a site owns; pure snapshot → keys, and key diffs;
+//! - [`name`]: the short name a site gossips under (half its site id);
 //! - [`signed`]: every value signed by its site; checking what peers gossip, pure;
 //! - [`view`]: the cluster view, a pure function of chitchat's node states;
 //! - [`decoded`]: decoded values kept between view builds (only changed ones decoded);
@@ -12,6 +13,7 @@
 
 pub mod carriage;
 pub mod decoded;
+pub mod name;
 pub mod runtime;
 pub mod settings;
 pub mod signed;
@@ -19,6 +21,7 @@ pub mod summary;
 pub mod view;
 
 pub use carriage::{GossipCounters, QuicCarriage};
+pub use name::GossipName;
 pub use runtime::{Gossip, GossipConfig, GossipError};
 pub use summary::SiteSnapshot;
 pub use view::{ClusterView, SiteState};

@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 use crate::decoded::DecodeCache;
+use crate::name::{self, GossipName};
 use crate::signed::{CERT_KEY, GossipedNode, GossipedValue, SigningKeys, Verifier, sign_value};
 use crate::summary::{Change, SiteSnapshot, diff, summarize};
 use crate::view::{ClusterView, ViewContext, ViewLimits, build_view, build_view_cached};
@@ -157,10 +158,12 @@ impl Gossip {
     ) -> Result<Self, GossipError> {
         config.validate()?;
         let generation = now_ms();
-        let chitchat_id = ChitchatId::new(site_id.to_string(), generation, addr);
+        // chitchat names the node by its short gossip name (see `crate::name`); its
+        // certificate says which site it is.
+        let chitchat_id = ChitchatId::new(GossipName::of(site_id).to_string(), generation, addr);
         let chitchat_config = ChitchatConfig {
             chitchat_id,
-            cluster_id: cluster_id.to_string(),
+            cluster_id: name::cluster_tag(cluster_id),
             gossip_interval: config.interval,
             listen_addr: addr,
             seed_nodes: config.seeds.clone(),
@@ -310,8 +313,9 @@ const REBUILD_AT_LEAST_EVERY: Duration = Duration::from_secs(5);
 /// key means the same values (chitchat bumps `max_version` with every change).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct InputsKey {
-    site_id: SiteId,
+    name: GossipName,
     generation: u64,
+    addr: SocketAddr,
     live: bool,
     max_version: u64,
     /// When a node that is not live was last seen (the view shows it).
@@ -321,8 +325,9 @@ struct InputsKey {
 impl InputsKey {
     fn of(node: &GossipedNode) -> Self {
         Self {
-            site_id: node.site_id,
+            name: node.name,
             generation: node.generation,
+            addr: node.gossip_addr,
             live: node.live,
             max_version: node.max_version,
             last_seen_ms: if node.live { None } else { node.last_seen_ms },
@@ -361,7 +366,7 @@ async fn view_loop(
             let now = now_ms();
             let mut inputs = Vec::new();
             for (id, state) in chitchat.node_states() {
-                let Ok(site) = id.node_id.parse::<SiteId>() else { continue };
+                let Ok(name) = id.node_id.parse::<GossipName>() else { continue };
                 let beat = u64::from(state.heartbeat());
                 let seen = heartbeats.entry(id.clone()).or_insert((beat, now));
                 if seen.0 != beat {
@@ -369,19 +374,22 @@ async fn view_loop(
                 }
                 // Values are copied out only when they changed since the last round.
                 let max_version = state.max_version();
-                let values = (!verifier.has_seen(site, id.generation_id, max_version)).then(|| {
-                    state
-                        .key_values_including_deleted()
-                        .filter(|(_, v)| !v.is_deleted())
-                        .map(|(k, v)| GossipedValue {
-                            key: k.to_owned(),
-                            value: v.value.clone(),
-                            version: v.version,
-                        })
-                        .collect()
-                });
+                let values =
+                    (!verifier.has_seen(name, id.generation_id, id.gossip_advertise_addr, max_version)).then(
+                        || {
+                            state
+                                .key_values_including_deleted()
+                                .filter(|(_, v)| !v.is_deleted())
+                                .map(|(k, v)| GossipedValue {
+                                    key: k.to_owned(),
+                                    value: v.value.clone(),
+                                    version: v.version,
+                                })
+                                .collect()
+                        },
+                    );
                 inputs.push(GossipedNode {
-                    site_id: site,
+                    name,
                     generation: id.generation_id,
                     gossip_addr: id.gossip_advertise_addr,
                     live: live.contains(id),

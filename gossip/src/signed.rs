@@ -12,8 +12,10 @@
 //!   another site, key, process or version (a relayed old value at a newer version
 //!   fails);
 //! - [`Verifier::admit`] turns chitchat's node states into the view's [`NodeInput`]s:
-//!   a node whose certificate does not chain to the cluster CA, is not valid now, or
-//!   names another site or role is *unverified* (left out of the view, so never a
+//!   a node gossips under a short name ([`GossipName`]), and its site id is the one
+//!   its certificate names; a node whose certificate does not chain to the cluster CA,
+//!   is not valid now, names a site of another gossip name, or names another role is
+//!   *unverified* (left out of the view, so never a
 //!   holder, a planner or a handover target); a value whose signature does not check
 //!   is *forged* and left out. Both become `forged` warnings in the view.
 //!
@@ -34,6 +36,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cairn_inventory::{DrainOrder, RevocationList, Role, SiteId, codec};
 use cairn_transport::{ClusterTrust, Identity, RevokedSet, Signer, VerifyingKey};
 
+use crate::name::GossipName;
 use crate::summary::{DbSummary, SITE_KEY, SiteSummary, SummaryKey, decode_value};
 use crate::view::NodeInput;
 
@@ -144,8 +147,8 @@ pub struct GossipedValue {
 /// One chitchat node's state, before its signatures are checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GossipedNode {
-    /// The site id it claims (chitchat node id).
-    pub site_id: SiteId,
+    /// The name it gossips under (chitchat node id); its certificate says which site.
+    pub name: GossipName,
     /// The process generation.
     pub generation: u64,
     /// The address chitchat gossips with.
@@ -173,14 +176,14 @@ struct CheckedValue {
     outcome: Result<String, Refusal>,
 }
 
-/// What was admitted of one node (site id and generation) at one `max_version`.
+/// What was admitted of one node (gossip name and generation) at one `max_version`.
 #[derive(Debug, Clone)]
 struct AdmittedNode {
     max_version: u64,
     certificates_hash: u64,
-    /// The certificate keys that check and name the node (expiry looked at each time),
-    /// or why none does.
-    keys: Result<Vec<VerifyingKey>, Refusal>,
+    /// The site its certificates name and their keys (expiry looked at each time), or
+    /// why none checks.
+    keys: Result<(SiteId, Vec<VerifyingKey>), Refusal>,
     values: HashMap<String, CheckedValue>,
     key_values: Vec<(String, String)>,
     forged: Vec<(String, String)>,
@@ -188,7 +191,9 @@ struct AdmittedNode {
     refused: Option<Refusal>,
 }
 
-type NodeKey = (SiteId, u64);
+/// A chitchat node: name, generation, gossip address (two sites may share a name; see
+/// [`GossipName`]).
+type NodeKey = (GossipName, u64, SocketAddr);
 
 /// Checks gossiped state against the cluster CA, remembering what it checked: a node
 /// whose `max_version` has not moved costs nothing but its certificates' expiry.
@@ -229,8 +234,8 @@ impl Verifier {
 
     /// Whether this node was admitted at `max_version` already: its values may then be
     /// left out of the next [`Self::admit`].
-    pub fn has_seen(&self, site: SiteId, generation: u64, max_version: u64) -> bool {
-        self.nodes.get(&(site, generation)).is_some_and(|n| n.max_version == max_version)
+    pub fn has_seen(&self, name: GossipName, generation: u64, addr: SocketAddr, max_version: u64) -> bool {
+        self.nodes.get(&(name, generation, addr)).is_some_and(|n| n.max_version == max_version)
     }
 
     /// The view's inputs: each node with its values' payloads, or marked unverified,
@@ -240,7 +245,7 @@ impl Verifier {
         let inputs = nodes
             .into_iter()
             .map(|node| {
-                let at = (node.site_id, node.generation);
+                let at = (node.name, node.generation, node.gossip_addr);
                 let before = self.nodes.remove(&at);
                 let checked = match (before, node.values) {
                     (Some(before), None) if before.max_version == node.max_version => before,
@@ -248,8 +253,12 @@ impl Verifier {
                         self.check_node(at, node.max_version, values.unwrap_or_default(), before, now_ms)
                     }
                 };
+                let site_id = match &checked.keys {
+                    Ok((site, _)) => *site,
+                    Err(_) => node.name.partial_site_id(),
+                };
                 let input = NodeInput {
-                    site_id: node.site_id,
+                    site_id,
                     generation: node.generation,
                     gossip_addr: node.gossip_addr,
                     live: node.live,
@@ -270,22 +279,26 @@ impl Verifier {
     /// Checks a node's certificates and values, reusing what `before` checked of them.
     fn check_node(
         &mut self,
-        (site, generation): NodeKey,
+        (name, generation, _): NodeKey,
         max_version: u64,
         values: Vec<GossipedValue>,
         before: Option<AdmittedNode>,
         now_ms: u64,
     ) -> AdmittedNode {
-        let (mut old_values, old_keys) = match before {
-            Some(b) => (b.values, Some((b.certificates_hash, b.keys))),
-            None => (HashMap::new(), None),
-        };
         let certificates = values.iter().find(|v| v.key == CERT_KEY).map(|v| v.value.as_str());
         let certificates_hash = certificates.map_or(0, |text| self.hasher.hash_one(text));
+        // Values checked before are not checked again, unless the certificates changed:
+        // they may no longer hold the key a value was signed with, or name another site.
+        let (mut old_values, old_keys) = match before {
+            Some(b) if b.certificates_hash == certificates_hash => {
+                (b.values, Some((b.certificates_hash, b.keys)))
+            }
+            _ => (HashMap::new(), None),
+        };
         let keys = match (certificates, old_keys) {
             (None, _) => Err("it gossips no certificate".to_owned()),
             (Some(_), Some((hash, keys))) if hash == certificates_hash => keys,
-            (Some(text), _) => self.check_certificates(site, text, now_ms),
+            (Some(text), _) => self.check_certificates(name, text, now_ms),
         };
         let mut node = AdmittedNode {
             max_version,
@@ -296,7 +309,8 @@ impl Verifier {
             forged: Vec::new(),
             refused: None,
         };
-        let Ok(keys) = &node.keys else { return node };
+        let Ok((site, keys)) = &node.keys else { return node };
+        let site = *site;
         for GossipedValue { key, value, version } in values {
             if key == CERT_KEY || SummaryKey::parse(&key).is_none() {
                 continue;
@@ -387,26 +401,48 @@ impl Verifier {
         self.trust.check_drain(order, now_ms).map(drop).map_err(|why| format!("its drain order: {why}"))
     }
 
+    /// The site the certificates in `text` name and the keys of those that check: each
+    /// must chain to the cluster CA, be valid now, and name a site gossiping under
+    /// `name` — the same site for all (a renewed certificate and the one before it).
     fn check_certificates(
         &self,
-        site: SiteId,
+        name: GossipName,
         text: &str,
         now_ms: u64,
-    ) -> Result<Vec<VerifyingKey>, Refusal> {
+    ) -> Result<(SiteId, Vec<VerifyingKey>), Refusal> {
         let mut keys = Vec::new();
+        let mut named: Option<SiteId> = None;
         let mut last_error = String::new();
         for der in decode_certificates(text)? {
             if der.len() > MAX_CERTIFICATE_BYTES {
                 last_error = format!("a certificate of {} bytes is too long", der.len());
                 continue;
             }
-            match self.trust.member(&der, now_ms) {
-                Ok(key) if key.identity().site_id() == Some(site) => keys.push(key),
-                Ok(key) => last_error = format!("its certificate names {}, not site {site}", key.identity()),
-                Err(why) => last_error = why,
+            let key = match self.trust.member(&der, now_ms) {
+                Ok(key) => key,
+                Err(why) => {
+                    last_error = why;
+                    continue;
+                }
+            };
+            match key.identity().site_id() {
+                Some(site) if name.names(site) && named.is_none_or(|first| first == site) => {
+                    named = Some(site);
+                    keys.push(key);
+                }
+                // Another site of the same name (certificates are public): its keys
+                // sign nothing of this node's.
+                Some(site) if name.names(site) => {}
+                _ => {
+                    last_error =
+                        format!("its certificate names {}, not a site gossiping as {name}", key.identity())
+                }
             }
         }
-        if keys.is_empty() { Err(last_error) } else { Ok(keys) }
+        match named {
+            Some(site) => Ok((site, keys)),
+            None => Err(last_error),
+        }
     }
 }
 
@@ -415,10 +451,10 @@ impl Verifier {
 fn finish(mut input: NodeInput, node: &AdmittedNode, revoked: &RevokedSet, now_ms: u64) -> NodeInput {
     let refusal = match &node.keys {
         Err(why) => Some(why.clone()),
-        Ok(keys) if !keys.iter().any(|k| valid_at(k, now_ms)) => {
+        Ok((_, keys)) if !keys.iter().any(|k| valid_at(k, now_ms)) => {
             Some("its certificate has expired".to_owned())
         }
-        Ok(keys) if keys.iter().all(|k| revoked.revokes_key(k).is_some()) => {
+        Ok((_, keys)) if keys.iter().all(|k| revoked.revokes_key(k).is_some()) => {
             keys.iter().find_map(|k| revoked.revokes_key(k))
         }
         Ok(_) => node.refused.clone(),
@@ -516,7 +552,7 @@ mod tests {
             });
         }
         GossipedNode {
-            site_id: site,
+            name: GossipName::of(site),
             generation: 5,
             gossip_addr: "127.0.0.1:1".parse().unwrap(),
             live: true,
@@ -530,49 +566,55 @@ mod tests {
         node.values.as_mut().unwrap()
     }
 
+    /// A site id whose gossip name differs with `n`.
+    fn site(n: u128) -> SiteId {
+        SiteId((n << 64) | n)
+    }
+
     fn setup() -> (ClusterCa, Verifier) {
         let ca = ClusterCa::generate().unwrap();
-        let trust = credentials(&ca, Identity::Site(SiteId(1))).trust().unwrap();
+        let trust = credentials(&ca, Identity::Site(site(1))).trust().unwrap();
         (ca, Verifier::new(trust))
     }
 
     #[test]
     fn a_sites_own_signed_values_are_taken_in_as_payloads() {
         let (ca, mut verifier) = setup();
-        let signer = credentials(&ca, Identity::Site(SiteId(7))).signer().unwrap();
-        let input = node(&signer, SiteId(7), &[(SITE_KEY, summary(Role::Core)), ("load", "AAAA".into())]);
+        let signer = credentials(&ca, Identity::Site(site(7))).signer().unwrap();
+        let input = node(&signer, site(7), &[(SITE_KEY, summary(Role::Core)), ("load", "AAAA".into())]);
         for _ in 0..2 {
             let admitted = verifier.admit(vec![input.clone()], now_ms());
             assert_eq!(admitted[0].unverified, None);
+            assert_eq!(admitted[0].site_id, site(7), "the site its certificate names");
             assert!(admitted[0].forged.is_empty(), "{:?}", admitted[0].forged);
             assert_eq!(admitted[0].key_values[1], ("load".to_owned(), "AAAA".to_owned()));
         }
         // Unchanged since (same max_version): the values need not be handed in again.
-        assert!(verifier.has_seen(SiteId(7), 5, input.max_version));
+        assert!(verifier.has_seen(GossipName::of(site(7)), 5, input.gossip_addr, input.max_version));
         let unchanged = GossipedNode { values: None, ..input.clone() };
         let admitted = verifier.admit(vec![unchanged], now_ms());
         assert_eq!(admitted[0].key_values.len(), 2);
         // A node never seen at that version, handed in without values, is not believed.
         let unseen = GossipedNode { values: None, max_version: 99, ..input };
-        assert!(!verifier.has_seen(SiteId(7), 5, 99));
+        assert!(!verifier.has_seen(GossipName::of(site(7)), 5, input.gossip_addr, 99));
         assert!(verifier.admit(vec![unseen], now_ms())[0].unverified.is_some());
     }
 
     #[test]
     fn another_sites_id_another_role_or_no_certificate_is_unverified() {
         let (ca, mut verifier) = setup();
-        let signer = credentials(&ca, Identity::Site(SiteId(7))).signer().unwrap();
-        let under_another_id = node(&signer, SiteId(8), &[(SITE_KEY, summary(Role::Core))]);
-        let as_a_replicant = node(&signer, SiteId(7), &[(SITE_KEY, summary(Role::Replicant))]);
-        let mut without_certificate = node(&signer, SiteId(7), &[(SITE_KEY, summary(Role::Core))]);
+        let signer = credentials(&ca, Identity::Site(site(7))).signer().unwrap();
+        let under_another_id = node(&signer, site(8), &[(SITE_KEY, summary(Role::Core))]);
+        let as_a_replicant = node(&signer, site(7), &[(SITE_KEY, summary(Role::Replicant))]);
+        let mut without_certificate = node(&signer, site(7), &[(SITE_KEY, summary(Role::Core))]);
         values(&mut without_certificate).remove(0);
         let stranger = ClusterCa::generate().unwrap();
-        let foreign = credentials(&stranger, Identity::Site(SiteId(9))).signer().unwrap();
-        let of_another_cluster = node(&foreign, SiteId(9), &[(SITE_KEY, summary(Role::Core))]);
+        let foreign = credentials(&stranger, Identity::Site(site(9))).signer().unwrap();
+        let of_another_cluster = node(&foreign, site(9), &[(SITE_KEY, summary(Role::Core))]);
         let admitted = verifier
             .admit(vec![under_another_id, as_a_replicant, without_certificate, of_another_cluster], now_ms());
         let why: Vec<String> = admitted.iter().map(|n| n.unverified.clone().unwrap()).collect();
-        assert!(why[0].contains("names site/") && why[0].contains("not site"), "{}", why[0]);
+        assert!(why[0].contains("names site/") && why[0].contains("not a site gossiping as"), "{}", why[0]);
         assert!(why[1].contains("replicant but its certificate is a core site's"), "{}", why[1]);
         assert!(why[2].contains("no certificate"), "{}", why[2]);
         assert!(why[3].contains("not a member's of this cluster"), "{}", why[3]);
@@ -580,12 +622,46 @@ mod tests {
     }
 
     #[test]
+    fn a_node_is_the_site_its_certificate_names_and_two_sites_may_share_a_name() {
+        let (ca, mut verifier) = setup();
+        let (a, b) = (SiteId((7 << 64) | 1), SiteId((7 << 64) | 2));
+        let signer_a = credentials(&ca, Identity::Site(a)).signer().unwrap();
+        let signer_b = credentials(&ca, Identity::Site(b)).signer().unwrap();
+        let node_a = node(&signer_a, a, &[(SITE_KEY, summary(Role::Core))]);
+        let mut node_b = node(&signer_b, b, &[(SITE_KEY, summary(Role::Core))]);
+        assert_eq!(node_a.name, node_b.name);
+        // chitchat tells them apart by generation (and address).
+        for value in values(&mut node_b).iter_mut().skip(1) {
+            let payload = value.value.rsplit_once('.').unwrap().0.to_owned();
+            value.value = sign_value(&signer_b, b, 6, value.version, &value.key, &payload);
+        }
+        node_b.generation = 6;
+        let admitted = verifier.admit(vec![node_a.clone(), node_b], now_ms());
+        assert_eq!((admitted[0].site_id, admitted[0].unverified.as_ref()), (a, None));
+        assert_eq!((admitted[1].site_id, admitted[1].unverified.as_ref()), (b, None));
+        assert_eq!(admitted[1].key_values.len(), 1);
+        // Values signed for one site do not check under the other's certificate, even
+        // where both gossip under one name.
+        let mut stolen = node_a;
+        values(&mut stolen)[0].value = encode_certificates(&[signer_b.certificate()]);
+        let admitted = verifier.admit(vec![stolen], now_ms());
+        assert_eq!(admitted[0].site_id, b);
+        let why = admitted[0].unverified.as_deref().unwrap_or_default();
+        assert!(why.contains("summary is not believed: its signature does not check"), "{why}");
+        // A node whose certificate is not believed shows as much as its name says.
+        let mut without = node(&signer_a, a, &[]);
+        values(&mut without).clear();
+        let admitted = verifier.admit(vec![without], now_ms());
+        assert_eq!(admitted[0].site_id, GossipName::of(a).partial_site_id());
+    }
+
+    #[test]
     fn unsigned_moved_and_replayed_values_are_forged() {
         let (ca, mut verifier) = setup();
-        let signer = credentials(&ca, Identity::Site(SiteId(7))).signer().unwrap();
+        let signer = credentials(&ca, Identity::Site(site(7))).signer().unwrap();
         let mut input = node(
             &signer,
-            SiteId(7),
+            site(7),
             &[(SITE_KEY, summary(Role::Core)), ("db:a", "AAAA".into()), ("db:b", "BBBB".into())],
         );
         // Unsigned.
@@ -605,9 +681,9 @@ mod tests {
     #[test]
     fn a_renewed_key_and_the_one_before_both_check_and_expiry_unverifies() {
         let (ca, mut verifier) = setup();
-        let old = credentials(&ca, Identity::Site(SiteId(7))).signer().unwrap();
-        let new = credentials(&ca, Identity::Site(SiteId(7))).signer().unwrap();
-        let mut input = node(&old, SiteId(7), &[(SITE_KEY, summary(Role::Core))]);
+        let old = credentials(&ca, Identity::Site(site(7))).signer().unwrap();
+        let new = credentials(&ca, Identity::Site(site(7))).signer().unwrap();
+        let mut input = node(&old, site(7), &[(SITE_KEY, summary(Role::Core))]);
         values(&mut input)[0].value = encode_certificates(&[new.certificate(), old.certificate()]);
         let admitted = verifier.admit(vec![input.clone()], now_ms());
         assert_eq!(admitted[0].unverified, None);
@@ -621,7 +697,7 @@ mod tests {
         let (_, mut verifier) = setup();
         for text in ["", "!!", "AAAA", &encode_certificates(&[]), &"A".repeat(40_000)] {
             let input = GossipedNode {
-                site_id: SiteId(3),
+                name: GossipName::of(site(3)),
                 generation: 1,
                 gossip_addr: "127.0.0.1:1".parse().unwrap(),
                 live: true,

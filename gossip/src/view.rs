@@ -49,7 +49,8 @@ use crate::summary::{
 /// One chitchat node's state, as plain values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInput {
-    /// The site id (chitchat node id).
+    /// The site id its certificate names; for a node whose certificate is not believed,
+    /// what its gossip name says of one ([`crate::GossipName::partial_site_id`]).
     pub site_id: SiteId,
     /// The process generation.
     pub generation: u64,
@@ -589,8 +590,8 @@ pub fn newest_sites<'n>(
                 site_id: node.site_id,
                 key: "*".into(),
                 message: format!(
-                    "a node gossiping as site {} (generation {}) is not believed: {why}",
-                    node.site_id.short(),
+                    "a node gossiping as {} (generation {}) is not believed: {why}",
+                    crate::GossipName::of(node.site_id),
                     node.generation
                 ),
             });

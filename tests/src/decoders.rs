@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cairn_gossip::GossipName;
 use cairn_gossip::signed::{GossipedNode, GossipedValue, Verifier};
 use cairn_gossip::view::{NodeInput, ViewContext, build_view};
 use cairn_inventory::codec::{self, CHECKED_HEADER_LEN, FORMAT_VERSION};
@@ -90,7 +91,7 @@ pub fn gossip_values(data: &[u8]) {
     let gossiped: Vec<GossipedNode> = nodes
         .iter()
         .map(|n| GossipedNode {
-            site_id: n.site_id,
+            name: GossipName::of(n.site_id),
             generation: n.generation,
             gossip_addr: n.gossip_addr,
             live: n.live,

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cairn_gossip::QuicCarriage;
 use cairn_gossip::signed::{CERT_KEY, encode_certificates, sign_value};
 use cairn_gossip::summary::{Label, ReplicaPhase, SiteSummary, SummaryKey, encode_value};
+use cairn_gossip::{GossipName, QuicCarriage};
 use cairn_inventory::{ClusterId, DbName, Frontier, Hlc, Retention, Role, SiteId, codec, now_ms};
 use cairn_transport::{
     Credentials, Endpoint, Peer, PullFrame, PullRequest, PullSender, Request, Response, Service, Signer,
@@ -172,8 +172,8 @@ impl HostileMember {
         key_values.extend(values);
         let generation = now_ms();
         let config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(site_id.to_string(), generation, listen),
-            cluster_id: cluster_id.to_string(),
+            chitchat_id: ChitchatId::new(GossipName::of(site_id).to_string(), generation, listen),
+            cluster_id: cairn_gossip::name::cluster_tag(cluster_id),
             gossip_interval: Duration::from_millis(100),
             listen_addr: listen,
             seed_nodes: seeds.iter().map(ToString::to_string).collect(),
