@@ -113,6 +113,13 @@ impl std::str::FromStr for Congestion {
 /// The MTU bound used elsewhere when none is set (quinn's default).
 pub const DEFAULT_MTU: u16 = 1452;
 
+/// Unidirectional streams a peer may have open at once on one connection. They carry
+/// only gossip messages too large for one datagram, a few at a time per peer (a site
+/// sends at most `max_gossip_in_flight` to all peers together). quinn sets up the
+/// state of every stream a peer may open when the connection starts, so this bound is
+/// paid by each of a site's connections — with a hundred sites, by a hundred of them.
+pub const MAX_GOSSIP_STREAMS: u32 = 32;
+
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
@@ -218,7 +225,7 @@ impl TransportConfig {
         };
         let mut t = quinn::TransportConfig::default();
         t.max_concurrent_bidi_streams(self.max_concurrent_streams.into())
-            .max_concurrent_uni_streams(self.max_concurrent_streams.into())
+            .max_concurrent_uni_streams(MAX_GOSSIP_STREAMS.into())
             .stream_receive_window(varint("stream_receive_window", self.stream_receive_window)?)
             .receive_window(varint("connection_receive_window", self.connection_receive_window)?)
             .send_window(self.send_window)

@@ -27,7 +27,7 @@ pub mod subscribe;
 pub mod tls;
 mod wire;
 
-pub use config::{Congestion, DEFAULT_MTU, TransportConfig};
+pub use config::{Congestion, DEFAULT_MTU, MAX_GOSSIP_STREAMS, TransportConfig};
 pub use endpoint::{Endpoint, GossipInbox, Peer, Service};
 pub use error::TransportError;
 pub use message::{

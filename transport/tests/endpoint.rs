@@ -379,13 +379,16 @@ async fn gossip_messages_arrive_with_the_senders_listening_address() {
         Endpoint::serve(loopback(), &creds(&ca, "a"), TransportConfig::default(), service.clone()).unwrap();
     let (b, mut inbox) =
         Endpoint::serve(loopback(), &creds(&ca, "b"), TransportConfig::default(), service).unwrap();
-    // Small messages travel in QUIC datagrams, large ones (beyond a datagram) in streams.
+    // Small messages travel in QUIC datagrams, large ones (beyond a datagram) in streams:
+    // more of them at once than a peer may open (`MAX_GOSSIP_STREAMS`), so some wait
+    // for the receiver to allow more.
+    let n = 2 * cairn_transport::MAX_GOSSIP_STREAMS as u8 + 20;
     let len = |i: u8| if i.is_multiple_of(2) { 100 + usize::from(i) } else { 5_000 + usize::from(i) };
-    for i in 0..20u8 {
+    for i in 0..n {
         assert!(a.send_gossip(b.local_addr(), vec![i; len(i)]));
     }
     let mut got = Vec::new();
-    while got.len() < 20 {
+    while got.len() < usize::from(n) {
         let (from, message) =
             tokio::time::timeout(Duration::from_secs(5), inbox.0.recv()).await.unwrap().unwrap();
         assert_eq!(from, a.local_addr());
@@ -393,8 +396,8 @@ async fn gossip_messages_arrive_with_the_senders_listening_address() {
         got.push(message[0]);
     }
     got.sort();
-    assert_eq!(got, (0..20).collect::<Vec<u8>>());
-    assert_eq!(b.stats().gossip_received, 20);
+    assert_eq!(got, (0..n).collect::<Vec<u8>>());
+    assert_eq!(b.stats().gossip_received, u64::from(n));
     // Gossip to nobody is dropped quietly, without blocking the sender.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     assert!(a.send_gossip(silent.local_addr().unwrap(), vec![1]));
