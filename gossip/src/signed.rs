@@ -176,7 +176,7 @@ struct CheckedValue {
     outcome: Result<String, Refusal>,
 }
 
-/// What was admitted of one node (gossip name and generation) at one `max_version`.
+/// What was admitted of one node (gossip name, generation, address) at one `max_version`.
 #[derive(Debug, Clone)]
 struct AdmittedNode {
     max_version: u64,
@@ -290,14 +290,12 @@ impl Verifier {
         // Values checked before are not checked again, unless the certificates changed:
         // they may no longer hold the key a value was signed with, or name another site.
         let (mut old_values, old_keys) = match before {
-            Some(b) if b.certificates_hash == certificates_hash => {
-                (b.values, Some((b.certificates_hash, b.keys)))
-            }
+            Some(b) if b.certificates_hash == certificates_hash => (b.values, Some(b.keys)),
             _ => (HashMap::new(), None),
         };
         let keys = match (certificates, old_keys) {
             (None, _) => Err("it gossips no certificate".to_owned()),
-            (Some(_), Some((hash, keys))) if hash == certificates_hash => keys,
+            (Some(_), Some(keys)) => keys,
             (Some(text), _) => self.check_certificates(name, text, now_ms),
         };
         let mut node = AdmittedNode {
