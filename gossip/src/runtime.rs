@@ -374,20 +374,19 @@ async fn view_loop(
                 }
                 // Values are copied out only when they changed since the last round.
                 let max_version = state.max_version();
-                let values =
-                    (!verifier.has_seen(name, id.generation_id, id.gossip_advertise_addr, max_version)).then(
-                        || {
-                            state
-                                .key_values_including_deleted()
-                                .filter(|(_, v)| !v.is_deleted())
-                                .map(|(k, v)| GossipedValue {
-                                    key: k.to_owned(),
-                                    value: v.value.clone(),
-                                    version: v.version,
-                                })
-                                .collect()
-                        },
-                    );
+                let checked =
+                    verifier.has_seen(name, id.generation_id, id.gossip_advertise_addr, max_version);
+                let values = (!checked).then(|| {
+                    state
+                        .key_values_including_deleted()
+                        .filter(|(_, v)| !v.is_deleted())
+                        .map(|(k, v)| GossipedValue {
+                            key: k.to_owned(),
+                            value: v.value.clone(),
+                            version: v.version,
+                        })
+                        .collect()
+                });
                 inputs.push(GossipedNode {
                     name,
                     generation: id.generation_id,
