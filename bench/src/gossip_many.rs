@@ -2,8 +2,11 @@
 //! cairn's signed summaries, verifier and view on one side, plain chitchat with the same
 //! number of keys and value bytes on the other — until every view is complete, to show
 //! the design holds at a size no single machine runs as processes (full: 300 sites;
-//! 1,000 is asked for with `CAIRN_BENCH_GOSSIP_MANY=1000`, but on a 2-core machine
-//! plain chitchat itself does not converge in one process at that size).
+//! `CAIRN_BENCH_GOSSIP_MANY=1000` for a thousand). `CAIRN_BENCH_GOSSIP_MANY_INTERVAL_MS`
+//! sets the round (default: 250 ms up to 100 sites, N × 10 ms beyond), and
+//! `CAIRN_BENCH_GOSSIP_MANY_SIDES=cairn|plain` runs one side only (the other's figures
+//! are then null): on a 2-core machine plain chitchat does not converge in one process
+//! at 1,000 sites with 10 s rounds, and cairn needs 20 s rounds there.
 //!
 //! Reported per side: seconds and rounds until every view has held N live sites, chitchat
 //! bytes per site per second once complete (the channel transport's count of encoded
@@ -29,10 +32,15 @@ use crate::gossip::{snapshot, wait};
 use crate::gossip_procs::rss_mib;
 use crate::report::{Measurement, Reporter};
 
-/// How long either side may take to a complete view.
-const LIMIT: Duration = Duration::from_secs(900);
-/// The steady-state window bytes are counted over.
-const WINDOW: Duration = Duration::from_secs(5);
+/// How long either side may take to a complete view: 15 minutes, or 60 rounds if longer.
+fn limit(interval: Duration) -> Duration {
+    Duration::from_secs(900).max(interval * 60)
+}
+/// The steady-state window bytes are counted over: 5 s, or two rounds if longer (a
+/// window shorter than a round catches only the sites whose turn falls in it).
+fn window(interval: Duration) -> Duration {
+    Duration::from_secs(5).max(interval * 2)
+}
 
 /// One side's figures.
 #[derive(Debug, Clone, Copy)]
@@ -67,12 +75,16 @@ impl Progress {
             self.shown = Instant::now();
             let now = live.iter().filter(|&&l| l == n).count();
             let once = self.complete_once.iter().filter(|&&c| c).count();
-            let least = live.iter().min().copied().unwrap_or(0);
+            let mut sorted = live.to_vec();
+            sorted.sort_unstable();
+            let least = sorted.first().copied().unwrap_or(0);
+            let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
             let secs = self.start.elapsed().as_secs();
             eprintln!(
-                "gossip-many {}: {secs} s, {once} of {n} views complete at least once, {now} now, \
-                 the least has {least} live",
-                self.side
+                "gossip-many {}: {secs} s, {once} of {n} views complete at least once, {now} now; \
+                 live sites per view: median {median}, least {least}; RSS {:.0} MiB",
+                self.side,
+                process_rss()
             );
         }
         self.complete_once.iter().all(|&c| c)
@@ -87,11 +99,12 @@ fn process_rss() -> f64 {
     rss_mib(std::process::id()).unwrap_or(f64::NAN)
 }
 
-/// Bytes per site per second over [`WINDOW`].
-async fn steady_bytes(transport: &ChannelTransport, n: usize) -> f64 {
+/// Bytes per site per second over [`window`].
+async fn steady_bytes(transport: &ChannelTransport, n: usize, interval: Duration) -> f64 {
+    let window = window(interval);
     let before = transport.statistics().num_bytes_total;
-    tokio::time::sleep(WINDOW).await;
-    (transport.statistics().num_bytes_total - before) as f64 / n as f64 / WINDOW.as_secs_f64()
+    tokio::time::sleep(window).await;
+    (transport.statistics().num_bytes_total - before) as f64 / n as f64 / window.as_secs_f64()
 }
 
 async fn ours(n: usize, interval: Duration) -> anyhow::Result<(Figures, u64, u64)> {
@@ -124,7 +137,7 @@ async fn ours(n: usize, interval: Duration) -> anyhow::Result<(Figures, u64, u64
     }
     let started = Instant::now();
     let mut progress = Progress::new("cairn");
-    wait("every view complete (cairn, in one process)", LIMIT, async || {
+    wait("every view complete (cairn, in one process)", limit(interval), async || {
         let live: Vec<usize> = sites
             .iter()
             .map(|g| g.view().sites.iter().filter(|s| s.state == SiteState::Live).count())
@@ -134,7 +147,7 @@ async fn ours(n: usize, interval: Duration) -> anyhow::Result<(Figures, u64, u64
     .await?;
     let complete_s = started.elapsed().as_secs_f64();
     let rss_mib_per_site = (process_rss() - rss_before) / n as f64;
-    let bytes_per_site_s = steady_bytes(&transport, n).await;
+    let bytes_per_site_s = steady_bytes(&transport, n, interval).await;
     let (keys, bytes) = sites[0].published_size();
     for site in sites {
         site.shutdown().await;
@@ -170,7 +183,7 @@ async fn plain(n: usize, interval: Duration, keys: u64, value_bytes: u64) -> any
     }
     let started = Instant::now();
     let mut progress = Progress::new("plain chitchat");
-    wait("every view complete (plain chitchat, in one process)", LIMIT, async || {
+    wait("every view complete (plain chitchat, in one process)", limit(interval), async || {
         let mut live = Vec::with_capacity(n);
         for node in &nodes {
             live.push(node.chitchat().lock().await.live_nodes().count());
@@ -180,7 +193,7 @@ async fn plain(n: usize, interval: Duration, keys: u64, value_bytes: u64) -> any
     .await?;
     let complete_s = started.elapsed().as_secs_f64();
     let rss_mib_per_site = (process_rss() - rss_before) / n as f64;
-    let bytes_per_site_s = steady_bytes(&transport, n).await;
+    let bytes_per_site_s = steady_bytes(&transport, n, interval).await;
     for node in nodes {
         node.shutdown().await.context("stopping a chitchat node")?;
     }
@@ -199,14 +212,28 @@ pub(crate) fn run(reporter: &Reporter, smoke: bool) -> anyhow::Result<()> {
     // digests every other): beyond 100 sites, rounds of N × 10 ms, so the process keeps
     // up with its own heartbeats (chitchat's compressed digests alone saturate two cores
     // at 300 sites and 1 s rounds).
-    let interval = Duration::from_millis(if n > 100 { n as u64 * 10 } else { 250 });
+    let interval = match std::env::var("CAIRN_BENCH_GOSSIP_MANY_INTERVAL_MS") {
+        Ok(ms) => Duration::from_millis(
+            ms.parse()
+                .ok()
+                .filter(|ms| (10..=60_000).contains(ms))
+                .context("CAIRN_BENCH_GOSSIP_MANY_INTERVAL_MS: 10 to 60000")?,
+        ),
+        Err(_) => Duration::from_millis(if n > 100 { n as u64 * 10 } else { 250 }),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // What a cairn site publishes, for plain chitchat to carry as much: measured at a
     // small size first (it does not depend on N in an idle cluster).
     let (_, keys, bytes) = runtime.block_on(ours(4, Duration::from_millis(250)))?;
     let keys = keys.max(1);
-    let plain = runtime.block_on(plain(n, interval, keys, bytes / keys))?;
-    let (ours, _, _) = runtime.block_on(ours(n, interval))?;
+    let sides = std::env::var("CAIRN_BENCH_GOSSIP_MANY_SIDES").unwrap_or_else(|_| "both".into());
+    let nan = Figures { complete_s: f64::NAN, bytes_per_site_s: f64::NAN, rss_mib_per_site: f64::NAN };
+    let plain = match sides.as_str() {
+        "both" | "plain" => runtime.block_on(plain(n, interval, keys, bytes / keys))?,
+        "cairn" => nan,
+        other => anyhow::bail!("CAIRN_BENCH_GOSSIP_MANY_SIDES={other}: both, cairn or plain"),
+    };
+    let ours = if sides == "plain" { nan } else { runtime.block_on(ours(n, interval))?.0 };
     println!("gossip-many N={n}: cairn {ours:?}; plain chitchat {plain:?}");
     let rounds = |f: &Figures| f.complete_s / interval.as_secs_f64();
     let params = json!({
