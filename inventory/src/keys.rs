@@ -12,8 +12,9 @@
 //! - history: `db key ++ [history number: u64 BE]`
 //! - by origin: `shard key ++ [origin site: u128 BE] ++ [origin seq: u64 BE]` →
 //!   `[arrival: u64 BE] ++ [hidden: u8]`
-//! - by topic: `shard key ++ [fnv1a64(topic): u64 BE] ++ [origin: u128 BE] ++ [seq: u64 BE]`
-//!   → `[arrival: u64 BE]`
+//! - by topic: `shard key ++ [origin: u128 BE] ++ [seq >> 12: u64 BE] ++
+//!   [fnv1a64(topic): u64 BE] ++ [seq: u64 BE]` → `[arrival: u64 BE]` (store format 5;
+//!   before, `shard key ++ fnv1a64(topic) ++ origin ++ seq`)
 //! - producer: `shard key ++ [name length: u8] ++ [name] ++ [its number: u64 BE]` →
 //!   `[origin: u128 BE] ++ [seq: u64 BE]`
 
@@ -57,9 +58,39 @@ pub(crate) fn early(shard_key: &[u8], origin: SiteId, seq: u64) -> Vec<u8> {
     with_u64(&frontier(shard_key, origin), seq)
 }
 
-/// `shard key ++ fnv1a64(topic)`: the prefix of one topic's index keys.
-pub(crate) fn topic(shard_key: &[u8], topic: &crate::topics::Topic) -> Vec<u8> {
-    with_u64(shard_key, crate::topics::fnv1a64(topic.as_str().as_bytes()))
+/// Origin seqs per block of the topic index: a block's index entries are contiguous
+/// (see [`topic_entry`]).
+pub(crate) const TOPIC_BLOCK_BITS: u32 = 12;
+
+/// The topic index block an origin seq falls in.
+pub(crate) fn topic_block(seq: u64) -> u64 {
+    seq >> TOPIC_BLOCK_BITS
+}
+
+/// The first and last seq of a topic index block.
+pub(crate) fn topic_block_seqs(block: u64) -> (u64, u64) {
+    let first = block << TOPIC_BLOCK_BITS;
+    (first, first | ((1 << TOPIC_BLOCK_BITS) - 1))
+}
+
+/// `shard key ++ origin ++ block(seq) ++ fnv1a64(topic) ++ seq`: an entry's key in the
+/// topic index. Origin and block come first, so the entries one write adds — one
+/// origin's consecutive seqs, in any number of topics — are neighbours in the table
+/// and a commit touches a few pages, not one per topic; a read of one topic seeks once
+/// per block.
+pub(crate) fn topic_entry(shard_key: &[u8], origin: SiteId, topic_hash: u64, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(shard_key.len() + 16 + 24);
+    key.extend_from_slice(shard_key);
+    key.extend_from_slice(&origin.0.to_be_bytes());
+    key.extend_from_slice(&topic_block(seq).to_be_bytes());
+    key.extend_from_slice(&topic_hash.to_be_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The hash the topic index files `topic` under.
+pub(crate) fn topic_hash(topic: &crate::topics::Topic) -> u64 {
+    crate::topics::fnv1a64(topic.as_str().as_bytes())
 }
 
 /// `shard key ++ [len] name ++ n`.

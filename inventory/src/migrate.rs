@@ -6,6 +6,7 @@
 //! | 1 | 2 | db records gain `changed` (= `created`), `dropped` (= false), `supersedes` (= none) |
 //! | 2 | 3 | db settings gain `routing` (= version 1); log entries gain `topic` (= `""`), `key` and `producer` (= none), and are indexed in `log_by_origin` |
 //! | 3 | 4 | db records gain `seal` (= none: such a record stays local, see `DbRecord::seal`) |
+//! | 4 | 5 | the topic index is keyed by origin and seq block first (`keys::topic_entry`); its entries are re-keyed |
 //!
 //! Each step re-encodes the records it changes from a frozen copy of their old shape, so
 //! later changes to the live records cannot break an old upgrade.
@@ -101,6 +102,9 @@ pub(crate) fn upgrade(tables: &Tables, txn: &mut RwTxn<'_>, from: u32) -> Result
     if from < 4 {
         rewritten += dbs_v3_to_v4(tables, txn)?;
     }
+    if from < 5 {
+        rewritten += topics_v4_to_v5(tables, txn)?;
+    }
     Ok(rewritten)
 }
 
@@ -157,6 +161,28 @@ fn dbs_v3_to_v4(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
         put_record(tables.dbs, txn, &key, &new, "db record")?;
     }
     Ok(records.len() as u64)
+}
+
+/// Re-keys the topic index from format 4's `shard key ++ fnv1a64(topic) ++ origin ++ seq`
+/// to [`crate::keys::topic_entry`]; values (arrival numbers) stay.
+fn topics_v4_to_v5(tables: &Tables, txn: &mut RwTxn<'_>) -> Result<u64> {
+    let mut entries = Vec::new();
+    for item in tables.log_topics.iter(txn)? {
+        let (key, value) = item?;
+        let malformed = || corrupt("log_topics", key, "a format 4 topic index key is malformed".into());
+        let (db, shard, rest) = crate::keys::split_shard(key).ok_or_else(malformed)?;
+        let (hash, rest) = rest.split_at_checked(8).ok_or_else(malformed)?;
+        let (origin, seq) = crate::keys::site_prefix(rest).ok_or_else(malformed)?;
+        let hash = crate::keys::u64_suffix(hash).ok_or_else(malformed)?;
+        let seq = crate::keys::u64_suffix(seq).ok_or_else(malformed)?;
+        let shard_key = crate::keys::shard(&db, shard);
+        entries.push((crate::keys::topic_entry(&shard_key, origin, hash, seq), value.to_vec()));
+    }
+    tables.log_topics.clear(txn)?;
+    for (key, value) in &entries {
+        tables.log_topics.put(txn, key, value)?;
+    }
+    Ok(entries.len() as u64)
 }
 
 /// Re-encodes every log entry with the empty topic and indexes it, in place (arrival
@@ -369,6 +395,56 @@ mod tests {
         let payloads: Vec<_> = fetched.entries.iter().map(|e| e.payload.clone()).collect();
         assert_eq!(payloads, vec![b"m1".to_vec(), b"m2".to_vec(), b"m3".to_vec()]);
         assert!(fetched.entries.iter().all(|e| e.topic.as_str().is_empty() && e.key.is_none()));
+        assert!(inv.verify().unwrap().corrupt.is_empty());
+    }
+
+    #[test]
+    fn a_format_4_topic_index_is_re_keyed_and_topic_reads_find_every_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = ClusterId::random();
+        let name = DbName::new("four").unwrap();
+        let topic = |n: u64| Topic::new(format!("t/{}", n % 3)).unwrap();
+        // Enough entries to span several blocks of the new index.
+        let count = 3 * (1u64 << crate::keys::TOPIC_BLOCK_BITS) + 5;
+        {
+            let inv = Inventory::open(dir.path(), cluster, InventoryConfig::default()).unwrap();
+            let messages: Vec<_> =
+                (0..count).map(|n| crate::Message::new(topic(n), n.to_be_bytes().to_vec())).collect();
+            inv.append(&name, 0, &messages).unwrap();
+            // Back to format 4: the same index entries under the old keys.
+            inv.write(|txn| {
+                let mut old = Vec::new();
+                for item in inv.tables.log_topics.iter(txn)? {
+                    let (key, value) = item?;
+                    let (_, _, rest) = crate::keys::split_shard(key).unwrap();
+                    let (origin, rest) = crate::keys::site_prefix(rest).unwrap();
+                    let hash = &rest[8..16];
+                    let seq = &rest[16..24];
+                    let mut old_key = crate::keys::shard(&name, 0);
+                    old_key.extend_from_slice(hash);
+                    old_key.extend_from_slice(&origin.0.to_be_bytes());
+                    old_key.extend_from_slice(seq);
+                    old.push((old_key, value.to_vec()));
+                }
+                inv.tables.log_topics.clear(txn)?;
+                for (key, value) in &old {
+                    inv.tables.log_topics.put(txn, key, value)?;
+                }
+                put_record(inv.tables.meta, txn, FORMAT_KEY, &4u32, "format")
+            })
+            .unwrap();
+        }
+        let inv = Inventory::open(dir.path(), cluster, InventoryConfig::default()).unwrap();
+        let filter = crate::TopicFilter::new("t/1").unwrap();
+        let limits = crate::FetchLimits { max_entries: 100_000, max_bytes: 1 << 30, max_scanned: 100_000 };
+        let query =
+            crate::FetchQuery { start: &crate::FetchStart::Earliest, filter: &filter, since_ms: None };
+        let fetched = inv.fetch(&name, 0, query, limits).unwrap().unwrap();
+        let got: Vec<u64> =
+            fetched.entries.iter().map(|e| u64::from_be_bytes(e.payload[..].try_into().unwrap())).collect();
+        let want: Vec<u64> = (0..count).filter(|n| n % 3 == 1).collect();
+        assert_eq!(got, want);
+        assert!(!fetched.more);
         assert!(inv.verify().unwrap().corrupt.is_empty());
     }
 }

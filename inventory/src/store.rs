@@ -24,7 +24,7 @@ use crate::records::{DrainOrder, Identity};
 
 /// The store format this build reads and writes. Bump it when a table's layout changes
 /// and teach `open` to migrate the older one.
-pub const STORE_FORMAT: u32 = 4;
+pub const STORE_FORMAT: u32 = 5;
 
 /// The lock file inside a data dir.
 pub const LOCK_FILE: &str = "cairn.lock";

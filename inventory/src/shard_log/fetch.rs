@@ -29,7 +29,7 @@ use super::{Entry, FetchStart, Frontier, OutOfRange, StoredEntry};
 use crate::error::Result;
 use crate::ids::{DbName, SiteId};
 use crate::keys;
-use crate::store::{Inventory, decode_record};
+use crate::store::{Inventory, Table, decode_record};
 use crate::topics::TopicFilter;
 
 /// What a fetch looks for.
@@ -71,30 +71,65 @@ struct Source<'t> {
     origin: SiteId,
     /// The replica's frontier for the origin.
     held: u64,
-    prefix_len: usize,
-    iter: heed::RoRange<'t, Bytes, Bytes>,
+    /// The range being read (none yet, for a topic read before its first block).
+    iter: Option<heed::RoRange<'t, Bytes, Bytes>>,
+    /// For a topic read, the blocks of the topic index still to look at.
+    blocks: Option<TopicBlocks<'t>>,
     /// The next index entry: (seq, arrival, hidden).
     head: Option<(u64, u64, bool)>,
 }
 
-impl Source<'_> {
+/// A topic read walks the topic index one block at a time: in each block, the range of
+/// the topic's entries (see [`keys::topic_entry`]).
+struct TopicBlocks<'t> {
+    txn: &'t heed::RoTxn<'t, heed::WithoutTls>,
+    table: Table,
+    shard_key: Vec<u8>,
+    origin: SiteId,
+    hash: u64,
+    /// The first seq still to look at (none once all are), and the last.
+    from: Option<u64>,
+    to: u64,
+}
+
+impl<'t> TopicBlocks<'t> {
+    /// The range of the topic's entries in the next block, if any is left.
+    fn next_range(&mut self) -> Result<Option<heed::RoRange<'t, Bytes, Bytes>>> {
+        let Some(from) = self.from.filter(|&from| from <= self.to) else { return Ok(None) };
+        let (_, block_end) = keys::topic_block_seqs(keys::topic_block(from));
+        let upto = block_end.min(self.to);
+        let first = keys::topic_entry(&self.shard_key, self.origin, self.hash, from);
+        let last = keys::topic_entry(&self.shard_key, self.origin, self.hash, upto);
+        self.from = upto.checked_add(1);
+        let range = (Bound::Included(&first[..]), Bound::Included(&last[..]));
+        Ok(Some(self.table.range(self.txn, &range)?))
+    }
+}
+
+impl<'t> Source<'t> {
     fn advance(&mut self) -> Result<()> {
-        self.head = match self.iter.next().transpose()? {
-            None => None,
-            Some((key, value)) => {
-                let seq = keys::u64_suffix(&key[self.prefix_len..]);
+        loop {
+            if let Some((key, value)) = self.iter.as_mut().and_then(Iterator::next).transpose()? {
+                let seq = key.len().checked_sub(8).and_then(|at| keys::u64_suffix(&key[at..]));
                 let value = if value.len() == 8 {
                     keys::u64_suffix(value).map(|arrival| (arrival, false))
                 } else {
                     keys::split_by_origin_value(value)
                 };
-                match (seq, value) {
+                self.head = match (seq, value) {
                     (Some(seq), Some((arrival, hidden))) => Some((seq, arrival, hidden)),
                     _ => return Err(super::write::corrupt("log index", key)),
+                };
+                return Ok(());
+            }
+            match self.blocks.as_mut().map(TopicBlocks::next_range).transpose()?.flatten() {
+                Some(range) => self.iter = Some(range),
+                None => {
+                    self.head = None;
+                    return Ok(());
                 }
             }
-        };
-        Ok(())
+        }
     }
 }
 
@@ -144,29 +179,36 @@ impl Inventory {
                 }
                 begins.push((origin, begin, upto));
             }
-            // One index range per origin.
+            // Per origin, the by-origin index's range, or the topic index's blocks.
             // The empty topic has no index entries (see `write`).
-            let topic_prefix = query
+            let topic_hash = query
                 .filter
                 .exact()
                 .filter(|topic| !topic.as_str().is_empty())
-                .map(|topic| keys::topic(&shard_key, &topic));
+                .map(|topic| keys::topic_hash(&topic));
             let mut sources = Vec::with_capacity(begins.len());
             for (origin, begin, upto) in begins {
-                let (table, prefix) = match &topic_prefix {
-                    Some(prefix) => (self.tables.log_topics, keys::frontier(prefix, origin)),
-                    None => (self.tables.log_by_origin, keys::frontier(&shard_key, origin)),
+                let (iter, blocks) = match topic_hash {
+                    Some(hash) => {
+                        let blocks = TopicBlocks {
+                            txn,
+                            table: self.tables.log_topics,
+                            shard_key: shard_key.clone(),
+                            origin,
+                            hash,
+                            from: Some(begin + 1),
+                            to: upto,
+                        };
+                        (None, Some(blocks))
+                    }
+                    None => {
+                        let from = keys::early(&shard_key, origin, begin + 1);
+                        let to = keys::early(&shard_key, origin, upto);
+                        let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
+                        (Some(self.tables.log_by_origin.range(txn, &range)?), None)
+                    }
                 };
-                let from = keys::with_u64(&prefix, begin + 1);
-                let to = keys::with_u64(&prefix, upto);
-                let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
-                let mut source = Source {
-                    origin,
-                    held: upto,
-                    prefix_len: prefix.len(),
-                    iter: table.range(txn, &range)?,
-                    head: None,
-                };
+                let mut source = Source { origin, held: upto, iter, blocks, head: None };
                 source.advance()?;
                 if source.head.is_none() {
                     cursor.0.insert(origin, upto);

@@ -12,8 +12,8 @@
 //! as early.
 //!
 //! Three indexes serve reads that must not depend on one replica's arrival order
-//! ([`fetch`]): `log_by_origin` (origin, seq → arrival), `log_topics` (topic hash,
-//! origin, seq → arrival) and `log_producers` (producer name, its number → id, for
+//! ([`fetch`]): `log_by_origin` (origin, seq → arrival), `log_topics` (origin, seq block,
+//! topic hash, seq → arrival) and `log_producers` (producer name, its number → id, for
 //! idempotent appends). Each is written in the transaction that stores the entry.
 
 mod cleanup;

@@ -189,7 +189,7 @@ impl<'i> LogTxn<'i> {
 
 /// An entry's key in the topic index.
 pub(super) fn topic_key(shard_key: &[u8], topic: &Topic, id: EntryId) -> Vec<u8> {
-    keys::early(&keys::topic(shard_key, topic), id.origin, id.seq)
+    keys::topic_entry(shard_key, id.origin, keys::topic_hash(topic), id.seq)
 }
 
 pub(super) fn corrupt(table: &str, key: &[u8]) -> InventoryError {
