@@ -75,6 +75,9 @@ struct Source<'t> {
     iter: Option<heed::RoRange<'t, Bytes, Bytes>>,
     /// For a topic read, the blocks of the topic index still to look at.
     blocks: Option<TopicBlocks<'t>>,
+    /// Whether the topic read stopped at the fetch's budget with blocks left: the
+    /// reader has then seen every match up to [`TopicBlocks::walked_to`] only.
+    paused: bool,
     /// The next index entry: (seq, arrival, hidden).
     head: Option<(u64, u64, bool)>,
 }
@@ -95,7 +98,7 @@ struct TopicBlocks<'t> {
 impl<'t> TopicBlocks<'t> {
     /// The range of the topic's entries in the next block, if any is left.
     fn next_range(&mut self) -> Result<Option<heed::RoRange<'t, Bytes, Bytes>>> {
-        let Some(from) = self.from.filter(|&from| from <= self.to) else { return Ok(None) };
+        let Some(from) = self.from.filter(|_| self.has_more()) else { return Ok(None) };
         let (_, block_end) = keys::topic_block_seqs(keys::topic_block(from));
         let upto = block_end.min(self.to);
         let first = keys::topic_entry(&self.shard_key, self.origin, self.hash, from);
@@ -104,10 +107,33 @@ impl<'t> TopicBlocks<'t> {
         let range = (Bound::Included(&first[..]), Bound::Included(&last[..]));
         Ok(Some(self.table.range(self.txn, &range)?))
     }
+
+    /// Whether seqs are left to look at.
+    fn has_more(&self) -> bool {
+        self.from.is_some_and(|from| from <= self.to)
+    }
+
+    /// The seq up to which every block has been looked at.
+    fn walked_to(&self) -> u64 {
+        self.from.map_or(self.to, |from| from - 1)
+    }
 }
 
 impl<'t> Source<'t> {
-    fn advance(&mut self) -> Result<()> {
+    /// Once it has no head: the seq up to which the reader has seen every match of this
+    /// origin (the replica's frontier, unless a topic read paused).
+    fn looked_to(&self) -> u64 {
+        match &self.blocks {
+            Some(blocks) if self.paused => blocks.walked_to(),
+            _ => self.held,
+        }
+    }
+
+    /// Moves to the next index entry. A topic read counts each block it opens in
+    /// `scanned`, and once that reaches `max_scanned` it pauses rather than open
+    /// another (after one at least, so every fetch gets somewhere).
+    fn advance(&mut self, scanned: &mut usize, max_scanned: usize) -> Result<()> {
+        let mut opened = false;
         loop {
             if let Some((key, value)) = self.iter.as_mut().and_then(Iterator::next).transpose()? {
                 let seq = key.len().checked_sub(8).and_then(|at| keys::u64_suffix(&key[at..]));
@@ -122,8 +148,17 @@ impl<'t> Source<'t> {
                 };
                 return Ok(());
             }
+            if opened && *scanned >= max_scanned && self.blocks.as_ref().is_some_and(TopicBlocks::has_more) {
+                self.paused = true;
+                self.head = None;
+                return Ok(());
+            }
             match self.blocks.as_mut().map(TopicBlocks::next_range).transpose()?.flatten() {
-                Some(range) => self.iter = Some(range),
+                Some(range) => {
+                    self.iter = Some(range);
+                    *scanned += 1;
+                    opened = true;
+                }
                 None => {
                     self.head = None;
                     return Ok(());
@@ -186,6 +221,8 @@ impl Inventory {
                 .exact()
                 .filter(|topic| !topic.as_str().is_empty())
                 .map(|topic| keys::topic_hash(&topic));
+            // Entries, and topic index blocks, looked at; whether a topic read paused.
+            let (mut scanned, mut paused) = (0usize, false);
             let mut sources = Vec::with_capacity(begins.len());
             for (origin, begin, upto) in begins {
                 let (iter, blocks) = match topic_hash {
@@ -208,10 +245,11 @@ impl Inventory {
                         (Some(self.tables.log_by_origin.range(txn, &range)?), None)
                     }
                 };
-                let mut source = Source { origin, held: upto, iter, blocks, head: None };
-                source.advance()?;
+                let mut source = Source { origin, held: upto, iter, blocks, paused: false, head: None };
+                source.advance(&mut scanned, limits.max_scanned)?;
                 if source.head.is_none() {
-                    cursor.0.insert(origin, upto);
+                    paused |= source.paused;
+                    cursor.0.insert(origin, source.looked_to());
                 } else {
                     sources.push(source);
                 }
@@ -222,11 +260,13 @@ impl Inventory {
                 .enumerate()
                 .filter_map(|(i, s)| s.head.map(|(_, arrival, _)| Reverse((arrival, i))))
                 .collect();
-            let (mut entries, mut bytes, mut scanned) = (Vec::new(), 0usize, 0usize);
+            // Index entries taken off the heap: the budget stops a fetch only after one,
+            // so a fetch always gets somewhere even when opening blocks used it up.
+            let (mut entries, mut bytes, mut taken) = (Vec::new(), 0usize, 0usize);
             while let Some(&Reverse((arrival, i))) = heap.peek() {
                 if entries.len() >= limits.max_entries
                     || bytes >= limits.max_bytes
-                    || scanned >= limits.max_scanned
+                    || (taken > 0 && scanned >= limits.max_scanned)
                 {
                     break;
                 }
@@ -254,17 +294,19 @@ impl Inventory {
                     }
                 }
                 scanned += 1;
+                taken += 1;
                 heap.pop();
                 cursor.0.insert(source.origin, seq);
-                source.advance()?;
+                source.advance(&mut scanned, limits.max_scanned)?;
                 match source.head {
                     Some((_, next_arrival, _)) => heap.push(Reverse((next_arrival, i))),
                     None => {
-                        cursor.0.insert(source.origin, source.held);
+                        paused |= source.paused;
+                        cursor.0.insert(source.origin, source.looked_to());
                     }
                 }
             }
-            Ok(Ok(Fetched { entries, cursor, more: !heap.is_empty() }))
+            Ok(Ok(Fetched { entries, cursor, more: paused || !heap.is_empty() }))
         })
     }
 
