@@ -105,19 +105,24 @@ async fn measure(reporter: &Reporter, sizes: &Sizes) -> anyhow::Result<()> {
     outcome
 }
 
-/// Three sites, each with a ready replica of `db`'s one shard, live in each other's views.
-pub(crate) async fn start_sites(root: &Path, cluster: &Path, db: &DbName) -> anyhow::Result<Vec<Site>> {
-    let mut sites: Vec<Site> = Vec::new();
-    // One creation every site holds, sealed as an operator's.
-    let record = cairn_tests::sealed(
+/// The creation of `db` with one shard of `replicas` replicas, sealed as an operator's.
+pub(crate) fn one_shard_db(cluster: &Path, db: &DbName, replicas: u32) -> DbRecord {
+    cairn_tests::sealed(
         cluster,
         DbRecord::new(
             db.clone(),
-            DbSettings::new(1, SITES as u32, Retention::default()).expect("settings in range"),
+            DbSettings::new(1, replicas, Retention::default()).expect("settings in range"),
             Hlc { wall_ms: cairn_inventory::now_ms(), logical: 0 },
             SiteId(1),
         ),
-    );
+    )
+}
+
+/// Three sites, each with a ready replica of `db`'s one shard, live in each other's views.
+pub(crate) async fn start_sites(root: &Path, cluster: &Path, db: &DbName) -> anyhow::Result<Vec<Site>> {
+    let mut sites: Vec<Site> = Vec::new();
+    // One creation every site holds.
+    let record = one_shard_db(cluster, db, SITES as u32);
     for i in 0..SITES {
         let mut o = {
             let data_dir = root.join(format!("s{i}"));

@@ -16,6 +16,8 @@
 //!   Aims: local ≤ 1.5× (ratio hop/ours ≥ 0.67), quorum ≤ 2.5× (≥ 0.4).
 //! - Publish to subscriber: a subscription at another site; from the write's send to
 //!   the frame's arrival, median and p99.
+//! - Where the time goes: the local publish rate and the single-message latency again,
+//!   to a db whose one replica is site 0's (no followers committing on the shared disk).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -27,7 +29,7 @@ use cairn_transport::{
 };
 use serde_json::json;
 
-use crate::publish::{client, one_hop, quantile, single_commits, start_sites};
+use crate::publish::{client, one_hop, one_shard_db, quantile, single_commits, start_sites};
 use crate::report::{Measurement, Reporter};
 
 const MESSAGE: usize = 256;
@@ -91,6 +93,13 @@ async fn measure(reporter: &Reporter, sizes: &Sizes) -> anyhow::Result<()> {
     let sites = start_sites(root.path(), &cluster, &db).await?;
     let credentials = Credentials::load(&tls::operator_dir_beside(&cluster))?;
     let target = sites[0].endpoint.local_addr();
+    // A db whose one replica is site 0's: what a write costs without followers.
+    let solo = DbName::new("solo")?;
+    let record = one_shard_db(&cluster, &solo, 1);
+    for site in &sites {
+        site.inventory.put_db(&record)?;
+    }
+    sites[0].inventory.set_replica(&solo, 0, cairn_inventory::ReplicaState::Ready)?;
     let outcome = async {
         // The baseline: the same batches, raw heed, one writer.
         let raw_batches: Vec<Vec<Vec<u8>>> = (0..200).map(|n| batch(n).into_iter().map(|m| m.payload).collect()).collect();
@@ -111,8 +120,24 @@ async fn measure(reporter: &Reporter, sizes: &Sizes) -> anyhow::Result<()> {
                 runs: json!({ "ours": [rate], "baseline": [raw] }),
             })?;
         }
+        // Where the time goes: the same writes to a db whose one replica is site 0's (no
+        // followers pulling and committing on the shared disk meanwhile).
+        let rate = publish_rate(&credentials, target, &solo, Ack::Local, sizes.publish_for).await?;
+        reporter.record(&Measurement {
+            scenario: "streams",
+            name: "publish by topic, replication 1 (no followers)".into(),
+            unit: "entries/s",
+            ours: rate,
+            baseline_name: "raw LMDB appends of the same batches".into(),
+            baseline: raw,
+            ratio: rate / raw,
+            aim: None,
+            params: json!({ "writers": WRITERS, "batch": BATCH, "message_bytes": MESSAGE, "topics": TOPICS,
+                "replicas": 1, "seconds": sizes.publish_for.as_secs_f64() }),
+            runs: json!({ "ours": [rate], "baseline": [raw] }),
+        })?;
         reads(reporter, &credentials, target, &db, sizes).await?;
-        latencies(reporter, &credentials, &sites, &db, sizes).await
+        latencies(reporter, &credentials, &sites, &db, &solo, sizes).await
     }
     .await;
     for site in sites {
@@ -279,6 +304,7 @@ async fn latencies(
     credentials: &Credentials,
     sites: &[cairn_node::site::Site],
     db: &DbName,
+    solo: &DbName,
     sizes: &Sizes,
 ) -> anyhow::Result<()> {
     let target = sites[0].endpoint.local_addr();
@@ -308,6 +334,28 @@ async fn latencies(
             runs: json!({ "p99_ms": quantile(&times, 0.99) * 1e3 }),
         })?;
     }
+    // Where the time goes: the same probes to a db whose one replica is site 0's (no
+    // followers pulling and committing on the shared disk meanwhile).
+    let mut times = Vec::with_capacity(sizes.probes);
+    for i in 0..sizes.probes {
+        let started = Instant::now();
+        write(&endpoint, target, solo, one(i), Ack::Local).await?;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let ms = quantile(&times, 0.5) * 1e3;
+    reporter.record(&Measurement {
+        scenario: "streams",
+        name: "one writer, one message, replication 1 (no followers), median".into(),
+        unit: "ms",
+        ours: ms,
+        baseline_name: "one hop: round trip + one durable commit".into(),
+        baseline: hop * 1e3,
+        ratio: hop * 1e3 / ms,
+        aim: None,
+        params: json!({ "probes": sizes.probes, "message_bytes": MESSAGE, "replicas": 1 }),
+        runs: json!({ "p99_ms": quantile(&times, 0.99) * 1e3 }),
+    })?;
     // Publish to subscriber: written at site 0, subscribed at site 1.
     let other = sites[1].endpoint.local_addr();
     let reader = client(credentials, other)?;
