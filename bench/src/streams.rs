@@ -104,11 +104,18 @@ async fn measure(reporter: &Reporter, sizes: &Sizes) -> anyhow::Result<()> {
         // The baseline: the same batches, raw heed, one writer.
         let raw_batches: Vec<Vec<Vec<u8>>> = (0..200).map(|n| batch(n).into_iter().map(|m| m.payload).collect()).collect();
         let raw = crate::store::raw_heed(&raw_batches)?;
-        for (ack, name, aim) in [(Ack::Local, "local", Some(0.8)), (Ack::Quorum, "quorum", None)] {
-            let rate = publish_rate(&credentials, target, &db, ack, sizes.publish_for).await?;
+        // The last row: the same writes to a db whose one replica is site 0's (no
+        // followers pulling and committing on the shared disk meanwhile).
+        let runs = [
+            (&db, Ack::Local, "--ack local", Some(0.8), 3),
+            (&db, Ack::Quorum, "--ack quorum", None, 3),
+            (&solo, Ack::Local, "replication 1 (no followers)", None, 1),
+        ];
+        for (db, ack, name, aim, replicas) in runs {
+            let rate = publish_rate(&credentials, target, db, ack, sizes.publish_for).await?;
             reporter.record(&Measurement {
                 scenario: "streams",
-                name: format!("publish by topic, --ack {name}"),
+                name: format!("publish by topic, {name}"),
                 unit: "entries/s",
                 ours: rate,
                 baseline_name: "raw LMDB appends of the same batches".into(),
@@ -116,26 +123,10 @@ async fn measure(reporter: &Reporter, sizes: &Sizes) -> anyhow::Result<()> {
                 ratio: rate / raw,
                 aim,
                 params: json!({ "writers": WRITERS, "batch": BATCH, "message_bytes": MESSAGE, "topics": TOPICS,
-                    "replicas": 3, "seconds": sizes.publish_for.as_secs_f64() }),
+                    "replicas": replicas, "seconds": sizes.publish_for.as_secs_f64() }),
                 runs: json!({ "ours": [rate], "baseline": [raw] }),
             })?;
         }
-        // Where the time goes: the same writes to a db whose one replica is site 0's (no
-        // followers pulling and committing on the shared disk meanwhile).
-        let rate = publish_rate(&credentials, target, &solo, Ack::Local, sizes.publish_for).await?;
-        reporter.record(&Measurement {
-            scenario: "streams",
-            name: "publish by topic, replication 1 (no followers)".into(),
-            unit: "entries/s",
-            ours: rate,
-            baseline_name: "raw LMDB appends of the same batches".into(),
-            baseline: raw,
-            ratio: rate / raw,
-            aim: None,
-            params: json!({ "writers": WRITERS, "batch": BATCH, "message_bytes": MESSAGE, "topics": TOPICS,
-                "replicas": 1, "seconds": sizes.publish_for.as_secs_f64() }),
-            runs: json!({ "ours": [rate], "baseline": [raw] }),
-        })?;
         reads(reporter, &credentials, target, &db, sizes).await?;
         latencies(reporter, &credentials, &sites, &db, &solo, sizes).await
     }
@@ -311,7 +302,14 @@ async fn latencies(
     let hop = one_hop(credentials, target).await? + 1.0 / single_commits(300)?;
     let endpoint = client(credentials, target)?;
     let one = |i: usize| vec![Message::new(Topic::new("lat").expect("topic"), vec![i as u8; MESSAGE])];
-    for (ack, name, aim) in [(Ack::Local, "local", 1.0 / 1.5), (Ack::Quorum, "quorum", 1.0 / 2.5)] {
+    // The last row: the same probes to a db whose one replica is site 0's (no followers
+    // pulling and committing on the shared disk meanwhile).
+    let runs = [
+        (db, Ack::Local, "--ack local", Some(1.0 / 1.5), 3),
+        (db, Ack::Quorum, "--ack quorum", Some(1.0 / 2.5), 3),
+        (solo, Ack::Local, "replication 1 (no followers)", None, 1),
+    ];
+    for (db, ack, name, aim, replicas) in runs {
         let mut times = Vec::with_capacity(sizes.probes);
         for i in 0..sizes.probes {
             let started = Instant::now();
@@ -322,40 +320,18 @@ async fn latencies(
         let ms = quantile(&times, 0.5) * 1e3;
         reporter.record(&Measurement {
             scenario: "streams",
-            name: format!("one writer, one message, --ack {name}, median"),
+            name: format!("one writer, one message, {name}, median"),
             unit: "ms",
             ours: ms,
             baseline_name: "one hop: round trip + one durable commit".into(),
             baseline: hop * 1e3,
             // Lower is better: the ratio is baseline / ours.
             ratio: hop * 1e3 / ms,
-            aim: Some(aim),
-            params: json!({ "probes": sizes.probes, "message_bytes": MESSAGE }),
+            aim,
+            params: json!({ "probes": sizes.probes, "message_bytes": MESSAGE, "replicas": replicas }),
             runs: json!({ "p99_ms": quantile(&times, 0.99) * 1e3 }),
         })?;
     }
-    // Where the time goes: the same probes to a db whose one replica is site 0's (no
-    // followers pulling and committing on the shared disk meanwhile).
-    let mut times = Vec::with_capacity(sizes.probes);
-    for i in 0..sizes.probes {
-        let started = Instant::now();
-        write(&endpoint, target, solo, one(i), Ack::Local).await?;
-        times.push(started.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    let ms = quantile(&times, 0.5) * 1e3;
-    reporter.record(&Measurement {
-        scenario: "streams",
-        name: "one writer, one message, replication 1 (no followers), median".into(),
-        unit: "ms",
-        ours: ms,
-        baseline_name: "one hop: round trip + one durable commit".into(),
-        baseline: hop * 1e3,
-        ratio: hop * 1e3 / ms,
-        aim: None,
-        params: json!({ "probes": sizes.probes, "message_bytes": MESSAGE, "replicas": 1 }),
-        runs: json!({ "p99_ms": quantile(&times, 0.99) * 1e3 }),
-    })?;
     // Publish to subscriber: written at site 0, subscribed at site 1.
     let other = sites[1].endpoint.local_addr();
     let reader = client(credentials, other)?;
