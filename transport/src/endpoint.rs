@@ -85,8 +85,13 @@ fn peer_identity(conn: &quinn::Connection) -> Result<Identity, String> {
     Identity::of_certificate(&peer_certificate(conn)?).map_err(|e| e.to_string())
 }
 
-/// Why `conn`'s peer may not stay connected under `revoked`, if it may not.
+/// Why `conn`'s peer may not stay connected under `revoked`, if it may not. (With
+/// nothing revoked, the peer's certificate chain is not copied out of quinn at all:
+/// this runs for every gossip message sent.)
 fn revoked_peer(conn: &quinn::Connection, revoked: &RevokedSet) -> Option<String> {
+    if revoked.is_empty() {
+        return None;
+    }
     peer_certificate(conn).ok().and_then(|leaf| revoked.revokes(leaf.as_ref()))
 }
 
@@ -669,9 +674,13 @@ async fn serve_streams<S: Service>(
         }
     };
     let mut revoked = inner.revoked.subscribe();
+    // The peer is checked against the revocation list when its connection starts and
+    // each time the list changes (not for every message it sends).
+    let mut list_changed = true;
     loop {
-        let why = revoked_peer(&conn, &revoked.borrow_and_update());
-        if let Some(why) = why {
+        if std::mem::take(&mut list_changed)
+            && let Some(why) = revoked_peer(&conn, &revoked.borrow_and_update())
+        {
             Stats::bump(&inner.stats.handshakes_refused);
             refused(&inner, addr, &why);
             conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
@@ -679,7 +688,10 @@ async fn serve_streams<S: Service>(
             return;
         }
         tokio::select! {
-            changed = revoked.changed() => if changed.is_err() { break },
+            changed = revoked.changed() => match changed {
+                Ok(()) => list_changed = true,
+                Err(_) => break,
+            },
             bi = conn.accept_bi() => match bi {
                 Ok((send, recv)) => {
                     inner.tasks.spawn(serve_request(inner.clone(), service.clone(), peer.clone(), send, recv));

@@ -315,10 +315,15 @@ impl RevokedSet {
         self.identities.contains(&identity).then(|| format!("{identity} was revoked"))
     }
 
+    /// Whether the set revokes nothing (then no certificate needs looking at).
+    pub fn is_empty(&self) -> bool {
+        self.certificates.is_empty() && self.identities.is_empty()
+    }
+
     /// Why the certificate `der` is revoked, if it is: by its hash, or by the identity
     /// it names.
     pub fn revokes(&self, der: &[u8]) -> Option<String> {
-        if self.certificates.is_empty() && self.identities.is_empty() {
+        if self.is_empty() {
             return None;
         }
         let hash = fingerprint(der);
