@@ -130,7 +130,7 @@ impl Default for TransportConfig {
             connection_receive_window: 16 * MIB,
             send_window: 4 * MIB,
             idle_timeout: Duration::from_secs(30),
-            keep_alive: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
