@@ -74,6 +74,9 @@ pub struct Metrics {
     gossip: Family<Labels, Counter>,
     gossip_published: Family<Labels, Gauge>,
     udp: Family<Labels, Counter>,
+    connections: Gauge,
+    connection_events: Family<Labels, Counter>,
+    gossip_dropped: Counter,
     requests: Family<Labels, Counter>,
     inventory_bytes: Gauge,
     task_restarts: Family<Labels, Counter>,
@@ -103,6 +106,9 @@ impl Metrics {
             gossip: Family::default(),
             gossip_published: Family::default(),
             udp: Family::default(),
+            connections: Gauge::default(),
+            connection_events: Family::default(),
+            gossip_dropped: Counter::default(),
             requests: Family::default(),
             inventory_bytes: Gauge::default(),
             task_restarts: Family::default(),
@@ -154,6 +160,25 @@ impl Metrics {
             "UDP datagrams and bytes through this site's QUIC endpoint (everything it sends and \
              receives: gossip, requests, pulls, acknowledgements, QUIC headers and encryption)",
             m.udp.clone(),
+        );
+        registry.register(
+            "connections",
+            "QUIC connections of this site's endpoint open now, both directions",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connection_events",
+            "Connection events of this site's endpoint: handshake_ok, handshake_refused (no, \
+             untrusted, expired or revoked certificate, wrong ALPN, timeout), retry_sent \
+             (address validation asked), refused (endpoint full), stalled (nothing came back \
+             after a send: closed and dialled again)",
+            m.connection_events.clone(),
+        );
+        registry.register(
+            "gossip_dropped",
+            "Gossip messages dropped (inbox full, too many in flight, or the send failed); \
+             gossip makes up for them in later rounds",
+            m.gossip_dropped.clone(),
         );
         registry.register(
             "requests",
@@ -221,6 +246,17 @@ impl Metrics {
             let labels = vec![("direction", direction.to_owned()), ("what", what.to_owned())];
             set(&self.udp.get_or_create(&labels), n);
         }
+        self.connections.set(i64::try_from(sources.endpoint.open_connections()).unwrap_or(i64::MAX));
+        for (event, n) in [
+            ("handshake_ok", wire.handshakes_ok),
+            ("handshake_refused", wire.handshakes_refused),
+            ("retry_sent", wire.retries_sent),
+            ("refused", wire.connections_refused),
+            ("stalled", wire.connections_stalled),
+        ] {
+            set(&self.connection_events.get_or_create(&vec![("event", event.to_owned())]), n);
+        }
+        set(&self.gossip_dropped, wire.gossip_dropped);
         set(&self.steps_done, sources.steps.steps_done());
         for ((kind, outcome), n) in sources.requests.snapshot() {
             let labels = vec![("kind", kind.to_owned()), ("outcome", outcome.to_owned())];

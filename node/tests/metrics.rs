@@ -80,6 +80,12 @@ async fn a_site_serves_metrics_that_follow_what_it_does() {
         value(&body, "cairn_udp_total{direction=\"received\",what=\"datagrams\"}").unwrap() > 0.0,
         "{body}"
     );
+    // One connection to the other site at least (gossip and requests share it), whose
+    // handshake was counted; nothing refused.
+    assert!(value(&body, "cairn_connections").unwrap() >= 1.0, "{body}");
+    assert!(value(&body, "cairn_connection_events_total{event=\"handshake_ok\"}").unwrap() >= 1.0, "{body}");
+    assert_eq!(value(&body, "cairn_connection_events_total{event=\"refused\"}"), Some(0.0), "{body}");
+    assert!(value(&body, "cairn_gossip_dropped_total").is_some(), "{body}");
     // The site's own gossiped state: its summary keys and its certificate, signed.
     assert!(value(&body, "cairn_gossip_published{what=\"keys\"}").unwrap() >= 3.0, "{body}");
     assert!(value(&body, "cairn_gossip_published{what=\"bytes\"}").unwrap() > 500.0, "{body}");

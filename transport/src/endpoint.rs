@@ -299,6 +299,12 @@ impl Endpoint {
         self.inner.quinn.local_addr().expect("a bound endpoint has an address")
     }
 
+    /// QUIC connections open now, in both directions (quinn's count: handshakes in
+    /// progress and connections closing included).
+    pub fn open_connections(&self) -> usize {
+        self.inner.quinn.open_connections()
+    }
+
     /// What the endpoint has done so far.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot_with(&self.inner.wire)
