@@ -9,7 +9,7 @@
 //! Each unidirectional stream carries a kind byte and one frame; kind 1 is gossip.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::TransportConfig;
 use crate::error::TransportError;
 use crate::frame::{self, FrameError};
+use crate::gossip_parts::{self, Reassembly};
 use crate::message::{Request, Response, WireError, WireErrorKind};
 use crate::per_addr::{PerAddr, Slot};
 use crate::pool::{Dial, Pool};
@@ -139,6 +140,8 @@ struct Inner {
     /// What went through the endpoint's UDP socket.
     wire: Arc<WireCounters>,
     gossip_slots: Arc<Semaphore>,
+    /// Numbers gossip messages sent in parts (a receiver tells them apart by it).
+    gossip_message_ids: AtomicU32,
     /// Permits are KiB of request frames being buffered.
     request_budget: Semaphore,
     handshakes: AtomicUsize,
@@ -247,6 +250,7 @@ impl Endpoint {
         let inner = Inner {
             client: std::sync::RwLock::new(client),
             gossip_slots: Arc::new(Semaphore::new(config.max_gossip_in_flight)),
+            gossip_message_ids: Default::default(),
             request_budget: Semaphore::new(config.max_buffered_request_bytes.div_ceil(1024)),
             per_addr: PerAddr::new(config.max_handshakes_per_addr, config.max_connections_per_addr),
             quinn,
@@ -448,11 +452,23 @@ impl Endpoint {
                 };
                 // A message that fits goes in one QUIC datagram (RFC 9221): no stream to
                 // open, no stream frame, nothing retransmitted (gossip makes up for loss).
-                if conn.max_datagram_size().is_some_and(|max| message.len() < max) {
+                let max_datagram = conn.max_datagram_size().unwrap_or(0);
+                if message.len() < max_datagram {
                     let mut datagram = Vec::with_capacity(message.len() + 1);
                     datagram.push(STREAM_GOSSIP);
                     datagram.extend_from_slice(&message);
                     return conn.send_datagram(datagram.into()).map_err(|e| io(&e));
+                }
+                // A little larger (Syn and SynAck at a hundred sites): a few datagrams,
+                // to a peer that can put them together again.
+                if carries_gossip_parts(&conn) {
+                    let id = inner.gossip_message_ids.fetch_add(1, Ordering::Relaxed);
+                    if let Some(parts) = gossip_parts::split(id, &message, max_datagram) {
+                        for part in parts {
+                            conn.send_datagram(part.into()).map_err(|e| io(&e))?;
+                        }
+                        return Ok(());
+                    }
                 }
                 let mut stream = conn.open_uni().await.map_err(|e| io(&e))?;
                 stream.write_all(&[STREAM_GOSSIP]).await.map_err(|e| io(&e))?;
@@ -683,6 +699,8 @@ async fn serve_streams<S: Service>(
     // The peer is checked against the revocation list when its connection starts and
     // each time the list changes (not for every message it sends).
     let mut list_changed = true;
+    // Gossip messages this peer sent in parts, some parts still to come.
+    let mut parts = Reassembly::default();
     loop {
         if std::mem::take(&mut list_changed)
             && let Some(why) = revoked_peer(&conn, &revoked.borrow_and_update())
@@ -711,7 +729,7 @@ async fn serve_streams<S: Service>(
                 Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
             },
             datagram = conn.read_datagram() => match datagram {
-                Ok(datagram) => receive_gossip_datagram(&inner, &gossip, &peer, &datagram),
+                Ok(datagram) => receive_gossip_datagram(&inner, &gossip, &peer, &mut parts, &datagram),
                 Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
             },
         }
@@ -810,12 +828,20 @@ async fn serve_request<S: Service>(
     }
 }
 
-/// Takes one gossip message carried in a datagram (kind byte, then the message), from
-/// a site only, into the gossip inbox.
+/// Whether the peer on `conn` negotiated `cairn/2` and so takes gossip in parts.
+fn carries_gossip_parts(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .is_some_and(|data| data.protocol.as_deref() == Some(crate::tls::ALPN_GOSSIP_PARTS))
+}
+
+/// Takes one gossip message carried in a datagram (kind byte, then the message), or one
+/// part of one ([`gossip_parts`]), from a site only, into the gossip inbox.
 fn receive_gossip_datagram(
     inner: &Inner,
     gossip: &mpsc::Sender<(SocketAddr, Vec<u8>)>,
     who: &Peer,
+    parts: &mut Reassembly,
     datagram: &[u8],
 ) {
     if !who.identity.is_site() {
@@ -825,13 +851,30 @@ fn receive_gossip_datagram(
         }
         return;
     }
+    let deliver = |message: Vec<u8>| match gossip.try_send((who.addr, message)) {
+        Ok(()) => Stats::bump(&inner.stats.gossip_received),
+        Err(_) => Stats::bump(&inner.stats.gossip_dropped),
+    };
     match datagram.split_first() {
         Some((&STREAM_GOSSIP, message)) if message.len() <= inner.config.max_gossip_bytes => {
-            match gossip.try_send((who.addr, message.to_vec())) {
-                Ok(()) => Stats::bump(&inner.stats.gossip_received),
-                Err(_) => Stats::bump(&inner.stats.gossip_dropped),
-            }
+            deliver(message.to_vec());
         }
+        Some((&gossip_parts::KIND_PART, _)) => match parts.take(datagram, inner.config.max_gossip_bytes) {
+            Ok(taken) => {
+                if taken.gave_up {
+                    Stats::bump(&inner.stats.gossip_dropped);
+                }
+                if let Some(message) = taken.message {
+                    deliver(message);
+                }
+            }
+            Err(error) => {
+                Stats::bump(&inner.stats.request_errors);
+                if inner.per_addr.should_log(who.addr).is_some() {
+                    tracing::info!(%who, %error, "bad gossip part: ignored");
+                }
+            }
+        },
         _ => {
             Stats::bump(&inner.stats.request_errors);
             if inner.per_addr.should_log(who.addr).is_some() {

@@ -379,11 +379,15 @@ async fn gossip_messages_arrive_with_the_senders_listening_address() {
         Endpoint::serve(loopback(), &creds(&ca, "a"), TransportConfig::default(), service.clone()).unwrap();
     let (b, mut inbox) =
         Endpoint::serve(loopback(), &creds(&ca, "b"), TransportConfig::default(), service).unwrap();
-    // Small messages travel in QUIC datagrams, large ones (beyond a datagram) in streams:
-    // more of them at once than a peer may open (`MAX_GOSSIP_STREAMS`), so some wait
-    // for the receiver to allow more.
-    let n = 2 * cairn_transport::MAX_GOSSIP_STREAMS as u8 + 20;
-    let len = |i: u8| if i.is_multiple_of(2) { 100 + usize::from(i) } else { 5_000 + usize::from(i) };
+    // Small messages travel in one QUIC datagram, those of a few datagrams' size in
+    // parts, large ones (beyond four datagrams) in streams: more of them at once than a
+    // peer may open (`MAX_GOSSIP_STREAMS`), so some wait for the receiver to allow more.
+    let n = 3 * cairn_transport::MAX_GOSSIP_STREAMS as u8 + 20;
+    let len = |i: u8| match i % 3 {
+        0 => 100 + usize::from(i),
+        1 => 2_500 + usize::from(i),
+        _ => 6_000 + usize::from(i),
+    };
     for i in 0..n {
         assert!(a.send_gossip(b.local_addr(), vec![i; len(i)]));
     }
@@ -466,4 +470,73 @@ async fn a_stopped_follow_stream_ends_on_both_sides() {
     stream.stop(cairn_transport::pull::STOP_DONE);
     // The upstream's task ends (it waits on `stopped`), so closing is prompt.
     tokio::time::timeout(Duration::from_secs(2), a.close()).await.unwrap();
+}
+
+/// A bare quinn endpoint with a site's certificate that offers only the ALPN protocols
+/// given: a site of another build, as far as the wire can tell.
+fn raw_site_server(ca: &ClusterCa, alpn: &[&[u8]]) -> quinn::Endpoint {
+    let mut tls = creds(ca, "raw").server_config().unwrap();
+    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    quinn::Endpoint::server(quinn::ServerConfig::with_crypto(Arc::new(crypto)), loopback()).unwrap()
+}
+
+/// The datagrams and unidirectional streams a gossiping site sends to `server` for one
+/// message of `len` bytes (each stream as its kind byte and frame).
+async fn gossip_as_seen_by(
+    server: &quinn::Endpoint,
+    sender: &Endpoint,
+    len: usize,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    assert!(sender.send_gossip(server.local_addr().unwrap(), vec![7; len]));
+    let conn = server.accept().await.unwrap().await.unwrap();
+    let (mut datagrams, mut streams) = (Vec::new(), Vec::new());
+    // Whatever arrives within a second: the parts, or the one stream.
+    let collect = async {
+        loop {
+            tokio::select! {
+                d = conn.read_datagram() => datagrams.push(d.unwrap().to_vec()),
+                s = conn.accept_uni() => streams.push(s.unwrap().read_to_end(1 << 20).await.unwrap()),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), collect).await;
+    (datagrams, streams)
+}
+
+#[tokio::test]
+async fn gossip_goes_in_parts_only_to_a_site_that_negotiated_them() {
+    let ca = ClusterCa::generate().unwrap();
+    let a = site(&ca, "a");
+
+    // A site of this build (`cairn/2`): a 2,500-byte message as a few datagrams (two
+    // once path-MTU discovery has raised the datagram size, three on a connection this
+    // young, still at QUIC's 1,200 bytes), kind 2, one message id, parts 0.. of their
+    // count, the message's bytes split between them.
+    let current = raw_site_server(&ca, &[b"cairn/2", b"cairn/1"]);
+    let (mut datagrams, streams) = gossip_as_seen_by(&current, &a, 2_500).await;
+    assert!(streams.is_empty(), "no stream for a message of a few datagrams");
+    datagrams.sort_by_key(|d| d.get(5).copied());
+    let count = datagrams.len();
+    assert!((2..=3).contains(&count), "{:?}", datagrams.iter().map(Vec::len).collect::<Vec<_>>());
+    let mut message = Vec::new();
+    for (index, d) in datagrams.iter().enumerate() {
+        assert!(d.len() <= 1_200, "a part fits the smallest QUIC datagram");
+        assert_eq!(d[0], 2, "the part kind");
+        assert_eq!(d[1..5], datagrams[0][1..5], "one message id");
+        assert_eq!((usize::from(d[5]), usize::from(d[6])), (index, count), "index and count");
+        message.extend_from_slice(&d[7..]);
+    }
+    assert_eq!(message, vec![7; 2_500]);
+
+    // A site of an earlier build (`cairn/1` only) cannot put parts together: it gets the
+    // same message whole, on a stream (kind 1, then one frame).
+    let earlier = raw_site_server(&ca, &[b"cairn/1"]);
+    let (datagrams, streams) = gossip_as_seen_by(&earlier, &a, 2_500).await;
+    assert!(datagrams.is_empty(), "{} datagrams to a cairn/1 site", datagrams.len());
+    assert_eq!(streams.len(), 1);
+    assert_eq!(streams[0][0], 1, "the gossip stream kind");
+    let mut frame = &streams[0][1..];
+    let payload = frame::read_frame(&mut frame, 1 << 20).await.unwrap().unwrap();
+    assert_eq!(payload, vec![7; 2_500]);
 }

@@ -13,7 +13,7 @@ use super::authority::{ClusterCa, IssuedCert};
 use super::files::{io_err, read_private, write_atomic};
 use super::identity::{CertificateFacts, Identity};
 use super::signing::{ClusterTrust, Signer};
-use super::{ALPN, CA_CERT, CERT, KEY, cluster_id_of};
+use super::{ALPN_PROTOCOLS, CA_CERT, CERT, KEY, cluster_id_of};
 use crate::error::TransportError;
 
 type Result<T, E = TransportError> = std::result::Result<T, E>;
@@ -154,7 +154,7 @@ impl Credentials {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| TransportError::Tls(format!("own certificate: {e}")))?;
-        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
         Ok(config)
     }
 
@@ -185,7 +185,7 @@ impl Credentials {
             .with_root_certificates(self.roots()?)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| TransportError::Tls(format!("own certificate: {e}")))?;
-        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
         Ok(config)
     }
 }

@@ -31,8 +31,12 @@ pub use signing::{ClusterTrust, RevokedSet, Signer, VerifyingKey, fingerprint};
 
 use crate::error::TransportError;
 
-/// The ALPN protocol every cairn connection negotiates.
-pub const ALPN: &[u8] = b"cairn/1";
+/// The ALPN protocols a cairn connection offers, newest first. `cairn/2` adds gossip
+/// messages cut into a few datagrams; a site of the previous version offers only
+/// `cairn/1` and gets every gossip message whole (in one datagram or on a stream).
+pub const ALPN_PROTOCOLS: [&[u8]; 2] = [ALPN_GOSSIP_PARTS, b"cairn/1"];
+/// The ALPN protocol under which gossip messages may come in parts.
+pub const ALPN_GOSSIP_PARTS: &[u8] = b"cairn/2";
 /// The DNS name in every site certificate, and the one clients verify.
 pub const SERVER_NAME: &str = "cairn";
 /// Certificate file names.
