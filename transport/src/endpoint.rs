@@ -7,6 +7,8 @@
 //!
 //! Streams: each bidirectional stream carries one request frame and one response frame.
 //! Each unidirectional stream carries a kind byte and one frame; kind 1 is gossip.
+//! Datagrams carry gossip too: kind 1 and a whole message, or kind 2 and one part of a
+//! message a few datagrams long ([`crate::gossip_parts`], on `cairn/2` connections).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
