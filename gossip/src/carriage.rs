@@ -11,13 +11,17 @@
 //!
 //! One relay socket per peer, on loopback; each accepts datagrams only from chitchat's
 //! socket, and chitchat's socket accepts only relay addresses (anything else local is
-//! dropped).
+//! dropped). The carriage runs no task of its own: a send reads chitchat's datagram
+//! back from the relay socket within chitchat's call (loopback hands a datagram over
+//! within `sendto`), and chitchat's receive takes peers' messages from the endpoint's
+//! inbox itself. Relay sockets are not registered with the runtime, so a message
+//! through a relay wakes no task and no thread.
 //!
 //! The third message of an exchange, the `Ack`, carries only a delta, whose encoding
-//! chitchat does make public; so acks skip the relay both ways (one in three messages,
-//! two loopback datagrams and two task wake-ups fewer each). An ack travels as
-//! [`ACK_MARK`], chitchat's protocol version, then the delta; whatever else a peer
-//! sends starts with chitchat's own magic number and goes through the relay.
+//! chitchat does make public; so acks skip the relay both ways (one in three messages).
+//! An ack travels as [`ACK_MARK`], chitchat's protocol version, then the delta;
+//! whatever else a peer sends starts with chitchat's own magic number and goes through
+//! the relay.
 //!
 //! Sending never waits for a peer: the endpoint queues the message or drops it, and
 //! gossip's anti-entropy makes up for what is lost. A relay that carried nothing for
@@ -34,25 +38,18 @@ use async_trait::async_trait;
 use cairn_transport::{Endpoint, GossipInbox};
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket as ChitchatUdp};
 use chitchat::{ChitchatEnvelope, ChitchatMessage, Deserializable, ProtocolVersion, Serializable};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinSet};
 
 /// Largest datagram chitchat sends.
 const MAX_DATAGRAM: usize = 65_507;
 
 thread_local! {
-    /// Where relay tasks read chitchat's datagrams, one per worker thread.
+    /// Where chitchat's datagrams are read back from relays, one per worker thread.
     static RELAY_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
 }
 
 /// The first byte of an ack sent without the relay. chitchat's messages start with its
 /// magic number, 45139 little-endian, whose first byte is 0x53.
 const ACK_MARK: u8 = 0xCA;
-
-/// Acks decoded and not yet taken by chitchat; beyond this many, more are dropped (as
-/// UDP would: gossip makes up for a lost message).
-const ACK_QUEUE: usize = 1024;
 
 /// `envelope`, if it is an ack, as it goes without the relay: [`ACK_MARK`], the
 /// protocol version, the delta. (chitchat does not export the delta's type by name,
@@ -127,12 +124,20 @@ const RELAY_IDLE: Duration = Duration::from_secs(600);
 /// …looked for once a minute, when there are more relays than this.
 const PRUNE_ABOVE: usize = 64;
 
-/// One peer's relay socket (and its address, so sending to it costs no lookup), its
-/// forwarding task and when it last carried a datagram.
+/// How long a send waits, at most, for chitchat's datagram to reach the relay socket.
+/// Loopback hands it over within the `sendto` call, unless the kernel defers its
+/// network work under load; past this, the message is given up (gossip makes up for
+/// it).
+const RELAY_PATIENCE: Duration = Duration::from_millis(20);
+
+/// One peer's relay socket, its address (so sending to it costs no lookup) and when it
+/// last carried a datagram. Relay sockets are plain non-blocking sockets, not
+/// registered with the runtime: they are read and written only right after chitchat
+/// wrote to them or before it reads, so nothing ever waits on them and a datagram
+/// through a relay wakes no task and no thread.
 struct Relay {
-    socket: Arc<UdpSocket>,
+    socket: Arc<std::net::UdpSocket>,
     local: SocketAddr,
-    task: AbortHandle,
     used: Instant,
 }
 
@@ -161,7 +166,6 @@ impl Relays {
             .collect();
         for peer in idle {
             if let Some(relay) = self.by_peer.remove(&peer) {
-                relay.task.abort();
                 self.by_local.remove(&relay.local);
             }
         }
@@ -174,131 +178,106 @@ struct Shared {
     /// chitchat's own socket address.
     inner_addr: SocketAddr,
     relays: Mutex<Relays>,
-    tasks: Mutex<JoinSet<()>>,
 }
 
 impl Shared {
-    /// The relay socket for `peer` and its address, made (with its forwarding task) on
-    /// first use.
-    async fn relay(self: &Arc<Self>, peer: SocketAddr) -> anyhow::Result<(Arc<UdpSocket>, SocketAddr)> {
-        if let Some(relay) = self.used(peer) {
-            return Ok(relay);
-        }
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.context("binding a gossip relay socket")?);
-        let local = socket.local_addr()?;
+    /// The relay socket for `peer` and its address, made on first use.
+    fn relay(&self, peer: SocketAddr) -> anyhow::Result<(Arc<std::net::UdpSocket>, SocketAddr)> {
         let mut relays = self.relays.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
         if let Some(existing) = relays.by_peer.get_mut(&peer) {
-            existing.used = Instant::now();
+            existing.used = now;
             return Ok((existing.socket.clone(), existing.local));
         }
-        relays.prune(Instant::now());
-        let (shared, relay) = (self.clone(), socket.clone());
-        let task = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).spawn(async move {
-            // The datagram is read into the worker thread's buffer and copied out before
-            // the next await, so a hundred idle relays do not hold 64 KiB each.
-            while relay.readable().await.is_ok() {
-                loop {
-                    let datagram = RELAY_BUFFER.with_borrow_mut(|buf| match relay.try_recv_from(buf) {
-                        Ok((n, from)) => Ok((from == shared.inner_addr).then(|| buf[..n].to_vec())),
-                        Err(error) => Err(error),
-                    });
-                    match datagram {
-                        Ok(Some(message)) => {
-                            let c = &shared.counters;
-                            GossipCounters::count(&c.messages_sent, &c.bytes_sent, message.len());
-                            shared.used(peer);
-                            shared.endpoint.send_gossip(peer, message);
-                        }
-                        Ok(None) => {}
-                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(error) => {
-                            tracing::debug!(%peer, %error, "gossip relay socket failed");
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        relays.by_peer.insert(peer, Relay { socket: socket.clone(), local, task, used: Instant::now() });
+        relays.prune(now);
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("binding a gossip relay socket")?;
+        socket.set_nonblocking(true).context("making a gossip relay socket non-blocking")?;
+        let local = socket.local_addr().context("a gossip relay socket's address")?;
+        let socket = Arc::new(socket);
+        relays.by_peer.insert(peer, Relay { socket: socket.clone(), local, used: now });
         relays.by_local.insert(local, peer);
         Ok((socket, local))
     }
 
-    /// `peer`'s relay socket and its address, if it has one, marked as used now.
-    fn used(&self, peer: SocketAddr) -> Option<(Arc<UdpSocket>, SocketAddr)> {
-        let mut relays = self.relays.lock().unwrap_or_else(PoisonError::into_inner);
-        let relay = relays.by_peer.get_mut(&peer)?;
-        relay.used = Instant::now();
-        Some((relay.socket.clone(), relay.local))
-    }
-
     fn peer_of(&self, relay: SocketAddr) -> Option<SocketAddr> {
         self.relays.lock().unwrap_or_else(PoisonError::into_inner).by_local.get(&relay).copied()
+    }
+
+    /// Sends what chitchat just wrote to `peer`'s relay socket on to `peer`; `false` if
+    /// nothing was there yet.
+    fn forward(&self, peer: SocketAddr, relay: &std::net::UdpSocket) -> std::io::Result<bool> {
+        let mut forwarded = false;
+        loop {
+            let datagram = RELAY_BUFFER.with_borrow_mut(|buf| {
+                relay.recv_from(buf).map(|(n, from)| (from == self.inner_addr).then(|| buf[..n].to_vec()))
+            });
+            match datagram {
+                Ok(Some(message)) => {
+                    let c = &self.counters;
+                    GossipCounters::count(&c.messages_sent, &c.bytes_sent, message.len());
+                    self.endpoint.send_gossip(peer, message);
+                    forwarded = true;
+                }
+                Ok(None) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(forwarded),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Takes one message from a peer: an ack is decoded here and returned; anything
+    /// else goes to chitchat's socket through the peer's relay, for chitchat to decode.
+    fn take(&self, peer: SocketAddr, bytes: Vec<u8>) -> Option<RecvOutcome> {
+        let c = &self.counters;
+        GossipCounters::count(&c.messages_received, &c.bytes_received, bytes.len());
+        match decode_ack(&bytes) {
+            Some(Ok(envelope)) => {
+                return Some(RecvOutcome { from_addr: peer, envelope, num_bytes_received: bytes.len() });
+            }
+            Some(Err(error)) => {
+                tracing::info!(%peer, %error, "bad gossip ack: ignored");
+                return None;
+            }
+            None => {}
+        }
+        // A full receive buffer drops the message, as UDP would.
+        match self.relay(peer).and_then(|(relay, _)| Ok(relay.send_to(&bytes, self.inner_addr)?)) {
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%peer, %error, "cannot relay gossip"),
+        }
+        None
     }
 }
 
 #[async_trait]
 impl Transport for QuicCarriage {
     async fn open(&self, _listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let mut inbox = self
+        let inbox = self
             .inbox
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .context("the QUIC gossip carriage was already opened")?;
         let inner = ChitchatUdp::open("127.0.0.1:0".parse()?).await?;
-        let (acks_tx, acks) = mpsc::channel(ACK_QUEUE);
-        let shared = Arc::new(Shared {
+        let shared = Shared {
             endpoint: self.endpoint.clone(),
             counters: self.counters.clone(),
             inner_addr: inner.local_addr()?,
             relays: Mutex::new(Relays::default()),
-            tasks: Mutex::new(JoinSet::new()),
-        });
-        // Messages from peers go to chitchat through the peer's relay socket.
-        let incoming = shared.clone();
-        shared.tasks.lock().unwrap_or_else(PoisonError::into_inner).spawn(async move {
-            while let Some((peer, bytes)) = inbox.0.recv().await {
-                let c = &incoming.counters;
-                GossipCounters::count(&c.messages_received, &c.bytes_received, bytes.len());
-                match decode_ack(&bytes) {
-                    Some(Ok(envelope)) => {
-                        let _ = acks_tx.try_send(RecvOutcome {
-                            from_addr: peer,
-                            envelope,
-                            num_bytes_received: bytes.len(),
-                        });
-                        continue;
-                    }
-                    Some(Err(error)) => {
-                        tracing::info!(%peer, %error, "bad gossip ack: ignored");
-                        continue;
-                    }
-                    None => {}
-                }
-                match incoming.relay(peer).await {
-                    Ok((relay, _)) => {
-                        let _ = relay.send_to(&bytes, incoming.inner_addr).await;
-                    }
-                    Err(error) => tracing::warn!(%peer, %error, "cannot relay gossip"),
-                }
-            }
-        });
-        Ok(Box::new(QuicSocket { inner, acks, shared }))
+        };
+        Ok(Box::new(QuicSocket { inner, inbox, inbox_open: true, shared }))
     }
 }
 
+/// The socket chitchat uses. It runs no task of its own: sending forwards chitchat's
+/// datagram from the relay within the send, and receiving takes peers' messages from
+/// the endpoint's inbox within chitchat's own receive.
 struct QuicSocket {
     inner: ChitchatUdp,
-    /// Acks from peers, decoded by the inbox task.
-    acks: mpsc::Receiver<RecvOutcome>,
-    shared: Arc<Shared>,
-}
-
-impl Drop for QuicSocket {
-    fn drop(&mut self) {
-        self.shared.tasks.lock().unwrap_or_else(PoisonError::into_inner).abort_all();
-    }
+    inbox: GossipInbox,
+    /// Until the endpoint closes.
+    inbox_open: bool,
+    shared: Shared,
 }
 
 #[async_trait]
@@ -315,25 +294,46 @@ impl Socket for QuicSocket {
             self.shared.endpoint.send_gossip(to, bytes);
             return Ok(SendOutcome { num_bytes_sent });
         }
-        let (_, relay) = self.shared.relay(to).await?;
-        self.inner.send(relay, envelope).await
+        let (relay, relay_addr) = self.shared.relay(to)?;
+        let outcome = self.inner.send(relay_addr, envelope).await?;
+        let waited = Instant::now();
+        while !self.shared.forward(to, &relay).context("reading a gossip relay socket")? {
+            if waited.elapsed() > RELAY_PATIENCE {
+                tracing::debug!(peer = %to, "gossip message not seen on its relay: given up");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(outcome)
     }
 
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
         loop {
-            // Both are cancel-safe, as chitchat needs of `recv`.
-            let mut outcome = tokio::select! {
-                outcome = self.inner.recv() => outcome?,
-                Some(ack) = self.acks.recv() => return Ok(ack),
-            };
-            match self.shared.peer_of(outcome.from_addr) {
-                Some(peer) => {
-                    outcome.from_addr = peer;
-                    return Ok(outcome);
+            // Both are cancel-safe, as chitchat needs of `recv`; what is done between
+            // them does not wait.
+            tokio::select! {
+                biased;
+                outcome = self.inner.recv() => {
+                    let mut outcome = outcome?;
+                    match self.shared.peer_of(outcome.from_addr) {
+                        Some(peer) => {
+                            outcome.from_addr = peer;
+                            return Ok(outcome);
+                        }
+                        None => tracing::warn!(
+                            from = %outcome.from_addr,
+                            "dropped a local datagram not from a gossip relay"
+                        ),
+                    }
                 }
-                None => {
-                    tracing::warn!(from = %outcome.from_addr, "dropped a local datagram not from a gossip relay")
-                }
+                message = self.inbox.0.recv(), if self.inbox_open => match message {
+                    Some((peer, bytes)) => {
+                        if let Some(ack) = self.shared.take(peer, bytes) {
+                            return Ok(ack);
+                        }
+                    }
+                    None => self.inbox_open = false,
+                },
             }
         }
     }
@@ -457,31 +457,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn relays_idle_for_ten_minutes_are_closed_when_there_are_many() {
+    #[test]
+    fn relays_idle_for_ten_minutes_are_closed_when_there_are_many() {
         let mut relays = Relays::default();
-        let mut tasks = JoinSet::new();
         let now = Instant::now();
         let long_ago = now.checked_sub(RELAY_IDLE * 2).unwrap();
         for port in 0..(PRUNE_ABOVE as u16 + 10) {
-            let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let socket = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
             let local = socket.local_addr().unwrap();
-            let task = tasks.spawn(std::future::pending::<()>());
             let used = if port < 20 { long_ago } else { now };
             let peer = SocketAddr::from(([10, 0, 0, 1], port));
-            relays.by_peer.insert(peer, Relay { socket, local, task, used });
+            relays.by_peer.insert(peer, Relay { socket, local, used });
             relays.by_local.insert(local, peer);
         }
         relays.prune(now);
         assert_eq!(relays.by_peer.len(), PRUNE_ABOVE - 10, "the 20 idle relays are gone");
         assert_eq!(relays.by_local.len(), relays.by_peer.len());
-        // Their forwarding tasks were stopped.
-        let mut stopped = 0;
-        while let Some(done) =
-            tokio::time::timeout(Duration::from_millis(200), tasks.join_next()).await.ok().flatten()
-        {
-            stopped += usize::from(done.is_err_and(|e| e.is_cancelled()));
-        }
-        assert_eq!(stopped, 20);
+        assert!(relays.by_peer.values().all(|r| r.used == now));
     }
 }

@@ -39,6 +39,13 @@ pub struct GossipConfig {
     pub tombstone_grace: Duration,
     /// What the view takes in from peers (caps, clock drift).
     pub limits: ViewLimits,
+    /// chitchat compresses its digests itself (its protocol V1). Off by default: the
+    /// site's QUIC transport compresses each whole message once, which costs a site
+    /// less CPU. On for transports that do not compress (chitchat's in-memory channel,
+    /// in tests and benches), and for clusters of many hundreds of sites, whose plain
+    /// digests (about 57 bytes a site) would leave chitchat little room for state in
+    /// each message: a message must fit in one 64 KiB UDP datagram.
+    pub compressed_digests: bool,
 }
 
 impl Default for GossipConfig {
@@ -51,6 +58,7 @@ impl Default for GossipConfig {
             dead_site_grace: Duration::from_secs(3600),
             tombstone_grace: Duration::from_secs(3600),
             limits: ViewLimits::default(),
+            compressed_digests: false,
         }
     }
 }
@@ -177,7 +185,11 @@ impl Gossip {
             marked_for_deletion_grace_period: config.tombstone_grace,
             catchup_callback: None,
             extra_liveness_predicate: None,
-            protocol_version: chitchat::ProtocolVersion::V1,
+            protocol_version: if config.compressed_digests {
+                chitchat::ProtocolVersion::V1
+            } else {
+                chitchat::ProtocolVersion::V0
+            },
         };
         // Values are signed at the version chitchat sets them at, so they are set here,
         // not handed to chitchat to set.

@@ -8,7 +8,10 @@
 //! Streams: each bidirectional stream carries one request frame and one response frame.
 //! Each unidirectional stream carries a kind byte and one frame; kind 1 is gossip.
 //! Datagrams carry gossip too: kind 1 and a whole message, or kind 2 and one part of a
-//! message a few datagrams long ([`crate::gossip_parts`], on `cairn/2` connections).
+//! message a few datagrams long ([`crate::gossip_parts`], on `cairn/2` and `cairn/3`
+//! connections). On `cairn/3` connections every gossip message, however carried, is
+//! packed: an encoding byte, then the message raw or compressed
+//! ([`crate::gossip_packing`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -24,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::TransportConfig;
 use crate::error::TransportError;
 use crate::frame::{self, FrameError};
+use crate::gossip_packing;
 use crate::gossip_parts::{self, Reassembly};
 use crate::message::{Request, Response, WireError, WireErrorKind};
 use crate::per_addr::{PerAddr, Slot};
@@ -430,7 +434,27 @@ impl Endpoint {
     /// Queues one gossip message for `peer` and returns at once; `false` if it was
     /// dropped because too many are in flight. A dead peer costs at most one task held
     /// for the connect timeout.
+    ///
+    /// The common case, a live connection to the peer and a message that fits in a few
+    /// datagrams, is sent here and now: no task, no wake-up.
     pub fn send_gossip(&self, peer: SocketAddr, message: Vec<u8>) -> bool {
+        if let Some(conn) = self.inner.ready_connection(peer)
+            && !self.inner.pool.stalled(peer, &conn, self.inner.config.stall_timeout)
+        {
+            let form = GossipForm::of(&conn);
+            match send_gossip_datagrams(&self.inner, &conn, form, &form.wire(&message)) {
+                Ok(true) => {
+                    Stats::bump(&self.inner.stats.gossip_sent);
+                    return true;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::trace!(%peer, %error, "gossip not sent");
+                    Stats::bump(&self.inner.stats.gossip_dropped);
+                    return true;
+                }
+            }
+        }
         let Ok(permit) = self.inner.gossip_slots.clone().try_acquire_owned() else {
             Stats::bump(&self.inner.stats.gossip_dropped);
             return false;
@@ -452,29 +476,14 @@ impl Endpoint {
                     peer,
                     reason: e.to_string(),
                 };
-                // A message that fits goes in one QUIC datagram (RFC 9221): no stream to
-                // open, no stream frame, nothing retransmitted (gossip makes up for loss).
-                let max_datagram = conn.max_datagram_size().unwrap_or(0);
-                if message.len() < max_datagram {
-                    let mut datagram = Vec::with_capacity(message.len() + 1);
-                    datagram.push(STREAM_GOSSIP);
-                    datagram.extend_from_slice(&message);
-                    return conn.send_datagram(datagram.into()).map_err(|e| io(&e));
-                }
-                // A little larger (Syn and SynAck at a hundred sites): a few datagrams,
-                // to a peer that can put them together again.
-                if carries_gossip_parts(&conn) {
-                    let id = inner.gossip_message_ids.fetch_add(1, Ordering::Relaxed);
-                    if let Some(parts) = gossip_parts::split(id, &message, max_datagram) {
-                        for part in parts {
-                            conn.send_datagram(part.into()).map_err(|e| io(&e))?;
-                        }
-                        return Ok(());
-                    }
+                let form = GossipForm::of(&conn);
+                let wire = form.wire(&message);
+                if send_gossip_datagrams(&inner, &conn, form, &wire).map_err(|e| io(&e))? {
+                    return Ok(());
                 }
                 let mut stream = conn.open_uni().await.map_err(|e| io(&e))?;
                 stream.write_all(&[STREAM_GOSSIP]).await.map_err(|e| io(&e))?;
-                frame::write_frame(&mut stream, &message)
+                frame::write_frame(&mut stream, &wire)
                     .await
                     .map_err(|source| TransportError::Frame { peer, source })?;
                 stream.finish().map_err(|e| io(&e))
@@ -514,6 +523,14 @@ impl Endpoint {
 }
 
 impl Inner {
+    /// The pooled connection to `peer` if there is a live one and nothing holds its
+    /// slot (a dial under way), and the peer's certificate is not revoked; else `None`,
+    /// and [`Self::connection`] finds out why.
+    fn ready_connection(&self, peer: SocketAddr) -> Option<quinn::Connection> {
+        let conn = self.pool.ready(peer)?;
+        revoked_peer(&conn, &self.revoked.borrow()).is_none().then_some(conn)
+    }
+
     /// A pooled connection to `peer`; a new one is also served for the peer's streams.
     async fn connection(&self, peer: SocketAddr, dial: Dial) -> Result<quinn::Connection, TransportError> {
         let client = self.client.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
@@ -703,6 +720,7 @@ async fn serve_streams<S: Service>(
     let mut list_changed = true;
     // Gossip messages this peer sent in parts, some parts still to come.
     let mut parts = Reassembly::default();
+    let form = GossipForm::of(&conn);
     loop {
         if std::mem::take(&mut list_changed)
             && let Some(why) = revoked_peer(&conn, &revoked.borrow_and_update())
@@ -726,12 +744,12 @@ async fn serve_streams<S: Service>(
             },
             uni = conn.accept_uni() => match uni {
                 Ok(recv) => {
-                    inner.tasks.spawn(receive_gossip(inner.clone(), gossip.clone(), peer.clone(), recv));
+                    inner.tasks.spawn(receive_gossip(inner.clone(), gossip.clone(), peer.clone(), form, recv));
                 }
                 Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
             },
             datagram = conn.read_datagram() => match datagram {
-                Ok(datagram) => receive_gossip_datagram(&inner, &gossip, &peer, &mut parts, &datagram),
+                Ok(datagram) => receive_gossip_datagram(&inner, &gossip, &peer, form, &mut parts, &datagram),
                 Err(error) => { tracing::debug!(%peer, %error, "connection ended"); break; }
             },
         }
@@ -830,11 +848,64 @@ async fn serve_request<S: Service>(
     }
 }
 
-/// Whether the peer on `conn` negotiated `cairn/2` and so takes gossip in parts.
-fn carries_gossip_parts(conn: &quinn::Connection) -> bool {
-    conn.handshake_data()
-        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .is_some_and(|data| data.protocol.as_deref() == Some(crate::tls::ALPN_GOSSIP_PARTS))
+/// Sends a gossip message on `conn` as datagrams if it fits: whole in one (RFC 9221: no
+/// stream to open, no stream frame, nothing retransmitted, as gossip makes up for
+/// loss), or, a little larger (Syn and SynAck at a hundred sites), in a few parts to a
+/// peer that can put them together again. `Ok(false)`: it needs a stream.
+fn send_gossip_datagrams(
+    inner: &Inner,
+    conn: &quinn::Connection,
+    form: GossipForm,
+    message: &[u8],
+) -> Result<bool, quinn::SendDatagramError> {
+    let max_datagram = conn.max_datagram_size().unwrap_or(0);
+    if message.len() < max_datagram {
+        let mut datagram = Vec::with_capacity(message.len() + 1);
+        datagram.push(STREAM_GOSSIP);
+        datagram.extend_from_slice(message);
+        conn.send_datagram(datagram.into())?;
+        return Ok(true);
+    }
+    if form.parts {
+        let id = inner.gossip_message_ids.fetch_add(1, Ordering::Relaxed);
+        if let Some(parts) = gossip_parts::split(id, message, max_datagram) {
+            for part in parts {
+                conn.send_datagram(part.into())?;
+            }
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// What the peer on a connection reads of gossip, by the ALPN protocol it negotiated.
+#[derive(Debug, Clone, Copy, Default)]
+struct GossipForm {
+    /// Messages in a few datagrams (`cairn/2` and later).
+    parts: bool,
+    /// Packed messages ([`gossip_packing`], `cairn/3`).
+    packed: bool,
+}
+
+impl GossipForm {
+    fn of(conn: &quinn::Connection) -> Self {
+        let protocol = conn
+            .handshake_data()
+            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|data| data.protocol);
+        let packed = protocol.as_deref() == Some(crate::tls::ALPN_GOSSIP_PACKED);
+        Self { parts: packed || protocol.as_deref() == Some(crate::tls::ALPN_GOSSIP_PARTS), packed }
+    }
+
+    /// `message` as this peer takes it.
+    fn wire<'m>(&self, message: &'m [u8]) -> std::borrow::Cow<'m, [u8]> {
+        if self.packed { gossip_packing::pack(message).into() } else { message.into() }
+    }
+
+    /// The message in what this peer sent, or why it cannot be read.
+    fn read(&self, wire: Vec<u8>, max: usize) -> Result<Vec<u8>, gossip_packing::UnpackError> {
+        if self.packed { gossip_packing::unpack(&wire, max) } else { Ok(wire) }
+    }
 }
 
 /// Takes one gossip message carried in a datagram (kind byte, then the message), or one
@@ -843,6 +914,7 @@ fn receive_gossip_datagram(
     inner: &Inner,
     gossip: &mpsc::Sender<(SocketAddr, Vec<u8>)>,
     who: &Peer,
+    form: GossipForm,
     parts: &mut Reassembly,
     datagram: &[u8],
 ) {
@@ -853,9 +925,17 @@ fn receive_gossip_datagram(
         }
         return;
     }
-    let deliver = |message: Vec<u8>| match gossip.try_send((who.addr, message)) {
-        Ok(()) => Stats::bump(&inner.stats.gossip_received),
-        Err(_) => Stats::bump(&inner.stats.gossip_dropped),
+    let deliver = |wire: Vec<u8>| match form.read(wire, inner.config.max_gossip_bytes) {
+        Ok(message) => match gossip.try_send((who.addr, message)) {
+            Ok(()) => Stats::bump(&inner.stats.gossip_received),
+            Err(_) => Stats::bump(&inner.stats.gossip_dropped),
+        },
+        Err(error) => {
+            Stats::bump(&inner.stats.request_errors);
+            if inner.per_addr.should_log(who.addr).is_some() {
+                tracing::info!(%who, %error, "bad gossip message: ignored");
+            }
+        }
     };
     match datagram.split_first() {
         Some((&STREAM_GOSSIP, message)) if message.len() <= inner.config.max_gossip_bytes => {
@@ -890,6 +970,7 @@ async fn receive_gossip(
     inner: Arc<Inner>,
     gossip: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     who: Peer,
+    form: GossipForm,
     mut recv: quinn::RecvStream,
 ) {
     let peer = who.addr;
@@ -908,10 +989,11 @@ async fn receive_gossip(
         if kind[0] != STREAM_GOSSIP {
             return Err(format!("unknown stream kind {}", kind[0]));
         }
-        frame::read_frame(&mut recv, inner.config.max_gossip_bytes)
+        let wire = frame::read_frame(&mut recv, inner.config.max_gossip_bytes)
             .await
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| "empty gossip stream".to_owned())
+            .ok_or_else(|| "empty gossip stream".to_owned())?;
+        form.read(wire, inner.config.max_gossip_bytes).map_err(|e| e.to_string())
     };
     match tokio::time::timeout(inner.config.request_timeout, read).await {
         Ok(Ok(message)) => match gossip.try_send((peer, message)) {

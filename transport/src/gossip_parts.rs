@@ -13,8 +13,8 @@
 //! [`MAX_PARTIAL`] messages it has some parts of (a newer one pushes out the oldest: its
 //! lost part will not come, as datagrams are not retransmitted; gossip makes up for a lost
 //! message). A message needs at most [`MAX_PARTS`] parts; a larger one goes on a stream.
-//! Only connections that negotiated ALPN `cairn/2` carry parts, so a site of the previous
-//! version (`cairn/1`) keeps getting every message it can read.
+//! Only connections that negotiated ALPN `cairn/2` or later carry parts, so a site of an
+//! earlier version (`cairn/1`) keeps getting every message it can read.
 //!
 //! Pure logic: no I/O, no clock.
 

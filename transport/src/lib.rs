@@ -2,7 +2,7 @@
 //! (requests, plan delivery, gossip) and between the CLI and a site.
 //!
 //! - [`tls`]: the cluster CA, identities in issued certificates, and mutual-TLS configs
-//!   (ALPN `cairn/2`, `cairn/1`);
+//!   (ALPN `cairn/3`, `cairn/2`, `cairn/1`);
 //! - [`frame`]: length-prefixed, versioned frames with a size limit checked before
 //!   allocation;
 //! - [`message`]: the request and response enums;
@@ -17,6 +17,7 @@ mod config;
 mod endpoint;
 mod error;
 pub mod frame;
+mod gossip_packing;
 mod gossip_parts;
 pub mod message;
 pub mod operator;

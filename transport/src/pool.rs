@@ -108,6 +108,16 @@ impl Pool {
         stalled
     }
 
+    /// The live connection to `peer`, if there is one and nobody holds its slot (a
+    /// dial under way), noted as used now. Does not wait.
+    pub(crate) fn ready(&self, peer: SocketAddr) -> Option<quinn::Connection> {
+        let slot = self.peers.lock().unwrap_or_else(PoisonError::into_inner).get(&peer).cloned()?;
+        let mut slot = slot.try_lock().ok()?;
+        let conn = slot.conn.clone().filter(|c| c.close_reason().is_none())?;
+        slot.last_used = Some(Instant::now());
+        Some(conn)
+    }
+
     /// A live connection to `peer`, made now if needed; `true` if it was just made.
     pub(crate) async fn connection(
         &self,

@@ -482,13 +482,13 @@ fn raw_site_server(ca: &ClusterCa, alpn: &[&[u8]]) -> quinn::Endpoint {
 }
 
 /// The datagrams and unidirectional streams a gossiping site sends to `server` for one
-/// message of `len` bytes (each stream as its kind byte and frame).
+/// message (each stream as its kind byte and frame).
 async fn gossip_as_seen_by(
     server: &quinn::Endpoint,
     sender: &Endpoint,
-    len: usize,
+    message: Vec<u8>,
 ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    assert!(sender.send_gossip(server.local_addr().unwrap(), vec![7; len]));
+    assert!(sender.send_gossip(server.local_addr().unwrap(), message));
     let conn = server.accept().await.unwrap().await.unwrap();
     let (mut datagrams, mut streams) = (Vec::new(), Vec::new());
     // Whatever arrives within a second: the parts, or the one stream.
@@ -509,12 +509,12 @@ async fn gossip_goes_in_parts_only_to_a_site_that_negotiated_them() {
     let ca = ClusterCa::generate().unwrap();
     let a = site(&ca, "a");
 
-    // A site of this build (`cairn/2`): a 2,500-byte message as a few datagrams (two
+    // A site of the build before (`cairn/2`): a 2,500-byte message as a few datagrams (two
     // once path-MTU discovery has raised the datagram size, three on a connection this
     // young, still at QUIC's 1,200 bytes), kind 2, one message id, parts 0.. of their
     // count, the message's bytes split between them.
     let current = raw_site_server(&ca, &[b"cairn/2", b"cairn/1"]);
-    let (mut datagrams, streams) = gossip_as_seen_by(&current, &a, 2_500).await;
+    let (mut datagrams, streams) = gossip_as_seen_by(&current, &a, vec![7; 2_500]).await;
     assert!(streams.is_empty(), "no stream for a message of a few datagrams");
     datagrams.sort_by_key(|d| d.get(5).copied());
     let count = datagrams.len();
@@ -532,11 +532,54 @@ async fn gossip_goes_in_parts_only_to_a_site_that_negotiated_them() {
     // A site of an earlier build (`cairn/1` only) cannot put parts together: it gets the
     // same message whole, on a stream (kind 1, then one frame).
     let earlier = raw_site_server(&ca, &[b"cairn/1"]);
-    let (datagrams, streams) = gossip_as_seen_by(&earlier, &a, 2_500).await;
+    let (datagrams, streams) = gossip_as_seen_by(&earlier, &a, vec![7; 2_500]).await;
     assert!(datagrams.is_empty(), "{} datagrams to a cairn/1 site", datagrams.len());
     assert_eq!(streams.len(), 1);
     assert_eq!(streams[0][0], 1, "the gossip stream kind");
     let mut frame = &streams[0][1..];
     let payload = frame::read_frame(&mut frame, 1 << 20).await.unwrap().unwrap();
     assert_eq!(payload, vec![7; 2_500]);
+}
+
+#[tokio::test]
+async fn gossip_goes_compressed_only_to_a_site_that_negotiated_it() {
+    let ca = ClusterCa::generate().unwrap();
+    let a = site(&ca, "a");
+    // Something like a digest: 100 sites' ids and counters, 5,500 bytes.
+    let message: Vec<u8> = (0..100u32)
+        .flat_map(|i| {
+            let mut entry = format!("{:032x}", u128::from(i).wrapping_mul(0x9E37_79B9)).into_bytes();
+            entry.extend([4, 127, 0, 0, 1, 0x1B, 0x58 + i as u8]);
+            entry.extend(u64::from(i * 13).to_le_bytes());
+            entry.extend(u64::from(i * 7).to_le_bytes());
+            entry
+        })
+        .collect();
+    assert_eq!(message.len(), 5_500);
+    // A site of this build (`cairn/3`): a zstd frame of the message, far smaller than
+    // the 5,500 bytes that would need a stream: one datagram (kind 1), or two parts on a
+    // connection this young, whose datagrams are still QUIC's 1,200 bytes; encoding 1.
+    let current = raw_site_server(&ca, &[b"cairn/3", b"cairn/2", b"cairn/1"]);
+    let (mut datagrams, streams) = gossip_as_seen_by(&current, &a, message.clone()).await;
+    assert!(streams.is_empty());
+    let packed: Vec<u8> = match datagrams.len() {
+        1 if datagrams[0][0] == 1 => datagrams[0][1..].to_vec(),
+        2 if datagrams.iter().all(|d| d[0] == 2) => {
+            datagrams.sort_by_key(|d| d[5]);
+            datagrams.iter().flat_map(|d| d[7..].to_vec()).collect()
+        }
+        _ => panic!("{:?}", datagrams.iter().map(Vec::len).collect::<Vec<_>>()),
+    };
+    assert_eq!(packed[0], 1, "compressed");
+    assert!(packed.len() < 2_000, "{} bytes", packed.len());
+    assert_eq!(zstd::bulk::decompress(&packed[1..], 5_500).unwrap(), message);
+
+    // A site of the build before (`cairn/2`) gets it as it is: more than four datagrams'
+    // worth, so on a stream.
+    let before = raw_site_server(&ca, &[b"cairn/2", b"cairn/1"]);
+    let (datagrams, streams) = gossip_as_seen_by(&before, &a, message.clone()).await;
+    assert!(datagrams.is_empty());
+    assert_eq!(streams.len(), 1);
+    let mut frame = &streams[0][1..];
+    assert_eq!(frame::read_frame(&mut frame, 1 << 20).await.unwrap().unwrap(), message);
 }

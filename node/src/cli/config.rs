@@ -102,6 +102,7 @@ pub(crate) struct GossipSection {
     pub(crate) phi_threshold: Option<f64>,
     pub(crate) sampling_window: Option<usize>,
     pub(crate) dead_site_grace_secs: Option<u64>,
+    pub(crate) compressed_digests: Option<bool>,
 }
 
 /// `[transport]`.
@@ -158,6 +159,7 @@ impl FileConfig {
                 phi_threshold: self.gossip.phi_threshold.or(lower.gossip.phi_threshold),
                 sampling_window: self.gossip.sampling_window.or(lower.gossip.sampling_window),
                 dead_site_grace_secs: self.gossip.dead_site_grace_secs.or(lower.gossip.dead_site_grace_secs),
+                compressed_digests: self.gossip.compressed_digests.or(lower.gossip.compressed_digests),
             },
             transport: TransportSection {
                 max_frame_bytes: self.transport.max_frame_bytes.or(lower.transport.max_frame_bytes),
@@ -239,6 +241,7 @@ impl FileConfig {
                 phi_threshold: Some(g.phi_threshold),
                 sampling_window: Some(g.sampling_window),
                 dead_site_grace_secs: Some(g.dead_site_grace.as_secs()),
+                compressed_digests: Some(g.compressed_digests),
             },
             transport: TransportSection {
                 max_frame_bytes: Some(t.max_frame_bytes),
@@ -333,6 +336,7 @@ impl FileConfig {
             dead_site_grace: Duration::from_secs(
                 g.dead_site_grace_secs.or(dg.dead_site_grace_secs).unwrap_or(3600),
             ),
+            compressed_digests: g.compressed_digests.or(dg.compressed_digests).unwrap_or(false),
             ..GossipConfig::default()
         };
         let (l, view) = (&self.limits, o.gossip.limits);

@@ -32,11 +32,14 @@ pub use signing::{ClusterTrust, RevokedSet, Signer, VerifyingKey, fingerprint};
 use crate::error::TransportError;
 
 /// The ALPN protocols a cairn connection offers, newest first. `cairn/2` adds gossip
-/// messages cut into a few datagrams; a site of the previous version offers only
-/// `cairn/1` and gets every gossip message whole (in one datagram or on a stream).
-pub const ALPN_PROTOCOLS: [&[u8]; 2] = [ALPN_GOSSIP_PARTS, b"cairn/1"];
+/// messages cut into a few datagrams; `cairn/3` adds gossip messages compressed by the
+/// transport. A site of an earlier version offers only `cairn/2` or `cairn/1` and gets
+/// every gossip message in a form it reads.
+pub const ALPN_PROTOCOLS: [&[u8]; 3] = [ALPN_GOSSIP_PACKED, ALPN_GOSSIP_PARTS, b"cairn/1"];
 /// The ALPN protocol under which gossip messages may come in parts.
 pub const ALPN_GOSSIP_PARTS: &[u8] = b"cairn/2";
+/// The ALPN protocol under which gossip messages also come packed (compressed).
+pub const ALPN_GOSSIP_PACKED: &[u8] = b"cairn/3";
 /// The DNS name in every site certificate, and the one clients verify.
 pub const SERVER_NAME: &str = "cairn";
 /// Certificate file names.
