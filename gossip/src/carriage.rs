@@ -14,8 +14,9 @@
 //! dropped). The carriage runs no task of its own: a send reads chitchat's datagram
 //! back from the relay socket within chitchat's call (loopback hands a datagram over
 //! within `sendto`), and chitchat's receive takes peers' messages from the endpoint's
-//! inbox itself. Relay sockets are not registered with the runtime, so a message
-//! through a relay wakes no task and no thread.
+//! inbox itself. Relay sockets are not registered with the runtime: only chitchat's
+//! own socket is watched, so an outgoing message wakes nothing on its way through a
+//! relay, and an incoming one wakes only chitchat's task.
 //!
 //! The third message of an exchange, the `Ack`, carries only a delta, whose encoding
 //! chitchat does make public; so acks skip the relay both ways (one in three messages).
@@ -133,8 +134,7 @@ const RELAY_PATIENCE: Duration = Duration::from_millis(20);
 /// One peer's relay socket, its address (so sending to it costs no lookup) and when it
 /// last carried a datagram. Relay sockets are plain non-blocking sockets, not
 /// registered with the runtime: they are read and written only right after chitchat
-/// wrote to them or before it reads, so nothing ever waits on them and a datagram
-/// through a relay wakes no task and no thread.
+/// wrote to them or before it reads, so nothing ever waits on them.
 struct Relay {
     socket: Arc<std::net::UdpSocket>,
     local: SocketAddr,
