@@ -357,7 +357,8 @@ impl Site {
         // leave the service holding the endpoint (it would never be dropped).
         service.attach_endpoint(endpoint.clone());
         tracing::info!(
-            site = %identity.site_id, cluster = %identity.cluster_id, %addr, role = %options.role, "site started"
+            site = %identity.site_id, cluster = %identity.cluster_id, %addr, role = %options.role,
+            async_workers = tokio::runtime::Handle::current().metrics().num_workers(), "site started"
         );
         Ok(Self {
             inventory,

@@ -107,6 +107,7 @@ fn cairn_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         "CAIRN_GOSSIP_INTERVAL_MS",
         "CAIRN_CONFIG",
         "CAIRN_METRICS_LISTEN",
+        "CAIRN_WORKER_THREADS",
     ] {
         cmd.env_remove(key);
     }
@@ -142,6 +143,25 @@ fn settings_come_from_flags_then_env_then_file_then_defaults() {
     assert_eq!(merged["gossip"]["interval_ms"].as_integer(), Some(300));
     assert_eq!(merged["role"].as_str(), Some("core"), "default");
     assert_eq!(merged["transport"]["request_timeout_ms"].as_integer(), Some(10_000), "default");
+    let half_the_cores = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+    assert_eq!(merged["worker_threads"].as_integer(), Some(half_the_cores as i64), "default");
+}
+
+#[test]
+fn a_site_runs_as_many_async_workers_as_it_is_told() {
+    let root = tempfile::tempdir().unwrap();
+    let cluster = cairn_tests::new_cluster_dir(root.path());
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_cairn"));
+    let addr = cairn_tests::loopback_addrs(1)[0];
+    let mut spec = cairn_tests::SiteSpec::new(bin, root.path(), "w", &cluster, addr, &[]);
+    spec.extra = vec!["--worker-threads".into(), "3".into()];
+    let site = cairn_tests::SiteProc::start(&spec);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // The site's start line says how many workers its runtime has.
+    while !site.stderr().contains("async_workers=3") {
+        assert!(std::time::Instant::now() < deadline, "no start line with 3 workers:\n{}", site.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -162,6 +182,10 @@ fn bad_settings_name_themselves_with_exit_code_2() {
     let out = cairn_env(&["start", "--data-dir", data, "--capacity", "0"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("capacity"), "{}", text(&out));
+
+    let out = cairn_env(&["start", "--data-dir", data, "--worker-threads", "0"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("worker_threads"), "{}", text(&out));
 
     let out = cairn_env(&["start", "--data-dir", data, "--listen", "nowhere"], &[]);
     assert_eq!(out.status.code(), Some(2));

@@ -45,6 +45,10 @@ pub(crate) struct StartArgs {
     /// certificate of the cluster or a bearer token) at https://HOST:PORT [default: off].
     #[arg(long, value_name = "HOST:PORT", env = "CAIRN_HTTP_LISTEN", value_parser = parse_addr)]
     http_listen: Option<SocketAddr>,
+    /// Threads that run the site's async work (QUIC, gossip, requests), 1-1024; LMDB
+    /// work runs on a blocking pool beside them [default: half the cores, at least one].
+    #[arg(long, value_name = "N", env = "CAIRN_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Failure-domain label (rack, zone) used to spread replicas.
     #[arg(long, env = "CAIRN_ZONE")]
     zone: Option<String>,
@@ -97,6 +101,7 @@ impl StartArgs {
             seeds: (!self.seeds.is_empty()).then(|| self.seeds.clone()),
             zone: self.zone.clone(),
             capacity: self.capacity,
+            worker_threads: self.worker_threads,
             metrics_listen: self.metrics_listen,
             http_listen: self.http_listen,
             gossip: GossipSection { interval_ms: self.gossip_interval_ms, ..GossipSection::default() },
@@ -130,12 +135,14 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let options = merged.to_options().map_err(|e| UsageError::from_err(&e))?;
+    let worker_threads = merged.worker_threads().map_err(|e| UsageError::from_err(&e))?;
     let role = options.role;
     let data_dir = options.data_dir.clone();
     // Inventory calls run on the blocking pool. They are short, so a small pool does the
     // work; and a burst of requests (a flood of pulls or reads) then costs at most this
     // many threads' stacks rather than tokio's default of 512.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
         .enable_all()
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
