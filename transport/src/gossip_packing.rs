@@ -24,8 +24,9 @@ pub(crate) const RAW: u8 = 0;
 pub(crate) const ZSTD: u8 = 1;
 /// Messages up to this size go raw (a zstd frame's header would eat the gain).
 const COMPRESS_ABOVE: usize = 96;
-/// zstd's level: 1, its fastest positive one. On a digest of 100 sites (5.6 KB) it
-/// compresses a fifth faster than the default 3 (14 against 18 µs), to the same size.
+/// zstd's level: 1, its fastest positive one. On a synthetic chitchat digest of 100
+/// sites (5.6 KB, random 16-hex-digit names) it compresses a fifth faster than the
+/// default 3 (14 against 18 µs), to the same size (1,931 against 1,966 bytes).
 const LEVEL: i32 = 1;
 
 /// One zstd context of each kind per process (at most 150 and 96 KB), made on first use and

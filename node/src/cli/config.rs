@@ -27,8 +27,10 @@ const MAX_WORKER_THREADS: usize = 1024;
 /// LMDB transactions and their fsyncs, runs on the blocking pool, which the other half
 /// of the cores is left to. Measured on a 2-core machine (bench/README, `gossip-procs`
 /// and `nats`): one worker instead of two lowers an idle site's CPU by a tenth at 100
-/// sites and leaves 3 sites' acknowledged publish rate as it was or a little higher;
-/// a second worker mostly wakes up to find nothing to steal.
+/// sites and leaves 3 sites' acknowledged publish rate as it was or a little higher.
+/// (Why, as far as the profile shows: the runtime's parking and waking was a fifth of
+/// an idle site's time, and tokio wakes an idle worker to steal work it then rarely
+/// finds; how many wake-ups did so was not counted.)
 pub(crate) fn default_worker_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
 }
